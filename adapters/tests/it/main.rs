@@ -1,0 +1,9 @@
+//! Adapter tests: one integration test binary, one module per adapter.
+
+mod docker;
+mod host;
+mod kubernetes;
+mod libvirt;
+mod patroni;
+mod prometheus;
+mod simulated;

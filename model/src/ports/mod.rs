@@ -1,0 +1,11 @@
+//! Ports: the narrow traits the loops drive and the adapters implement.
+//!
+//! Vendor types never cross these traits; errors are classified ([`ErrorKind`]) so that a loop
+//! can choose between backing off and giving up.
+
+pub mod platform;
+
+pub use platform::{
+    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
+    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+};

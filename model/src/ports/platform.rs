@@ -1,0 +1,194 @@
+//! The platform port: where members live (Docker, libvirt, Kubernetes, simulated).
+//!
+//! Architecture invariant: a platform lists, changes and removes only what carries Steward's
+//! labels for its cluster ([`LABEL_CLUSTER`] and friends). Anything else is invisible to it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::observation::PlatformState;
+use crate::size::{Role, Size};
+use crate::time::Timestamp;
+
+/// Label naming the cluster a resource belongs to.
+pub const LABEL_CLUSTER: &str = "io.steward.cluster";
+/// Label naming the member's role (`database` or `balancer`).
+pub const LABEL_ROLE: &str = "io.steward.role";
+/// Label naming the member.
+pub const LABEL_MEMBER: &str = "io.steward.member";
+/// Label carrying the id of the operation that created or last changed the resource.
+pub const LABEL_OPERATION: &str = "io.steward.operation";
+
+/// How the platform can change one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Applied while the member runs.
+    Live,
+    /// Applied by restarting (or recreating) the member.
+    Restart,
+    /// The platform cannot do it.
+    Unsupported,
+}
+
+/// What a platform can change, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub cpu: Change,
+    pub memory: Change,
+    pub disk_grow: Change,
+    /// Disks never shrink in Steward's policies; platforms report it for completeness.
+    pub disk_shrink: Change,
+    /// Whether members can be spread over several physical hosts.
+    pub multi_host: bool,
+}
+
+/// A member as the platform knows it. No vendor type: names, sizes, states, labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlatformMember {
+    pub name: String,
+    pub cluster: String,
+    pub role: Role,
+    pub size: Size,
+    pub state: PlatformState,
+    /// The member's own address (e.g. `127.0.0.12`).
+    pub address: String,
+    /// The physical host (Docker engine, libvirt URI, Kubernetes node) it runs on.
+    pub host: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: Option<Timestamp>,
+    /// How many times the platform restarted it (restart loops are a repair signal).
+    pub restart_count: u32,
+}
+
+/// What to create.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateSpec {
+    pub cluster: String,
+    pub role: Role,
+    pub name: String,
+    pub size: Size,
+    /// The operation creating it; stored in [`LABEL_OPERATION`].
+    pub operation_id: String,
+}
+
+/// How a resize was carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeOutcome {
+    /// In effect now, the member kept running.
+    AppliedLive,
+    /// In effect after the member was restarted (the platform did it).
+    AppliedWithRestart,
+    /// Recorded, takes effect at the member's next restart (which the caller must arrange).
+    PendingRestart,
+}
+
+/// Resource usage of one member, as the platform measures it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub at: Timestamp,
+    /// vCPUs in use (averaged over the platform's sampling interval).
+    pub cpu_used: Option<f64>,
+    /// Working set: RSS + shared memory, not page cache (ENVIRONMENT.md), bytes.
+    pub memory_used: Option<u64>,
+    pub disk_used: Option<u64>,
+    pub disk_size: Option<u64>,
+    /// OOM kills inside the member since it started, when the platform counts them.
+    pub oom_kills: Option<u64>,
+}
+
+/// The classes of failure a loop tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Try again later (timeouts, connection refused, 5xx, a busy engine).
+    Transient,
+    /// The member (or what it needs) does not exist.
+    NotFound,
+    /// The state changed under us (name taken, resource version moved): re-read and retry.
+    Conflict,
+    /// The platform refused the request as asked (e.g. a memory limit below what is in use);
+    /// nothing was changed.
+    Refused,
+    /// Will not succeed by retrying (bad template, unsupported operation, not owned).
+    Permanent,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Permanent => "permanent",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed platform operation: which class, what was attempted, and the platform's own message.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed ({kind}): {message}")]
+pub struct PlatformError {
+    pub kind: ErrorKind,
+    /// What was attempted, e.g. `resize member pg-2`.
+    pub operation: String,
+    /// The platform's message, kept verbatim where it helps (runc's refusal, a Kubernetes Status).
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PlatformError {
+    pub fn new(kind: ErrorKind, operation: impl Into<String>, message: impl Into<String>) -> Self {
+        PlatformError { kind, operation: operation.into(), message: message.into(), source: None }
+    }
+
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+}
+
+/// Where members live. One implementation per platform; the loops see only this.
+///
+/// Every method touches only members this platform owns for its cluster (carrying the Steward
+/// labels); a name it does not own is [`ErrorKind::NotFound`], never acted upon.
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// A short name for logs (`docker`, `libvirt`, `kubernetes`, `simulated`).
+    fn kind(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// The members this platform owns for its cluster (both roles).
+    async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError>;
+
+    /// Creates and starts a member from its role's template at `spec.size`, on a host that holds
+    /// no other member of the same role (refused, saying so, when none is left).
+    async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError>;
+
+    /// Changes a member's size. CPU and memory live where the platform can; disk only grows.
+    /// Either the whole change is applied or nothing is.
+    async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError>;
+
+    /// Makes the member unable to serve or write (stop/kill, destroy, delete the pod).
+    /// Idempotent: fencing a fenced member succeeds.
+    async fn fence(&self, member: &str) -> Result<(), PlatformError>;
+
+    /// Removes a (fenced) member. Its data is kept unless `delete_data`.
+    async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError>;
+
+    /// Resource usage of each running member, by name.
+    async fn usage(&self) -> Result<BTreeMap<String, Usage>, PlatformError>;
+}

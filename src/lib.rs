@@ -1,0 +1,9 @@
+//! The `steward` binary's library: command implementations the thin `main` calls.
+//!
+//! - [`config`]: the TOML config file, raw and validated.
+//! - [`evaluate`]: `steward evaluate`, the dry run of the policies over recorded history.
+//! - [`observe`]: `steward observe`, one live pass over the sources.
+
+pub mod config;
+pub mod evaluate;
+pub mod observe;

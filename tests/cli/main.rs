@@ -1,0 +1,1 @@
+//! Tests of the `steward` binary as a user runs it: one integration test binary, modules inside.
