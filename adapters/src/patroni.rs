@@ -1,1 +1,81 @@
-//! (being built)
+//! The Patroni REST API: reads (`/cluster`, `/patroni`, `/health`, `/liveness`, `/config`,
+//! `/history`, `/metrics`) and actions (`/switchover`, `/failover`, `/restart`,
+//! `/reinitialize`, `/reload`, `PATCH /config`), for Patroni 3.x and 4.x.
+//!
+//! Start with [`PatroniApi`]: the narrow trait the loops use, in domain verbs, with no reqwest
+//! type in it, so a loop test can use an in-memory fake. [`PatroniClient`] implements it over
+//! HTTP. Answers are normalized ([`types`]): `master`/`primary` are both the leader, states are
+//! `running`/`streaming`/`stopped`..., whichever version answered.
+//!
+//! What this module is not: it does not assemble the observation (the binary's `observe` does)
+//! and makes no decision. It judges nothing about health beyond what Patroni says.
+//!
+//! Also here, because both HTTP sources need them and this crate has no shared `http` module
+//! yet: [`Secret`] (redacted debug) and [`TlsConfig`].
+
+mod client;
+mod config;
+mod error;
+mod secret;
+pub(crate) mod tls;
+pub mod types;
+
+use async_trait::async_trait;
+
+pub use client::PatroniClient;
+pub(crate) use config::check_url;
+pub use config::{
+    BasicAuth, PatroniConfig, PatroniSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,
+};
+pub use error::{ErrorClass, PatroniError};
+pub(crate) use secret::resolve_secret;
+pub use secret::Secret;
+pub use tls::{TlsConfig, TlsSettings};
+pub use types::{
+    normalize_role, normalize_state, ActionOutcome, ClusterMember, ClusterView, HistoryEntry,
+    MemberStatus, MetricSample, Probe, RestartConditions, Switchover, WalPositions, Walsender,
+};
+
+/// What the loops ask of Patroni. Members are addressed by their REST API base URL
+/// ([`ClusterMember::api_base`]); cluster-wide verbs go to any member that answers.
+///
+/// Errors carry an [`ErrorClass`]: transient (retry later), not found, conflict (412: the
+/// state moved, re-read), auth, permanent.
+#[async_trait]
+pub trait PatroniApi: Send + Sync {
+    /// The members as the DCS knows them (`GET /cluster` on the first member that answers).
+    async fn cluster(&self) -> Result<ClusterView, PatroniError>;
+
+    /// One member about itself (`GET /patroni`); on the leader, `replication` lists who streams.
+    async fn member_status(&self, api_base: &str) -> Result<MemberStatus, PatroniError>;
+
+    /// Planned leader change (`POST /switchover`); 200 done, 202 scheduled, 412 refused.
+    async fn switchover(&self, request: &Switchover) -> Result<ActionOutcome, PatroniError>;
+
+    /// Unplanned leader change to `candidate` (`POST /failover`), for a cluster without leader.
+    async fn failover(&self, candidate: &str) -> Result<ActionOutcome, PatroniError>;
+
+    /// Restarts PostgreSQL on one member when every condition holds (`POST /restart`).
+    async fn restart(
+        &self,
+        api_base: &str,
+        conditions: &RestartConditions,
+    ) -> Result<ActionOutcome, PatroniError>;
+
+    /// Rebuilds a replica's data from the leader (`POST /reinitialize`).
+    async fn reinitialize(
+        &self,
+        api_base: &str,
+        force: bool,
+    ) -> Result<ActionOutcome, PatroniError>;
+
+    /// Reloads one member's configuration (`POST /reload`).
+    async fn reload(&self, api_base: &str) -> Result<ActionOutcome, PatroniError>;
+
+    /// Merges `patch` into the dynamic configuration (`PATCH /config`); returns the new one.
+    async fn patch_config(
+        &self,
+        patch: &serde_json::Value,
+    ) -> Result<serde_json::Value, PatroniError>;
+}

@@ -1,1 +1,773 @@
-//! (being built)
+//! Prometheus as a source: one batched instant query per metric for all members, and range
+//! queries for the dry-run over history.
+//!
+//! Each [`Metric`] has a PromQL query (configurable, with defaults for the usual stack:
+//! cAdvisor for container CPU/memory/OOM, postgres_exporter for connections/size/read rate,
+//! Patroni's `/metrics` for lag; see [`Metric::default_query`]) and the label that names the
+//! member in its answer. A query
+//! answers for every member at once; results are keyed by that label's value, and the
+//! observation matches them to members by name or address. Never one query per member.
+//!
+//! Missing is never zero (KEDA's bug: an empty answer read as 0 scaled things down): an empty
+//! result, NaN and ±Inf are [`Reading::Missing`]; a sample older than `max_age` is
+//! [`Reading::Stale`]. Note that an instant query's sample time is the evaluation time, and
+//! Prometheus itself drops series not scraped for its lookback (5 min by default): `Stale`
+//! catches answers that are old as a whole (a lagging remote store, clock skew), the lookback
+//! catches dead targets, which then come back empty, hence missing.
+//!
+//! What this module is not: it does not know members or clusters, and it never fills a gap.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use serde::{Deserialize, Serialize};
+use steward_model::observation::{Figure, Source};
+use steward_model::{ConfigErrors, Timestamp};
+use tracing::debug;
+
+use crate::patroni::tls::build_client;
+use crate::patroni::{resolve_secret, ErrorClass, Secret, TlsConfig, TlsSettings};
+
+/// Prometheus evaluates a query in milliseconds to seconds; 10 s bounds a slow range query.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// See [`crate::patroni::DEFAULT_CONNECT_TIMEOUT`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Two scrape intervals of Prometheus's default 1 min, plus slack: older means the pipeline
+/// behind the figure has stopped, not that the figure is a bit late.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(150);
+
+/// What Steward reads from Prometheus, one query each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// vCPUs in use.
+    CpuUsed,
+    /// Working set: RSS + mapped shared memory, not page cache (ENVIRONMENT.md), bytes.
+    MemoryUsed,
+    /// Data disk used, bytes.
+    DiskUsed,
+    /// WAL bytes on disk.
+    WalBytes,
+    /// Client connections.
+    Connections,
+    /// Transactions per second.
+    ReadRate,
+    /// Bytes behind the leader.
+    LagBytes,
+    /// OOM kills (a counter).
+    OomKills,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::CpuUsed,
+        Metric::MemoryUsed,
+        Metric::DiskUsed,
+        Metric::WalBytes,
+        Metric::Connections,
+        Metric::ReadRate,
+        Metric::LagBytes,
+        Metric::OomKills,
+    ];
+
+    /// The key in `[prometheus.queries]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::CpuUsed => "cpu_used",
+            Metric::MemoryUsed => "memory_used",
+            Metric::DiskUsed => "disk_used",
+            Metric::WalBytes => "wal_bytes",
+            Metric::Connections => "connections",
+            Metric::ReadRate => "read_rate",
+            Metric::LagBytes => "lag_bytes",
+            Metric::OomKills => "oom_kills",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == key)
+    }
+
+    /// The default query for the usual stack, or `None` where the stack has no such metric.
+    ///
+    /// - Scrape targets carry a `member` label naming the Patroni member (Steward's HTTP
+    ///   service discovery sets it, DESIGN.md 7; the lab sets it with file_sd), so exporter
+    ///   queries group `by (member)`: postgres_exporter for connections, size and read rate,
+    ///   Patroni's `/metrics` for lag (the query the lab recorded against Prometheus 2.42).
+    /// - cAdvisor is one target per host, not per member: it exports Docker labels as
+    ///   `container_label_<name>`, so Steward's `io.steward.member` becomes the member label
+    ///   (and only owned containers count). Memory is RSS + mapped files, which holds the
+    ///   touched part of shared_buffers, never the page cache (ENVIRONMENT.md).
+    /// - `pg_database_size_bytes` is a lower bound of disk used (no WAL, no overhead): point
+    ///   `disk_used` at node_exporter's filesystem metrics where the data disk is a mount.
+    /// - WAL bytes need a custom exporter query (`pg_ls_waldir()`), so there is no default.
+    /// - With several clusters in one Prometheus, narrow the queries (e.g. `{scope="..."}`).
+    pub fn default_query(self) -> Option<MetricQuery> {
+        let cadvisor = |expr: &str| {
+            MetricQuery {
+            query: format!(
+                "sum by (member) (label_replace({expr}, \"member\", \"$1\", \"container_label_io_steward_member\", \"(.+)\"))"
+            ),
+            label: "member".into(),
+        }
+        };
+        let owned = "{container_label_io_steward_member!=\"\"}";
+        let by_member = |query: &str| MetricQuery {
+            query: query.into(),
+            label: "member".into(),
+        };
+        Some(match self {
+            Metric::CpuUsed => cadvisor(&format!("rate(container_cpu_usage_seconds_total{owned}[1m])")),
+            Metric::MemoryUsed => {
+                cadvisor(&format!("container_memory_rss{owned} + container_memory_mapped_file{owned}"))
+            }
+            Metric::OomKills => cadvisor(&format!("container_oom_events_total{owned}")),
+            Metric::DiskUsed => by_member("sum by (member) (pg_database_size_bytes)"),
+            Metric::Connections => by_member("sum by (member) (pg_stat_activity_count)"),
+            Metric::ReadRate => by_member(
+                "sum by (member) (rate(pg_stat_database_xact_commit[1m]) + rate(pg_stat_database_xact_rollback[1m]))",
+            ),
+            Metric::LagBytes => by_member(
+                "scalar(max(patroni_xlog_location)) - max by (member) (patroni_xlog_replayed_location and on (member) patroni_replica == 1)",
+            ),
+            Metric::WalBytes => return None,
+        })
+    }
+}
+
+/// A PromQL query and the label naming the member in its result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricQuery {
+    /// PromQL, answering one series per member.
+    pub query: String,
+    /// The label whose value names the member (its name or `host:port`).
+    pub label: String,
+}
+
+// ---- config ------------------------------------------------------------------------------
+
+/// `[prometheus]`: where Prometheus is and what to ask it. Serializes with every default
+/// filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Base URL of Prometheus (`http://127.0.0.1:9090`). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Basic-auth user (with `password_file` or `password_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the basic-auth password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the basic-auth password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// File holding a bearer token (exclusive with basic auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Environment variable holding a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// Total time for one query. Default [`DEFAULT_TIMEOUT`].
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time to connect. Default [`DEFAULT_CONNECT_TIMEOUT`].
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A sample older than this is stale. Default [`DEFAULT_MAX_AGE`].
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Per-metric overrides of [`Metric::default_query`], keyed by [`Metric::as_str`]. An empty
+    /// `query` turns the metric off.
+    #[serde(default)]
+    pub queries: BTreeMap<String, MetricQuery>,
+    /// TLS: CA and client certificate.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_max_age() -> Duration {
+    DEFAULT_MAX_AGE
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: None,
+            username: None,
+            password_file: None,
+            password_env: None,
+            bearer_token_file: None,
+            bearer_token_env: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_age: DEFAULT_MAX_AGE,
+            queries: BTreeMap::new(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// How requests authenticate.
+#[derive(Clone, Debug)]
+pub enum PrometheusAuth {
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
+}
+
+/// A validated `[prometheus]` section.
+#[derive(Clone, Debug)]
+pub struct PrometheusSettings {
+    pub url: String,
+    pub auth: Option<PrometheusAuth>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_age: Duration,
+    /// The metrics asked for; a metric absent here is not queried (and stays missing).
+    pub queries: BTreeMap<Metric, MetricQuery>,
+    pub tls: TlsSettings,
+}
+
+impl PrometheusSettings {
+    /// Every default, for `url` (used by `steward observe --prometheus`).
+    pub fn with_url(url: &str) -> Result<PrometheusSettings, ConfigErrors> {
+        PrometheusConfig {
+            url: Some(url.into()),
+            ..Default::default()
+        }
+        .validate()
+    }
+}
+
+impl PrometheusConfig {
+    /// Validates, reading secrets from the process environment.
+    pub fn validate(&self) -> Result<PrometheusSettings, ConfigErrors> {
+        self.validate_with_env(&|n| std::env::var(n).ok())
+    }
+
+    /// Validates with `env` as the environment; paths are relative to the section.
+    pub fn validate_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PrometheusSettings, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let url = match self.url.as_deref().map(crate::patroni::check_url) {
+            None => {
+                errors.push("url", "required, e.g. http://127.0.0.1:9090");
+                String::new()
+            }
+            Some(Ok(u)) => u,
+            Some(Err(msg)) => {
+                errors.push("url", msg);
+                String::new()
+            }
+        };
+        let password = resolve_secret(
+            "password",
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+            env,
+            &mut errors,
+        );
+        let token = resolve_secret(
+            "bearer_token",
+            self.bearer_token_file.as_deref(),
+            self.bearer_token_env.as_deref(),
+            env,
+            &mut errors,
+        );
+        let auth = match (&self.username, password, token) {
+            (_, _, Some(_)) if self.username.is_some() => {
+                errors.push(
+                    "bearer_token_file",
+                    "give either basic auth or a bearer token, not both",
+                );
+                None
+            }
+            (None, None, Some(t)) => Some(PrometheusAuth::Bearer(t)),
+            (None, Some(_), _) => {
+                errors.push("username", "a password needs a username");
+                None
+            }
+            (Some(u), Some(p), None) => Some(PrometheusAuth::Basic {
+                username: u.clone(),
+                password: p,
+            }),
+            (Some(_), None, None) => {
+                if !errors.iter().any(|e| e.path.starts_with("password")) {
+                    errors.push(
+                        "password_file",
+                        "a username needs a password (`password_file` or `password_env`)",
+                    );
+                }
+                None
+            }
+            _ => None,
+        };
+        let mut queries: BTreeMap<Metric, MetricQuery> = Metric::ALL
+            .into_iter()
+            .filter_map(|m| m.default_query().map(|q| (m, q)))
+            .collect();
+        for (key, q) in &self.queries {
+            let Some(metric) = Metric::from_key(key) else {
+                let known: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+                errors.push(
+                    format!("queries.{key}"),
+                    format!("unknown metric (known: {})", known.join(", ")),
+                );
+                continue;
+            };
+            if q.query.trim().is_empty() {
+                queries.remove(&metric);
+                continue;
+            }
+            if q.label.trim().is_empty() {
+                errors.push(
+                    format!("queries.{key}.label"),
+                    "must name the label that identifies the member",
+                );
+            }
+            queries.insert(metric, q.clone());
+        }
+        let nonzero = |errors: &mut ConfigErrors, path: &str, d: Duration| {
+            if d.is_zero() {
+                errors.push(path, "must be more than zero");
+            }
+            d
+        };
+        let timeout = nonzero(&mut errors, "timeout", self.timeout);
+        let connect_timeout = nonzero(&mut errors, "connect_timeout", self.connect_timeout);
+        let max_age = nonzero(&mut errors, "max_age", self.max_age);
+        let tls = self.tls.validate_into("tls", &mut errors);
+        errors.into_result(PrometheusSettings {
+            url,
+            auth,
+            timeout,
+            connect_timeout,
+            max_age,
+            queries,
+            tls,
+        })
+    }
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+/// A failed Prometheus query.
+#[derive(Debug, thiserror::Error)]
+pub enum PrometheusError {
+    #[error("building the prometheus client failed")]
+    Build(#[source] reqwest::Error),
+
+    #[error("the prometheus url is not usable")]
+    Url(#[source] prometheus_http_query::Error),
+
+    #[error("the {metric} query failed")]
+    Query {
+        metric: &'static str,
+        #[source]
+        source: prometheus_http_query::Error,
+    },
+
+    #[error("the {metric} query answered a {got} where a {expected} was expected")]
+    ResultType {
+        metric: &'static str,
+        got: &'static str,
+        expected: &'static str,
+    },
+
+    #[error("{metric} is not queried (no query configured)")]
+    NotConfigured { metric: &'static str },
+}
+
+impl PrometheusError {
+    pub fn class(&self) -> ErrorClass {
+        use prometheus_http_query::error::PrometheusErrorType as T;
+        match self {
+            PrometheusError::Query { source, .. } => match source {
+                prometheus_http_query::Error::Client(c) => match c.inner() {
+                    Some(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
+                        ErrorClass::Transient
+                    }
+                    Some(e) if e.status().is_some() => {
+                        ErrorClass::of_status(e.status().map(|s| s.as_u16()).unwrap_or(500))
+                    }
+                    Some(e) if e.is_decode() => ErrorClass::Permanent,
+                    Some(_) => ErrorClass::Transient,
+                    None => ErrorClass::Permanent,
+                },
+                prometheus_http_query::Error::Prometheus(p) => match p.error_type() {
+                    T::Timeout | T::Canceled | T::Unavailable | T::Internal => {
+                        ErrorClass::Transient
+                    }
+                    T::NotFound => ErrorClass::NotFound,
+                    _ => ErrorClass::Permanent,
+                },
+                _ => ErrorClass::Permanent,
+            },
+            PrometheusError::Build(_)
+            | PrometheusError::Url(_)
+            | PrometheusError::ResultType { .. }
+            | PrometheusError::NotConfigured { .. } => ErrorClass::Permanent,
+        }
+    }
+}
+
+// ---- readings ----------------------------------------------------------------------------
+
+/// One member's value of one metric, judged.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Reading {
+    Fresh(Figure),
+    /// Present but older than `max_age` at the time asked: never acted upon.
+    Stale(Figure),
+    /// NaN or ±Inf: not a number, so not a figure.
+    Missing,
+}
+
+impl Reading {
+    /// The figure, when fresh.
+    pub fn fresh(&self) -> Option<Figure> {
+        match self {
+            Reading::Fresh(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to one metric's query, for all members at once.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MetricReading {
+    pub metric: Metric,
+    /// The label the keys come from.
+    pub label: String,
+    /// By the member label's value. An empty map is an empty answer: every member missing.
+    pub values: BTreeMap<String, Reading>,
+}
+
+/// What the loops and `observe` ask of a metrics store.
+#[async_trait]
+pub trait MetricsSource: Send + Sync {
+    /// The metrics this source has a query for.
+    fn metrics(&self) -> Vec<Metric>;
+
+    /// One instant query for `metric`, all members, judged at `now`.
+    async fn instant(
+        &self,
+        metric: Metric,
+        now: Timestamp,
+    ) -> Result<MetricReading, PrometheusError>;
+
+    /// One range query for `metric`, all members; non-finite points are dropped (missing).
+    async fn range(
+        &self,
+        metric: Metric,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Result<BTreeMap<String, Vec<Figure>>, PrometheusError>;
+}
+
+/// The Prometheus HTTP API client.
+pub struct PrometheusClient {
+    client: prometheus_http_query::Client,
+    queries: BTreeMap<Metric, MetricQuery>,
+    timeout: Duration,
+    max_age: Duration,
+}
+
+impl PrometheusClient {
+    pub fn new(settings: &PrometheusSettings) -> Result<Self, PrometheusError> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = auth_header(settings.auth.as_ref()) {
+            headers.insert(AUTHORIZATION, value);
+        }
+        // prometheus-http-query's own client has no timeouts or auth: hand it a configured one.
+        let http = build_client(
+            settings.timeout,
+            settings.connect_timeout,
+            &settings.tls,
+            headers,
+        )
+        .map_err(PrometheusError::Build)?;
+        let client = prometheus_http_query::Client::from(http, &settings.url)
+            .map_err(PrometheusError::Url)?;
+        Ok(PrometheusClient {
+            client,
+            queries: settings.queries.clone(),
+            timeout: settings.timeout,
+            max_age: settings.max_age,
+        })
+    }
+
+    /// Every configured metric, queried concurrently (one query each). Failures are returned
+    /// beside the readings: one broken query must not hide the others.
+    pub async fn instant_all(
+        &self,
+        now: Timestamp,
+    ) -> (
+        BTreeMap<Metric, MetricReading>,
+        Vec<(Metric, PrometheusError)>,
+    ) {
+        let results = futures::future::join_all(
+            self.queries
+                .keys()
+                .map(|&m| async move { (m, self.instant(m, now).await) }),
+        )
+        .await;
+        let mut readings = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (m, r) in results {
+            match r {
+                Ok(reading) => {
+                    readings.insert(m, reading);
+                }
+                Err(e) => errors.push((m, e)),
+            }
+        }
+        (readings, errors)
+    }
+
+    fn query_of(&self, metric: Metric) -> Result<&MetricQuery, PrometheusError> {
+        self.queries
+            .get(&metric)
+            .ok_or(PrometheusError::NotConfigured {
+                metric: metric.as_str(),
+            })
+    }
+}
+
+impl std::fmt::Debug for PrometheusClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusClient")
+            .field("url", &self.client.base_url().as_str())
+            .field("metrics", &self.queries.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn auth_header(auth: Option<&PrometheusAuth>) -> Option<HeaderValue> {
+    let mut value = match auth? {
+        PrometheusAuth::Bearer(t) => {
+            HeaderValue::from_str(&format!("Bearer {}", t.expose())).ok()?
+        }
+        PrometheusAuth::Basic { username, password } => {
+            // Let reqwest do the base64 rather than pull in a crate for one header.
+            let req = reqwest::Client::new()
+                .get("http://127.0.0.1/")
+                .basic_auth(username, Some(password.expose()))
+                .build()
+                .ok()?;
+            req.headers().get(AUTHORIZATION)?.clone()
+        }
+    };
+    // Marked sensitive: hyper and reqwest then redact it in their Debug output.
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// Judges one sample: non-finite is missing, older than `max_age` at `now` is stale.
+pub fn judge(value: f64, sample_secs: f64, now: Timestamp, max_age: Duration) -> Reading {
+    if !value.is_finite() {
+        return Reading::Missing;
+    }
+    let at = Timestamp::from_millis((sample_secs * 1000.0).round() as i64);
+    let figure = Figure::new(value, Source::Prometheus, at);
+    if now.since(at) > max_age {
+        Reading::Stale(figure)
+    } else {
+        Reading::Fresh(figure)
+    }
+}
+
+#[async_trait]
+impl MetricsSource for PrometheusClient {
+    fn metrics(&self) -> Vec<Metric> {
+        self.queries.keys().copied().collect()
+    }
+
+    async fn instant(
+        &self,
+        metric: Metric,
+        now: Timestamp,
+    ) -> Result<MetricReading, PrometheusError> {
+        let q = self.query_of(metric)?;
+        let result = self
+            .client
+            .query(&q.query)
+            .at(now.as_millis().div_euclid(1000))
+            .timeout(self.timeout.as_millis() as i64)
+            .get()
+            .await
+            .map_err(|source| PrometheusError::Query {
+                metric: metric.as_str(),
+                source,
+            })?;
+        let vector = match result.data() {
+            prometheus_http_query::response::Data::Vector(v) => v,
+            other => {
+                return Err(PrometheusError::ResultType {
+                    metric: metric.as_str(),
+                    got: data_kind(other),
+                    expected: "vector",
+                })
+            }
+        };
+        let mut values = BTreeMap::new();
+        for series in vector {
+            // A series without the member label cannot be attributed to anyone: skip it
+            // rather than guess (it would otherwise collapse onto the key "").
+            let Some(key) = series.metric().get(&q.label) else {
+                debug!(metric = metric.as_str(), label = %q.label, "series without the member label skipped");
+                continue;
+            };
+            let s = series.sample();
+            values.insert(
+                key.clone(),
+                judge(s.value(), s.timestamp(), now, self.max_age),
+            );
+        }
+        Ok(MetricReading {
+            metric,
+            label: q.label.clone(),
+            values,
+        })
+    }
+
+    async fn range(
+        &self,
+        metric: Metric,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Result<BTreeMap<String, Vec<Figure>>, PrometheusError> {
+        let q = self.query_of(metric)?;
+        let result = self
+            .client
+            .query_range(
+                &q.query,
+                start.as_millis().div_euclid(1000),
+                end.as_millis().div_euclid(1000),
+                step.as_secs_f64(),
+            )
+            .timeout(self.timeout.as_millis() as i64)
+            .get()
+            .await
+            .map_err(|source| PrometheusError::Query {
+                metric: metric.as_str(),
+                source,
+            })?;
+        let matrix = match result.data() {
+            prometheus_http_query::response::Data::Matrix(m) => m,
+            other => {
+                return Err(PrometheusError::ResultType {
+                    metric: metric.as_str(),
+                    got: data_kind(other),
+                    expected: "matrix",
+                })
+            }
+        };
+        let mut out: BTreeMap<String, Vec<Figure>> = BTreeMap::new();
+        for series in matrix {
+            let Some(key) = series.metric().get(&q.label) else {
+                continue;
+            };
+            let points = series
+                .samples()
+                .iter()
+                .filter(|s| s.value().is_finite())
+                .map(|s| {
+                    Figure::new(
+                        s.value(),
+                        Source::Prometheus,
+                        Timestamp::from_millis((s.timestamp() * 1000.0).round() as i64),
+                    )
+                });
+            out.entry(key.clone()).or_default().extend(points);
+        }
+        Ok(out)
+    }
+}
+
+fn data_kind(d: &prometheus_http_query::response::Data) -> &'static str {
+    match d {
+        prometheus_http_query::response::Data::Vector(_) => "vector",
+        prometheus_http_query::response::Data::Matrix(_) => "matrix",
+        prometheus_http_query::response::Data::Scalar(_) => "scalar",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_inf_are_missing_and_old_is_stale() {
+        let now = Timestamp::from_secs(1000);
+        let age = Duration::from_secs(60);
+        assert_eq!(judge(f64::NAN, 1000.0, now, age), Reading::Missing);
+        assert_eq!(judge(f64::INFINITY, 1000.0, now, age), Reading::Missing);
+        assert!(matches!(judge(1.0, 900.0, now, age), Reading::Stale(f) if f.value == 1.0));
+        assert_eq!(
+            judge(0.0, 990.0, now, age).fresh().map(|f| f.value),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn config_collects_errors_and_overrides_queries() {
+        let raw: PrometheusConfig = serde_json::from_value(serde_json::json!({
+            "url": "http://127.0.0.1:9090",
+            "username": "u", "bearer_token_env": "TOKEN",
+            "max_age": "0s",
+            "queries": {
+                "cpu": {"query": "up", "label": "x"},
+                "connections": {"query": "sum by (instance) (pg_stat_activity_count)", "label": ""},
+                "oom_kills": {"query": "", "label": "member"}
+            }
+        }))
+        .unwrap();
+        let err = raw
+            .validate_with_env(&|n| (n == "TOKEN").then(|| "t".into()))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("bearer_token_file: give either"), "{text}");
+        assert!(text.contains("queries.cpu: unknown metric"), "{text}");
+        assert!(
+            text.contains("queries.connections.label: must name"),
+            "{text}"
+        );
+        assert!(text.contains("max_age: must be more than zero"), "{text}");
+        assert_eq!(err.len(), 4, "{text}");
+
+        let ok: PrometheusConfig = serde_json::from_value(serde_json::json!({
+            "url": "http://127.0.0.1:9090/", "queries": {"oom_kills": {"query": "", "label": "m"}}
+        }))
+        .unwrap();
+        let s = ok.validate_with_env(&|_| None).unwrap();
+        assert!(!s.queries.contains_key(&Metric::OomKills));
+        assert!(!s.queries.contains_key(&Metric::WalBytes));
+        assert_eq!(s.queries.len(), 6);
+        assert_eq!(s.url, "http://127.0.0.1:9090");
+    }
+
+    #[test]
+    fn missing_url_is_an_error() {
+        let err = PrometheusConfig::default()
+            .validate_with_env(&|_| None)
+            .unwrap_err();
+        assert_eq!(err.iter().next().map(|e| e.path.as_str()), Some("url"));
+    }
+}

@@ -1,1 +1,1535 @@
-//! (being built)
+//! The Docker platform: members are containers on one or more Docker engines (one engine = one
+//! host), reached with bollard.
+//!
+//! - Members come from a per-role [`Template`] (image, command, env, bind mounts, numeric user),
+//!   always on the host network with their own `127.0.0.N` address from a configured pool, and
+//!   carry Steward's labels from birth. Only containers with this cluster's labels are ever
+//!   listed or touched; any other name is [`ErrorKind::NotFound`].
+//! - CPU and memory change live with `docker update`, memory and swap together (Docker refuses
+//!   the whole update, CPU included, otherwise). A memory limit below what the container holds
+//!   is refused by runc: that is [`ErrorKind::Refused`] with runc's message, and nothing changed.
+//! - Fencing stops with a short grace, then kills; a paused (frozen) container is killed at once.
+//! - Usage comes from the stats API; memory is the working set, RSS + shared memory from
+//!   `memory.stat` ([`working_set`]), never the raw usage, which counts page cache.
+//! - Disks go through a [`VolumeProvider`]: `fixed` folders or growable `loop-xfs` images.
+//!
+//! Configuration is two-staged: [`RawDockerConfig`] (serde, `deny_unknown_fields`) and
+//! [`RawDockerConfig::validate`], which lists every problem with its path at once.
+//!
+//! What this is not: an image builder or a registry client (there is no registry here; see
+//! ENVIRONMENT.md for running host programs from an empty imported image), nor a PostgreSQL
+//! supervisor. Which containers were fenced is remembered in memory only: after a restart of
+//! Steward a fenced container lists as [`PlatformState::Exited`], which is still not running.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerStatsResponse, ContainerUpdateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use serde::Deserialize;
+use steward_model::observation::PlatformState;
+use steward_model::ports::{
+    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
+    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+};
+use steward_model::{ConfigErrors, Role, Size, Timestamp};
+
+use super::volume::{FixedVolumes, LoopXfsVolumes, VolumeError, VolumeProvider};
+
+/// Label carrying the member's loopback address (the pool is shared by the cluster's members).
+pub const LABEL_ADDRESS: &str = "io.steward.address";
+
+/// Appended to a container's name when it is fenced (see [`DockerPlatform::fence`]).
+pub const FENCED_SUFFIX: &str = ".fenced";
+
+/// Where local engines' cgroups are visible, for the OOM-kill counters.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Seconds bollard waits for one engine request.
+const REQUEST_TIMEOUT_SECS: u64 = 30;
+
+// --- configuration -------------------------------------------------------------------------
+
+/// The Docker platform's configuration as written (TOML or JSON), before validation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDockerConfig {
+    /// The cluster this platform owns (the value of the `io.steward.cluster` label).
+    pub cluster: String,
+    /// The engines, one per physical host. Members of one role go to different hosts.
+    pub hosts: Vec<RawHost>,
+    /// Loopback addresses members get, each `127.a.b.c` or a range `127.0.0.10-127.0.0.99`.
+    /// Every member needs one; the pool belongs to this cluster alone.
+    pub addresses: Vec<String>,
+    /// How long fencing waits after SIGTERM before SIGKILL (e.g. `2s`). Default 2 s.
+    #[serde(default = "default_fence_grace", with = "humantime_serde")]
+    pub fence_grace: Duration,
+    /// Prefix of container names (`<prefix><member>`), e.g. `steward-demo-`. Default empty.
+    #[serde(default)]
+    pub name_prefix: String,
+    /// Where members' data disks live.
+    pub volumes: RawVolumes,
+    /// The template of database members.
+    pub database: RawTemplate,
+    /// The template of balancer members; without it, balancers cannot be created.
+    #[serde(default)]
+    pub balancer: Option<RawTemplate>,
+}
+
+fn default_fence_grace() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// One engine.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    /// The host's name in listings and placement (e.g. `host-a`).
+    pub name: String,
+    /// `unix:///var/run/docker.sock`, or `http://127.0.0.1:PORT` (loopback only).
+    pub endpoint: String,
+}
+
+/// The data disk provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVolumes {
+    /// `fixed` (a folder per member, cannot grow) or `loop-xfs` (an XFS image per member,
+    /// grown online; at least 300 MiB).
+    pub kind: String,
+    /// An absolute folder on the machine running the engines, holding every member's volume.
+    pub root: PathBuf,
+}
+
+/// How a member of one role is made.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplate {
+    /// The image (e.g. `steward-empty:1` imported from an empty tar).
+    pub image: String,
+    /// The command and its arguments. `{member}`, `{address}`, `{cluster}`, `{role}` and
+    /// `{data}` (the data path inside) are replaced in every argument and env value.
+    pub command: Vec<String>,
+    /// Environment variables (values take the same placeholders).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Bind mounts `/host/path:/container/path[:ro|:rw]`, e.g. the host's `/usr:/usr:ro`.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    /// Numeric `uid[:gid]` (names are looked up in the image, which may be empty).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Where the member's data volume is mounted inside (absolute); none without it.
+    #[serde(default)]
+    pub data_path: Option<String>,
+    /// A host folder under which each member gets its own `/tmp` (mode 1777); a tmpfs `/tmp`
+    /// loses its mode after a restart (ENVIRONMENT.md).
+    #[serde(default)]
+    pub tmp_root: Option<PathBuf>,
+    /// The `oom_score_adj` postgres gives its backends (`PG_OOM_ADJUST_VALUE`, with
+    /// `PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj`, and `STEWARD_PG_OOM_SCORE_ADJ` for an
+    /// entrypoint): the OOM killer then takes a backend, not Patroni. -1000..=1000; databases only.
+    #[serde(default)]
+    pub postgres_oom_score_adj: Option<i32>,
+    /// Docker restart policy: `no` (default), `on-failure`, `unless-stopped` or `always`.
+    #[serde(default = "default_restart")]
+    pub restart_policy: String,
+}
+
+/// Env values may hold secrets (a replication password): `Debug` shows the names only.
+struct EnvNames<'a>(&'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for EnvNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RawTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawTemplate")
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &EnvNames(&self.env))
+            .field("mounts", &self.mounts)
+            .field("user", &self.user)
+            .field("data_path", &self.data_path)
+            .field("tmp_root", &self.tmp_root)
+            .field("postgres_oom_score_adj", &self.postgres_oom_score_adj)
+            .field("restart_policy", &self.restart_policy)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &EnvNames(&self.env))
+            .field("mounts", &self.mounts)
+            .field("user", &self.user)
+            .field("data_path", &self.data_path)
+            .field("tmp_root", &self.tmp_root)
+            .field("postgres_oom_score_adj", &self.postgres_oom_score_adj)
+            .field("restart_policy", &self.restart_policy)
+            .finish()
+    }
+}
+
+fn default_restart() -> String {
+    "no".to_string()
+}
+
+/// A validated engine address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `http://127.x.y.z:port` (wiremock in tests).
+    Http(String),
+}
+
+/// A validated engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSpec {
+    pub name: String,
+    pub endpoint: Endpoint,
+}
+
+/// Which volume provider, where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeKind {
+    Fixed(PathBuf),
+    LoopXfs(PathBuf),
+}
+
+/// A validated bind mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    pub host: String,
+    pub container: String,
+    pub read_only: bool,
+}
+
+/// A validated template.
+#[derive(Clone, PartialEq)]
+pub struct Template {
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub mounts: Vec<Bind>,
+    pub user: Option<String>,
+    pub data_path: Option<String>,
+    pub tmp_root: Option<PathBuf>,
+    pub postgres_oom_score_adj: Option<i32>,
+    pub restart_policy: RestartPolicyNameEnum,
+}
+
+/// The validated configuration: what it says can be done.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DockerConfig {
+    pub cluster: String,
+    pub hosts: Vec<HostSpec>,
+    pub addresses: Vec<Ipv4Addr>,
+    pub fence_grace: Duration,
+    pub name_prefix: String,
+    pub volumes: VolumeKind,
+    pub database: Template,
+    pub balancer: Option<Template>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn parse_address(text: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let one = |s: &str| -> Result<Ipv4Addr, String> {
+        let a: Ipv4Addr = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IPv4 address"))?;
+        if !a.is_loopback() {
+            return Err(format!(
+                "`{a}` is not a loopback address (127.0.0.0/8 only)"
+            ));
+        }
+        Ok(a)
+    };
+    match text.split_once('-') {
+        None => Ok(vec![one(text)?]),
+        Some((a, b)) => {
+            let (a, b) = (u32::from(one(a)?), u32::from(one(b)?));
+            if a > b {
+                return Err(format!("range `{text}` runs backwards"));
+            }
+            if b - a >= 65_536 {
+                return Err(format!("range `{text}` is larger than 65,536 addresses"));
+            }
+            Ok((a..=b).map(Ipv4Addr::from).collect())
+        }
+    }
+}
+
+fn validate_endpoint(text: &str) -> Result<Endpoint, String> {
+    if let Some(path) = text.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(format!("`{text}`: the socket path must be absolute"));
+        }
+        return Ok(Endpoint::Unix(PathBuf::from(path)));
+    }
+    if let Some(rest) = text.strip_prefix("http://") {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        let loopback =
+            host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback());
+        if !loopback {
+            return Err(format!("`{text}`: only loopback engines are allowed"));
+        }
+        return Ok(Endpoint::Http(text.trim_end_matches('/').to_string()));
+    }
+    Err(format!(
+        "`{text}`: expected unix:///path/to/docker.sock or http://127.0.0.1:PORT"
+    ))
+}
+
+impl RawTemplate {
+    fn validate(&self, role: Role, errors: &mut ConfigErrors) -> Template {
+        if self.image.trim().is_empty() {
+            errors.push("image", "must not be empty");
+        }
+        if self.command.is_empty() || self.command[0].trim().is_empty() {
+            errors.push("command", "must name a program");
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') {
+                errors.push(
+                    format!("env.{key}"),
+                    "a variable name must be non-empty and without `=`",
+                );
+            }
+        }
+        let mut mounts = Vec::new();
+        for (i, m) in self.mounts.iter().enumerate() {
+            let parts: Vec<&str> = m.split(':').collect();
+            let mode_ok = parts.len() == 2 || (parts.len() == 3 && matches!(parts[2], "ro" | "rw"));
+            if !mode_ok
+                || !parts[0].starts_with('/')
+                || !parts.get(1).is_some_and(|p| p.starts_with('/'))
+            {
+                errors.push(
+                    format!("mounts[{i}]"),
+                    format!("`{m}`: expected /host/path:/container/path[:ro|:rw]"),
+                );
+                continue;
+            }
+            mounts.push(Bind {
+                host: parts[0].into(),
+                container: parts[1].into(),
+                read_only: parts.get(2) == Some(&"ro"),
+            });
+        }
+        if let Some(user) = &self.user {
+            let numeric = user.split(':').count() <= 2
+                && user
+                    .split(':')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+            if !numeric {
+                errors.push(
+                    "user",
+                    format!(
+                        "`{user}`: must be numeric uid[:gid] (names are looked up in the image)"
+                    ),
+                );
+            }
+        }
+        if let Some(p) = &self.data_path {
+            if !p.starts_with('/') {
+                errors.push("data_path", format!("`{p}` must be absolute"));
+            }
+        }
+        if let Some(p) = &self.tmp_root {
+            if !p.is_absolute() {
+                errors.push("tmp_root", format!("`{}` must be absolute", p.display()));
+            }
+        }
+        if let Some(score) = self.postgres_oom_score_adj {
+            if !(-1000..=1000).contains(&score) {
+                errors.push(
+                    "postgres_oom_score_adj",
+                    format!("{score} is outside -1000..=1000"),
+                );
+            }
+            if role != Role::Database {
+                errors.push(
+                    "postgres_oom_score_adj",
+                    "only database members run postgres",
+                );
+            }
+        }
+        let restart_policy = match self.restart_policy.as_str() {
+            "no" => RestartPolicyNameEnum::NO,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            other => {
+                errors.push(
+                    "restart_policy",
+                    format!("`{other}`: expected no, on-failure, unless-stopped or always"),
+                );
+                RestartPolicyNameEnum::NO
+            }
+        };
+        Template {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+            mounts,
+            user: self.user.clone(),
+            data_path: self.data_path.clone(),
+            tmp_root: self.tmp_root.clone(),
+            postgres_oom_score_adj: self.postgres_oom_score_adj,
+            restart_policy,
+        }
+    }
+}
+
+impl RawDockerConfig {
+    /// Checks everything, collecting every problem with its path (`hosts[1].endpoint`,
+    /// `database.user`, ...).
+    pub fn validate(&self) -> Result<DockerConfig, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        if !valid_name(&self.cluster) {
+            errors.push(
+                "cluster",
+                format!("`{}`: use letters, digits, `-`, `_` and `.`", self.cluster),
+            );
+        }
+        if self.hosts.is_empty() {
+            errors.push("hosts", "at least one engine is needed");
+        }
+        let mut hosts = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            if !valid_name(&h.name) {
+                errors.push(
+                    format!("hosts[{i}].name"),
+                    format!("`{}`: use letters, digits, `-`, `_` and `.`", h.name),
+                );
+            } else if !names.insert(h.name.clone()) {
+                errors.push(
+                    format!("hosts[{i}].name"),
+                    format!("`{}` is listed twice", h.name),
+                );
+            }
+            match validate_endpoint(&h.endpoint) {
+                Ok(endpoint) => hosts.push(HostSpec {
+                    name: h.name.clone(),
+                    endpoint,
+                }),
+                Err(e) => errors.push(format!("hosts[{i}].endpoint"), e),
+            }
+        }
+        let mut addresses = Vec::new();
+        for (i, a) in self.addresses.iter().enumerate() {
+            match parse_address(a) {
+                Ok(mut list) => addresses.append(&mut list),
+                Err(e) => errors.push(format!("addresses[{i}]"), e),
+            }
+        }
+        let unique: BTreeSet<_> = addresses.iter().collect();
+        if unique.len() != addresses.len() {
+            errors.push("addresses", "an address is listed twice");
+        }
+        if self.addresses.is_empty() {
+            errors.push("addresses", "at least one address is needed");
+        }
+        if self.fence_grace > Duration::from_secs(60) {
+            errors.push("fence_grace", "at most 60s: a fence must be quick");
+        }
+        if !self.name_prefix.is_empty() && !valid_name(&self.name_prefix) {
+            errors.push(
+                "name_prefix",
+                format!(
+                    "`{}`: use letters, digits, `-`, `_` and `.`",
+                    self.name_prefix
+                ),
+            );
+        }
+        if !self.volumes.root.is_absolute() {
+            errors.push(
+                "volumes.root",
+                format!("`{}` must be absolute", self.volumes.root.display()),
+            );
+        }
+        let volumes = match self.volumes.kind.as_str() {
+            "fixed" => VolumeKind::Fixed(self.volumes.root.clone()),
+            "loop-xfs" => VolumeKind::LoopXfs(self.volumes.root.clone()),
+            other => {
+                errors.push(
+                    "volumes.kind",
+                    format!("`{other}`: expected fixed or loop-xfs"),
+                );
+                VolumeKind::Fixed(self.volumes.root.clone())
+            }
+        };
+        let mut inner = ConfigErrors::default();
+        let database = self.database.validate(Role::Database, &mut inner);
+        errors.extend_under("database", inner);
+        let balancer = self.balancer.as_ref().map(|b| {
+            let mut inner = ConfigErrors::default();
+            let t = b.validate(Role::Balancer, &mut inner);
+            errors.extend_under("balancer", inner);
+            t
+        });
+        errors.into_result(DockerConfig {
+            cluster: self.cluster.clone(),
+            hosts,
+            addresses,
+            fence_grace: self.fence_grace,
+            name_prefix: self.name_prefix.clone(),
+            volumes,
+            database,
+            balancer,
+        })
+    }
+}
+
+// --- errors and pure helpers ---------------------------------------------------------------
+
+/// Classifies an engine error. `refusal`: a 500 on this call means the engine (runc) refused
+/// the request as asked, not that it is unwell (true for `update`).
+fn classify(operation: &str, e: DockerError, refusal: bool) -> PlatformError {
+    let (kind, message) = match &e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            let kind = match status_code {
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::Conflict,
+                500 if refusal => ErrorKind::Refused,
+                400 | 403 | 406 => ErrorKind::Permanent,
+                _ => ErrorKind::Transient,
+            };
+            (kind, message.clone())
+        }
+        DockerError::RequestTimeoutError
+        | DockerError::IOError { .. }
+        | DockerError::HyperResponseError { .. }
+        // Connection refused or reset: the engine is down or restarting.
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::SocketNotFoundError(_) => (ErrorKind::Transient, e.to_string()),
+        _ => (ErrorKind::Permanent, e.to_string()),
+    };
+    PlatformError::new(kind, operation, message).with_source(e)
+}
+
+fn volume_error(operation: &str, e: VolumeError) -> PlatformError {
+    let kind = match e {
+        VolumeError::CannotGrow | VolumeError::Shrink { .. } | VolumeError::TooSmall { .. } => {
+            ErrorKind::Permanent
+        }
+        // The container exists but its volume does not: not a missing member, and not
+        // something a retry fixes.
+        VolumeError::Missing(_) => ErrorKind::Permanent,
+        _ => ErrorKind::Transient,
+    };
+    PlatformError::new(kind, operation, e.to_string()).with_source(e)
+}
+
+fn not_found(operation: &str, member: &str, cluster: &str) -> PlatformError {
+    PlatformError::new(
+        ErrorKind::NotFound,
+        operation,
+        format!("no container of cluster `{cluster}` is member `{member}`"),
+    )
+}
+
+/// The memory a container really holds: RSS + shared memory (postgres' shared_buffers), from
+/// `memory.stat`. Page cache is left out: a freshly cloned replica shows 1.4 GiB of cache
+/// (ENVIRONMENT.md), which a memory policy must not read as demand. cgroup v1 names the figures
+/// `rss` and `shmem` (`mapped_file` on kernels without `shmem`); cgroup v2 `anon` and `shmem`.
+pub fn working_set(stats: &HashMap<String, u64>) -> Option<u64> {
+    let anon = stats
+        .get("rss")
+        .or_else(|| stats.get("total_rss"))
+        .or_else(|| stats.get("anon"))?;
+    let shared = stats
+        .get("shmem")
+        .or_else(|| stats.get("total_shmem"))
+        .or_else(|| stats.get("mapped_file"))
+        .copied()
+        .unwrap_or(0);
+    Some(anon + shared)
+}
+
+/// vCPUs used between the two samples of one stats answer (`docker stats` arithmetic).
+pub fn cpu_used(stats: &ContainerStatsResponse) -> Option<f64> {
+    let now = stats.cpu_stats.as_ref()?;
+    let pre = stats.precpu_stats.as_ref()?;
+    let cpu =
+        now.cpu_usage.as_ref()?.total_usage? as f64 - pre.cpu_usage.as_ref()?.total_usage? as f64;
+    let system = now.system_cpu_usage? as f64 - pre.system_cpu_usage? as f64;
+    let cpus = now.online_cpus.filter(|n| *n > 0)? as f64;
+    (system > 0.0 && cpu >= 0.0).then(|| cpu / system * cpus)
+}
+
+/// The kernel's OOM-kill counter of a container's cgroup: `oom_kill N` in cgroup v1's
+/// `memory.oom_control` or v2's `memory.events`. It counts kills of any process inside, which
+/// is the signal that matters: with postgres raising its backends' `oom_score_adj`, the kernel
+/// kills a backend and the container keeps running (ENVIRONMENT.md), so the container state
+/// never shows it. `None` when the cgroup is not visible (remote engine, other layout).
+async fn oom_kills(root: &Path, id: &str) -> Option<u64> {
+    let candidates = [
+        root.join("memory/docker")
+            .join(id)
+            .join("memory.oom_control"),
+        root.join("docker").join(id).join("memory.events"),
+        root.join("system.slice")
+            .join(format!("docker-{id}.scope"))
+            .join("memory.events"),
+    ];
+    for path in candidates {
+        if let Ok(text) = tokio::fs::read_to_string(&path).await {
+            return parse_oom_kill(&text);
+        }
+    }
+    None
+}
+
+/// Reads the `oom_kill N` line of `memory.oom_control` / `memory.events`.
+pub fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+fn substitute(text: &str, vars: &[(&str, &str)]) -> String {
+    vars.iter().fold(text.to_string(), |acc, (k, v)| {
+        acc.replace(&format!("{{{k}}}"), v)
+    })
+}
+
+// --- the platform --------------------------------------------------------------------------
+
+/// One engine with its name.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub name: String,
+    pub client: Docker,
+}
+
+/// An owned container found on an engine.
+#[derive(Clone, Debug)]
+struct Found {
+    host: usize,
+    id: String,
+    member: String,
+    role: Option<Role>,
+    address: Option<String>,
+    /// Running or paused: it has a cgroup and usage (a paused one uses no CPU).
+    alive: bool,
+}
+
+/// The Docker [`Platform`] for one cluster.
+#[derive(Debug)]
+pub struct DockerPlatform {
+    config: DockerConfig,
+    engines: Vec<Engine>,
+    volumes: Arc<dyn VolumeProvider>,
+    /// Members this process fenced (Docker labels cannot change after creation).
+    fenced: Mutex<BTreeSet<String>>,
+}
+
+/// Connecting to an engine failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach docker engine `{host}`")]
+pub struct ConnectError {
+    pub host: String,
+    #[source]
+    pub source: DockerError,
+}
+
+impl DockerPlatform {
+    /// Connects to every engine of `config` (negotiating the API version: Debian's engine
+    /// speaks 1.41) and builds the configured volume provider.
+    pub async fn connect(config: DockerConfig) -> Result<Self, ConnectError> {
+        let mut engines = Vec::new();
+        for h in &config.hosts {
+            let err = |source| ConnectError {
+                host: h.name.clone(),
+                source,
+            };
+            let client = match &h.endpoint {
+                Endpoint::Unix(path) => Docker::connect_with_unix(
+                    &path.to_string_lossy(),
+                    REQUEST_TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                ),
+                Endpoint::Http(url) => Docker::connect_with_http(
+                    url,
+                    REQUEST_TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                ),
+            }
+            .map_err(err)?;
+            let client = client.negotiate_version().await.map_err(err)?;
+            engines.push(Engine {
+                name: h.name.clone(),
+                client,
+            });
+        }
+        let volumes: Arc<dyn VolumeProvider> = match &config.volumes {
+            VolumeKind::Fixed(root) => Arc::new(FixedVolumes::new(root)),
+            VolumeKind::LoopXfs(root) => Arc::new(LoopXfsVolumes::new(root)),
+        };
+        Ok(Self::with_engines(config, engines, volumes))
+    }
+
+    /// A platform over engines connected elsewhere (tests, or a wiremock engine).
+    pub fn with_engines(
+        config: DockerConfig,
+        engines: Vec<Engine>,
+        volumes: Arc<dyn VolumeProvider>,
+    ) -> Self {
+        DockerPlatform {
+            config,
+            engines,
+            volumes,
+            fenced: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    fn container_name(&self, member: &str) -> String {
+        format!("{}{member}", self.config.name_prefix)
+    }
+
+    fn template(&self, role: Role) -> Option<&Template> {
+        match role {
+            Role::Database => Some(&self.config.database),
+            Role::Balancer => self.config.balancer.as_ref(),
+        }
+    }
+
+    fn fenced(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.fenced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every container carrying this cluster's label, on every engine; `member` narrows to one.
+    async fn find(
+        &self,
+        operation: &str,
+        member: Option<&str>,
+    ) -> Result<Vec<Found>, PlatformError> {
+        let mut labels = vec![format!("{LABEL_CLUSTER}={}", self.config.cluster)];
+        if let Some(m) = member {
+            labels.push(format!("{LABEL_MEMBER}={m}"));
+        }
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let lists = futures::future::join_all(
+            self.engines
+                .iter()
+                .map(|e| e.client.list_containers(Some(options.clone()))),
+        )
+        .await;
+        let mut found = Vec::new();
+        for (host, list) in lists.into_iter().enumerate() {
+            for c in list.map_err(|e| classify(operation, e, false))? {
+                let labels = c.labels.unwrap_or_default();
+                // The engine filtered already; checking again keeps ownership independent of it
+                // (a wiremock engine, or an engine that ignores filters).
+                if labels.get(LABEL_CLUSTER) != Some(&self.config.cluster) {
+                    continue;
+                }
+                let Some(name) = labels.get(LABEL_MEMBER).cloned() else {
+                    continue;
+                };
+                if member.is_some_and(|m| m != name) {
+                    continue;
+                }
+                found.push(Found {
+                    host,
+                    id: c.id.unwrap_or_default(),
+                    member: name,
+                    role: labels.get(LABEL_ROLE).and_then(|r| r.parse().ok()),
+                    address: labels.get(LABEL_ADDRESS).cloned(),
+                    alive: c.state.is_some_and(|s| {
+                        use bollard::models::ContainerSummaryStateEnum as S;
+                        matches!(s, S::RUNNING | S::PAUSED)
+                    }),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    async fn resolve(&self, operation: &str, member: &str) -> Result<Found, PlatformError> {
+        let mut found = self.find(operation, Some(member)).await?;
+        match found.len() {
+            0 => Err(not_found(operation, member, &self.config.cluster)),
+            1 => Ok(found.remove(0)),
+            n => Err(PlatformError::new(
+                ErrorKind::Conflict,
+                operation,
+                format!("{n} containers claim to be member `{member}`; remove the extra ones"),
+            )),
+        }
+    }
+
+    async fn inspect(
+        &self,
+        operation: &str,
+        f: &Found,
+    ) -> Result<ContainerInspectResponse, PlatformError> {
+        self.engines[f.host]
+            .client
+            .inspect_container(&f.id, None)
+            .await
+            .map_err(|e| classify(operation, e, false))
+    }
+
+    async fn to_member(&self, f: &Found, c: &ContainerInspectResponse) -> PlatformMember {
+        let hc = c.host_config.clone().unwrap_or_default();
+        let labels: BTreeMap<String, String> = c
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let st = c.state.clone().unwrap_or_default();
+        let state = if st.running == Some(true) && st.paused == Some(true) {
+            PlatformState::Paused
+        } else if st.restarting == Some(true) {
+            PlatformState::Restarting
+        } else if st.running == Some(true) {
+            PlatformState::Running
+        } else if c
+            .name
+            .as_deref()
+            .is_some_and(|n| n.ends_with(FENCED_SUFFIX))
+            || self.fenced().contains(&f.member)
+        {
+            PlatformState::Fenced
+        } else if st.oom_killed == Some(true) {
+            PlatformState::OomKilled
+        } else if st.status == Some(ContainerStateStatusEnum::CREATED) {
+            PlatformState::Creating
+        } else if matches!(
+            st.status,
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+        ) {
+            PlatformState::Exited
+        } else {
+            PlatformState::Unknown
+        };
+        // The date's Rust type depends on bollard's features; its JSON form does not.
+        let created_at = serde_json::to_value(&c.created)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .and_then(|s| Timestamp::parse(&s).ok());
+        PlatformMember {
+            name: f.member.clone(),
+            cluster: self.config.cluster.clone(),
+            role: f.role.unwrap_or(Role::Database),
+            size: Size {
+                cpus: hc.nano_cpus.unwrap_or(0) as f64 / 1e9,
+                memory_bytes: hc.memory.unwrap_or(0).max(0) as u64,
+                disk_bytes: self.volumes.size(&f.member).await.unwrap_or(0),
+            },
+            state,
+            address: f.address.clone().unwrap_or_default(),
+            host: self.engines[f.host].name.clone(),
+            labels,
+            created_at,
+            restart_count: c.restart_count.unwrap_or(0).max(0) as u32,
+        }
+    }
+
+    fn body(
+        &self,
+        spec: &CreateSpec,
+        template: &Template,
+        address: &str,
+        data: Option<&Path>,
+        tmp: Option<&Path>,
+    ) -> ContainerCreateBody {
+        let data_inside = template.data_path.clone().unwrap_or_default();
+        let vars = [
+            ("member", spec.name.as_str()),
+            ("address", address),
+            ("cluster", spec.cluster.as_str()),
+            ("role", spec.role.as_str()),
+            ("data", data_inside.as_str()),
+        ];
+        let mut env: BTreeMap<String, String> = template
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), substitute(v, &vars)))
+            .collect();
+        env.insert("STEWARD_CLUSTER".into(), spec.cluster.clone());
+        env.insert("STEWARD_MEMBER".into(), spec.name.clone());
+        env.insert("STEWARD_ADDRESS".into(), address.to_string());
+        if let (Role::Database, Some(score)) = (spec.role, template.postgres_oom_score_adj) {
+            // PostgreSQL's own knobs: the postmaster writes VALUE into FILE in each child it
+            // forks, so the OOM killer takes a backend (postgres recovers) rather than Patroni.
+            env.insert(
+                "PG_OOM_ADJUST_FILE".into(),
+                "/proc/self/oom_score_adj".into(),
+            );
+            env.insert("PG_OOM_ADJUST_VALUE".into(), score.to_string());
+            env.insert("STEWARD_PG_OOM_SCORE_ADJ".into(), score.to_string());
+        }
+        let mut binds: Vec<String> = template
+            .mounts
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}:{}:{}",
+                    b.host,
+                    b.container,
+                    if b.read_only { "ro" } else { "rw" }
+                )
+            })
+            .collect();
+        if let (Some(host), Some(inside)) = (data, &template.data_path) {
+            binds.push(format!("{}:{inside}:rw", host.display()));
+        }
+        if let Some(tmp) = tmp {
+            binds.push(format!("{}:/tmp:rw", tmp.display()));
+        }
+        let labels = HashMap::from([
+            (LABEL_CLUSTER.to_string(), spec.cluster.clone()),
+            (LABEL_ROLE.to_string(), spec.role.as_str().to_string()),
+            (LABEL_MEMBER.to_string(), spec.name.clone()),
+            (LABEL_OPERATION.to_string(), spec.operation_id.clone()),
+            (LABEL_ADDRESS.to_string(), address.to_string()),
+        ]);
+        let memory = spec.size.memory_bytes as i64;
+        ContainerCreateBody {
+            image: Some(template.image.clone()),
+            cmd: Some(
+                template
+                    .command
+                    .iter()
+                    .map(|a| substitute(a, &vars))
+                    .collect(),
+            ),
+            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            user: template.user.clone(),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".into()),
+                binds: Some(binds),
+                nano_cpus: Some((spec.size.cpus * 1e9).round() as i64),
+                memory: Some(memory),
+                // Swap equal to memory: no swap on top, and `update` must send both anyway.
+                memory_swap: Some(memory),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(template.restart_policy),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn make_tmp(
+        &self,
+        template: &Template,
+        member: &str,
+    ) -> Result<Option<PathBuf>, PlatformError> {
+        let Some(root) = &template.tmp_root else {
+            return Ok(None);
+        };
+        let dir = root.join(member);
+        let op = format!("create member {member}");
+        let io = |e: std::io::Error| {
+            PlatformError::new(
+                ErrorKind::Transient,
+                op.clone(),
+                format!("{}: {e}", dir.display()),
+            )
+            .with_source(e)
+        };
+        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
+            .await
+            .map_err(io)?;
+        Ok(Some(dir))
+    }
+
+    /// Create without the span (see [`Platform::create`]).
+    async fn create_member(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
+        let op = format!("create member {}", spec.name);
+        if spec.cluster != self.config.cluster {
+            let msg = format!(
+                "this platform owns cluster `{}`, not `{}`",
+                self.config.cluster, spec.cluster
+            );
+            return Err(PlatformError::new(ErrorKind::Permanent, op, msg));
+        }
+        if !valid_name(&spec.name) {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("`{}` is not a valid member name", spec.name),
+            ));
+        }
+        let template = self.template(spec.role).ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Permanent,
+                op.clone(),
+                format!("no template for {} members", spec.role),
+            )
+        })?;
+        let owned = self.find(&op, None).await?;
+        if owned.iter().any(|f| f.member == spec.name) {
+            return Err(PlatformError::new(
+                ErrorKind::Conflict,
+                op,
+                format!("member `{}` exists already", spec.name),
+            ));
+        }
+        let host = (0..self.engines.len())
+            .find(|h| {
+                !owned
+                    .iter()
+                    .any(|f| f.host == *h && f.role == Some(spec.role))
+            })
+            .ok_or_else(|| {
+                let msg = format!(
+                    "no host left without a {} member of cluster `{}` ({} hosts, each holds one)",
+                    spec.role,
+                    self.config.cluster,
+                    self.engines.len()
+                );
+                PlatformError::new(ErrorKind::Refused, op.clone(), msg)
+            })?;
+        let taken: BTreeSet<&str> = owned.iter().filter_map(|f| f.address.as_deref()).collect();
+        let address = self
+            .config
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .find(|a| !taken.contains(a.as_str()))
+            .ok_or_else(|| {
+                let msg = format!(
+                    "no address left in the pool ({} addresses, all taken)",
+                    self.config.addresses.len()
+                );
+                PlatformError::new(ErrorKind::Refused, op.clone(), msg)
+            })?;
+        let data = match template.data_path {
+            Some(_) => Some(
+                self.volumes
+                    .ensure(&spec.name, spec.size.disk_bytes)
+                    .await
+                    .map_err(|e| volume_error(&op, e))?,
+            ),
+            None => None,
+        };
+        let tmp = self.make_tmp(template, &spec.name).await?;
+        let body = self.body(
+            spec,
+            template,
+            &address,
+            data.as_ref().map(|v| v.host_path.as_path()),
+            tmp.as_deref(),
+        );
+        let engine = &self.engines[host];
+        let name = self.container_name(&spec.name);
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = match engine.client.create_container(Some(options), body).await {
+            Ok(c) => c,
+            Err(e) => {
+                if data.is_some() {
+                    let _ = self.volumes.release(&spec.name).await;
+                }
+                if let Some(dir) = &tmp {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
+                let mut e = classify(&op, e, false);
+                if e.kind == ErrorKind::Conflict {
+                    e.message = format!(
+                        "container name `{name}` is taken on host {}: {}",
+                        engine.name, e.message
+                    );
+                }
+                return Err(e);
+            }
+        };
+        if let Err(e) = engine.client.start_container(&created.id, None).await {
+            // Nothing half-made: a container that never ran is removed again.
+            let rm = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = engine.client.remove_container(&created.id, Some(rm)).await;
+            if data.is_some() {
+                let _ = self.volumes.release(&spec.name).await;
+            }
+            if let Some(dir) = &tmp {
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            }
+            return Err(classify(&op, e, false));
+        }
+        self.fenced().remove(&spec.name);
+        tracing::info!(host = %engine.name, %address, "member created");
+        let found = Found {
+            host,
+            id: created.id,
+            member: spec.name.clone(),
+            role: Some(spec.role),
+            address: Some(address),
+            alive: true,
+        };
+        let inspected = self.inspect(&op, &found).await?;
+        Ok(self.to_member(&found, &inspected).await)
+    }
+
+    async fn update(&self, operation: &str, f: &Found, size: Size) -> Result<(), PlatformError> {
+        let memory = size.memory_bytes as i64;
+        let body = ContainerUpdateBody {
+            nano_cpus: Some((size.cpus * 1e9).round() as i64),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            ..Default::default()
+        };
+        self.engines[f.host]
+            .client
+            .update_container(&f.id, body)
+            .await
+            .map_err(|e| classify(operation, e, true))
+    }
+}
+
+#[async_trait]
+impl Platform for DockerPlatform {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let grow = if self.volumes.can_grow() {
+            Change::Live
+        } else {
+            Change::Unsupported
+        };
+        Capabilities {
+            cpu: Change::Live,
+            memory: Change::Live,
+            disk_grow: grow,
+            disk_shrink: Change::Unsupported,
+            multi_host: self.engines.len() > 1,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
+        let op = "list members";
+        let found = self.find(op, None).await?;
+        let inspected = futures::future::join_all(found.iter().map(|f| self.inspect(op, f))).await;
+        let mut out = Vec::with_capacity(found.len());
+        for (f, c) in found.iter().zip(inspected) {
+            match c {
+                Ok(c) => out.push(self.to_member(f, &c).await),
+                // Removed between the list and the inspect: it is gone, not an error.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
+        use tracing::Instrument;
+        let span =
+            tracing::info_span!("docker_create", cluster = %spec.cluster, member = %spec.name);
+        self.create_member(spec).instrument(span).await
+    }
+
+    async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
+        let op = format!("resize member {member}");
+        let f = self.resolve(&op, member).await?;
+        let c = self.inspect(&op, &f).await?;
+        let current = self.to_member(&f, &c).await.size;
+        if size.cpus.is_nan() || size.cpus <= 0.0 || size.memory_bytes == 0 {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("{size:?} has no CPU or no memory"),
+            ));
+        }
+        let disk_grows = size.disk_bytes > current.disk_bytes;
+        if size.disk_bytes < current.disk_bytes {
+            let msg = format!(
+                "disks never shrink ({} bytes now, {} asked)",
+                current.disk_bytes, size.disk_bytes
+            );
+            return Err(PlatformError::new(ErrorKind::Permanent, op, msg));
+        }
+        if disk_grows && !self.volumes.can_grow() {
+            let msg = format!("{} volumes cannot grow", self.volumes.kind());
+            return Err(PlatformError::new(ErrorKind::Permanent, op, msg));
+        }
+        let has_volume = f
+            .role
+            .and_then(|r| self.template(r))
+            .is_some_and(|t| t.data_path.is_some());
+        if disk_grows && !has_volume {
+            let msg = format!(
+                "{} members have no data volume (no data_path in their template)",
+                f.role.map(Role::as_str).unwrap_or("these")
+            );
+            return Err(PlatformError::new(ErrorKind::Permanent, op, msg));
+        }
+        let cpu_mem_change =
+            (size.cpus - current.cpus).abs() > 1e-9 || size.memory_bytes != current.memory_bytes;
+        if cpu_mem_change {
+            self.update(&op, &f, size).await?;
+        }
+        if disk_grows {
+            if let Err(e) = self.volumes.grow(member, size.disk_bytes).await {
+                // All or nothing: put CPU and memory back before reporting the disk failure.
+                if cpu_mem_change {
+                    if let Err(undo) = self.update(&op, &f, current).await {
+                        tracing::error!(error = %undo, "could not undo the CPU/memory part of a failed resize");
+                    }
+                }
+                return Err(volume_error(&op, e));
+            }
+        }
+        tracing::info!(
+            member,
+            cpus = size.cpus,
+            memory = size.memory_bytes,
+            disk = size.disk_bytes,
+            "member resized live"
+        );
+        Ok(ResizeOutcome::AppliedLive)
+    }
+
+    async fn fence(&self, member: &str) -> Result<(), PlatformError> {
+        let op = format!("fence member {member}");
+        let f = self.resolve(&op, member).await?;
+        let client = &self.engines[f.host].client;
+        let c = self.inspect(&op, &f).await?;
+        let st = c.state.clone().unwrap_or_default();
+        if st.running == Some(true) {
+            if st.paused == Some(true) {
+                // A frozen member gets no chance to act on a SIGTERM: kill it at once.
+                let kill = KillContainerOptionsBuilder::new().signal("KILL").build();
+                client
+                    .kill_container(&f.id, Some(kill))
+                    .await
+                    .map_err(|e| classify(&op, e, false))?;
+            } else {
+                let grace = self.config.fence_grace.as_secs().max(1) as i32;
+                let stop = StopContainerOptionsBuilder::new().t(grace).build();
+                match client.stop_container(&f.id, Some(stop)).await {
+                    Ok(()) => {}
+                    // 304: stopped in the meantime, which is what we want.
+                    Err(DockerError::DockerResponseServerError {
+                        status_code: 304, ..
+                    }) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stop failed, killing");
+                        let kill = KillContainerOptionsBuilder::new().signal("KILL").build();
+                        client
+                            .kill_container(&f.id, Some(kill))
+                            .await
+                            .map_err(|e| classify(&op, e, false))?;
+                    }
+                }
+            }
+            // Confirm: fencing is only done when the engine says the container is not running.
+            let after = self.inspect(&op, &f).await?.state.unwrap_or_default();
+            if after.running == Some(true) {
+                return Err(PlatformError::new(
+                    ErrorKind::Transient,
+                    op,
+                    "the container still runs after stop and kill",
+                ));
+            }
+        }
+        self.fenced().insert(member.to_string());
+        // Labels cannot change after creation, but names can: the suffix keeps "fenced by
+        // Steward" (as opposed to "exited by itself") across a restart of Steward.
+        let current = c
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/');
+        if !current.ends_with(FENCED_SUFFIX) {
+            let renamed = format!("{current}{FENCED_SUFFIX}");
+            let options = RenameContainerOptionsBuilder::new().name(&renamed).build();
+            if let Err(e) = client.rename_container(&f.id, options).await {
+                tracing::warn!(member, error = %e, "fenced, but the fenced name could not be set");
+            }
+        }
+        tracing::info!(member, "member fenced");
+        Ok(())
+    }
+
+    async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
+        let op = format!("remove member {member}");
+        let f = self.resolve(&op, member).await?;
+        let rm = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(delete_data)
+            .build();
+        self.engines[f.host]
+            .client
+            .remove_container(&f.id, Some(rm))
+            .await
+            .map_err(|e| classify(&op, e, false))?;
+        self.fenced().remove(member);
+        let template = f.role.and_then(|r| self.template(r));
+        if template.is_some_and(|t| t.data_path.is_some()) {
+            let result = if delete_data {
+                self.volumes.delete(member).await
+            } else {
+                self.volumes.release(member).await
+            };
+            result.map_err(|e| volume_error(&op, e))?;
+        }
+        if let Some(root) = template.and_then(|t| t.tmp_root.as_ref()) {
+            let _ = tokio::fs::remove_dir_all(root.join(member)).await;
+        }
+        tracing::info!(member, delete_data, "member removed");
+        Ok(())
+    }
+
+    async fn usage(&self) -> Result<BTreeMap<String, Usage>, PlatformError> {
+        let op = "read usage";
+        let found: Vec<Found> = self
+            .find(op, None)
+            .await?
+            .into_iter()
+            .filter(|f| f.alive)
+            .collect();
+        let reads = found.iter().map(|f| async move {
+            // stream=false: one answer with two samples a second apart, so CPU has a delta.
+            let options = StatsOptionsBuilder::new()
+                .stream(false)
+                .one_shot(false)
+                .build();
+            let mut stream = self.engines[f.host].client.stats(&f.id, Some(options));
+            let stats = stream.next().await;
+            let disk = self.volumes.usage(&f.member).await.ok().flatten();
+            let ooms = match self.config.hosts[f.host].endpoint {
+                Endpoint::Unix(_) => oom_kills(Path::new(CGROUP_ROOT), &f.id).await,
+                Endpoint::Http(_) => None,
+            };
+            (f, stats, disk, ooms)
+        });
+        let mut out = BTreeMap::new();
+        for (f, stats, disk, ooms) in futures::future::join_all(reads).await {
+            let stats = match stats {
+                Some(Ok(s)) => s,
+                // Stopped between the list and the stats: no usage, as for any stopped member.
+                Some(Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }))
+                | None => continue,
+                Some(Err(e)) => return Err(classify(op, e, false)),
+            };
+            let at = serde_json::to_value(&stats.read)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .and_then(|s| Timestamp::parse(&s).ok())
+                .unwrap_or_default();
+            let memory_used = stats
+                .memory_stats
+                .as_ref()
+                .and_then(|m| m.stats.as_ref())
+                .and_then(working_set);
+            out.insert(
+                f.member.clone(),
+                Usage {
+                    at,
+                    cpu_used: cpu_used(&stats),
+                    memory_used,
+                    disk_used: disk.map(|d| d.used_bytes),
+                    disk_size: disk.map(|d| d.size_bytes),
+                    oom_kills: ooms,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawDockerConfig {
+        toml_like(
+            r#"{
+            "cluster": "demo",
+            "hosts": [{"name": "a", "endpoint": "unix:///var/run/docker.sock"}],
+            "addresses": ["127.0.0.10-127.0.0.12", "127.0.1.1"],
+            "volumes": {"kind": "fixed", "root": "/var/lib/steward"},
+            "database": {"image": "steward-empty:1", "command": ["/bin/sleep", "infinity"], "user": "999:999",
+                         "mounts": ["/usr:/usr:ro"], "postgres_oom_score_adj": 900}
+        }"#,
+        )
+    }
+
+    fn toml_like(json: &str) -> RawDockerConfig {
+        serde_json::from_str(json).expect("test config parses")
+    }
+
+    #[test]
+    fn a_good_config_validates_with_defaults() {
+        let c = raw().validate().expect("valid");
+        assert_eq!(c.addresses.len(), 4);
+        assert_eq!(c.addresses[3], Ipv4Addr::new(127, 0, 1, 1));
+        assert_eq!(c.fence_grace, Duration::from_secs(2));
+        assert_eq!(
+            c.database.mounts,
+            [Bind {
+                host: "/usr".into(),
+                container: "/usr".into(),
+                read_only: true
+            }]
+        );
+        assert_eq!(c.database.restart_policy, RestartPolicyNameEnum::NO);
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_path() {
+        let mut r = raw();
+        r.hosts.push(RawHost {
+            name: "a".into(),
+            endpoint: "tcp://10.0.0.1:2375".into(),
+        });
+        r.addresses = vec!["10.0.0.1".into(), "127.0.0.9-127.0.0.1".into()];
+        r.volumes.kind = "nfs".into();
+        r.database.user = Some("postgres".into());
+        r.database.mounts = vec!["usr:/usr".into()];
+        r.database.postgres_oom_score_adj = Some(5000);
+        r.database.restart_policy = "sometimes".into();
+        let e = r.validate().expect_err("invalid");
+        let paths: Vec<&str> = e.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "hosts[1].name",
+                "hosts[1].endpoint",
+                "addresses[0]",
+                "addresses[1]",
+                "volumes.kind",
+                "database.mounts[0]",
+                "database.user",
+                "database.postgres_oom_score_adj",
+                "database.restart_policy"
+            ],
+            "{e}"
+        );
+        assert!(e.to_string().contains("not a loopback address"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = serde_json::from_str::<RawDockerConfig>(r#"{"cluster":"x","hosts":[],"addresses":[],"volumes":{"kind":"fixed","root":"/x"},"database":{"image":"i","command":["c"],"imgae":"typo"}}"#)
+            .expect_err("typo refused");
+        assert!(e.to_string().contains("imgae"), "{e}");
+    }
+
+    #[test]
+    fn working_set_is_rss_plus_shared_memory_not_cache() {
+        let v1 = HashMap::from([
+            ("rss".to_string(), 100),
+            ("shmem".to_string(), 30),
+            ("cache".to_string(), 5000),
+        ]);
+        assert_eq!(working_set(&v1), Some(130));
+        let old = HashMap::from([
+            ("rss".to_string(), 100),
+            ("mapped_file".to_string(), 7),
+            ("cache".to_string(), 5000),
+        ]);
+        assert_eq!(working_set(&old), Some(107));
+        let v2 = HashMap::from([
+            ("anon".to_string(), 50),
+            ("shmem".to_string(), 20),
+            ("file".to_string(), 999),
+        ]);
+        assert_eq!(working_set(&v2), Some(70));
+        assert_eq!(
+            working_set(&HashMap::from([("cache".to_string(), 1)])),
+            None
+        );
+    }
+
+    #[test]
+    fn cpu_is_the_share_of_the_system_delta_times_cpus() {
+        let stats: ContainerStatsResponse = serde_json::from_value(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 3_000_000_000u64}, "system_cpu_usage": 20_000_000_000u64, "online_cpus": 2},
+            "precpu_stats": {"cpu_usage": {"total_usage": 2_000_000_000u64}, "system_cpu_usage": 18_000_000_000u64}
+        }))
+        .expect("stats parse");
+        // 1 s of CPU in 2 s of system time (2 CPUs x 1 s): half the machine = 1 vCPU.
+        assert_eq!(cpu_used(&stats), Some(1.0));
+    }
+
+    #[test]
+    fn oom_kill_counter_is_read_from_v1_and_v2_files() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(parse_oom_kill(v1), Some(3));
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\n";
+        assert_eq!(parse_oom_kill(v2), Some(2));
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\n"), None);
+    }
+
+    #[test]
+    fn debug_output_never_shows_env_values() {
+        let mut r = raw();
+        r.database
+            .env
+            .insert("PGPASSWORD".into(), "s3cret-value".into());
+        let c = r.validate().expect("valid");
+        for text in [format!("{r:?}"), format!("{c:?}")] {
+            assert!(text.contains("PGPASSWORD"), "{text}");
+            assert!(!text.contains("s3cret-value"), "{text}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_replaced() {
+        assert_eq!(
+            substitute(
+                "--bind {address} {member}",
+                &[("address", "127.0.0.5"), ("member", "pg-1")]
+            ),
+            "--bind 127.0.0.5 pg-1"
+        );
+    }
+}

@@ -1,1 +1,1508 @@
-//! (being built)
+//! The Kubernetes platform: members are the Pods of one StatefulSet per role (Patroni's usual
+//! shape), driven through the API server with kube-rs.
+//!
+//! What it is: an implementation of [`Platform`] where
+//! - the replica count moves through the StatefulSet's `scale` subresource: create adds the next
+//!   ordinal (a StatefulSet names its pods, so the name asked for must be that ordinal) after
+//!   creating its PVC at the asked disk size, and waits until the pod runs;
+//! - vCPU and memory change in place through the Pod `resize` subresource (Kubernetes 1.33+).
+//!   When the kubelet answers `PodResizePending`/`Infeasible` (or the API refuses the in-place
+//!   change), the StatefulSet template is patched and the pod deleted, so that it comes back at
+//!   the new size: [`ResizeOutcome::AppliedWithRestart`]. `Deferred` (it fits the node, just not
+//!   now) is [`ResizeOutcome::PendingRestart`]. The template is patched in every case so that
+//!   new pods get the role's size, which is why the StatefulSet must use the `OnDelete` update
+//!   strategy (with `RollingUpdate` a template change restarts every member: refused);
+//! - the data disk grows by PVC expansion (`spec.resources.requests.storage`);
+//! - fence = set the serving label to `false` (the Service selects `serving=true`, so the pod
+//!   leaves the endpoints), record the member as fenced in an annotation of the StatefulSet
+//!   (the controller recreates a deleted pod; a recreated pod of a fenced member stays fenced,
+//!   i.e. out of the endpoints and reported [`PlatformState::Fenced`]), then delete the pod with
+//!   grace period 0 so the old process dies at once;
+//! - remove = forget the fence; scale down when the member is the highest ordinal, else delete
+//!   the pod (its replacement comes back under the same name); delete the PVC when asked.
+//!
+//! Ownership is by labels: only pods carrying [`LABEL_CLUSTER`] = the configured cluster, in the
+//! configured namespace, from the configured StatefulSets, exist for it.
+//!
+//! Label keys: Kubernetes accepts `[prefix/]name`, the prefix a DNS subdomain (at most 253
+//! characters) and the name at most 63 characters of `[A-Za-z0-9._-]`, starting and ending
+//! alphanumeric. Steward's keys (`io.steward.cluster`, ...) have no `/`: they are valid
+//! name-only keys (see [`is_valid_label_key`] and its test), though by convention unprefixed
+//! keys belong to users; `steward.io/cluster` would be the conventional form.
+//!
+//! Configuration (defaults shown for the optional fields):
+//!
+//! ```toml
+//! cluster = "demo"
+//! namespace = "databases"
+//! serving_label = "io.steward.serving"
+//! pod_wait_seconds = 300
+//! resize_wait_seconds = 30
+//! poll_millis = 1000
+//! [database]
+//! statefulset = "pg"
+//! container = "postgres"
+//! volume_claim = "data"
+//! max_cpus = 8.0
+//! max_memory_bytes = 34359738368
+//! ```
+//!
+//! What it is not: a Patroni operator. It creates no StatefulSet, Service or RBAC; it does not
+//! move pods between nodes (the scheduler and anti-affinity place them, so `create` does no
+//! placement of its own).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use steward_model::observation::PlatformState;
+use steward_model::ports::{
+    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
+    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+};
+use steward_model::{ConfigErrors, Role, Size, Timestamp};
+use tracing::{info, warn};
+
+/// The StatefulSet annotation listing fenced members (comma-separated pod names).
+pub const ANNOTATION_FENCED: &str = "steward.io/fenced-members";
+/// The field manager Steward's patches are recorded under.
+const FIELD_MANAGER: &str = "steward";
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// The Kubernetes platform's configuration as written; check it with
+/// [`KubernetesConfigRaw::validate`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfigRaw {
+    /// The cluster (Patroni scope) whose pods this platform owns: the value of
+    /// `io.steward.cluster` on the pods (set in the StatefulSet's pod template).
+    pub cluster: String,
+    /// The namespace holding the StatefulSets.
+    pub namespace: String,
+    /// The database members' StatefulSet.
+    pub database: RoleSetRaw,
+    /// The balancers' StatefulSet, when balancers run in Kubernetes too.
+    #[serde(default)]
+    pub balancer: Option<RoleSetRaw>,
+    /// The label the Service selects serving pods by (`true`); fence sets it to `false`.
+    #[serde(default = "default_serving_label")]
+    pub serving_label: String,
+    /// How long create and a restart wait for a pod to run, seconds.
+    #[serde(default = "default_pod_wait")]
+    pub pod_wait_seconds: u64,
+    /// How long a resize waits for the kubelet's verdict on an in-place change, seconds.
+    #[serde(default = "default_resize_wait")]
+    pub resize_wait_seconds: u64,
+    /// How often waits ask the API server again, milliseconds.
+    #[serde(default = "default_poll")]
+    pub poll_millis: u64,
+}
+
+/// One role's StatefulSet.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSetRaw {
+    /// The StatefulSet's name; its pods are `<statefulset>-<ordinal>`.
+    pub statefulset: String,
+    /// The container whose resources are the member's size.
+    #[serde(default = "default_container")]
+    pub container: String,
+    /// The volumeClaimTemplate holding the data; PVCs are `<claim>-<statefulset>-<ordinal>`.
+    #[serde(default = "default_claim")]
+    pub volume_claim: String,
+    /// The most vCPUs a member may ask for (what a node can give); larger sizes are refused.
+    pub max_cpus: f64,
+    /// The most memory a member may ask for, bytes.
+    pub max_memory_bytes: u64,
+}
+
+fn default_serving_label() -> String {
+    "io.steward.serving".into()
+}
+fn default_pod_wait() -> u64 {
+    300
+}
+fn default_resize_wait() -> u64 {
+    30
+}
+fn default_poll() -> u64 {
+    1000
+}
+fn default_container() -> String {
+    "postgres".into()
+}
+fn default_claim() -> String {
+    "data".into()
+}
+
+/// A checked configuration: only [`KubernetesConfigRaw::validate`] makes one.
+#[derive(Clone, Debug)]
+pub struct KubernetesConfig {
+    cluster: String,
+    namespace: String,
+    sets: BTreeMap<Role, RoleSetRaw>,
+    serving_label: String,
+    pod_wait: Duration,
+    resize_wait: Duration,
+    poll: Duration,
+}
+
+impl KubernetesConfig {
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+impl KubernetesConfigRaw {
+    /// Checks everything at once and names each problem by its field path.
+    pub fn validate(self) -> Result<KubernetesConfig, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        if !is_valid_label_value(&self.cluster) || self.cluster.is_empty() {
+            errors.push(
+                "cluster",
+                "must be a label value: 1-63 of [A-Za-z0-9._-], alphanumeric at both ends",
+            );
+        }
+        if !is_dns_label(&self.namespace) {
+            errors.push(
+                "namespace",
+                "must be a DNS-1123 label (lowercase, digits, `-`, at most 63)",
+            );
+        }
+        if !is_valid_label_key(&self.serving_label) {
+            errors.push("serving_label", "is not a valid label key");
+        }
+        if self.pod_wait_seconds == 0 {
+            errors.push("pod_wait_seconds", "must be at least 1");
+        }
+        if self.poll_millis == 0 {
+            errors.push("poll_millis", "must be at least 1");
+        }
+        let mut sets = BTreeMap::new();
+        let mut names = BTreeSet::new();
+        for (role, raw) in [
+            (Role::Database, Some(self.database)),
+            (Role::Balancer, self.balancer),
+        ] {
+            let Some(raw) = raw else { continue };
+            let mut e = ConfigErrors::default();
+            // Pod names are `<sts>-<ordinal>` and must stay a DNS label.
+            if !is_dns_label(&raw.statefulset) || raw.statefulset.len() > 52 {
+                e.push(
+                    "statefulset",
+                    "must be a DNS-1123 label of at most 52 characters",
+                );
+            } else if !names.insert(raw.statefulset.clone()) {
+                e.push("statefulset", "is used by both roles");
+            }
+            if !is_dns_label(&raw.container) {
+                e.push("container", "must be a DNS-1123 label");
+            }
+            if !is_dns_label(&raw.volume_claim) {
+                e.push("volume_claim", "must be a DNS-1123 label");
+            }
+            if !(raw.max_cpus.is_finite() && raw.max_cpus >= 0.001) {
+                e.push("max_cpus", "must be at least 0.001 (one millicore)");
+            }
+            if raw.max_memory_bytes < 1 << 20 {
+                e.push("max_memory_bytes", "must be at least 1 MiB");
+            }
+            if e.is_empty() {
+                sets.insert(role, raw);
+            } else {
+                errors.extend_under(role.as_str(), e);
+            }
+        }
+        errors.into_result(KubernetesConfig {
+            cluster: self.cluster,
+            namespace: self.namespace,
+            sets,
+            serving_label: self.serving_label,
+            pod_wait: Duration::from_secs(self.pod_wait_seconds),
+            resize_wait: Duration::from_secs(self.resize_wait_seconds),
+            poll: Duration::from_millis(self.poll_millis),
+        })
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A label value: empty, or at most 63 of `[A-Za-z0-9._-]` beginning and ending alphanumeric.
+pub fn is_valid_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain of at most 253 characters, the name
+/// a non-empty label value (Kubernetes' `IsQualifiedName`).
+pub fn is_valid_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns_label));
+    prefix_ok && !name.is_empty() && is_valid_label_value(name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantities
+// ---------------------------------------------------------------------------------------------
+
+/// Parses a Kubernetes quantity (`250m`, `1.5`, `2Gi`, `500M`, `1e3`) to a number in base units.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    // `1e3` is a decimal exponent; an `E` suffix alone (exa) has no digits after it.
+    let (number, suffix) = if suffix.is_empty() && number.ends_with(['e', 'E']) {
+        (&number[..number.len() - 1], "E")
+    } else {
+        (number, suffix)
+    };
+    let value: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    Some(value * factor)
+}
+
+/// vCPUs as a quantity: whole millicores (`1500m`).
+fn cpu_quantity(cpus: f64) -> Quantity {
+    Quantity(format!("{}m", (cpus * 1000.0).round() as u64))
+}
+
+/// Bytes as a quantity: a binary suffix when exact, else plain bytes.
+fn bytes_quantity(bytes: u64) -> Quantity {
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    for (suffix, unit) in UNITS {
+        if bytes >= unit && bytes % unit == 0 {
+            return Quantity(format!("{}{suffix}", bytes / unit));
+        }
+    }
+    Quantity(bytes.to_string())
+}
+
+fn quantity_of(map: Option<&BTreeMap<String, Quantity>>, key: &str) -> Option<f64> {
+    map.and_then(|m| m.get(key))
+        .and_then(|q| parse_quantity(&q.0))
+}
+
+/// The size a container's resources say: limits first (what the container may use), requests
+/// where there is no limit.
+fn size_of(resources: Option<&ResourceRequirements>, disk_bytes: u64) -> Size {
+    let limits = resources.and_then(|r| r.limits.as_ref());
+    let requests = resources.and_then(|r| r.requests.as_ref());
+    let pick = |key| {
+        quantity_of(limits, key)
+            .or_else(|| quantity_of(requests, key))
+            .unwrap_or(0.0)
+    };
+    Size {
+        cpus: pick("cpu"),
+        memory_bytes: pick("memory").round() as u64,
+        disk_bytes,
+    }
+}
+
+/// The resources block for a size: requests = limits, so the QoS class stays what it was for
+/// a Guaranteed pod (an in-place resize may not change the QoS class).
+fn resources_json(size: Size) -> Value {
+    let r = json!({ "cpu": cpu_quantity(size.cpus), "memory": bytes_quantity(size.memory_bytes) });
+    json!({ "requests": r, "limits": r })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Classifies a kube-rs error; an API error keeps the server's `Status` message verbatim.
+fn kube_error(operation: &str, e: kube::Error) -> PlatformError {
+    let (kind, message) = match &e {
+        kube::Error::Api(status) => {
+            let kind = match status.code {
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::Conflict,
+                422 => ErrorKind::Refused,
+                408 | 429 => ErrorKind::Transient,
+                c if c >= 500 => ErrorKind::Transient,
+                // 400 bad request, 401/403 (credentials, RBAC), 405, 410 (gone): retrying the
+                // same request does not help.
+                _ => ErrorKind::Permanent,
+            };
+            let message = if status.message.is_empty() {
+                format!("{} ({})", status.reason, status.code)
+            } else {
+                status.message.clone()
+            };
+            (kind, message)
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            (ErrorKind::Transient, e.to_string())
+        }
+        _ => (ErrorKind::Permanent, e.to_string()),
+    };
+    PlatformError::new(kind, operation, message).with_source(e)
+}
+
+fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The platform
+// ---------------------------------------------------------------------------------------------
+
+/// Members as Pods of StatefulSets. See the module doc.
+#[derive(Clone)]
+pub struct KubernetesPlatform {
+    client: Client,
+    config: KubernetesConfig,
+}
+
+/// The kubelet's verdict on an in-place resize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InPlace {
+    Applied,
+    /// `PodResizePending`/`Infeasible`, or the API refused the in-place change.
+    Infeasible,
+    /// `PodResizePending`/`Deferred`, or no verdict within the wait.
+    Pending,
+}
+
+impl KubernetesPlatform {
+    /// A platform over an API client (from the kubeconfig, the in-cluster config, or a test URL).
+    pub fn new(client: Client, config: KubernetesConfig) -> Self {
+        KubernetesPlatform { client, config }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+    fn sets(&self) -> Api<StatefulSet> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn role_set(&self, role: Role, op: &str) -> Result<&RoleSetRaw, PlatformError> {
+        self.config.sets.get(&role).ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("no StatefulSet is configured for role {role}"),
+            )
+        })
+    }
+
+    fn pp() -> PatchParams {
+        PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        }
+    }
+
+    fn claim_name(set: &RoleSetRaw, pod: &str) -> String {
+        format!("{}-{pod}", set.volume_claim)
+    }
+
+    /// Whether the pod is in the Service's endpoints (its serving label is not `false`).
+    fn serving(&self, pod: &Pod) -> bool {
+        pod.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(&self.config.serving_label))
+            .map(String::as_str)
+            != Some("false")
+    }
+
+    /// The role a pod belongs to: its label, checked against the configured StatefulSet.
+    fn role_of(&self, pod: &Pod) -> Option<Role> {
+        let labels = pod.metadata.labels.as_ref()?;
+        if labels.get(LABEL_CLUSTER) != Some(&self.config.cluster) {
+            return None;
+        }
+        let role: Role = labels.get(LABEL_ROLE)?.parse().ok()?;
+        let set = self.config.sets.get(&role)?;
+        let name = pod.metadata.name.as_deref()?;
+        // A pod of this cluster's labels but not of the configured StatefulSet is not ours.
+        let ordinal = name.strip_prefix(&format!("{}-", set.statefulset))?;
+        ordinal.parse::<u32>().ok().map(|_| role)
+    }
+
+    /// An owned pod by name, or NotFound (absent and not ours look the same).
+    async fn owned_pod(&self, member: &str, op: &str) -> Result<(Pod, Role), PlatformError> {
+        let pod = self
+            .pods()
+            .get_opt(member)
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        let not_found = || {
+            PlatformError::new(
+                ErrorKind::NotFound,
+                op,
+                format!("no pod `{member}` owned by cluster {}", self.config.cluster),
+            )
+        };
+        let pod = pod.ok_or_else(not_found)?;
+        let role = self.role_of(&pod).ok_or_else(not_found)?;
+        Ok((pod, role))
+    }
+
+    /// The role of an owned member: from its pod, or, while the StatefulSet has not yet
+    /// recreated a fenced member's deleted pod, from the fence record (so that fencing again
+    /// and removing still work in that window).
+    async fn member_role(&self, member: &str, op: &str) -> Result<Role, PlatformError> {
+        match self.owned_pod(member, op).await {
+            Ok((_, role)) => Ok(role),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                for (role, set) in &self.config.sets {
+                    if self.fenced_members(set, op).await?.contains(member) {
+                        return Ok(*role);
+                    }
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fenced_members(
+        &self,
+        set: &RoleSetRaw,
+        op: &str,
+    ) -> Result<BTreeSet<String>, PlatformError> {
+        let sts = self
+            .sets()
+            .get(&set.statefulset)
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        Ok(fenced_of(&sts))
+    }
+
+    /// Writes the fence record, based on the StatefulSet as read (`read`): the patch carries
+    /// its resourceVersion, so a concurrent change of the record is a Conflict, not lost.
+    async fn set_fenced(
+        &self,
+        set: &RoleSetRaw,
+        read: &StatefulSet,
+        fenced: &BTreeSet<String>,
+        op: &str,
+    ) -> Result<(), PlatformError> {
+        let value = if fenced.is_empty() {
+            Value::Null
+        } else {
+            Value::String(fenced.iter().cloned().collect::<Vec<_>>().join(","))
+        };
+        let patch = json!({ "metadata": {
+            "resourceVersion": read.metadata.resource_version,
+            "annotations": { ANNOTATION_FENCED: value },
+        } });
+        self.sets()
+            .patch(&set.statefulset, &Self::pp(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        Ok(())
+    }
+
+    async fn disk_of(
+        &self,
+        set: &RoleSetRaw,
+        pod: &str,
+        op: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, PlatformError> {
+        self.claims()
+            .get_opt(&Self::claim_name(set, pod))
+            .await
+            .map_err(|e| kube_error(op, e))
+    }
+
+    fn member_of(&self, pod: &Pod, role: Role, fenced: bool, disk_bytes: u64) -> PlatformMember {
+        let set = &self.config.sets[&role];
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let container = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == set.container));
+        let status = pod.status.as_ref();
+        let container_status = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == set.container));
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let mut steward_labels: BTreeMap<String, String> = labels
+            .iter()
+            .filter(|(k, _)| k.starts_with("io.steward."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        steward_labels
+            .entry(LABEL_MEMBER.to_string())
+            .or_insert_with(|| name.clone());
+        PlatformMember {
+            name: name.clone(),
+            cluster: self.config.cluster.clone(),
+            role,
+            size: size_of(container.and_then(|c| c.resources.as_ref()), disk_bytes),
+            state: if fenced {
+                PlatformState::Fenced
+            } else {
+                pod_state(pod, &set.container)
+            },
+            address: status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+            host: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+            labels: steward_labels,
+            created_at: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| Timestamp::from_millis(t.0.as_millisecond())),
+            restart_count: container_status
+                .map(|c| c.restart_count.max(0) as u32)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Waits until the pod exists under a uid other than `old_uid` and runs.
+    async fn wait_running(
+        &self,
+        name: &str,
+        old_uid: Option<&str>,
+        op: &str,
+    ) -> Result<Pod, PlatformError> {
+        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
+        loop {
+            if let Some(pod) = self
+                .pods()
+                .get_opt(name)
+                .await
+                .map_err(|e| kube_error(op, e))?
+            {
+                let fresh = old_uid.is_none() || pod.metadata.uid.as_deref() != old_uid;
+                let running =
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                if fresh && running && pod.metadata.deletion_timestamp.is_none() {
+                    return Ok(pod);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PlatformError::new(
+                    ErrorKind::Transient,
+                    op,
+                    format!(
+                        "pod {name} was not running after {:?}",
+                        self.config.pod_wait
+                    ),
+                ));
+            }
+            tokio::time::sleep(self.config.poll).await;
+        }
+    }
+
+    /// Asks for an in-place resize and waits for the kubelet's verdict.
+    async fn resize_in_place(
+        &self,
+        pod: &str,
+        set: &RoleSetRaw,
+        size: Size,
+        op: &str,
+    ) -> Result<InPlace, PlatformError> {
+        let patch = json!({ "spec": { "containers": [
+            { "name": set.container, "resources": resources_json(size) }
+        ] } });
+        let result = self
+            .pods()
+            .patch_subresource("resize", pod, &Self::pp(), &Patch::Strategic(&patch))
+            .await;
+        let mut current = match result {
+            Ok(p) => p,
+            // 422: the API refuses this change in place (e.g. a QoS-class change); 404 on a pod
+            // that exists: no `resize` subresource before Kubernetes 1.33. Both: restart path.
+            Err(e) if matches!(status_code(&e), Some(422) | Some(404)) => {
+                warn!(pod, error = %e, "in-place resize refused; falling back to a restart");
+                return Ok(InPlace::Infeasible);
+            }
+            Err(e) => return Err(kube_error(op, e)),
+        };
+        let deadline = tokio::time::Instant::now() + self.config.resize_wait;
+        loop {
+            if let Some(verdict) = resize_verdict(&current, &set.container, size) {
+                return Ok(verdict);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    pod,
+                    "no in-place resize verdict in time; the change stays recorded"
+                );
+                return Ok(InPlace::Pending);
+            }
+            tokio::time::sleep(self.config.poll).await;
+            current = self.pods().get(pod).await.map_err(|e| kube_error(op, e))?;
+        }
+    }
+
+    /// Puts a pod's resources back after a failed resize (best effort, logged).
+    async fn revert_in_place(&self, pod: &str, set: &RoleSetRaw, old: Size) {
+        let patch = json!({ "spec": { "containers": [
+            { "name": set.container, "resources": resources_json(old) }
+        ] } });
+        let result = self
+            .pods()
+            .patch_subresource("resize", pod, &Self::pp(), &Patch::Strategic(&patch))
+            .await;
+        if let Err(e) = result {
+            warn!(pod, error = %e, "restoring the pod's size failed");
+        }
+    }
+
+    /// Patches the pod template's resources, so that new and restarted pods get `size`.
+    async fn patch_template(
+        &self,
+        set: &RoleSetRaw,
+        size: Size,
+        op: &str,
+    ) -> Result<(), PlatformError> {
+        let patch = json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": set.container, "resources": resources_json(size) }
+        ] } } } });
+        self.sets()
+            .patch(&set.statefulset, &Self::pp(), &Patch::Strategic(&patch))
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        Ok(())
+    }
+
+    fn check_size(&self, set: &RoleSetRaw, size: Size, op: &str) -> Result<(), PlatformError> {
+        let refuse = |m: String| Err(PlatformError::new(ErrorKind::Refused, op, m));
+        if !(size.cpus >= 0.001 && size.cpus <= set.max_cpus) {
+            return refuse(format!(
+                "{} vCPU is outside 0.001..={} (max_cpus)",
+                size.cpus, set.max_cpus
+            ));
+        }
+        if size.memory_bytes < 1 << 20 || size.memory_bytes > set.max_memory_bytes {
+            return refuse(format!(
+                "{} bytes of memory is outside 1 MiB..={} (max_memory_bytes)",
+                size.memory_bytes, set.max_memory_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The members a StatefulSet's annotation lists as fenced.
+fn fenced_of(sts: &StatefulSet) -> BTreeSet<String> {
+    sts.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_FENCED))
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn uses_on_delete(sts: &StatefulSet) -> bool {
+    sts.spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete")
+}
+
+/// What the pod's status says about an in-place resize to `size`, if anything yet.
+fn resize_verdict(pod: &Pod, container: &str, size: Size) -> Option<InPlace> {
+    let status = pod.status.as_ref()?;
+    let pending = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodResizePending" && c.status == "True");
+    if let Some(c) = pending {
+        return Some(match c.reason.as_deref() {
+            Some("Infeasible") => InPlace::Infeasible,
+            _ => InPlace::Pending,
+        });
+    }
+    // Applied when the running container's resources (what the kubelet actuated) match.
+    let actual = status
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?
+        .resources
+        .as_ref()?;
+    let got = size_of(Some(actual), 0);
+    let in_progress = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "PodResizeInProgress" && c.status == "True");
+    let matches = (got.cpus - size.cpus).abs() < 0.0005
+        && got.memory_bytes.abs_diff(size.memory_bytes) < 1024;
+    (matches && !in_progress).then_some(InPlace::Applied)
+}
+
+fn pod_state(pod: &Pod, container: &str) -> PlatformState {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PlatformState::Exited;
+    }
+    let status = pod.status.as_ref();
+    let cs = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == container));
+    if let Some(cs) = cs {
+        let state = cs.state.as_ref();
+        if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
+            if waiting.reason.as_deref() == Some("CrashLoopBackOff") {
+                return PlatformState::Restarting;
+            }
+        }
+        let last_oom = cs
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"));
+        if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            return if t.reason.as_deref() == Some("OOMKilled") {
+                PlatformState::OomKilled
+            } else {
+                PlatformState::Exited
+            };
+        }
+        if last_oom && state.and_then(|s| s.running.as_ref()).is_none() {
+            return PlatformState::OomKilled;
+        }
+    }
+    match status.and_then(|s| s.phase.as_deref()) {
+        Some("Running") => PlatformState::Running,
+        Some("Pending") => PlatformState::Creating,
+        Some("Succeeded") | Some("Failed") => PlatformState::Exited,
+        _ => PlatformState::Unknown,
+    }
+}
+
+fn ordinal(set: &RoleSetRaw, pod: &str) -> Option<u32> {
+    pod.strip_prefix(&format!("{}-", set.statefulset))?
+        .parse()
+        .ok()
+}
+
+fn replicas_of(sts: &StatefulSet) -> u32 {
+    sts.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0) as u32
+}
+
+#[async_trait]
+impl Platform for KubernetesPlatform {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // In place on 1.33+; where the kubelet finds it infeasible, by a restart.
+            cpu: Change::Live,
+            memory: Change::Live,
+            // PVC expansion, online where the CSI driver supports it.
+            disk_grow: Change::Live,
+            disk_shrink: Change::Unsupported,
+            multi_host: true,
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster))]
+    async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
+        let op = "list members";
+        let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.config.cluster));
+        let pods = self.pods().list(&lp).await.map_err(|e| kube_error(op, e))?;
+        let mut fenced = BTreeMap::new();
+        for (role, set) in &self.config.sets {
+            fenced.insert(*role, self.fenced_members(set, op).await?);
+        }
+        let mut out = Vec::new();
+        for pod in &pods.items {
+            let Some(role) = self.role_of(pod) else {
+                continue;
+            };
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let set = &self.config.sets[&role];
+            let disk = match self.disk_of(set, &name, op).await? {
+                Some(pvc) => pvc_bytes(&pvc),
+                None => 0,
+            };
+            let is_fenced = fenced.get(&role).is_some_and(|f| f.contains(&name));
+            if is_fenced && self.serving(pod) {
+                // The StatefulSet recreated a fenced member's pod with the template's labels:
+                // take it out of the endpoints again (level-triggered, every list).
+                warn!(member = %name, "recreated pod of a fenced member was serving; relabelled");
+                let out = json!({ "metadata": { "labels": { self.config.serving_label.as_str(): "false" } } });
+                match self
+                    .pods()
+                    .patch(&name, &Self::pp(), &Patch::Merge(&out))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if status_code(&e) == Some(404) => {}
+                    Err(e) => return Err(kube_error(op, e)),
+                }
+            }
+            out.push(self.member_of(pod, role, is_fenced, disk));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster, member = %spec.name))]
+    async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
+        let op = format!("create member {}", spec.name);
+        let op = op.as_str();
+        if spec.cluster != self.config.cluster {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "this platform owns cluster {}, not {}",
+                    self.config.cluster, spec.cluster
+                ),
+            ));
+        }
+        let set = self.role_set(spec.role, op)?;
+        self.check_size(set, spec.size, op)?;
+        if !is_valid_label_value(&spec.operation_id) {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "operation id `{}` is not a valid label value",
+                    spec.operation_id
+                ),
+            ));
+        }
+        if self
+            .pods()
+            .get_opt(&spec.name)
+            .await
+            .map_err(|e| kube_error(op, e))?
+            .is_some()
+        {
+            return Err(PlatformError::new(
+                ErrorKind::Conflict,
+                op,
+                format!("pod {} already exists", spec.name),
+            ));
+        }
+        let sts = self
+            .sets()
+            .get(&set.statefulset)
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        // Pods get the template's labels: without Steward's, the new pod would not be ours.
+        let template_labels = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        if template_labels.get(LABEL_CLUSTER) != Some(&self.config.cluster)
+            || template_labels.get(LABEL_ROLE).map(String::as_str) != Some(spec.role.as_str())
+        {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "the pod template of StatefulSet {} must carry {LABEL_CLUSTER}={} and {LABEL_ROLE}={}",
+                    set.statefulset, self.config.cluster, spec.role
+                ),
+            ));
+        }
+        let replicas = replicas_of(&sts);
+        let next = format!("{}-{replicas}", set.statefulset);
+        if spec.name != next {
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "StatefulSet {} names its pods: the next {} member is {next}",
+                    set.statefulset, spec.role
+                ),
+            ));
+        }
+        let template_size = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.containers.iter().find(|c| c.name == set.container))
+            .map(|c| size_of(c.resources.as_ref(), 0));
+        let differs = template_size.is_none_or(|t| {
+            (t.cpus - spec.size.cpus).abs() >= 0.0005
+                || t.memory_bytes.abs_diff(spec.size.memory_bytes) >= 1024
+        });
+        if differs {
+            if !uses_on_delete(&sts) {
+                return Err(PlatformError::new(
+                    ErrorKind::Refused,
+                    op,
+                    format!(
+                        "StatefulSet {} uses RollingUpdate: changing its template to the new size would restart every member (use OnDelete)",
+                        set.statefulset
+                    ),
+                ));
+            }
+            self.patch_template(set, spec.size, op).await?;
+        }
+        // The StatefulSet adopts an existing PVC of the right name: create it at the asked size
+        // (volumeClaimTemplates are immutable, so this is the only way to choose the size).
+        let claim = Self::claim_name(set, &spec.name);
+        let mut made_claim = false;
+        if spec.size.disk_bytes > 0
+            && self
+                .claims()
+                .get_opt(&claim)
+                .await
+                .map_err(|e| kube_error(op, e))?
+                .is_none()
+        {
+            let template = sts
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.as_ref())
+                .and_then(|t| {
+                    t.iter()
+                        .find(|c| c.metadata.name.as_deref() == Some(&set.volume_claim))
+                });
+            let mut pvc = PersistentVolumeClaim {
+                spec: template.and_then(|t| t.spec.clone()),
+                ..PersistentVolumeClaim::default()
+            };
+            pvc.metadata.name = Some(claim.clone());
+            pvc.metadata.labels = Some(BTreeMap::from([
+                (LABEL_CLUSTER.to_string(), self.config.cluster.clone()),
+                (LABEL_ROLE.to_string(), spec.role.to_string()),
+                (LABEL_MEMBER.to_string(), spec.name.clone()),
+                (LABEL_OPERATION.to_string(), spec.operation_id.clone()),
+            ]));
+            let pvc_spec = pvc.spec.get_or_insert_with(Default::default);
+            pvc_spec
+                .access_modes
+                .get_or_insert_with(|| vec!["ReadWriteOnce".into()]);
+            pvc_spec
+                .resources
+                .get_or_insert_with(Default::default)
+                .requests
+                .get_or_insert_with(BTreeMap::new)
+                .insert("storage".into(), bytes_quantity(spec.size.disk_bytes));
+            self.claims()
+                .create(&PostParams::default(), &pvc)
+                .await
+                .map_err(|e| kube_error(op, e))?;
+            made_claim = true;
+        }
+        let scale = json!({ "spec": { "replicas": replicas + 1 } });
+        let scaled = self
+            .sets()
+            .patch_scale(&set.statefulset, &Self::pp(), &Patch::Merge(&scale))
+            .await;
+        if let Err(e) = scaled {
+            // Nothing half-done: the PVC made for a member that was not added goes again.
+            if made_claim {
+                if let Err(undo) = self.claims().delete(&claim, &DeleteParams::default()).await {
+                    warn!(member = %spec.name, error = %undo, "deleting the PVC of a failed create failed");
+                }
+            }
+            return Err(kube_error(op, e));
+        }
+        info!(member = %spec.name, statefulset = %set.statefulset, replicas = replicas + 1, "scaled up");
+        self.wait_running(&spec.name, None, op).await?;
+        let labels = json!({ "metadata": { "labels": {
+            LABEL_MEMBER: spec.name, LABEL_OPERATION: spec.operation_id,
+        } } });
+        let pod = self
+            .pods()
+            .patch(&spec.name, &Self::pp(), &Patch::Merge(&labels))
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        let disk = match self.disk_of(set, &spec.name, op).await? {
+            Some(pvc) => pvc_bytes(&pvc),
+            None => 0,
+        };
+        Ok(self.member_of(&pod, spec.role, false, disk))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster, member = %member))]
+    async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
+        let op = format!("resize member {member}");
+        let op = op.as_str();
+        let (pod, role) = self.owned_pod(member, op).await?;
+        let set = self.role_set(role, op)?;
+        self.check_size(set, size, op)?;
+        let sts = self
+            .sets()
+            .get(&set.statefulset)
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        let container = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == set.container));
+        let Some(container) = container else {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("pod {member} has no container {}", set.container),
+            ));
+        };
+        let pvc = self.disk_of(set, member, op).await?;
+        let old = size_of(
+            container.resources.as_ref(),
+            pvc.as_ref().map(pvc_bytes).unwrap_or(0),
+        );
+        // Check everything before changing anything.
+        let grow_disk = size.disk_bytes > old.disk_bytes;
+        if size.disk_bytes < old.disk_bytes {
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "PVCs never shrink ({} < {} bytes)",
+                    size.disk_bytes, old.disk_bytes
+                ),
+            ));
+        }
+        if grow_disk && pvc.is_none() {
+            return Err(PlatformError::new(
+                ErrorKind::NotFound,
+                op,
+                format!("pod {member} has no PVC {}", Self::claim_name(set, member)),
+            ));
+        }
+        let vertical = (old.cpus - size.cpus).abs() >= 0.0005
+            || old.memory_bytes.abs_diff(size.memory_bytes) >= 1024;
+        let on_delete = uses_on_delete(&sts);
+        let verdict = if vertical {
+            Some(self.resize_in_place(member, set, size, op).await?)
+        } else {
+            None
+        };
+        if verdict == Some(InPlace::Infeasible) && !on_delete {
+            // Nothing half-changed: the pod's spec goes back to what runs.
+            self.revert_in_place(member, set, old).await;
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "in-place resize of {member} is infeasible and StatefulSet {} uses RollingUpdate: a template change would restart every member (use OnDelete)",
+                    set.statefulset
+                ),
+            ));
+        }
+        if grow_disk {
+            let patch = json!({ "spec": { "resources": { "requests": { "storage": bytes_quantity(size.disk_bytes) } } } });
+            let claim = Self::claim_name(set, member);
+            if let Err(e) = self
+                .claims()
+                .patch(&claim, &Self::pp(), &Patch::Merge(&patch))
+                .await
+            {
+                // All or nothing: put back a vertical change already asked for.
+                if verdict.is_some() {
+                    self.revert_in_place(member, set, old).await;
+                }
+                return Err(kube_error(op, e));
+            }
+        }
+        if vertical {
+            if on_delete {
+                self.patch_template(set, size, op).await?;
+            } else {
+                warn!(member, statefulset = %set.statefulset, "RollingUpdate StatefulSet: template left unchanged; new pods get the old size");
+            }
+        }
+        let outcome = match verdict {
+            None | Some(InPlace::Applied) => ResizeOutcome::AppliedLive,
+            Some(InPlace::Pending) => ResizeOutcome::PendingRestart,
+            Some(InPlace::Infeasible) => {
+                // Graceful delete: Patroni hands leadership over on a clean stop.
+                let uid = pod.metadata.uid.clone();
+                self.pods()
+                    .delete(member, &DeleteParams::default())
+                    .await
+                    .map_err(|e| kube_error(op, e))?;
+                self.wait_running(member, uid.as_deref(), op).await?;
+                ResizeOutcome::AppliedWithRestart
+            }
+        };
+        info!(
+            member,
+            ?outcome,
+            cpus = size.cpus,
+            memory_bytes = size.memory_bytes,
+            disk_bytes = size.disk_bytes,
+            "pod resized"
+        );
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster, member = %member))]
+    async fn fence(&self, member: &str) -> Result<(), PlatformError> {
+        let op = format!("fence member {member}");
+        let op = op.as_str();
+        let role = self.member_role(member, op).await?;
+        let set = self.role_set(role, op)?;
+        // 1. Out of the Service's endpoints, so no client reaches it while it dies.
+        let out =
+            json!({ "metadata": { "labels": { self.config.serving_label.as_str(): "false" } } });
+        match self
+            .pods()
+            .patch(member, &Self::pp(), &Patch::Merge(&out))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(kube_error(op, e)),
+        }
+        // 2. Remembered, so the pod the StatefulSet recreates stays fenced.
+        let sts = self
+            .sets()
+            .get(&set.statefulset)
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        let mut fenced = fenced_of(&sts);
+        if fenced.insert(member.to_string()) {
+            self.set_fenced(set, &sts, &fenced, op).await?;
+        }
+        // 3. The process dies now: grace period 0.
+        match self
+            .pods()
+            .delete(member, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(kube_error(op, e)),
+        }
+        info!(
+            member,
+            "pod fenced (out of endpoints, deleted with grace 0)"
+        );
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster, member = %member))]
+    async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
+        let op = format!("remove member {member}");
+        let op = op.as_str();
+        let role = self.member_role(member, op).await?;
+        let set = self.role_set(role, op)?;
+        let sts = self
+            .sets()
+            .get(&set.statefulset)
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        let replicas = replicas_of(&sts);
+        if ordinal(set, member).is_some_and(|o| o + 1 == replicas) {
+            // The highest ordinal: the StatefulSet deletes it when it shrinks.
+            let scale = json!({ "spec": { "replicas": replicas - 1 } });
+            self.sets()
+                .patch_scale(&set.statefulset, &Self::pp(), &Patch::Merge(&scale))
+                .await
+                .map_err(|e| kube_error(op, e))?;
+        } else {
+            // A lower ordinal cannot leave a StatefulSet: deleting it makes room for its
+            // replacement under the same name (with fresh data when the PVC goes too).
+            match self
+                .pods()
+                .delete(member, &DeleteParams::default().grace_period(0))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => return Err(kube_error(op, e)),
+            }
+        }
+        if delete_data {
+            match self
+                .claims()
+                .delete(&Self::claim_name(set, member), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => return Err(kube_error(op, e)),
+            }
+        }
+        if fenced_of(&sts).contains(member) {
+            // Read again: the scale-down changed the StatefulSet's resourceVersion.
+            let sts = self
+                .sets()
+                .get(&set.statefulset)
+                .await
+                .map_err(|e| kube_error(op, e))?;
+            let mut fenced = fenced_of(&sts);
+            fenced.remove(member);
+            self.set_fenced(set, &sts, &fenced, op).await?;
+        }
+        info!(member, delete_data, "pod removed");
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster))]
+    async fn usage(&self) -> Result<BTreeMap<String, Usage>, PlatformError> {
+        let op = "read usage";
+        let members = self.list().await?;
+        let ar = ApiResource {
+            group: "metrics.k8s.io".into(),
+            version: "v1beta1".into(),
+            api_version: "metrics.k8s.io/v1beta1".into(),
+            kind: "PodMetrics".into(),
+            plural: "pods".into(),
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.config.namespace, &ar);
+        let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.config.cluster));
+        let metrics = api.list(&lp).await.map_err(|e| kube_error(op, e))?;
+        let mut out = BTreeMap::new();
+        for m in members.iter().filter(|m| m.state == PlatformState::Running) {
+            let Some(pm) = metrics
+                .items
+                .iter()
+                .find(|pm| pm.metadata.name.as_deref() == Some(&m.name))
+            else {
+                continue;
+            };
+            let container = &self.config.sets[&m.role].container;
+            let usage = pm
+                .data
+                .get("containers")
+                .and_then(Value::as_array)
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c.get("name").and_then(Value::as_str) == Some(container))
+                })
+                .and_then(|c| c.get("usage"));
+            let figure = |key: &str| {
+                usage
+                    .and_then(|u| u.get(key))
+                    .and_then(Value::as_str)
+                    .and_then(parse_quantity)
+            };
+            let at = pm
+                .data
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(|t| Timestamp::parse(t).ok())
+                .unwrap_or_default();
+            out.insert(
+                m.name.clone(),
+                Usage {
+                    at,
+                    cpu_used: figure("cpu"),
+                    // metrics-server reports the working set (no page cache), which is what
+                    // Steward's memory signal wants.
+                    memory_used: figure("memory").map(|b| b.round() as u64),
+                    disk_used: None,
+                    disk_size: (m.size.disk_bytes > 0).then_some(m.size.disk_bytes),
+                    oom_kills: None,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A PVC's size: what the volume has (`status.capacity`) once bound, else what is asked.
+fn pvc_bytes(pvc: &PersistentVolumeClaim) -> u64 {
+    let capacity = quantity_of(
+        pvc.status.as_ref().and_then(|s| s.capacity.as_ref()),
+        "storage",
+    );
+    let requested = quantity_of(
+        pvc.spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref()),
+        "storage",
+    );
+    // While an expansion is in progress the request is ahead of the capacity; the request is
+    // what Steward asked for, and what it compares against.
+    requested.or(capacity).unwrap_or(0.0).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steward_label_keys_are_valid_kubernetes_label_keys() {
+        for key in [
+            LABEL_CLUSTER,
+            LABEL_ROLE,
+            LABEL_MEMBER,
+            LABEL_OPERATION,
+            "io.steward.serving",
+        ] {
+            assert!(is_valid_label_key(key), "{key}");
+        }
+        assert!(is_valid_label_key("steward.io/cluster"));
+        assert!(
+            !is_valid_label_key("Steward.IO/cluster"),
+            "the prefix is a lowercase DNS subdomain"
+        );
+        assert!(
+            !is_valid_label_key(&"a".repeat(64)),
+            "a name has at most 63 characters"
+        );
+        assert!(!is_valid_label_key("-cluster"));
+        assert!(!is_valid_label_key("a/b/c"));
+    }
+
+    #[test]
+    fn a_minimal_config_takes_the_documented_defaults() {
+        let text = r#"{"cluster":"demo","namespace":"db",
+            "database":{"statefulset":"pg","max_cpus":8,"max_memory_bytes":34359738368}}"#;
+        let config = serde_json::from_str::<KubernetesConfigRaw>(text)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let set = &config.sets[&Role::Database];
+        assert_eq!(
+            (set.container.as_str(), set.volume_claim.as_str()),
+            ("postgres", "data")
+        );
+        assert_eq!(config.serving_label, "io.steward.serving");
+        assert_eq!(config.pod_wait, Duration::from_secs(300));
+        let typo = text.replace("\"namespace\"", "\"namespaces\"");
+        let err = serde_json::from_str::<KubernetesConfigRaw>(&typo).unwrap_err();
+        assert!(err.to_string().contains("namespaces"), "{err}");
+    }
+
+    #[test]
+    fn quantities_parse_and_format() {
+        let cases = [
+            ("250m", 0.25),
+            ("1.5", 1.5),
+            ("1500000n", 0.0015),
+            ("2Gi", 2.0 * 1024f64.powi(3)),
+            ("500M", 5e8),
+            ("1e3", 1000.0),
+            ("128Ki", 131072.0),
+        ];
+        for (q, want) in cases {
+            let got = parse_quantity(q).unwrap_or(f64::NAN);
+            assert!(
+                (got - want).abs() < 1e-9 * want.max(1.0),
+                "{q}: {got} != {want}"
+            );
+        }
+        assert_eq!(parse_quantity("12Qi"), None);
+        assert_eq!(cpu_quantity(1.5).0, "1500m");
+        assert_eq!(bytes_quantity(3 << 30).0, "3Gi");
+        assert_eq!(bytes_quantity((1 << 30) + 1).0, "1073741825");
+    }
+
+    #[test]
+    fn every_config_problem_is_listed_with_its_path() {
+        let raw = KubernetesConfigRaw {
+            cluster: "-bad-".into(),
+            namespace: "Not_A_Label".into(),
+            database: RoleSetRaw {
+                statefulset: "pg".into(),
+                container: "postgres".into(),
+                volume_claim: "data".into(),
+                max_cpus: 0.0,
+                max_memory_bytes: 10,
+            },
+            balancer: Some(RoleSetRaw {
+                statefulset: "pg".into(),
+                container: "Haproxy".into(),
+                volume_claim: "data".into(),
+                max_cpus: 2.0,
+                max_memory_bytes: 1 << 30,
+            }),
+            serving_label: "a/b/c".into(),
+            pod_wait_seconds: 0,
+            resize_wait_seconds: 1,
+            poll_millis: 100,
+        };
+        let lines: Vec<String> = raw
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.path.clone())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "cluster",
+                "namespace",
+                "serving_label",
+                "pod_wait_seconds",
+                "database.max_cpus",
+                "database.max_memory_bytes",
+                "balancer.statefulset",
+                "balancer.container",
+            ]
+        );
+    }
+}

@@ -5,3 +5,4 @@ pub mod docker;
 pub mod kubernetes;
 pub mod libvirt;
 pub mod simulated;
+pub mod volume;

@@ -1,1 +1,1047 @@
-// (being built)
+//! The Docker platform against the real engines of this machine (`scripts/dockerd.sh` starts
+//! them): the contract suite with `fixed` and with `loop-xfs` volumes over two engines, then
+//! what only Docker has (OOM-score env, memory+swap, runc's refusal, the stats working set,
+//! fencing a paused container, online XFS growth).
+//!
+//! With `CI` set, a missing engine fails these tests; without it they skip, saying why. Every
+//! container is named with a prefix unique to the test and removed at the end, also on failure.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::FutureExt;
+use steward_adapters::platform::contract::{self, Harness};
+use steward_adapters::platform::docker::{
+    DockerConfig, DockerPlatform, Engine, RawDockerConfig, FENCED_SUFFIX,
+};
+use steward_adapters::platform::volume::{FixedVolumes, LoopXfsVolumes, VolumeProvider};
+use steward_model::observation::PlatformState;
+use steward_model::ports::{CreateSpec, ErrorKind, Platform};
+use steward_model::{Role, Size};
+
+const MIB: u64 = 1 << 20;
+const FIRST: &str = "/var/run/docker.sock";
+const SECOND: &str = "/run/steward-docker2.sock";
+const IMAGE: &str = "steward-empty:1";
+/// Holds 64 MiB of anonymous memory, so that a 16 MiB limit is below what it holds.
+const HOLDER: &str = "import time; b = b'x' * (64 << 20); time.sleep(10**9)";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(tag: &str) -> String {
+    format!(
+        "sttest-{}-{}-{tag}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn sh(script: &str) -> Result<String, String> {
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .await
+        .map_err(|e| format!("sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{script}`: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Makes sure the engine at `socket` answers, starting it with scripts/dockerd.sh if needed,
+/// and that it has the empty image. `None` = skip (only when `CI` is unset).
+async fn engine(socket: &str, which: &str) -> Option<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dockerd.sh");
+    let ready = sh(&format!("{} {which}", script.display())).await;
+    let image = match ready {
+        Ok(_) => {
+            // An empty tar makes an image; the host's programs come in by bind mounts.
+            sh(&format!(
+                "docker -H unix://{socket} image inspect {IMAGE} >/dev/null 2>&1 || \
+                 tar cf - -T /dev/null | docker -H unix://{socket} import - {IMAGE}"
+            ))
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match image {
+        Ok(_) => Some(()),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("no Docker engine at {socket} (CI is set): {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no Docker engine at {socket} ({e}); set CI to make this a failure");
+            None
+        }
+    }
+}
+
+fn config(
+    cluster: &str,
+    prefix: &str,
+    hosts: &[&str],
+    volumes: (&str, &Path),
+    tmp: &Path,
+) -> DockerConfig {
+    let hosts: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"name": format!("host-{i}"), "endpoint": format!("unix://{s}")}))
+        .collect();
+    let raw = serde_json::json!({
+        "cluster": cluster,
+        "hosts": hosts,
+        "addresses": ["127.0.77.10-127.0.77.40"],
+        "fence_grace": "1s",
+        "name_prefix": prefix,
+        "volumes": {"kind": volumes.0, "root": volumes.1},
+        "database": {
+            "image": IMAGE,
+            "command": ["/usr/bin/python3", "-c", HOLDER],
+            "user": "65534:65534",
+            "mounts": ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "/bin:/bin:ro", "/sbin:/sbin:ro", "/etc:/etc:ro"],
+            "data_path": "/data",
+            "tmp_root": tmp,
+            "env": {"MEMBER_BIND": "{address}"},
+            "postgres_oom_score_adj": 900
+        }
+    });
+    let raw: RawDockerConfig = serde_json::from_value(raw).expect("test config parses");
+    raw.validate()
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+}
+
+/// Removes every container whose name starts with `prefix` on the given engines.
+async fn remove_prefixed(sockets: &[&str], prefix: &str) {
+    for s in sockets {
+        let Ok(client) = Docker::connect_with_unix(s, 30, bollard::API_DEFAULT_VERSION) else {
+            continue;
+        };
+        let Ok(client) = client.negotiate_version().await else {
+            continue;
+        };
+        let filters = HashMap::from([("name".to_string(), vec![prefix.to_string()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in client
+            .list_containers(Some(options))
+            .await
+            .unwrap_or_default()
+        {
+            let rm = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = client
+                .remove_container(c.id.as_deref().unwrap_or_default(), Some(rm))
+                .await;
+        }
+    }
+}
+
+async fn client(socket: &str) -> Docker {
+    Docker::connect_with_unix(socket, 30, bollard::API_DEFAULT_VERSION)
+        .expect("socket")
+        .negotiate_version()
+        .await
+        .expect("engine answers")
+}
+
+struct DockerHarness {
+    cluster: String,
+    prefix: String,
+    sockets: Vec<&'static str>,
+    volumes: (&'static str, PathBuf),
+    tmp: PathBuf,
+    round: usize,
+    members: Vec<String>,
+    platform: Option<Arc<DockerPlatform>>,
+    disk: u64,
+}
+
+impl DockerHarness {
+    fn new(kind: &'static str, sockets: Vec<&'static str>, dir: &Path) -> Self {
+        let prefix = unique(kind);
+        DockerHarness {
+            cluster: format!("{prefix}c"),
+            prefix: format!("{prefix}-"),
+            sockets,
+            volumes: (kind, dir.join("volumes")),
+            tmp: dir.join("tmp"),
+            round: 0,
+            members: Vec::new(),
+            platform: None,
+            // XFS needs about 300 MB; fixed volumes have no size of their own.
+            disk: if kind == "loop-xfs" { 300 * MIB } else { 0 },
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for DockerHarness {
+    fn name(&self) -> String {
+        format!("docker/{}", self.volumes.0)
+    }
+
+    async fn platform(&mut self) -> Arc<dyn Platform> {
+        self.round += 1;
+        let config = config(
+            &self.cluster,
+            &self.prefix,
+            &self.sockets,
+            (self.volumes.0, &self.volumes.1),
+            &self.tmp,
+        );
+        let p = Arc::new(
+            DockerPlatform::connect(config)
+                .await
+                .expect("engines answer"),
+        );
+        self.platform = Some(p.clone());
+        p
+    }
+
+    fn cluster(&self) -> String {
+        self.cluster.clone()
+    }
+
+    fn database_spec(&mut self, index: usize) -> CreateSpec {
+        let name = format!("r{}-pg{index}", self.round);
+        if !self.members.contains(&name) {
+            self.members.push(name.clone());
+        }
+        CreateSpec {
+            cluster: self.cluster.clone(),
+            role: Role::Database,
+            name,
+            size: Size {
+                cpus: 0.5,
+                memory_bytes: 256 * MIB,
+                disk_bytes: self.disk,
+            },
+            operation_id: format!("op-{}-{index}", self.round),
+        }
+    }
+
+    fn grown_size(&self, from: Size) -> Size {
+        Size {
+            cpus: 1.0,
+            memory_bytes: 384 * MIB,
+            ..from
+        }
+    }
+
+    fn impossible_size(&self, from: Size) -> Option<Size> {
+        // The member holds 64 MiB of anonymous memory and has no swap: runc must refuse 16 MiB.
+        // The CPU change rides along, to show that it is not applied either.
+        Some(Size {
+            cpus: 1.0,
+            memory_bytes: 16 * MIB,
+            ..from
+        })
+    }
+
+    fn database_hosts(&self) -> Option<usize> {
+        Some(self.sockets.len())
+    }
+
+    async fn add_foreign(&mut self) -> Option<String> {
+        let name = format!("{}foreign{}", self.prefix, self.round);
+        let c = client(self.sockets[0]).await;
+        let body = ContainerCreateBody {
+            image: Some(IMAGE.into()),
+            cmd: Some(vec!["/bin/sleep".into(), "infinity".into()]),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some("host".into()),
+                binds: Some(vec![
+                    "/usr:/usr:ro".into(),
+                    "/lib:/lib:ro".into(),
+                    "/lib64:/lib64:ro".into(),
+                    "/bin:/bin:ro".into(),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let id = c
+            .create_container(Some(options), body)
+            .await
+            .expect("foreign container")
+            .id;
+        c.start_container(&id, None).await.expect("foreign starts");
+        Some(name)
+    }
+
+    async fn foreign_intact(&mut self, name: &str) -> bool {
+        let c = client(self.sockets[0]).await;
+        c.inspect_container(name, None)
+            .await
+            .is_ok_and(|i| i.state.and_then(|s| s.running) == Some(true))
+    }
+
+    async fn data_exists(&mut self, member: &str) -> Option<bool> {
+        let path = match self.volumes.0 {
+            "loop-xfs" => self.volumes.1.join(format!("{member}.img")),
+            _ => self.volumes.1.join(member),
+        };
+        Some(path.exists())
+    }
+
+    async fn member_ready(&mut self, member: &str) {
+        // The holder allocates its 64 MiB right after start; wait until the cgroup shows it.
+        let p = self.platform.clone().expect("platform");
+        for _ in 0..50 {
+            let held = p
+                .usage()
+                .await
+                .ok()
+                .and_then(|u| u.get(member).and_then(|u| u.memory_used));
+            if held.is_some_and(|b| b >= 64 * MIB) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("member {member} never held its 64 MiB");
+    }
+
+    async fn cleanup(&mut self) {
+        remove_prefixed(&self.sockets, &self.prefix).await;
+        let loops = LoopXfsVolumes::new(&self.volumes.1);
+        for m in self.members.drain(..) {
+            if self.volumes.0 == "loop-xfs" {
+                if let Err(e) = loops.delete(&m).await {
+                    eprintln!("cleanup of volume {m}: {e}");
+                }
+            }
+        }
+        self.platform = None;
+    }
+}
+
+async fn both_engines() -> Option<Vec<&'static str>> {
+    engine(FIRST, "first").await?;
+    engine(SECOND, "second").await?;
+    Some(vec![FIRST, SECOND])
+}
+
+#[tokio::test]
+async fn docker_with_fixed_volumes_passes_the_contract() {
+    let Some(sockets) = both_engines().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = DockerHarness::new("fixed", sockets, dir.path());
+    contract::run_all(&mut h).await;
+}
+
+#[tokio::test]
+async fn docker_with_loop_xfs_volumes_passes_the_contract() {
+    let Some(sockets) = both_engines().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = DockerHarness::new("loop-xfs", sockets, dir.path());
+    contract::run_all(&mut h).await;
+}
+
+/// Runs `body` with a one-engine platform, then removes its containers and volumes even when
+/// `body` panicked.
+async fn with_platform<F>(
+    tag: &'static str,
+    body: impl FnOnce(Arc<DockerPlatform>, DockerHarness) -> F,
+) where
+    F: std::future::Future<Output = DockerHarness>,
+{
+    if engine(FIRST, "first").await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = DockerHarness::new(tag, vec![FIRST], dir.path());
+    let platform = h.platform().await;
+    drop(platform);
+    let p = h.platform.clone().expect("platform");
+    let prefix = h.prefix.clone();
+    let outcome = AssertUnwindSafe(body(p, h)).catch_unwind().await;
+    remove_prefixed(&[FIRST], &prefix).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn postgres_gets_its_oom_score_env_and_memory_swap_moves_with_memory() {
+    with_platform("fixed", |p, mut h| async move {
+        let spec = h.database_spec(0);
+        p.create(&spec).await.expect("create");
+        let c = client(FIRST).await;
+        let name = format!("{}{}", h.prefix, spec.name);
+        let inspect = c.inspect_container(&name, None).await.expect("inspect");
+        // The running process sees the variables (read from /proc, not from the config).
+        let pid = inspect.state.as_ref().and_then(|s| s.pid).expect("pid");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let environ = String::from_utf8_lossy(&environ);
+        for var in [
+            "PG_OOM_ADJUST_VALUE=900",
+            "PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj",
+            "STEWARD_PG_OOM_SCORE_ADJ=900",
+        ] {
+            assert!(
+                environ.split('\0').any(|v| v == var),
+                "{var} missing from {environ}"
+            );
+        }
+        let address = p.list().await.expect("list")[0].address.clone();
+        assert!(
+            environ
+                .split('\0')
+                .any(|v| v == format!("MEMBER_BIND={address}")),
+            "placeholder: {environ}"
+        );
+        assert!(address.starts_with("127.0.77."), "{address}");
+
+        p.resize(
+            &spec.name,
+            Size {
+                cpus: 1.5,
+                memory_bytes: 512 * MIB,
+                disk_bytes: 0,
+            },
+        )
+        .await
+        .expect("resize");
+        let hc = c
+            .inspect_container(&name, None)
+            .await
+            .expect("inspect")
+            .host_config
+            .expect("host config");
+        assert_eq!(hc.memory, Some(512 * MIB as i64));
+        assert_eq!(
+            hc.memory_swap,
+            Some(512 * MIB as i64),
+            "swap follows memory"
+        );
+        assert_eq!(hc.nano_cpus, Some(1_500_000_000));
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn runc_refuses_a_limit_below_what_the_member_holds_and_nothing_changes() {
+    with_platform("fixed", |p, mut h| async move {
+        let spec = h.database_spec(0);
+        p.create(&spec).await.expect("create");
+        // Let python allocate its 64 MiB.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let e = p
+            .resize(
+                &spec.name,
+                Size {
+                    cpus: 1.0,
+                    memory_bytes: 16 * MIB,
+                    disk_bytes: 0,
+                },
+            )
+            .await
+            .expect_err("refused");
+        eprintln!("refused as expected: {e}");
+        assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+        assert!(
+            e.message.to_lowercase().contains("memory") || e.message.contains("runc"),
+            "runc's message kept: {e}"
+        );
+        let m = p.list().await.expect("list").remove(0);
+        assert_eq!(
+            (m.size.cpus, m.size.memory_bytes),
+            (0.5, 256 * MIB),
+            "nothing changed"
+        );
+        assert_eq!(m.state, PlatformState::Running);
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn usage_memory_is_the_working_set_without_page_cache() {
+    with_platform("fixed", |p, mut h| async move {
+        let mut spec = h.database_spec(0);
+        spec.size.memory_bytes = 512 * MIB;
+        // Write 150 MiB to a file (page cache charged to the container), then hold 64 MiB.
+        let cache = "open('/tmp/cache', 'wb').write(b'y' * (150 << 20)); ";
+        let mut cfg = p.config().clone();
+        cfg.database.command = vec![
+            "/usr/bin/python3".into(),
+            "-c".into(),
+            format!("{cache}{HOLDER}"),
+        ];
+        let p = Arc::new(DockerPlatform::connect(cfg).await.expect("connect"));
+        p.create(&spec).await.expect("create");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let u = p.usage().await.expect("usage")[&spec.name];
+        let used = u.memory_used.expect("working set");
+        assert!(
+            (60 * MIB..130 * MIB).contains(&used),
+            "working set {} MiB",
+            used / MIB
+        );
+        let cpu = u.cpu_used.expect("cpu");
+        assert!((0.0..0.5).contains(&cpu), "an idle holder uses {cpu} vCPU");
+        // The raw usage (which the platform must not report) does include the cache.
+        let c = client(FIRST).await;
+        let name = format!("{}{}", h.prefix, spec.name);
+        let options = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .build();
+        let raw = futures::StreamExt::next(&mut c.stats(&name, Some(options)))
+            .await
+            .expect("stats")
+            .expect("stats ok");
+        let raw_usage = raw.memory_stats.and_then(|m| m.usage).expect("raw usage");
+        assert!(
+            raw_usage > used + 100 * MIB,
+            "raw {} MiB vs working set {} MiB",
+            raw_usage / MIB,
+            used / MIB
+        );
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_paused_member_is_fenced_by_kill() {
+    with_platform("fixed", |p, mut h| async move {
+        let spec = h.database_spec(0);
+        p.create(&spec).await.expect("create");
+        let c = client(FIRST).await;
+        let name = format!("{}{}", h.prefix, spec.name);
+        c.pause_container(&name).await.expect("pause");
+        assert_eq!(
+            p.list().await.expect("list")[0].state,
+            PlatformState::Paused
+        );
+        p.fence(&spec.name).await.expect("fence a paused member");
+        let running = c
+            .inspect_container(&format!("{name}{FENCED_SUFFIX}"), None)
+            .await
+            .expect("inspect")
+            .state
+            .and_then(|s| s.running);
+        assert_eq!(running, Some(false));
+        assert_eq!(
+            p.list().await.expect("list")[0].state,
+            PlatformState::Fenced
+        );
+        // A new process (Steward restarted) still tells fenced from exited.
+        let again = DockerPlatform::connect(p.config().clone())
+            .await
+            .expect("connect");
+        assert_eq!(
+            again.list().await.expect("list")[0].state,
+            PlatformState::Fenced
+        );
+        again
+            .fence(&spec.name)
+            .await
+            .expect("fencing again is a no-op");
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oom_kill_inside_a_running_member_is_counted() {
+    with_platform("fixed", |p, mut h| async move {
+        let mut spec = h.database_spec(0);
+        spec.size.memory_bytes = 96 * MIB;
+        // A child asks for 200 MiB under a 96 MiB limit without swap: the kernel kills the
+        // child, the member (its shell, then sleep) keeps running, as postgres does when a
+        // backend is killed.
+        let mut cfg = p.config().clone();
+        cfg.database.command = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "/usr/bin/python3 -c 'b = b\"x\" * (200 << 20)'; exec /bin/sleep infinity".into(),
+        ];
+        let p = DockerPlatform::connect(cfg).await.expect("connect");
+        p.create(&spec).await.expect("create");
+        let mut kills = None;
+        for _ in 0..20 {
+            kills = p
+                .usage()
+                .await
+                .expect("usage")
+                .get(&spec.name)
+                .and_then(|u| u.oom_kills);
+            if kills.is_some_and(|k| k > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(kills, Some(1), "one OOM kill counted");
+        assert_eq!(
+            p.list().await.expect("list")[0].state,
+            PlatformState::Running
+        );
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn another_clusters_members_are_invisible() {
+    with_platform("fixed", |p, mut h| async move {
+        let spec = h.database_spec(0);
+        p.create(&spec).await.expect("create");
+        let mut other_cfg = p.config().clone();
+        other_cfg.cluster = format!("{}-other", other_cfg.cluster);
+        let other = DockerPlatform::connect(other_cfg.clone())
+            .await
+            .expect("connect");
+        assert!(
+            other.list().await.expect("list").is_empty(),
+            "another cluster's member listed"
+        );
+        assert!(other.usage().await.expect("usage").is_empty());
+        let e = other.fence(&spec.name).await.expect_err("not owned");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let e = other.remove(&spec.name, true).await.expect_err("not owned");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        // Placement is per cluster: the other cluster may use the same (only) host.
+        let mut mine = spec.clone();
+        mine.cluster = other_cfg.cluster.clone();
+        mine.name = format!("{}-b", spec.name);
+        other
+            .create(&mine)
+            .await
+            .expect("the other cluster has its own placement");
+        assert_eq!(
+            p.list().await.expect("list").len(),
+            1,
+            "each sees only its own"
+        );
+        assert_eq!(
+            p.list().await.expect("list")[0].state,
+            PlatformState::Running
+        );
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_is_not_created_over_a_foreign_container_of_the_same_name() {
+    with_platform("fixed", |p, mut h| async move {
+        let spec = h.database_spec(0);
+        let c = client(FIRST).await;
+        let foreign = format!("{}{}", h.prefix, spec.name);
+        let body = ContainerCreateBody {
+            image: Some(IMAGE.into()),
+            cmd: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        };
+        c.create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&foreign).build()),
+            body,
+        )
+        .await
+        .expect("foreign");
+        let e = p.create(&spec).await.expect_err("name taken");
+        assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        assert!(e.message.contains("taken"), "{e}");
+        assert!(
+            p.list().await.expect("list").is_empty(),
+            "the foreign container is not adopted"
+        );
+        c.inspect_container(&foreign, None)
+            .await
+            .expect("the foreign container is still there");
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn loop_xfs_grows_online_and_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v = LoopXfsVolumes::new(dir.path());
+    let member = unique("xfs");
+    let outcome = AssertUnwindSafe(async {
+        let vol = v.ensure(&member, 300 * MIB).await.expect("ensure");
+        let file = vol.host_path.join("kept");
+        std::fs::write(&file, b"data").expect("write");
+        let before = v.usage(&member).await.expect("usage").expect("mounted");
+        v.grow(&member, 400 * MIB).await.expect("grow");
+        let after = v.usage(&member).await.expect("usage").expect("mounted");
+        assert!(
+            after.size_bytes >= before.size_bytes + 90 * MIB,
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(v.size(&member).await, Some(400 * MIB));
+        assert_eq!(std::fs::read(&file).expect("read"), b"data");
+        assert!(matches!(
+            v.grow(&member, 350 * MIB).await,
+            Err(steward_adapters::platform::volume::VolumeError::Shrink { .. })
+        ));
+        // Released and ensured again: the same data comes back.
+        v.release(&member).await.expect("release");
+        assert!(
+            v.loop_device(&member).await.expect("losetup").is_none(),
+            "loop device freed at unmount"
+        );
+        v.ensure(&member, 300 * MIB).await.expect("ensure again");
+        assert_eq!(std::fs::read(&file).expect("read again"), b"data");
+        // A small image fills up for real.
+        let big = vol.host_path.join("big");
+        let filled = sh(&format!(
+            "dd if=/dev/zero of={} bs=1M count=500",
+            big.display()
+        ))
+        .await;
+        assert!(
+            filled.is_err_and(|e| e.contains("No space left")),
+            "a 400 MiB disk took 500 MiB"
+        );
+    })
+    .catch_unwind()
+    .await;
+    if let Err(e) = v.delete(&member).await {
+        eprintln!("cleanup: {e}");
+    }
+    assert!(
+        v.loop_device(&member)
+            .await
+            .map(|d| d.is_none())
+            .unwrap_or(true),
+        "loop device left behind"
+    );
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Engine failures are classified: a wiremock engine answers what a real one answers in the
+/// cases a real one cannot be made to (a busy engine, a dead socket).
+mod classified {
+    use super::*;
+    use serde_json::json;
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    async fn engine() -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^(/v[0-9.]+)?/version$"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"Version": "20.10.24", "ApiVersion": "1.41"})),
+            )
+            .mount(&server)
+            .await;
+        server
+    }
+
+    async fn platform(url: &str) -> Result<DockerPlatform, String> {
+        let raw = json!({
+            "cluster": "c", "hosts": [{"name": "h", "endpoint": url}], "addresses": ["127.0.0.2"],
+            "volumes": {"kind": "fixed", "root": "/nonexistent"},
+            "database": {"image": "i", "command": ["c"]}
+        });
+        let config = serde_json::from_value::<RawDockerConfig>(raw)
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        DockerPlatform::connect(config)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn owned_container() -> serde_json::Value {
+        json!([{"Id": "abc", "Names": ["/pg-1"], "State": "running",
+                "Labels": {"io.steward.cluster": "c", "io.steward.member": "pg-1", "io.steward.role": "database"}}])
+    }
+
+    #[tokio::test]
+    async fn a_busy_engine_is_transient() {
+        let server = engine().await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^(/v[0-9.]+)?/containers/json$"))
+            .respond_with(
+                ResponseTemplate::new(503).set_body_json(json!({"message": "engine busy"})),
+            )
+            .mount(&server)
+            .await;
+        let p = platform(&server.uri()).await.expect("connect");
+        let e = p.list().await.expect_err("503");
+        assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+        assert!(e.message.contains("engine busy"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_update_is_refused_with_runcs_message() {
+        let server = engine().await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^(/v[0-9.]+)?/containers/json$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(owned_container()))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^(/v[0-9.]+)?/containers/abc/json$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "Id": "abc", "Name": "/pg-1", "State": {"Status": "running", "Running": true},
+                "HostConfig": {"NanoCpus": 500000000, "Memory": 268435456},
+                "Config": {"Labels": {"io.steward.cluster": "c", "io.steward.member": "pg-1"}}
+            })))
+            .mount(&server)
+            .await;
+        let runc = "Cannot update container abc: runc did not terminate successfully: exit status 1: \
+                    failed to write \"16777216\" to \"/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes\": \
+                    write /sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes: device or resource busy";
+        Mock::given(method("POST"))
+            .and(path_regex(r"^(/v[0-9.]+)?/containers/abc/update$"))
+            .respond_with(ResponseTemplate::new(500).set_body_json(json!({"message": runc})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let p = platform(&server.uri()).await.expect("connect");
+        let e = p
+            .resize(
+                "pg-1",
+                Size {
+                    cpus: 1.0,
+                    memory_bytes: 16 * MIB,
+                    disk_bytes: 0,
+                },
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+        assert_eq!(e.message, runc, "runc's message verbatim");
+        // An unknown member never reaches the engine's update.
+        let e = p
+            .resize(
+                "pg-9",
+                Size {
+                    cpus: 1.0,
+                    memory_bytes: MIB,
+                    disk_bytes: 0,
+                },
+            )
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_dead_engine_is_transient() {
+        // A port nobody listens on (bound, then closed again).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let raw = json!({
+            "cluster": "c", "hosts": [{"name": "h", "endpoint": url}], "addresses": ["127.0.0.2"],
+            "volumes": {"kind": "fixed", "root": "/nonexistent"},
+            "database": {"image": "i", "command": ["c"]}
+        });
+        let config = serde_json::from_value::<RawDockerConfig>(raw)
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        let client =
+            Docker::connect_with_http(&url, 5, bollard::API_DEFAULT_VERSION).expect("client");
+        let engines = vec![Engine {
+            name: "h".into(),
+            client,
+        }];
+        let p = DockerPlatform::with_engines(
+            config,
+            engines,
+            Arc::new(FixedVolumes::new("/nonexistent")),
+        );
+        let e = p.list().await.expect_err("nobody answers");
+        assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+        let e = DockerPlatform::connect(p.config().clone())
+            .await
+            .expect_err("connect fails");
+        assert!(e.to_string().contains("`h`"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn roles_share_a_host_but_a_role_does_not() {
+    with_platform("fixed", |p, mut h| async move {
+        let db = h.database_spec(0);
+        let balancer = CreateSpec {
+            role: Role::Balancer,
+            name: format!("{}-lb", db.name),
+            ..db.clone()
+        };
+        let e = p.create(&balancer).await.expect_err("no balancer template");
+        assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+        assert!(e.message.contains("no template for balancer"), "{e}");
+
+        let mut cfg = p.config().clone();
+        let mut template = cfg.database.clone();
+        template.postgres_oom_score_adj = None;
+        template.data_path = None;
+        cfg.balancer = Some(template);
+        let p = DockerPlatform::connect(cfg).await.expect("connect");
+        let a = p.create(&db).await.expect("database");
+        let b = p
+            .create(&balancer)
+            .await
+            .expect("a balancer beside the database");
+        assert_eq!(a.host, b.host);
+        assert_ne!(a.address, b.address, "each member has its own address");
+        let second = CreateSpec {
+            name: format!("{}-lb2", db.name),
+            ..balancer.clone()
+        };
+        let e = p.create(&second).await.expect_err("one balancer per host");
+        assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+        assert!(e.message.contains("no host left without a balancer"), "{e}");
+        // A balancer has no data volume: growing its disk is refused, not attempted.
+        let e = p
+            .resize(
+                &balancer.name,
+                Size {
+                    disk_bytes: 1 << 30,
+                    ..b.size
+                },
+            )
+            .await
+            .expect_err("no volume");
+        assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fence_gives_a_running_member_its_grace_and_a_paused_one_none() {
+    with_platform("fixed", |p, mut h| async move {
+        let (a, b) = (h.database_spec(0), h.database_spec(1));
+        // One engine, one database member at a time: `a` is removed before `b` is created.
+        let started = tokio::time::Instant::now();
+        p.create(&a).await.expect("create");
+        let create = started.elapsed();
+        let started = tokio::time::Instant::now();
+        p.resize(
+            &a.name,
+            Size {
+                cpus: 1.0,
+                memory_bytes: 384 * MIB,
+                disk_bytes: 0,
+            },
+        )
+        .await
+        .expect("resize");
+        let resize = started.elapsed();
+        // python as PID 1 ignores SIGTERM: stop must wait the whole 1 s grace, then kill.
+        let started = tokio::time::Instant::now();
+        p.fence(&a.name).await.expect("fence");
+        let fence_running = started.elapsed();
+        assert!(
+            fence_running >= Duration::from_secs(1),
+            "fenced in {fence_running:?}, before the grace ran out"
+        );
+        let started = tokio::time::Instant::now();
+        p.remove(&a.name, true).await.expect("remove");
+        let remove = started.elapsed();
+
+        p.create(&b).await.expect("create");
+        let c = client(FIRST).await;
+        c.pause_container(&format!("{}{}", h.prefix, b.name))
+            .await
+            .expect("pause");
+        let started = tokio::time::Instant::now();
+        p.fence(&b.name).await.expect("fence");
+        let fence_paused = started.elapsed();
+        assert!(
+            fence_paused < Duration::from_secs(1),
+            "a frozen member waited for a grace: {fence_paused:?}"
+        );
+        eprintln!(
+            "docker timings: create {create:?}, live resize {resize:?}, fence running (1 s grace) \
+             {fence_running:?}, fence paused {fence_paused:?}, remove {remove:?}"
+        );
+        h
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_serves_on_its_own_loopback_address() {
+    with_platform("fixed", |p, mut h| async move {
+        let port = 20_000 + (std::process::id() % 10_000) as u16;
+        let mut cfg = p.config().clone();
+        cfg.database.command = [
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "{address}",
+            &port.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let p = DockerPlatform::connect(cfg).await.expect("connect");
+        let spec = h.database_spec(0);
+        let m = p.create(&spec).await.expect("create");
+        let target = format!("{}:{port}", m.address);
+        let mut answered = None;
+        for _ in 0..50 {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(&target),
+            )
+            .await;
+            if let Ok(Ok(mut stream)) = attempt {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                stream
+                    .write_all(b"GET / HTTP/1.0\r\n\r\n")
+                    .await
+                    .expect("write");
+                let mut reply = String::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut reply))
+                        .await;
+                answered = Some(reply);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let reply = answered.unwrap_or_else(|| panic!("nobody answered on {target}"));
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+        // Only on its own address: 127.0.0.1 (another member's address space) has no listener.
+        let other = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await;
+        assert!(
+            !matches!(other, Ok(Ok(_))),
+            "the member listens beyond its address"
+        );
+        h
+    })
+    .await;
+}

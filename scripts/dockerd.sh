@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Starts a Docker engine in the background when it is not running, waits until it answers, and
+# returns. Idempotent: running it again with the engine up does nothing. There is no systemd here
+# (ENVIRONMENT.md), so this is how tests and demos get their engine.
+#
+#   scripts/dockerd.sh          the default engine on unix:///var/run/docker.sock
+#   scripts/dockerd.sh second   a second engine ("another host") on unix:///run/steward-docker2.sock,
+#                               with its own data and exec roots, no bridge and no iptables rules
+#
+# Logs go to /var/log/steward-dockerd[-second].log.
+set -euo pipefail
+
+which="${1:-first}"
+case "$which" in
+  first)
+    sock=/var/run/docker.sock
+    log=/var/log/steward-dockerd.log
+    args=()
+    ;;
+  second)
+    sock=/run/steward-docker2.sock
+    log=/var/log/steward-dockerd-second.log
+    # Everything a second engine must not share with the first one.
+    args=(--data-root /var/lib/steward-docker2 --exec-root /run/steward-docker2
+          -H "unix://$sock" --pidfile /run/steward-docker2.pid
+          --bridge=none --iptables=false)
+    ;;
+  *)
+    echo "usage: $0 [first|second]" >&2
+    exit 2
+    ;;
+esac
+
+answers() { docker -H "unix://$sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+if answers; then
+  echo "dockerd ($which) already answers on $sock"
+  exit 0
+fi
+
+command -v dockerd >/dev/null || { echo "dockerd not found: apt-get install -y docker.io" >&2; exit 1; }
+
+# setsid + nohup: the engine must outlive the shell (and the test process) that started it.
+setsid nohup dockerd "${args[@]}" >>"$log" 2>&1 < /dev/null &
+
+for _ in $(seq 1 60); do
+  if answers; then
+    echo "dockerd ($which) answers on $sock"
+    exit 0
+  fi
+  sleep 0.5
+done
+echo "dockerd ($which) did not answer on $sock within 30 s; see $log" >&2
+tail -n 20 "$log" >&2 || true
+exit 1
