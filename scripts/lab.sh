@@ -1,0 +1,600 @@
+#!/usr/bin/env bash
+# The lab: a real Patroni 4.1.5 cluster in Docker on loopback addresses, owned by the project.
+#
+#   scripts/lab.sh up       install what is missing, start everything, wait until healthy, print a summary
+#   scripts/lab.sh down     remove every lab container, unmount and detach the member disks, remove state
+#   scripts/lab.sh status   containers, Patroni's view of the cluster, and what is not healthy
+#   scripts/lab.sh env      shell exports for tests and demos: eval "$(scripts/lab.sh env)"
+#   scripts/lab.sh footprint  memory of each lab container (RSS + shared memory, PSS)
+#   scripts/lab.sh record [all|prometheus|patroni]  record real responses into tests/data/fixtures/
+#
+# What runs (all containers from an empty image with the host's /usr /lib /lib64 /bin /sbin /etc /opt
+# bind-mounted read-only, host networking, labelled io.steward.lab=1; see lab/README.md):
+#   etcd           127.0.0.2:2379
+#   lab-pg-1..3    127.0.0.11..13: postgres :5432, Patroni REST :8008, postgres_exporter :9187
+#   lab-haproxy-1,2 127.0.0.21..22: primary :5432, replicas :5433, Runtime API :9999, stats :8404
+#   Prometheus     127.0.0.3:9090
+# Passwords are generated into /var/lib/steward-lab/secrets (root only) and never printed.
+#
+# Idempotent: `up` on a running lab checks it and returns; a container whose command or configuration
+# changed is recreated (member data lives on the member's disk, not in the container).
+# Environment: LAB_TIMEOUT (seconds to wait for health, default 120).
+set -euo pipefail
+shopt -u patsub_replacement 2>/dev/null || true # bash 5.2: '&' in ${x//a/b} would mean the match
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LAB_DIR="$ROOT/lab"
+STATE=/var/lib/steward-lab
+SECRETS="$STATE/secrets"
+VENV=/opt/steward-lab/venv
+PATRONI_VERSION=4.1.5
+IMAGE=steward-empty:1
+LABEL=io.steward.lab
+TIMEOUT="${LAB_TIMEOUT:-120}"
+
+ETCD_ADDR=127.0.0.2
+PROM_ADDR=127.0.0.3
+MEMBERS=(lab-pg-1 lab-pg-2 lab-pg-3)
+declare -A MEMBER_ADDR=([lab-pg-1]=127.0.0.11 [lab-pg-2]=127.0.0.12 [lab-pg-3]=127.0.0.13)
+BALANCERS=(lab-haproxy-1 lab-haproxy-2)
+declare -A BALANCER_ADDR=([lab-haproxy-1]=127.0.0.21 [lab-haproxy-2]=127.0.0.22)
+DISK_SIZE=512M
+MONITOR_USER=steward_monitor
+
+# Debian packages the lab runs on (jq and curl: this script's own tools).
+PACKAGES=(docker.io postgresql-15 etcd-server haproxy prometheus prometheus-postgres-exporter
+          xfsprogs python3-venv jq curl util-linux)
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages, mounts disks, runs docker)"; }
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Installation
+# ---------------------------------------------------------------------------------------------------
+
+install_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return
+    log "installing ${missing[*]}"
+    # No systemd here, but the packages' init scripts would still start Debian's own prometheus
+    # (:9090) and postgres_exporter (:9187) on every address, taking the lab's ports. A policy-rc.d
+    # that says "no" keeps them from starting; it is removed again if this script made it.
+    local policy=/usr/sbin/policy-rc.d made_policy=false
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=true
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    local rc=0
+    { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } || rc=$?
+    if $made_policy; then rm -f "$policy"; fi
+    [[ $rc -eq 0 ]] || die "apt-get install ${missing[*]} failed (exit $rc)"
+}
+
+install_patroni() {
+    # Debian's /usr/bin/python3, not whatever `python3` is on PATH (pyenv's here): the containers see
+    # the host's /usr and /opt only, so the venv must point at an interpreter under /usr.
+    if [[ -x $VENV/bin/patroni ]] && [[ $("$VENV/bin/patroni" --version 2>/dev/null) == "patroni $PATRONI_VERSION" ]] \
+        && "$VENV/bin/python" -c 'import psycopg2, etcd' 2>/dev/null; then
+        return
+    fi
+    log "installing Patroni $PATRONI_VERSION into $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    [[ -x $VENV/bin/python ]] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
+    local extra=()
+    # Debian's python3-psycopg2 is used when installed; otherwise the binary wheel.
+    /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || extra+=(psycopg2-binary)
+    "$VENV/bin/pip" install -q "patroni[etcd3]==$PATRONI_VERSION" "${extra[@]}" \
+        || die "pip install patroni[etcd3]==$PATRONI_VERSION failed"
+    [[ $("$VENV/bin/patroni" --version) == "patroni $PATRONI_VERSION" ]] || die "$VENV/bin/patroni is not $PATRONI_VERSION"
+}
+
+start_docker() {
+    if [[ -x $ROOT/scripts/dockerd.sh ]]; then
+        "$ROOT/scripts/dockerd.sh" >/dev/null
+    elif ! docker version >/dev/null 2>&1; then
+        # Same as scripts/dockerd.sh: no systemd, so the engine runs detached in the background.
+        log "starting dockerd"
+        setsid nohup dockerd >>/var/log/steward-dockerd.log 2>&1 </dev/null &
+        for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && return; sleep 0.5; done
+        die "dockerd did not answer within 30 s; see /var/log/steward-dockerd.log"
+    fi
+}
+
+ensure_image() {
+    docker image inspect "$IMAGE" >/dev/null 2>&1 && return
+    log "importing the empty image $IMAGE"
+    # An empty tar: the containers run the host's programs through bind mounts.
+    tar -cf - -T /dev/null | docker import - "$IMAGE" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------------
+# 2. State: secrets, disks, configuration
+# ---------------------------------------------------------------------------------------------------
+
+# Reads one value of the secrets file into stdout (never echoed to the terminal by callers).
+secret() { sed -n "s/^$1=//p" "$SECRETS/passwords.env"; }
+
+ensure_secrets() {
+    install -d -m 755 "$STATE"
+    install -d -m 700 -o root -g root "$SECRETS"
+    if [[ ! -s $SECRETS/passwords.env ]]; then
+        log "generating passwords into $SECRETS/passwords.env"
+        gen() { head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24; }
+        (
+            umask 077
+            {
+                echo "# Steward lab credentials; root only. Users: postgres (superuser), replicator, $MONITOR_USER."
+                echo "SUPERUSER_PASSWORD=$(gen)"
+                echo "REPLICATION_PASSWORD=$(gen)"
+                echo "MONITOR_PASSWORD=$(gen)"
+            } >"$SECRETS/passwords.env.new"
+            mv "$SECRETS/passwords.env.new" "$SECRETS/passwords.env"
+        )
+    fi
+    # A libpq password file for clients on the host (PGPASSFILE): every member and balancer address.
+    local su m b
+    su=$(secret SUPERUSER_PASSWORD)
+    (
+        umask 077
+        for m in "${MEMBERS[@]}"; do echo "${MEMBER_ADDR[$m]}:*:*:postgres:$su"; done
+        for b in "${BALANCERS[@]}"; do echo "${BALANCER_ADDR[$b]}:*:*:postgres:$su"; done
+    ) >"$SECRETS/pgpass"
+    chmod 600 "$SECRETS/pgpass"
+}
+
+# One loop-mounted XFS image per member: it can grow online (truncate, losetup -c, xfs_growfs).
+ensure_disk() {
+    local m=$1 img="$STATE/$1.img" mnt="$STATE/$1/data" dev
+    install -d -m 755 "$STATE/$m"
+    install -d -m 700 "$mnt"
+    if [[ ! -f $img ]]; then
+        log "$m: creating a $DISK_SIZE XFS image"
+        # Formatted under a temporary name, so an interrupted run never leaves an unformatted image.
+        truncate -s "$DISK_SIZE" "$img.new"
+        mkfs.xfs -q "$img.new"
+        chmod 600 "$img.new" # the database's bytes, password hashes included
+        mv "$img.new" "$img"
+    fi
+    dev=$(losetup -j "$img" | cut -d: -f1 | head -n1)
+    [[ -n $dev ]] || dev=$(losetup -f --show "$img")
+    mountpoint -q "$mnt" || mount -t xfs "$dev" "$mnt"
+    chown postgres:postgres "$mnt"
+    chmod 700 "$mnt"
+}
+
+# Fills @KEY@ placeholders of a template: render TEMPLATE KEY VALUE [KEY VALUE ...]
+render() {
+    local s
+    s=$(<"$1")
+    shift
+    while (($#)); do
+        s=${s//"@$1@"/$2}
+        shift 2
+    done
+    printf '%s\n' "$s"
+}
+
+# Writes a file only when its content changed, with the given owner and mode.
+write_file() {
+    local path=$1 owner=$2 mode=$3 content
+    content=$(cat)
+    if [[ ! -f $path ]] || [[ $(<"$path") != "$content" ]]; then
+        (umask 077 && printf '%s\n' "$content" >"$path.new")
+        chown "$owner" "$path.new"
+        chmod "$mode" "$path.new"
+        mv "$path.new" "$path"
+    fi
+}
+
+render_configs() {
+    local m b addr servers_p servers_r
+    for m in "${MEMBERS[@]}"; do
+        addr=${MEMBER_ADDR[$m]}
+        install -d -m 1777 "$STATE/$m/tmp"
+        render "$LAB_DIR/patroni.yml.tmpl" NAME "$m" ADDR "$addr" ETCD_ADDR "$ETCD_ADDR" \
+            DATA_DIR "$STATE/$m/data/pgdata" \
+            SUPERUSER_PASSWORD "$(secret SUPERUSER_PASSWORD)" \
+            REPLICATION_PASSWORD "$(secret REPLICATION_PASSWORD)" \
+            | write_file "$STATE/$m/patroni.yml" postgres:postgres 600
+    done
+
+    servers_p="" servers_r=""
+    for m in "${MEMBERS[@]}"; do
+        addr=${MEMBER_ADDR[$m]}
+        servers_p+="    server $m $addr:5432 check port 8008"$'\n'
+        servers_r+="    server $m $addr:5432 check port 8008"$'\n'
+    done
+    for b in "${BALANCERS[@]}"; do
+        install -d -m 750 -o haproxy -g haproxy "$STATE/$b"
+        render "$LAB_DIR/haproxy.cfg.tmpl" ADDR "${BALANCER_ADDR[$b]}" STATE_DIR "$STATE/$b" \
+            PRIMARY_SERVERS "${servers_p%$'\n'}" REPLICA_SERVERS "${servers_r%$'\n'}" \
+            | write_file "$STATE/$b/haproxy.cfg" haproxy:haproxy 640
+    done
+
+    install -d -m 750 -o prometheus -g prometheus "$STATE/exporter"
+    write_file "$STATE/exporter/queries.yaml" prometheus:prometheus 640 <"$LAB_DIR/exporter-queries.yaml"
+    secret MONITOR_PASSWORD | write_file "$STATE/exporter/monitor.pass" prometheus:prometheus 400
+
+    install -d -m 750 -o prometheus -g prometheus "$STATE/prometheus" "$STATE/prometheus/data" "$STATE/prometheus/targets"
+    render "$LAB_DIR/prometheus.yml.tmpl" ADDR "$PROM_ADDR" STATE_DIR "$STATE/prometheus" \
+        | write_file "$STATE/prometheus/prometheus.yml" prometheus:prometheus 640
+    local pat="" pg="" ha=""
+    for m in "${MEMBERS[@]}"; do
+        addr=${MEMBER_ADDR[$m]}
+        pat+="${pat:+,}{\"targets\":[\"$addr:8008\"],\"labels\":{\"member\":\"$m\"}}"
+        pg+="${pg:+,}{\"targets\":[\"$addr:9187\"],\"labels\":{\"member\":\"$m\"}}"
+    done
+    for b in "${BALANCERS[@]}"; do
+        ha+="${ha:+,}{\"targets\":[\"${BALANCER_ADDR[$b]}:8404\"],\"labels\":{\"balancer\":\"$b\"}}"
+    done
+    echo "[$pat]" | write_file "$STATE/prometheus/targets/patroni.json" prometheus:prometheus 644
+    echo "[$pg]" | write_file "$STATE/prometheus/targets/postgres.json" prometheus:prometheus 644
+    echo "[$ha]" | write_file "$STATE/prometheus/targets/haproxy.json" prometheus:prometheus 644
+
+    install -d -m 700 -o etcd -g etcd "$STATE/etcd"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Containers
+# ---------------------------------------------------------------------------------------------------
+
+# The host's programs, read-only; the empty image brings nothing of its own.
+HOST_MOUNTS=(-v /usr:/usr:ro -v /lib:/lib:ro -v /lib64:/lib64:ro -v /bin:/bin:ro -v /sbin:/sbin:ro
+             -v /etc:/etc:ro -v /opt:/opt:ro)
+
+uidgid() { echo "$(id -u "$1"):$(id -g "$1")"; }
+
+# ensure_container NAME SPEC_EXTRA DOCKER_RUN_ARGS... -- IMAGE_COMMAND...
+# Running with the same spec: nothing to do. Stopped with the same spec: started. Different spec (its
+# arguments or SPEC_EXTRA, e.g. a config file's hash): removed and created again.
+ensure_container() {
+    local name=$1 spec_extra=$2 spec cur
+    shift 2
+    spec=$( { printf '%s\0' "$@"; printf '%s' "$spec_extra"; } | sha256sum | cut -c1-16)
+    cur=$(docker inspect -f "{{index .Config.Labels \"$LABEL.spec\"}} {{.State.Running}}" "$name" 2>/dev/null || true)
+    if [[ -n $cur ]]; then
+        if [[ ${cur% *} == "$spec" ]]; then
+            [[ ${cur#* } == true ]] || { log "starting $name"; docker start "$name" >/dev/null; }
+            return
+        fi
+        log "recreating $name (its configuration changed)"
+        docker rm -f "$name" >/dev/null
+    else
+        log "creating $name"
+    fi
+    local args=() cmd=()
+    while (($#)) && [[ $1 != -- ]]; do args+=("$1"); shift; done
+    shift
+    cmd=("$@")
+    docker run -d --name "$name" --hostname "$name" --label "$LABEL=1" --label "$LABEL.spec=$spec" \
+        --network host --log-opt max-size=10m --log-opt max-file=2 \
+        "${HOST_MOUNTS[@]}" -e LANG=C.UTF-8 "${args[@]}" "$IMAGE" "${cmd[@]}" >/dev/null \
+        || die "docker run $name failed"
+}
+
+filehash() { sha256sum "$@" | cut -c1-16 | tr '\n' ' '; }
+
+start_etcd() {
+    ensure_container lab-etcd "" --user "$(uidgid etcd)" -v "$STATE/etcd:$STATE/etcd" -- \
+        /usr/bin/etcd --name lab-etcd --data-dir "$STATE/etcd/data" \
+        --listen-client-urls "http://$ETCD_ADDR:2379" --advertise-client-urls "http://$ETCD_ADDR:2379" \
+        --listen-peer-urls "http://$ETCD_ADDR:2380" --initial-advertise-peer-urls "http://$ETCD_ADDR:2380" \
+        --initial-cluster "lab-etcd=http://$ETCD_ADDR:2380" --initial-cluster-state new \
+        --listen-metrics-urls "http://$ETCD_ADDR:2381"
+}
+
+start_members() {
+    local m addr
+    for m in "${MEMBERS[@]}"; do
+        addr=${MEMBER_ADDR[$m]}
+        # PG_OOM_ADJUST_*: the postmaster sets its children's oom_score_adj to 900, so under a tight
+        # memory limit the kernel kills a backend (postgres recovers) instead of Patroni, whose large
+        # anonymous RSS otherwise makes it the victim (ENVIRONMENT.md). Patroni passes its environment
+        # (less PATRONI_*) on to postgres.
+        ensure_container "$m" "$(filehash "$STATE/$m/patroni.yml")" \
+            --user "$(uidgid postgres)" --shm-size 256m --stop-timeout 30 \
+            -v "$STATE/$m/tmp:/tmp" -v "$STATE/$m:$STATE/$m" \
+            -e HOME=/tmp -e PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj -e PG_OOM_ADJUST_VALUE=900 -- \
+            "$VENV/bin/patroni" "$STATE/$m/patroni.yml"
+    done
+}
+
+start_exporters() {
+    local m addr
+    for m in "${MEMBERS[@]}"; do
+        addr=${MEMBER_ADDR[$m]}
+        # The password comes from a file (DATA_SOURCE_PASS_FILE), so `docker inspect` shows none.
+        ensure_container "$m-exporter" "$(filehash "$STATE/exporter/queries.yaml")" \
+            --user "$(uidgid prometheus)" -v "$STATE/exporter:$STATE/exporter:ro" \
+            -e "DATA_SOURCE_URI=$addr:5432/postgres?sslmode=disable&connect_timeout=3" \
+            -e "DATA_SOURCE_USER=$MONITOR_USER" -e "DATA_SOURCE_PASS_FILE=$STATE/exporter/monitor.pass" -- \
+            /usr/bin/prometheus-postgres-exporter --web.listen-address="$addr:9187" \
+            --extend.query-path="$STATE/exporter/queries.yaml"
+    done
+}
+
+start_balancers() {
+    local b
+    for b in "${BALANCERS[@]}"; do
+        # -W: master-worker mode, so a reload (SIGUSR2) keeps the process and its Runtime API.
+        ensure_container "$b" "$(filehash "$STATE/$b/haproxy.cfg")" \
+            --user "$(uidgid haproxy)" -v "$STATE/$b:$STATE/$b" -- \
+            /usr/sbin/haproxy -W -db -f "$STATE/$b/haproxy.cfg"
+    done
+}
+
+start_prometheus() {
+    ensure_container lab-prometheus "$(filehash "$STATE/prometheus/prometheus.yml")" \
+        --user "$(uidgid prometheus)" -v "$STATE/prometheus:$STATE/prometheus" -- \
+        /usr/bin/prometheus --config.file="$STATE/prometheus/prometheus.yml" \
+        --storage.tsdb.path="$STATE/prometheus/data" --storage.tsdb.retention.time=2d \
+        --web.listen-address="$PROM_ADDR:9090" --web.enable-lifecycle
+}
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Health
+# ---------------------------------------------------------------------------------------------------
+
+http() { curl -sS -m 2 --fail "$@" 2>/dev/null; }
+
+# Prints the leader's member name, or nothing.
+leader_name() {
+    local m
+    for m in "${MEMBERS[@]}"; do
+        http "http://${MEMBER_ADDR[$m]}:8008/cluster" \
+            | jq -r '.members[]? | select(.role == "leader") | .name' && return
+    done
+}
+
+# Creates (or updates) the exporters' monitoring role on the leader; quiet, idempotent.
+ensure_monitor_role() {
+    local leader=$1
+    # The password travels on stdin, never on a command line.
+    PGPASSFILE="$SECRETS/pgpass" psql -X -q -v ON_ERROR_STOP=1 \
+        "host=${MEMBER_ADDR[$leader]} port=5432 user=postgres dbname=postgres connect_timeout=3" \
+        >/dev/null 2>&1 <<SQL
+SET log_statement = 'none';
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$MONITOR_USER') THEN
+    CREATE ROLE $MONITOR_USER LOGIN;
+  END IF;
+END \$\$;
+GRANT pg_monitor TO $MONITOR_USER;
+ALTER ROLE $MONITOR_USER PASSWORD '$(secret MONITOR_PASSWORD)';
+SQL
+}
+
+# Prints one line per thing that is not healthy; prints nothing when the whole lab is.
+health_problems() {
+    local m b leader state names streaming targets
+    http "http://$ETCD_ADDR:2379/health" | jq -e '.health == "true"' >/dev/null \
+        || echo "etcd: not healthy at http://$ETCD_ADDR:2379/health"
+    for m in "${MEMBERS[@]}"; do
+        state=$(http "http://${MEMBER_ADDR[$m]}:8008/patroni" | jq -r '.state // empty') || true
+        [[ $state == running ]] || echo "$m: Patroni says postgres is '${state:-no answer}', not running"
+    done
+    leader=$(leader_name || true)
+    if [[ -z $leader ]]; then
+        echo "cluster: no leader"
+    else
+        names=$(printf '"%s",' "${MEMBERS[@]}")
+        # Only walsenders named after a member count: pg_basebackup's own stream also says streaming.
+        streaming=$(http "http://${MEMBER_ADDR[$leader]}:8008/patroni" \
+            | jq "[.replication[]? | select(.state == \"streaming\" and (.application_name | IN(${names%,})))] | length") || true
+        [[ ${streaming:-0} -eq $((${#MEMBERS[@]} - 1)) ]] \
+            || echo "replication: ${streaming:-0} of $((${#MEMBERS[@]} - 1)) replicas streaming from $leader"
+    fi
+    for b in "${BALANCERS[@]}"; do
+        local csv up_p up_r
+        csv=$(http "http://${BALANCER_ADDR[$b]}:8404/stats;csv") || { echo "$b: stats not answering"; continue; }
+        up_p=$(awk -F, '$1 == "primary" && $2 ~ /^lab-pg-/ && $18 == "UP"' <<<"$csv" | wc -l)
+        up_r=$(awk -F, '$1 == "replicas" && $2 ~ /^lab-pg-/ && $18 == "UP"' <<<"$csv" | wc -l)
+        [[ $up_p -eq 1 ]] || echo "$b: $up_p servers UP for the primary port (want 1)"
+        [[ $up_r -eq $((${#MEMBERS[@]} - 1)) ]] || echo "$b: $up_r servers UP for the replica port (want $((${#MEMBERS[@]} - 1)))"
+    done
+    targets=$(http "http://$PROM_ADDR:9090/api/v1/targets?state=active") || { echo "prometheus: not answering"; return; }
+    local want=$((1 + 2 * ${#MEMBERS[@]} + ${#BALANCERS[@]}))
+    jq -r --argjson want "$want" '.data.activeTargets as $t
+        | ($t[] | select(.health != "up") | "prometheus: target \(.scrapeUrl) is \(.health) \(.lastError)"),
+          (if ($t | length) < $want then "prometheus: \($t | length) of \($want) targets discovered" else empty end)' <<<"$targets"
+    # The exporters answer even when they cannot reach postgres; pg_up says whether they do.
+    local pg_up
+    pg_up=$(http "http://$PROM_ADDR:9090/api/v1/query" --data-urlencode 'query=sum(pg_up)' \
+        | jq -r '.data.result[0].value[1] // "0"') || true
+    [[ ${pg_up:-0} == "${#MEMBERS[@]}" ]] || echo "exporters: ${pg_up:-0} of ${#MEMBERS[@]} reach postgres (pg_up)"
+    return 0
+}
+
+wait_healthy() {
+    local start=$SECONDS problems="" last_print=-100 leader
+    while :; do
+        # A container that exited during `up` will not come back by waiting (a port taken by another
+        # program, a bad config): say which one and why, at once.
+        local dead
+        dead=$(docker ps -a --filter "label=$LABEL=1" --filter status=exited --filter status=dead --format '{{.Names}}')
+        if [[ -n $dead ]]; then
+            local c
+            for c in $dead; do
+                printf 'lab: error: container %s exited; its last log lines:\n' "$c" >&2
+                docker logs --tail 8 "$c" 2>&1 | sed 's/^/    /' >&2
+            done
+            return 1
+        fi
+        leader=$(leader_name || true)
+        # The exporters log in as this role; creating it needs a leader, so it is retried here.
+        if [[ -n $leader ]]; then ensure_monitor_role "$leader" || true; fi
+        problems=$(health_problems) || true
+        [[ -z $problems ]] && return 0
+        if ((SECONDS - start >= TIMEOUT)); then
+            printf 'lab: error: not healthy after %s s; what is not up:\n%s\n' "$TIMEOUT" "$problems" >&2
+            echo "lab: see 'docker logs <container>' and 'scripts/lab.sh status'" >&2
+            return 1
+        fi
+        if ((SECONDS - last_print >= 10)); then
+            log "waiting ($((SECONDS - start)) s): $(head -n1 <<<"$problems")"
+            last_print=$SECONDS
+        fi
+        sleep 1
+    done
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------------
+
+print_summary() {
+    local m b leader
+    leader=$(leader_name || true)
+    cat <<EOF
+Steward lab is healthy (Patroni $PATRONI_VERSION, leader: ${leader:-?}).
+  etcd          http://$ETCD_ADDR:2379
+EOF
+    for m in "${MEMBERS[@]}"; do
+        printf '  %-13s postgres %s:5432  patroni http://%s:8008  exporter http://%s:9187/metrics  disk %s\n' \
+            "$m" "${MEMBER_ADDR[$m]}" "${MEMBER_ADDR[$m]}" "${MEMBER_ADDR[$m]}" "$STATE/$m/data"
+    done
+    for b in "${BALANCERS[@]}"; do
+        printf '  %-13s primary %s:5432  replicas %s:5433  runtime API %s:9999 (or %s)  stats http://%s:8404/stats\n' \
+            "$b" "${BALANCER_ADDR[$b]}" "${BALANCER_ADDR[$b]}" "${BALANCER_ADDR[$b]}" "$STATE/$b/admin.sock" "${BALANCER_ADDR[$b]}"
+    done
+    cat <<EOF
+  prometheus    http://$PROM_ADDR:9090
+Credentials (root only, never printed): $SECRETS/passwords.env, libpq password file $SECRETS/pgpass
+Shell exports: eval "\$(scripts/lab.sh env)"
+EOF
+}
+
+cmd_up() {
+    need_root
+    local t0=$SECONDS
+    install_packages
+    install_patroni
+    start_docker
+    ensure_image
+    ensure_secrets
+    local m
+    for m in "${MEMBERS[@]}"; do ensure_disk "$m"; done
+    render_configs
+    start_etcd
+    start_members
+    start_exporters
+    start_balancers
+    start_prometheus
+    wait_healthy || exit 1
+    print_summary
+    log "healthy $((SECONDS - t0)) s after 'up' started"
+}
+
+cmd_down() {
+    need_root
+    local ids m img dev
+    if docker version >/dev/null 2>&1; then
+        ids=$(docker ps -aq --filter "label=$LABEL=1")
+        if [[ -n $ids ]]; then
+            log "removing lab containers"
+            # shellcheck disable=SC2086 # one id per word
+            docker rm -f $ids >/dev/null
+        fi
+    fi
+    for m in "${MEMBERS[@]}"; do
+        if mountpoint -q "$STATE/$m/data"; then umount "$STATE/$m/data"; fi
+    done
+    # Every loop device backed by a lab image, including members added later (lab-pg-4.img, ...).
+    while read -r dev; do
+        [[ -n $dev ]] && losetup -d "$dev"
+    done < <(losetup -l -n -O NAME,BACK-FILE | awk -v s="$STATE/" 'index($2, s) == 1 { print $1 }')
+    # Anything still mounted below the state folder (e.g. disks of members added later).
+    while read -r mnt; do
+        [[ -n $mnt ]] && umount "$mnt"
+    done < <(findmnt -rn -o TARGET | awk -v s="$STATE/" 'index($1, s) == 1' | sort -r)
+    while read -r dev; do
+        [[ -n $dev ]] && losetup -d "$dev"
+    done < <(losetup -l -n -O NAME,BACK-FILE | awk -v s="$STATE/" 'index($2, s) == 1 { print $1 }')
+    if [[ -d $STATE ]]; then
+        log "removing $STATE"
+        rm -rf --one-file-system "$STATE"
+    fi
+    log "lab is down"
+}
+
+cmd_status() {
+    docker ps -a --filter "label=$LABEL=1" --format 'table {{.Names}}\t{{.Status}}'
+    echo
+    if [[ -f $STATE/${MEMBERS[0]}/patroni.yml ]]; then
+        "$VENV/bin/patronictl" -c "$STATE/${MEMBERS[0]}/patroni.yml" list 2>/dev/null || echo "patronictl: no answer from etcd"
+        echo
+    fi
+    local problems
+    problems=$(health_problems) || true
+    if [[ -z $problems ]]; then echo "healthy"; else echo "not healthy:"; echo "$problems"; return 1; fi
+}
+
+cmd_env() {
+    local m b urls="" bal="" rt="" names="${MEMBERS[*]}"
+    for m in "${MEMBERS[@]}"; do urls+="${urls:+,}http://${MEMBER_ADDR[$m]}:8008"; done
+    for b in "${BALANCERS[@]}"; do
+        bal+="${bal:+,}${BALANCER_ADDR[$b]}"
+        rt+="${rt:+,}${BALANCER_ADDR[$b]}:9999"
+    done
+    cat <<EOF
+export PATRONI_URLS='$urls'
+export PROMETHEUS_URL='http://$PROM_ADDR:9090'
+export ETCD_ENDPOINTS='http://$ETCD_ADDR:2379'
+export HAPROXY_ADDRS='$bal'
+export HAPROXY_RUNTIME_APIS='$rt'
+export PGHOST='${BALANCER_ADDR[${BALANCERS[0]}]}'
+export PGPORT=5432
+export PGUSER=postgres
+export PGDATABASE=postgres
+export PGPASSFILE='$SECRETS/pgpass'
+export PGCONNECT_TIMEOUT=5
+export STEWARD_LAB_READ_PORT=5433
+export STEWARD_LAB_MEMBERS='$names'
+export STEWARD_LAB_STATE='$STATE'
+export STEWARD_LAB_SECRETS='$SECRETS/passwords.env'
+export STEWARD_LAB_LABEL='$LABEL=1'
+export STEWARD_LAB_IMAGE='$IMAGE'
+EOF
+}
+
+# Memory of each lab container, the way ENVIRONMENT.md says to read it on cgroup v1: anonymous RSS
+# plus shared memory from memory.stat (the raw usage includes page cache), and the sum of the
+# processes' PSS (shared pages split between the processes that map them, so postgres' shared
+# buffers are counted once).
+cmd_footprint() {
+    local name id cg rss shmem pss pid
+    printf '%-18s %9s %9s %9s %6s\n' CONTAINER RSS_MiB SHMEM_MiB PSS_MiB PROCS
+    while read -r name; do
+        id=$(docker inspect -f '{{.Id}}' "$name")
+        cg=/sys/fs/cgroup/memory/docker/$id
+        [[ -r $cg/memory.stat ]] || { printf '%-18s (no cgroup v1 memory stats at %s)\n' "$name" "$cg"; continue; }
+        rss=$(awk '$1 == "total_rss" { print $2 }' "$cg/memory.stat")
+        shmem=$(awk '$1 == "total_shmem" { print $2 }' "$cg/memory.stat")
+        pss=0
+        while read -r pid; do
+            pss=$((pss + $(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)))
+        done <"$cg/cgroup.procs"
+        awk -v n="$name" -v r="$rss" -v s="$shmem" -v p="$pss" -v c="$(wc -l <"$cg/cgroup.procs")" \
+            'BEGIN { printf "%-18s %9.1f %9.1f %9.1f %6d\n", n, r / 1048576, s / 1048576, p / 1024, c }'
+    done < <(docker ps --filter "label=$LABEL=1" --format '{{.Names}}' | sort)
+}
+
+usage() {
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    footprint) need_root; cmd_footprint ;;
+    record) need_root; exec "$LAB_DIR/record-fixtures.sh" "${@:2}" ;;
+    *) usage ;;
+esac
