@@ -1,0 +1,68 @@
+//! Throughput of the vertical policy's hot path, `VerticalPolicy::tick`, in samples per second.
+//!
+//! A sample is one member's figure. Two shapes: one member per tick (the cost of the window and
+//! the statistic dominates) and 1,000 members per tick (the busiest-member scan dominates), both
+//! at a 15 s interval through the default 5 min window (20 samples in the window), with a load
+//! that moves across the band so grows, shrinks and holds all happen.
+//!
+//! Run: `cargo bench -p steward-policies --bench tick`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use steward_model::observation::{Figure, Source};
+use steward_model::{Action, Resource, Role, Timestamp};
+use steward_policies::{PolicyConfig, VerticalPolicy};
+
+const TICKS: usize = 10_000;
+
+/// `TICKS` ticks of `members` figures each, 15 s apart: a slow wave across the band.
+fn input(members: usize) -> Vec<(Timestamp, Vec<Option<Figure>>)> {
+    (0..TICKS)
+        .map(|i| {
+            let now = Timestamp::from_secs(i as i64 * 15);
+            let wave = 1.0 + 0.9 * ((i as f64) / 200.0).sin();
+            let figures = (0..members)
+                .map(|m| {
+                    Some(Figure::new(
+                        wave * (0.5 + (m % 7) as f64 / 14.0),
+                        Source::Recorded,
+                        now,
+                    ))
+                })
+                .collect();
+            (now, figures)
+        })
+        .collect()
+}
+
+fn run(policy: &mut VerticalPolicy, input: &[(Timestamp, Vec<Option<Figure>>)]) -> f64 {
+    let mut size = 2.0;
+    for (now, figures) in input {
+        let v = policy.tick(*now, figures, size);
+        if v.action != Action::Hold {
+            size = v.target;
+            policy.record_change(*now, size);
+        }
+    }
+    size
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = PolicyConfig::default().database.cpu;
+    let mut group = c.benchmark_group("vertical_tick");
+    for members in [1usize, 3, 1000] {
+        let data = input(members);
+        group.throughput(Throughput::Elements((TICKS * members) as u64));
+        group.bench_function(format!("{members}_members"), |b| {
+            b.iter(|| {
+                let mut policy = VerticalPolicy::new(Role::Database, Resource::Cpu, cfg.clone());
+                black_box(run(&mut policy, black_box(&data)))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

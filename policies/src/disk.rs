@@ -1,0 +1,613 @@
+//! The disk policy: when and by how much to grow the data disk of every member of one role.
+//!
+//! What it is (DESIGN.md 4): grow when the busiest member's used/size passes `high`, or when the
+//! forecast time to full (a least-squares line through its used bytes over `regression_window`)
+//! is shorter than `horizon`. The increment is the largest of `min_increment`, `increment_pct` of
+//! the size and the forecast growth over the horizon, rounded up to `step` and clamped to `max`.
+//! At most `max_changes_per_day` changes in any 24 hours; a disk never shrinks.
+//!
+//! WAL: when WAL's share of the growth over the window reaches `wal_share_alert`, the disk fills
+//! because WAL is not being recycled (a stuck replication slot, failing archiving), and growing
+//! would only feed it. The policy then holds and says so loudly, UNLESS the fill has reached
+//! `critical`: a full disk stops PostgreSQL (a PANIC when WAL cannot be written), which is worse
+//! than a disk grown for the wrong reason, so past `critical` it still grows, and still says
+//! loudly that WAL is the cause.
+//!
+//! Missing and stale figures: no fresh figure at all holds; with some, the decision uses the
+//! members present (growing is the safe direction, and a disk never shrinks anyway).
+//!
+//! What it is not: an actuator or a clock (`now` is a parameter; the caller applies the change and
+//! calls [`DiskPolicy::record_change`]).
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use humantime_serde::re::humantime::format_duration;
+use steward_model::decision::Knob;
+use steward_model::observation::Figure;
+use steward_model::size::human_bytes;
+use steward_model::{Action, Decision, Resource, Role, Rule, RuleApplied, Timestamp};
+
+use crate::config::DiskConfig;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// A regression needs this many points...
+const MIN_POINTS: usize = 3;
+/// ...spanning at least this share of the regression window, else its slope is noise.
+const MIN_SPAN_SHARE: f64 = 0.25;
+/// A bound on the history: one sample a second over the default hour is 3,600; a caller feeding
+/// faster loses the oldest samples first (the regression then spans less than the window).
+const MAX_SAMPLES: usize = 10_000;
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    at: Timestamp,
+    used: f64,
+    wal: Option<f64>,
+}
+
+/// The disk policy of one role.
+#[derive(Clone, Debug)]
+pub struct DiskPolicy {
+    role: Role,
+    config: DiskConfig,
+    samples: VecDeque<Sample>,
+    /// When each change of the last 24 h happened (for the budget).
+    changes: VecDeque<Timestamp>,
+}
+
+/// A least-squares slope in units per second, if there are enough points over a long enough span.
+fn slope(points: impl Iterator<Item = (f64, f64)> + Clone, min_span_s: f64) -> Option<f64> {
+    let (mut n, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    let (mut tmin, mut tmax) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (x, y) in points.clone() {
+        n += 1.0;
+        sx += x;
+        sy += y;
+        tmin = tmin.min(x);
+        tmax = tmax.max(x);
+    }
+    if n < MIN_POINTS as f64 || tmax - tmin < min_span_s || tmax <= tmin {
+        return None;
+    }
+    let (mx, my) = (sx / n, sy / n);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in points {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+    }
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+fn ceil_step(v: f64, step: f64) -> f64 {
+    (v / step - 1e-9).ceil() * step
+}
+
+fn rule(rule: Rule, before: f64, after: f64, detail: String) -> RuleApplied {
+    RuleApplied {
+        rule,
+        before,
+        after,
+        detail,
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
+impl DiskPolicy {
+    pub fn new(role: Role, config: DiskConfig) -> Self {
+        DiskPolicy {
+            role,
+            config,
+            samples: VecDeque::new(),
+            changes: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &DiskConfig {
+        &self.config
+    }
+
+    pub fn knob(&self) -> Knob {
+        Knob::Vertical {
+            role: self.role,
+            resource: Resource::Disk,
+        }
+    }
+
+    /// The change was applied: it counts against the daily budget. The usage history is kept (the
+    /// used bytes do not change with the size).
+    pub fn record_change(&mut self, now: Timestamp, _new_size: f64) {
+        self.changes.push_back(now);
+    }
+
+    /// Decides on the role's disk size. `used[i]` and `wal[i]` are member i's used bytes and WAL
+    /// bytes (`None` = missing); `current_size` is the role's disk size in bytes.
+    pub fn decide(
+        &mut self,
+        now: Timestamp,
+        used: &[Option<Figure>],
+        wal: &[Option<Figure>],
+        current_size: f64,
+    ) -> Decision {
+        let cfg = self.config.clone();
+        let name = format!("{} disk", self.role);
+        let mut d = Decision::hold(now, self.knob(), current_size);
+
+        // The busiest fresh member, and its WAL figure if fresh.
+        let fresh = |f: &Option<Figure>| {
+            f.filter(|f| f.value.is_finite() && f.value >= 0.0)
+                .map(|f| (f.value, f.age(now) <= cfg.stale_after))
+        };
+        let (mut missing, mut stale) = (0, 0);
+        let mut busiest: Option<(usize, f64)> = None;
+        for (i, f) in used.iter().enumerate() {
+            match fresh(f) {
+                None => missing += 1,
+                Some((_, false)) => stale += 1,
+                Some((v, true)) => {
+                    if busiest.is_none_or(|(_, b)| v > b) {
+                        busiest = Some((i, v));
+                    }
+                }
+            }
+        }
+        if missing > 0 {
+            d.rules.push(rule(
+                Rule::MissingData,
+                current_size,
+                current_size,
+                format!(
+                    "{missing} of {} members have no used-bytes figure",
+                    used.len()
+                ),
+            ));
+        }
+        if stale > 0 {
+            d.rules.push(rule(
+                Rule::StaleData,
+                current_size,
+                current_size,
+                format!(
+                    "{stale} of {} members' figures are older than {}",
+                    used.len(),
+                    format_duration(cfg.stale_after)
+                ),
+            ));
+        }
+        if !(current_size.is_finite() && current_size > 0.0) {
+            d.rules.push(rule(
+                Rule::MissingData,
+                current_size,
+                current_size,
+                "the disk size is unknown".into(),
+            ));
+            d.summary = format!("{name}: the disk size is unknown: hold");
+            return d;
+        }
+        let Some((index, used_now)) = busiest else {
+            if used.is_empty() {
+                d.rules.push(rule(
+                    Rule::MissingData,
+                    current_size,
+                    current_size,
+                    "no member".into(),
+                ));
+            }
+            d.summary = format!(
+                "{name}: no fresh used-bytes figure ({missing} missing, {stale} stale of {}): hold {}",
+                used.len(),
+                human_bytes(current_size)
+            );
+            return d;
+        };
+        let wal_now = wal
+            .get(index)
+            .and_then(fresh)
+            .and_then(|(v, ok)| ok.then_some(v));
+
+        // History for the regression.
+        if self.samples.back().is_none_or(|s| s.at <= now) {
+            if self.samples.len() >= MAX_SAMPLES {
+                self.samples.pop_front();
+            }
+            self.samples.push_back(Sample {
+                at: now,
+                used: used_now,
+                wal: wal_now,
+            });
+        }
+        let horizon_start = now - cfg.regression_window;
+        while self.samples.front().is_some_and(|s| s.at < horizon_start) {
+            self.samples.pop_front();
+        }
+        let day_start = now - DAY;
+        while self.changes.front().is_some_and(|t| *t <= day_start) {
+            self.changes.pop_front();
+        }
+
+        let fill = used_now / current_size;
+        d.statistic = Some(fill);
+        let min_span = cfg.regression_window.as_secs_f64() * MIN_SPAN_SHARE;
+        let t0 = self.samples.front().map_or(0.0, |s| s.at.as_secs_f64());
+        let used_slope = slope(
+            self.samples
+                .iter()
+                .map(|s| (s.at.as_secs_f64() - t0, s.used)),
+            min_span,
+        );
+        let wal_slope = slope(
+            self.samples
+                .iter()
+                .filter_map(|s| s.wal.map(|w| (s.at.as_secs_f64() - t0, w))),
+            min_span,
+        );
+        let growth = used_slope.filter(|s| *s > 0.0);
+        let time_to_full = growth
+            .map(|s| Duration::from_secs_f64(((current_size - used_now).max(0.0) / s).min(1e12)));
+        let wal_share = match (growth, wal_slope) {
+            (Some(g), Some(w)) => Some(w / g),
+            _ => None,
+        };
+        let rate = growth.map_or(String::new(), |g| {
+            format!(" at {}/h", human_bytes(g * 3600.0))
+        });
+        let full_in = time_to_full.map_or("not growing".to_string(), |t| {
+            format!(
+                "full in {}{rate}",
+                format_duration(Duration::from_secs(t.as_secs()))
+            )
+        });
+        let state = format!(
+            "{name} {} used (high {}), {full_in}",
+            pct(fill),
+            pct(cfg.high)
+        );
+
+        let over = fill >= cfg.high;
+        let forecast = time_to_full.is_some_and(|t| t < cfg.horizon);
+        if over {
+            d.rules.push(rule(
+                Rule::Threshold,
+                current_size,
+                current_size,
+                format!("{} used >= high {}", pct(fill), pct(cfg.high)),
+            ));
+        }
+        if forecast {
+            d.rules.push(rule(
+                Rule::Forecast,
+                current_size,
+                current_size,
+                format!(
+                    "{full_in}, within the horizon {}",
+                    format_duration(cfg.horizon)
+                ),
+            ));
+        }
+        if !over && !forecast {
+            d.summary = format!("{state}: hold {}", human_bytes(current_size));
+            return d;
+        }
+
+        let wal_alarm = wal_share.filter(|s| *s >= cfg.wal_share_alert);
+        let critical = fill >= cfg.critical;
+        let mut wal_note = String::new();
+        if let Some(share) = wal_alarm {
+            d.rules.push(rule(
+                Rule::WalGrowth,
+                current_size,
+                current_size,
+                format!(
+                    "WAL makes {} of the growth over {} (alert at {})",
+                    pct(share.min(9.99)),
+                    format_duration(cfg.regression_window),
+                    pct(cfg.wal_share_alert)
+                ),
+            ));
+            wal_note = format!(
+                "WAL IS FILLING THE DISK ({} of the growth): check replication slots and WAL archiving",
+                pct(share.min(9.99))
+            );
+            if !critical {
+                d.summary = format!(
+                    "{state}: {wal_note}; not growing below critical {}",
+                    pct(cfg.critical)
+                );
+                return d;
+            }
+        }
+
+        // The increment: the largest of the fixed minimum, the percentage and the forecast.
+        let forecast_growth = growth.map_or(0.0, |g| g * cfg.horizon.as_secs_f64());
+        let increment = cfg
+            .min_increment
+            .max(cfg.increment_pct * current_size)
+            .max(forecast_growth);
+        let raw = current_size + increment;
+        d.raw = Some(raw);
+
+        if self.changes.len() >= cfg.max_changes_per_day as usize {
+            d.rules.push(rule(
+                Rule::Budget,
+                raw,
+                current_size,
+                format!(
+                    "{} changes in the last 24 h, at most {}",
+                    self.changes.len(),
+                    cfg.max_changes_per_day
+                ),
+            ));
+            d.summary = format!(
+                "{state}: WANTS TO GROW but the budget of {} changes per 24 h is spent: hold {}",
+                cfg.max_changes_per_day,
+                human_bytes(current_size)
+            );
+            if !wal_note.is_empty() {
+                let _ = write!(d.summary, "; {wal_note}");
+            }
+            return d;
+        }
+
+        let mut target = ceil_step(raw, cfg.step);
+        if target != raw {
+            d.rules.push(rule(
+                Rule::Rounding,
+                raw,
+                target,
+                format!("rounded up to the {} step", human_bytes(cfg.step)),
+            ));
+        }
+        if target > cfg.max {
+            d.rules.push(rule(
+                Rule::Bounds,
+                target,
+                cfg.max,
+                format!("at most {}", human_bytes(cfg.max)),
+            ));
+            target = cfg.max;
+        }
+        if target < current_size {
+            d.rules.push(rule(
+                Rule::NeverShrink,
+                target,
+                current_size,
+                format!(
+                    "max {} is below the current size: a disk never shrinks",
+                    human_bytes(cfg.max)
+                ),
+            ));
+            target = current_size;
+        }
+        if target <= current_size {
+            d.summary = format!(
+                "{state}: DISK AT MAX {}: cannot grow; raise max or free space",
+                human_bytes(current_size)
+            );
+            return d;
+        }
+        d.action = Action::Grow;
+        d.target = target;
+        let why = if forecast_growth >= cfg.min_increment.max(cfg.increment_pct * current_size) {
+            format!("forecast growth over {}", format_duration(cfg.horizon))
+        } else if cfg.increment_pct * current_size >= cfg.min_increment {
+            format!("{} of the size", pct(cfg.increment_pct))
+        } else {
+            "the minimum increment".to_string()
+        };
+        d.summary = format!(
+            "{state}: grow {} -> {} (+{}: {why})",
+            human_bytes(current_size),
+            human_bytes(target),
+            human_bytes(target - current_size)
+        );
+        if !wal_note.is_empty() {
+            let _ = write!(
+                d.summary,
+                "; above critical {}, but {wal_note}",
+                pct(cfg.critical)
+            );
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steward_model::observation::Source;
+
+    use super::*;
+    use crate::config::PolicyConfig;
+
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+    fn policy() -> DiskPolicy {
+        DiskPolicy::new(Role::Database, PolicyConfig::default().database.disk)
+    }
+
+    fn fig(v: f64, at: Timestamp) -> Option<Figure> {
+        Some(Figure::new(v, Source::Recorded, at))
+    }
+
+    /// Feeds one member every minute for `minutes`, used = used0 + rate x minutes, WAL as given.
+    fn run(
+        p: &mut DiskPolicy,
+        minutes: i64,
+        used0: f64,
+        gib_per_hour: f64,
+        wal: impl Fn(i64) -> Option<f64>,
+        size: f64,
+    ) -> Decision {
+        let mut last = None;
+        for m in 0..=minutes {
+            let now = Timestamp::from_secs(m * 60);
+            let used = used0 + gib_per_hour * GIB * m as f64 / 60.0;
+            last = Some(p.decide(
+                now,
+                &[fig(used, now)],
+                &[wal(m).and_then(|w| fig(w, now))],
+                size,
+            ));
+        }
+        last.unwrap()
+    }
+
+    #[test]
+    fn a_quiet_half_empty_disk_holds() {
+        let mut p = policy();
+        let d = run(&mut p, 120, 50.0 * GIB, 0.0, |_| None, 100.0 * GIB);
+        assert_eq!(d.action, Action::Hold);
+        assert!(d.summary.contains("50% used"), "{}", d.summary);
+        assert!(d.summary.contains("not growing"), "{}", d.summary);
+    }
+
+    #[test]
+    fn the_threshold_grows_by_the_largest_increment() {
+        let mut p = policy();
+        let d = run(&mut p, 0, 85.0 * GIB, 0.0, |_| None, 100.0 * GIB);
+        assert_eq!(d.action, Action::Grow, "{d:?}");
+        assert!(d.has_rule(Rule::Threshold));
+        // 10 % of 100 GiB beats the 1 GiB minimum.
+        assert_eq!(d.target, 110.0 * GIB);
+        assert!(d.summary.contains("10% of the size"), "{}", d.summary);
+    }
+
+    #[test]
+    fn the_forecast_grows_before_the_threshold() {
+        let mut p = policy();
+        // 40 GiB used of 100, +10 GiB/h: full in 6 h < horizon 12 h.
+        let d = run(&mut p, 60, 30.0 * GIB, 10.0, |_| None, 100.0 * GIB);
+        assert_eq!(d.action, Action::Grow, "{d:?}");
+        assert!(d.has_rule(Rule::Forecast));
+        assert!(!d.has_rule(Rule::Threshold));
+        // Forecast growth over 12 h = 120 GiB beats 10 %.
+        assert_eq!(d.target, 220.0 * GIB);
+        assert!(d.summary.contains("forecast growth"), "{}", d.summary);
+    }
+
+    #[test]
+    fn a_short_history_does_not_forecast() {
+        let mut p = policy();
+        // Only 5 minutes of a steep climb: a quarter of the window (15 min) is needed.
+        let d = run(&mut p, 5, 30.0 * GIB, 100.0, |_| None, 100.0 * GIB);
+        assert_eq!(d.action, Action::Hold, "{d:?}");
+    }
+
+    #[test]
+    fn wal_growth_holds_loudly_below_critical_and_grows_above() {
+        let mut p = policy();
+        // Growth is all WAL: 2 GiB/h, WAL tracks it.
+        let d = run(
+            &mut p,
+            60,
+            80.0 * GIB,
+            2.0,
+            |m| Some(1.0 * GIB + 2.0 * GIB * m as f64 / 60.0),
+            100.0 * GIB,
+        );
+        assert_eq!(d.action, Action::Hold, "{d:?}");
+        assert!(d.has_rule(Rule::WalGrowth));
+        assert!(
+            d.summary.contains("WAL IS FILLING THE DISK"),
+            "{}",
+            d.summary
+        );
+        let mut p = policy();
+        let d = run(
+            &mut p,
+            60,
+            94.0 * GIB,
+            2.0,
+            |m| Some(1.0 * GIB + 2.0 * GIB * m as f64 / 60.0),
+            100.0 * GIB,
+        );
+        assert_eq!(d.action, Action::Grow, "{d:?}");
+        assert!(d.has_rule(Rule::WalGrowth));
+        assert!(d.summary.contains("above critical"), "{}", d.summary);
+    }
+
+    #[test]
+    fn data_growth_with_steady_wal_is_not_a_wal_alarm() {
+        let mut p = policy();
+        let d = run(
+            &mut p,
+            60,
+            80.0 * GIB,
+            2.0,
+            |_| Some(1.0 * GIB),
+            100.0 * GIB,
+        );
+        assert_eq!(d.action, Action::Grow);
+        assert!(!d.has_rule(Rule::WalGrowth));
+    }
+
+    #[test]
+    fn the_daily_budget_holds_then_frees() {
+        let mut cfg = PolicyConfig::default().database.disk;
+        cfg.max_changes_per_day = 2;
+        let mut p = DiskPolicy::new(Role::Database, cfg);
+        let size = 100.0 * GIB;
+        let at = |h: i64| Timestamp::from_secs(h * 3600);
+        p.record_change(at(0), size);
+        p.record_change(at(1), size);
+        let d = p.decide(at(2), &[fig(90.0 * GIB, at(2))], &[None], size);
+        assert_eq!(d.action, Action::Hold);
+        assert!(d.has_rule(Rule::Budget), "{d:?}");
+        assert!(d.summary.contains("budget"), "{}", d.summary);
+        // 24 h after the first change, one slot is free again.
+        let d = p.decide(at(24), &[fig(90.0 * GIB, at(24))], &[None], size);
+        assert_eq!(d.action, Action::Grow, "{d:?}");
+    }
+
+    #[test]
+    fn max_clamps_and_a_disk_never_shrinks() {
+        let mut cfg = PolicyConfig::default().database.disk;
+        cfg.max = 105.0 * GIB;
+        let mut p = DiskPolicy::new(Role::Database, cfg.clone());
+        let now = Timestamp::from_secs(0);
+        let d = p.decide(now, &[fig(90.0 * GIB, now)], &[None], 100.0 * GIB);
+        assert_eq!((d.action, d.target), (Action::Grow, 105.0 * GIB));
+        assert!(d.has_rule(Rule::Bounds));
+        // Already above max (grown by hand): never shrink to max.
+        let d = p.decide(now, &[fig(190.0 * GIB, now)], &[None], 200.0 * GIB);
+        assert_eq!((d.action, d.target), (Action::Hold, 200.0 * GIB), "{d:?}");
+        assert!(d.has_rule(Rule::NeverShrink));
+        assert!(d.summary.contains("DISK AT MAX"), "{}", d.summary);
+    }
+
+    #[test]
+    fn missing_data_holds_and_a_present_member_still_counts() {
+        let mut p = policy();
+        let now = Timestamp::from_secs(0);
+        let d = p.decide(now, &[None, None], &[None, None], 100.0 * GIB);
+        assert_eq!(d.action, Action::Hold);
+        assert!(d.has_rule(Rule::MissingData));
+        let old = Figure::new(99.0 * GIB, Source::Recorded, Timestamp::from_secs(0));
+        let later = Timestamp::from_secs(3600);
+        let d = p.decide(later, &[Some(old)], &[None], 100.0 * GIB);
+        assert_eq!(
+            d.action,
+            Action::Hold,
+            "a stale full disk is not grown on: {d:?}"
+        );
+        assert!(d.has_rule(Rule::StaleData));
+        let d = p.decide(
+            later,
+            &[Some(old), fig(90.0 * GIB, later)],
+            &[None, None],
+            100.0 * GIB,
+        );
+        assert_eq!(d.action, Action::Grow);
+    }
+
+    #[test]
+    fn least_squares_finds_the_slope() {
+        let pts = [(0.0, 1.0), (1.0, 3.0), (2.0, 5.0), (3.0, 7.0)];
+        assert_eq!(slope(pts.iter().copied(), 1.0), Some(2.0));
+        assert_eq!(slope(pts.iter().copied(), 10.0), None);
+        assert_eq!(slope(pts[..2].iter().copied(), 0.0), None);
+    }
+}
