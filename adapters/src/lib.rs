@@ -9,6 +9,7 @@
 //! What this crate is not: it makes no decision. Loops and policies live elsewhere and see only
 //! the traits of `steward_model::ports`.
 
+pub mod haproxy;
 pub mod host;
 pub mod patroni;
 pub mod platform;

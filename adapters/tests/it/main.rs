@@ -1,6 +1,7 @@
 //! Adapter tests: one integration test binary, one module per adapter.
 
 mod docker;
+mod haproxy;
 mod host;
 mod kubernetes;
 mod libvirt;
