@@ -155,8 +155,17 @@ pub struct VerticalPolicy {
     stale_ms: i64,
     above_since: Option<Timestamp>,
     below_since: Option<Timestamp>,
+    /// When the previous fresh sample arrived. A sample stands for the interval since the one
+    /// before it (a CloudWatch or `rate()` figure is an average over that interval), so a
+    /// condition that starts with this sample has held since then.
+    last_sample: Option<Timestamp>,
     last_change: Option<Timestamp>,
 }
+
+/// The longest gap between two samples that the later one still stands for: 5 minutes, the
+/// period of CloudWatch's basic monitoring, the coarsest resolution metrics are commonly kept at.
+/// Live, Steward samples every few seconds and `stale_after` is the bound that matters.
+const MAX_SAMPLE_INTERVAL_MS: i64 = 5 * 60 * 1000;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -184,6 +193,7 @@ impl VerticalPolicy {
             window: Window::default(),
             above_since: None,
             below_since: None,
+            last_sample: None,
             last_change: None,
         }
     }
@@ -357,6 +367,7 @@ impl VerticalPolicy {
             // Nothing fresh: hold, and restart both windows, so a change needs continuous evidence.
             self.above_since = None;
             self.below_since = None;
+            self.last_sample = None;
             return t;
         };
 
@@ -374,14 +385,21 @@ impl VerticalPolicy {
 
         let above = utilization > cfg.high;
         let below = utilization < cfg.low;
+        // The interval this sample stands for began at the previous sample, unless the gap is
+        // longer than a sample can vouch for (then only this instant counts).
+        let covered_from = match self.last_sample {
+            Some(prev) if now.0.saturating_sub(prev.0) <= self.stale_ms.max(MAX_SAMPLE_INTERVAL_MS) => prev,
+            _ => now,
+        };
+        self.last_sample = Some(now);
         self.above_since = if above {
-            Some(self.above_since.unwrap_or(now))
+            Some(self.above_since.unwrap_or(covered_from))
         } else {
             None
         };
         // A shrink needs a complete window: a missing member may be the busy one.
         self.below_since = if below && t.incomplete == 0 {
-            Some(self.below_since.unwrap_or(now))
+            Some(self.below_since.unwrap_or(covered_from))
         } else {
             None
         };
@@ -686,12 +704,17 @@ mod tests {
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
     const MIB: f64 = 1024.0 * 1024.0;
 
+    /// The default database CPU config with the down window and step factor these tests were
+    /// written around pinned (300 s, x2): they check the mechanics, not the defaults' values.
+    fn cpu_config() -> VerticalConfig {
+        let mut cfg = PolicyConfig::default().database.cpu;
+        cfg.down_window = Duration::from_secs(300);
+        cfg.max_step_factor = 2.0;
+        cfg
+    }
+
     fn cpu() -> VerticalPolicy {
-        VerticalPolicy::new(
-            Role::Database,
-            Resource::Cpu,
-            PolicyConfig::default().database.cpu,
-        )
+        VerticalPolicy::new(Role::Database, Resource::Cpu, cpu_config())
     }
 
     fn fig(v: f64, at: Timestamp) -> Option<Figure> {
@@ -743,6 +766,26 @@ mod tests {
         );
     }
 
+    /// A coarse sample (a 5-minute CloudWatch average) stands for the interval since the one
+    /// before it: one such sample above high is 5 minutes of evidence, more than the up window.
+    #[test]
+    fn a_sample_stands_for_the_interval_since_the_previous_one() {
+        let mut p = cpu();
+        let t0 = Timestamp::from_secs(0);
+        let t1 = Timestamp::from_secs(300);
+        assert_eq!(p.decide(t0, &[fig(1.0, t0)], 2.0).action, Action::Hold);
+        let d = p.decide(t1, &[fig(1.82, t1)], 2.0);
+        assert_eq!(d.action, Action::Grow, "{d:?}");
+
+        // After a gap longer than a sample can vouch for, only the instant counts.
+        let mut p = cpu();
+        let t1 = Timestamp::from_secs(301 + 300);
+        assert_eq!(p.decide(t0, &[fig(1.0, t0)], 2.0).action, Action::Hold);
+        let d = p.decide(t1, &[fig(1.82, t1)], 2.0);
+        assert_eq!(d.action, Action::Hold, "{d:?}");
+        assert!(d.has_rule(Rule::UpWindow), "{d:?}");
+    }
+
     #[test]
     fn shrink_waits_for_the_longer_down_window_and_rounds_up() {
         let mut p = cpu();
@@ -772,7 +815,7 @@ mod tests {
         assert_eq!(d.action, Action::Hold, "{d:?}");
         assert!(d.has_rule(Rule::Bounds));
         assert!(d.summary.contains("already at the bound"), "{}", d.summary);
-        let mut cfg = PolicyConfig::default().database.cpu;
+        let mut cfg = cpu_config();
         cfg.min = 1.5;
         let mut p = VerticalPolicy::new(Role::Database, Resource::Cpu, cfg);
         // raw 0.15, halved-at-most 1.0, then up to min 1.5.
@@ -795,7 +838,7 @@ mod tests {
         // `validate` keeps target < high, and rounding goes up, so with a validated config a shrink
         // never lands above high by construction; the guard still holds if someone builds the
         // config by hand with target above high.
-        let mut cfg = PolicyConfig::default().database.cpu;
+        let mut cfg = cpu_config();
         cfg.target = 0.9;
         cfg.max_step_factor = 4.0;
         let mut p = VerticalPolicy::new(Role::Database, Resource::Cpu, cfg);
