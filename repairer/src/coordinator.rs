@@ -1,0 +1,579 @@
+//! The coordinator: the single place that lets a disruptive action start (DESIGN.md 3).
+//!
+//! What it is: the guards, as pure state, for ONE cluster. A loop asks
+//! [`Coordinator::acquire`] for a [`Lease`] before its first disruptive command and gives it back
+//! with [`Coordinator::release`] and an [`Outcome`]. While a lease is out nothing else starts, so
+//! at most one disruptive action runs per cluster (promise 1). Every refusal is a typed
+//! [`Refusal`] that /status can show. The guards, in the order they are checked:
+//!
+//! 1. pause switch: nothing starts (like Patroni's pause);
+//! 2. one lease at a time;
+//! 3. scaling waits while the cluster is degraded, except emergency disk growth (so a repair,
+//!    which is due exactly when the cluster is degraded, outranks scaling);
+//! 4. unhealthy majority: half of the members or more look bad, so the observer is suspect and
+//!    repairs freeze;
+//! 5. circuit breaker after consecutive failed replacements, half-open after a cooldown;
+//! 6. repair budget per hour;
+//! 7. quiet period after a recovery.
+//!
+//! Fencing a former primary once the leader lock has moved ([`Purpose::FenceFormerLeader`]) is
+//! checked against the first two guards only: it is a safety action (promise 10), its evidence
+//! is positive (another member holds the lock) rather than an absence, and it replaces nothing,
+//! so the guards against a suspect observer and against replacement storms do not apply.
+//!
+//! What it is not: a distributed lock. With several Steward instances, only the lease holder of
+//! the etcd/Kubernetes election runs loops at all (promise 8); this is the in-process slot.
+//! Its owner (today the [`crate::Repairer`]; the scaler reaches it through
+//! `Repairer::coordinator_mut`) feeds it the cluster's health with [`Coordinator::set_health`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use steward_model::Timestamp;
+
+use crate::command::OpId;
+use crate::config::GuardConfig;
+
+/// The budget counts repairs over a sliding hour.
+const BUDGET_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// What a lease is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "purpose", rename_all = "snake_case")]
+pub enum Purpose {
+    /// Fence and/or replace a member (counts against the budget, subject to the breaker).
+    Repair { member: String },
+    /// Fence a former primary after the leader lock moved (promise 10).
+    FenceFormerLeader { member: String },
+    /// Ask Patroni to move the leader lock away from a degraded primary.
+    Switchover { from: String },
+    /// A scaling step of the scaler.
+    Scale { emergency_disk: bool },
+}
+
+impl Purpose {
+    fn is_repair(&self) -> bool {
+        matches!(self, Purpose::Repair { .. } | Purpose::Switchover { .. })
+    }
+}
+
+/// The cluster's health as the repairer last judged it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterHealth {
+    /// Database members counted by the majority guard (members in a repair of ours are left out:
+    /// we know why they look bad).
+    pub members: usize,
+    /// Of those, how many show a signal right now.
+    pub looking_bad: usize,
+    /// Whether any member at all is not healthy (including those under repair).
+    pub degraded: bool,
+}
+
+/// Why a disruptive action may not start now.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum Refusal {
+    Paused,
+    Busy {
+        holder: OpId,
+        purpose: Purpose,
+    },
+    Degraded {
+        looking_bad: usize,
+    },
+    UnhealthyMajority {
+        looking_bad: usize,
+        members: usize,
+    },
+    BreakerOpen {
+        failures: u32,
+        trial_at: Timestamp,
+    },
+    BudgetSpent {
+        used: u32,
+        budget: u32,
+        next_at: Timestamp,
+    },
+    QuietPeriod {
+        until: Timestamp,
+    },
+}
+
+impl Refusal {
+    /// A stable short name (metrics label, alert key).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Refusal::Paused => "paused",
+            Refusal::Busy { .. } => "busy",
+            Refusal::Degraded { .. } => "degraded",
+            Refusal::UnhealthyMajority { .. } => "unhealthy_majority",
+            Refusal::BreakerOpen { .. } => "breaker_open",
+            Refusal::BudgetSpent { .. } => "budget_spent",
+            Refusal::QuietPeriod { .. } => "quiet_period",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Paused => f.write_str("the cluster is paused"),
+            Refusal::Busy { holder, purpose } => {
+                write!(
+                    f,
+                    "operation {holder} ({}) is in progress",
+                    purpose_name(purpose)
+                )
+            }
+            Refusal::Degraded { looking_bad } => write!(
+                f,
+                "the cluster is degraded ({looking_bad} member(s) look bad): repairs come first"
+            ),
+            Refusal::UnhealthyMajority {
+                looking_bad,
+                members,
+            } => write!(
+                f,
+                "{looking_bad} of {members} members look bad at once: the observer is suspect, \
+                 repairs are frozen"
+            ),
+            Refusal::BreakerOpen { failures, trial_at } => write!(
+                f,
+                "the circuit breaker is open after {failures} failed replacement(s); \
+                 next trial at {trial_at}"
+            ),
+            Refusal::BudgetSpent {
+                used,
+                budget,
+                next_at,
+            } => write!(
+                f,
+                "the repair budget is spent ({used} of {budget} this hour); next at {next_at}"
+            ),
+            Refusal::QuietPeriod { until } => {
+                write!(f, "quiet period after a recovery until {until}")
+            }
+        }
+    }
+}
+
+fn purpose_name(p: &Purpose) -> &'static str {
+    match p {
+        Purpose::Repair { .. } => "repair",
+        Purpose::FenceFormerLeader { .. } => "fence former leader",
+        Purpose::Switchover { .. } => "switchover",
+        Purpose::Scale { .. } => "scaling",
+    }
+}
+
+/// How a leased action ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A member was replaced, or the leader moved away from a degraded primary: the breaker
+    /// closes (for repairs) and the quiet period starts.
+    Recovered,
+    /// A replacement did not come up: counts towards the breaker.
+    ReplacementFailed,
+    /// Finished without a recovery to settle from (a fence, a scaling step) or given up for a
+    /// reason that says nothing about replacements.
+    Done,
+}
+
+/// The circuit breaker over replacements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Breaker {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        failures: u32,
+        since: Timestamp,
+    },
+    /// One trial is allowed; its outcome closes or reopens the breaker.
+    HalfOpen {
+        failures: u32,
+    },
+}
+
+/// The right to run one disruptive action. Not `Clone`: there is one, and it goes back with
+/// [`Coordinator::release`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Lease {
+    op: OpId,
+    purpose: Purpose,
+    since: Timestamp,
+}
+
+impl Lease {
+    pub fn op(&self) -> &OpId {
+        &self.op
+    }
+    pub fn purpose(&self) -> &Purpose {
+        &self.purpose
+    }
+    pub fn since(&self) -> Timestamp {
+        self.since
+    }
+}
+
+/// The guards of one cluster.
+#[derive(Clone, Debug)]
+pub struct Coordinator {
+    config: GuardConfig,
+    paused: bool,
+    holder: Option<(OpId, Purpose, Timestamp)>,
+    health: ClusterHealth,
+    breaker: Breaker,
+    /// When each repair in the last hour started.
+    repairs: VecDeque<Timestamp>,
+    quiet_until: Option<Timestamp>,
+}
+
+impl Coordinator {
+    pub fn new(config: GuardConfig) -> Self {
+        Coordinator {
+            paused: config.paused,
+            config,
+            holder: None,
+            health: ClusterHealth::default(),
+            breaker: Breaker::Closed { failures: 0 },
+            repairs: VecDeque::new(),
+            quiet_until: None,
+        }
+    }
+
+    pub fn set_health(&mut self, health: ClusterHealth) {
+        self.health = health;
+    }
+
+    pub fn health(&self) -> ClusterHealth {
+        self.health
+    }
+
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Closes the breaker: the operator says the cause of the failures is fixed.
+    pub fn reset_breaker(&mut self) {
+        self.breaker = Breaker::Closed { failures: 0 };
+    }
+
+    pub fn breaker(&self) -> Breaker {
+        self.breaker
+    }
+
+    /// The operation holding the slot, if any.
+    pub fn holder(&self) -> Option<(&OpId, &Purpose)> {
+        self.holder.as_ref().map(|(op, p, _)| (op, p))
+    }
+
+    /// Whether `purpose` may start at `now`, without taking the slot.
+    pub fn check(&self, purpose: &Purpose, now: Timestamp) -> Result<(), Refusal> {
+        if self.paused {
+            return Err(Refusal::Paused);
+        }
+        if let Some((op, p, _)) = &self.holder {
+            return Err(Refusal::Busy {
+                holder: op.clone(),
+                purpose: p.clone(),
+            });
+        }
+        match purpose {
+            Purpose::FenceFormerLeader { .. } => Ok(()),
+            Purpose::Scale {
+                emergency_disk: true,
+            } => Ok(()),
+            Purpose::Scale {
+                emergency_disk: false,
+            } => {
+                if self.health.degraded {
+                    return Err(Refusal::Degraded {
+                        looking_bad: self.health.looking_bad,
+                    });
+                }
+                self.check_quiet(now)
+            }
+            Purpose::Repair { .. } | Purpose::Switchover { .. } => {
+                let h = self.health;
+                if h.members > 0
+                    && h.looking_bad as f64 >= self.config.unhealthy_majority * h.members as f64
+                {
+                    return Err(Refusal::UnhealthyMajority {
+                        looking_bad: h.looking_bad,
+                        members: h.members,
+                    });
+                }
+                if matches!(purpose, Purpose::Repair { .. }) {
+                    if let Breaker::Open { failures, since } = self.breaker {
+                        let trial_at = since + self.config.breaker_cooldown;
+                        if now < trial_at {
+                            return Err(Refusal::BreakerOpen { failures, trial_at });
+                        }
+                    }
+                }
+                let used = self.repairs_in_window(now);
+                if used >= self.config.repair_budget_per_hour {
+                    let oldest = self
+                        .repairs
+                        .iter()
+                        .copied()
+                        .find(|t| now.since(*t) < BUDGET_WINDOW)
+                        .unwrap_or(now);
+                    return Err(Refusal::BudgetSpent {
+                        used,
+                        budget: self.config.repair_budget_per_hour,
+                        next_at: oldest + BUDGET_WINDOW,
+                    });
+                }
+                self.check_quiet(now)
+            }
+        }
+    }
+
+    fn check_quiet(&self, now: Timestamp) -> Result<(), Refusal> {
+        match self.quiet_until {
+            Some(until) if now < until => Err(Refusal::QuietPeriod { until }),
+            _ => Ok(()),
+        }
+    }
+
+    fn repairs_in_window(&self, now: Timestamp) -> u32 {
+        self.repairs
+            .iter()
+            .filter(|t| now.since(**t) < BUDGET_WINDOW)
+            .count() as u32
+    }
+
+    /// Takes the slot for `purpose` under operation `op`, or says why not.
+    pub fn acquire(
+        &mut self,
+        purpose: Purpose,
+        op: OpId,
+        now: Timestamp,
+    ) -> Result<Lease, Refusal> {
+        self.check(&purpose, now)?;
+        if purpose.is_repair() {
+            self.repairs.retain(|t| now.since(*t) < BUDGET_WINDOW);
+            self.repairs.push_back(now);
+        }
+        if matches!(purpose, Purpose::Repair { .. }) {
+            if let Breaker::Open { failures, .. } = self.breaker {
+                // `check` let it through, so the cooldown is over: this repair is the trial.
+                self.breaker = Breaker::HalfOpen { failures };
+            }
+        }
+        self.holder = Some((op.clone(), purpose.clone(), now));
+        Ok(Lease {
+            op,
+            purpose,
+            since: now,
+        })
+    }
+
+    /// Gives the slot back, with how the action ended.
+    pub fn release(&mut self, lease: Lease, outcome: Outcome, now: Timestamp) {
+        if self
+            .holder
+            .as_ref()
+            .is_some_and(|(op, _, _)| *op == lease.op)
+        {
+            self.holder = None;
+        }
+        let replaces = matches!(lease.purpose, Purpose::Repair { .. });
+        match outcome {
+            Outcome::Recovered => {
+                if replaces {
+                    self.breaker = Breaker::Closed { failures: 0 };
+                }
+                self.quiet_until = Some(now + self.config.quiet_period);
+            }
+            Outcome::ReplacementFailed if replaces => {
+                self.breaker = match self.breaker {
+                    Breaker::Closed { failures }
+                        if failures + 1 < self.config.breaker_threshold =>
+                    {
+                        Breaker::Closed {
+                            failures: failures + 1,
+                        }
+                    }
+                    Breaker::Closed { failures }
+                    | Breaker::HalfOpen { failures }
+                    | Breaker::Open { failures, .. } => Breaker::Open {
+                        failures: failures + 1,
+                        since: now,
+                    },
+                };
+            }
+            Outcome::ReplacementFailed | Outcome::Done => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RepairConfig;
+
+    fn coordinator() -> Coordinator {
+        Coordinator::new(RepairConfig::default().guards)
+    }
+
+    fn repair() -> Purpose {
+        Purpose::Repair {
+            member: "pg-2".into(),
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_secs(s)
+    }
+
+    /// Promise 1: one lease at a time; the second asker is told who holds it.
+    #[test]
+    fn one_lease_at_a_time() {
+        let mut c = coordinator();
+        let lease = c.acquire(repair(), OpId::new("c", 1), t(0)).unwrap();
+        let refused = c.acquire(
+            Purpose::Scale {
+                emergency_disk: true,
+            },
+            OpId::new("c", 2),
+            t(1),
+        );
+        assert_eq!(
+            refused,
+            Err(Refusal::Busy {
+                holder: OpId::new("c", 1),
+                purpose: repair()
+            })
+        );
+        c.release(lease, Outcome::Done, t(2));
+        assert!(c
+            .acquire(
+                Purpose::Scale {
+                    emergency_disk: true
+                },
+                OpId::new("c", 2),
+                t(3)
+            )
+            .is_ok());
+    }
+
+    /// Scaling waits while degraded, except emergency disk growth.
+    #[test]
+    fn scaling_waits_while_degraded_except_emergency_disk() {
+        let mut c = coordinator();
+        c.set_health(ClusterHealth {
+            members: 3,
+            looking_bad: 1,
+            degraded: true,
+        });
+        let normal = Purpose::Scale {
+            emergency_disk: false,
+        };
+        assert_eq!(
+            c.check(&normal, t(0)),
+            Err(Refusal::Degraded { looking_bad: 1 })
+        );
+        assert_eq!(
+            c.check(
+                &Purpose::Scale {
+                    emergency_disk: true
+                },
+                t(0)
+            ),
+            Ok(())
+        );
+    }
+
+    /// The breaker opens after the threshold, lets one trial through after the cooldown, and
+    /// reopens when the trial fails.
+    #[test]
+    fn breaker_opens_half_opens_and_reopens() {
+        let mut c = coordinator();
+        let cfg = RepairConfig::default().guards;
+        let mut now = t(0);
+        for i in 0..cfg.breaker_threshold {
+            let lease = c
+                .acquire(repair(), OpId::new("c", u64::from(i)), now)
+                .unwrap();
+            c.release(lease, Outcome::ReplacementFailed, now);
+            // Spread the repairs so the budget is not what stops them.
+            now = now + BUDGET_WINDOW;
+        }
+        let opened = now - BUDGET_WINDOW;
+        assert_eq!(
+            c.breaker(),
+            Breaker::Open {
+                failures: cfg.breaker_threshold,
+                since: opened
+            }
+        );
+        let early = opened + cfg.breaker_cooldown - Duration::from_secs(1);
+        assert!(matches!(
+            c.check(&repair(), early),
+            Err(Refusal::BreakerOpen { .. })
+        ));
+        let trial_time = opened + cfg.breaker_cooldown;
+        let lease = c.acquire(repair(), OpId::new("c", 9), trial_time).unwrap();
+        assert!(matches!(c.breaker(), Breaker::HalfOpen { .. }));
+        c.release(lease, Outcome::ReplacementFailed, trial_time);
+        assert!(matches!(c.breaker(), Breaker::Open { since, .. } if since == trial_time));
+        c.reset_breaker();
+        assert_eq!(c.check(&repair(), trial_time), Ok(()));
+    }
+
+    /// The budget is a sliding hour.
+    #[test]
+    fn budget_is_a_sliding_hour() {
+        let mut c = coordinator();
+        let budget = RepairConfig::default().guards.repair_budget_per_hour;
+        for i in 0..budget {
+            let at = t(i64::from(i) * 600);
+            let lease = c
+                .acquire(repair(), OpId::new("c", u64::from(i)), at)
+                .unwrap();
+            c.release(lease, Outcome::Done, at);
+        }
+        let refused = c.check(&repair(), t(1800));
+        assert_eq!(
+            refused,
+            Err(Refusal::BudgetSpent {
+                used: budget,
+                budget,
+                next_at: t(0) + BUDGET_WINDOW
+            })
+        );
+        assert_eq!(c.check(&repair(), t(3600)), Ok(()));
+    }
+
+    /// A fence of a former leader passes every guard but pause and the slot.
+    #[test]
+    fn fencing_a_former_leader_is_only_stopped_by_pause_and_the_slot() {
+        let mut c = coordinator();
+        c.set_health(ClusterHealth {
+            members: 3,
+            looking_bad: 2,
+            degraded: true,
+        });
+        let fence = Purpose::FenceFormerLeader {
+            member: "pg-1".into(),
+        };
+        assert!(matches!(
+            c.check(&repair(), t(0)),
+            Err(Refusal::UnhealthyMajority { .. })
+        ));
+        assert_eq!(c.check(&fence, t(0)), Ok(()));
+        c.set_paused(true);
+        assert_eq!(c.check(&fence, t(0)), Err(Refusal::Paused));
+    }
+}
