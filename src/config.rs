@@ -1,1 +1,323 @@
-//! (being built)
+//! The config file: one TOML file, read in two stages.
+//!
+//! Stage one is [`RawConfig`]: serde structs that reject unknown fields and fill in named
+//! defaults. Stage two is [`RawConfig::validate`]: it checks every invariant, collects EVERY
+//! problem with its field path (`policy.database.cpu: low (0.8) must be below high (0.7)`), and
+//! returns a [`Config`] in which invalid states can't be expressed.
+//!
+//! `steward check-config FILE` prints either all the errors or the effective config (the raw
+//! config with every default filled in, which is what [`RawConfig`] serializes to).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use steward_adapters::patroni::{PatroniConfig, PatroniSettings};
+use steward_adapters::prometheus::{PrometheusConfig, PrometheusSettings};
+use steward_model::ConfigErrors;
+use steward_policies::{PolicyConfig, RawPolicyConfig};
+
+/// Default cluster name: Patroni's own default `scope` is unset, and most deployments (the
+/// Patroni docs, Spilo) call the cluster after the service; we pick a neutral `postgres`.
+pub const DEFAULT_CLUSTER_NAME: &str = "postgres";
+
+/// Default state directory (the journal of in-flight operations): the FHS place for a daemon's
+/// persistent state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/steward";
+
+/// The whole config file, as written (stage one).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Which cluster Steward looks after, and where it keeps its state.
+    #[serde(default)]
+    pub cluster: RawCluster,
+    /// The scaling policies: `[policy.database.cpu]`, `[policy.database.memory]`,
+    /// `[policy.database.disk]`, the same under `policy.balancer`, and `[policy.replicas]`.
+    #[serde(default)]
+    pub policy: RawPolicyConfig,
+    /// How to reach Patroni's REST API (`[patroni]`). Needed by the commands that look at a
+    /// live cluster; `evaluate` does without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patroni: Option<PatroniConfig>,
+    /// How to reach Prometheus (`[prometheus]`), and the PromQL of each metric. Without it,
+    /// figures come from Patroni and the platform only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// `[cluster]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// The cluster's name: Patroni's `scope`. Every resource Steward creates or adopts carries it
+    /// as a label, so it must be a valid label value: 1-63 characters of `a-z 0-9 - _ .`,
+    /// starting and ending with a letter or digit.
+    pub name: String,
+    /// Where Steward journals in-flight operations (created if missing).
+    pub state_dir: PathBuf,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            name: DEFAULT_CLUSTER_NAME.to_string(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        }
+    }
+}
+
+/// The validated config (stage two).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    pub policy: PolicyConfig,
+    pub patroni: Option<PatroniSettings>,
+    pub prometheus: Option<PrometheusSettings>,
+}
+
+/// The validated `[cluster]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub state_dir: PathBuf,
+}
+
+impl RawConfig {
+    /// Checks everything and returns every problem at once.
+    pub fn validate(self) -> Result<Config, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let cluster = self.cluster.validate(&mut errors);
+        let policy = match self.policy.validate() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.extend_under("policy", e);
+                None
+            }
+        };
+        let patroni = section(
+            &mut errors,
+            "patroni",
+            self.patroni.as_ref().map(PatroniConfig::validate),
+        );
+        let prometheus = section(
+            &mut errors,
+            "prometheus",
+            self.prometheus.as_ref().map(PrometheusConfig::validate),
+        );
+        match (cluster, policy) {
+            (Some(cluster), Some(policy)) if errors.is_empty() => Ok(Config {
+                cluster,
+                policy,
+                patroni,
+                prometheus,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The effective config as TOML: what the file said, with every default filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
+    }
+}
+
+/// An optional section's validation result, its errors filed under `name`.
+fn section<T>(
+    errors: &mut ConfigErrors,
+    name: &str,
+    result: Option<Result<T, ConfigErrors>>,
+) -> Option<T> {
+    match result? {
+        Ok(settings) => Some(settings),
+        Err(e) => {
+            errors.extend_under(name, e);
+            None
+        }
+    }
+}
+
+impl RawCluster {
+    fn validate(self, errors: &mut ConfigErrors) -> Option<ClusterConfig> {
+        let before = errors.len();
+        if let Err(why) = check_label_value(&self.name) {
+            errors.push("cluster.name", why);
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            errors.push(
+                "cluster.state_dir",
+                "must not be empty (e.g. /var/lib/steward)",
+            );
+        } else if self.state_dir.is_relative() {
+            errors.push(
+                "cluster.state_dir",
+                format!(
+                    "`{}` must be an absolute path (a daemon's working directory changes)",
+                    self.state_dir.display()
+                ),
+            );
+        }
+        (errors.len() == before).then_some(ClusterConfig {
+            name: self.name,
+            state_dir: self.state_dir,
+        })
+    }
+}
+
+/// A label value every platform accepts (Kubernetes is the strictest: 63 characters,
+/// alphanumerics, `-`, `_`, `.`, alphanumeric at both ends).
+fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > 63 {
+        return Err(format!(
+            "`{value}` is {} characters long; at most 63 are allowed (it is used as a label)",
+            value.len()
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!("`{value}` contains `{c}`; use only letters, digits, `-`, `_` and `.` (it is used as a label)"));
+    }
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !ends_ok(value.chars().next()) || !ends_ok(value.chars().last()) {
+        return Err(format!(
+            "`{value}` must start and end with a letter or digit (it is used as a label)"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a config file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} error(s):\n{errors}", errors.len())]
+    Invalid { path: PathBuf, errors: ConfigErrors },
+}
+
+/// Reads and parses a config file (stage one only).
+pub fn read_raw(path: &Path) -> Result<RawConfig, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_raw(&text).map_err(|message| LoadError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Parses config text (stage one). The message names the line and column of the problem.
+pub fn parse_raw(text: &str) -> Result<RawConfig, String> {
+    toml::from_str::<RawConfig>(text).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    read_raw(path)?
+        .validate()
+        .map_err(|errors| LoadError::Invalid {
+            path: path.to_path_buf(),
+            errors,
+        })
+}
+
+impl fmt::Display for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (state in {})", self.name, self.state_dir.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let config = parse_raw("").unwrap().validate().unwrap();
+        assert_eq!(config.cluster.name, DEFAULT_CLUSTER_NAME);
+        assert_eq!(config.cluster.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn unknown_fields_name_the_field_and_line() {
+        let err = parse_raw("[cluster]\nname = \"a\"\nnmae = \"b\"\n").unwrap_err();
+        assert!(err.contains("unknown field `nmae`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn every_error_is_collected_with_its_path() {
+        let text = "[cluster]\nname = \"Bad Name!\"\nstate_dir = \"relative/dir\"\n";
+        let errors = parse_raw(text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["cluster.name", "cluster.state_dir"], "{errors}");
+    }
+
+    #[test]
+    fn source_sections_are_validated_under_their_names() {
+        let text = "[patroni]\nurls = [\"http://127.0.0.11:8008\", \"ftp://x\"]\n[prometheus]\nurl = \"\"\n";
+        let errors = parse_raw(text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(
+            paths.iter().any(|p| p.starts_with("patroni.urls")),
+            "{errors}"
+        );
+        assert!(
+            paths.iter().any(|p| p.starts_with("prometheus")),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn label_values_follow_kubernetes_rules() {
+        assert!(check_label_value("pg-main_1.a").is_ok());
+        assert!(check_label_value("-pg").is_err());
+        assert!(check_label_value(&"a".repeat(64)).is_err());
+        assert!(check_label_value("").is_err());
+    }
+
+    #[test]
+    fn the_effective_config_parses_back_to_itself() {
+        let raw = RawConfig::default();
+        let text = raw.to_toml();
+        let again = parse_raw(&text).unwrap();
+        assert_eq!(again.to_toml(), text);
+        again.validate().unwrap();
+    }
+
+    proptest::proptest! {
+        /// No text makes the loader panic: it either parses or says why.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Ok(raw) = parse_raw(&text) {
+                let _ = raw.validate();
+            }
+        }
+
+        /// Plausible-looking TOML (keys and values the config uses) never panics either.
+        #[test]
+        fn toml_shaped_text_never_panics(
+            lines in proptest::collection::vec(
+                ("(cluster|policy|policy\\.database|policy\\.database\\.cpu|policy\\.replicas)",
+                 "(name|low|high|target|min|max|step|cooldown|up_window)",
+                 "(\"x\"|-1|0|0\\.5|1e309|\"5m\"|\"2GiB\"|true|\\[\\])"), 0..8)
+        ) {
+            let text: String = lines.iter().map(|(t, k, v)| format!("[{t}]\n{k} = {v}\n")).collect();
+            if let Ok(raw) = parse_raw(&text) {
+                let _ = raw.validate();
+            }
+        }
+    }
+}

@@ -1,1 +1,602 @@
-//! (being built)
+//! `steward evaluate`: the dry run of the policies over recorded history.
+//!
+//! What this is: read a CSV trace or a JSON-lines recording, replay it through Steward's
+//! policies and (with `--baseline`) through the Kubernetes HPA algorithm and a naive threshold
+//! rule with the same band and bounds, and print what each would have done and what it cost.
+//! Nothing is actuated and no clock is read: time is the recording's.
+//! What it is not: the live loop (`scaler`), nor a simulation of how load moves between members
+//! when the replica count changes (a recording's members are replayed as they were).
+//!
+//! Start at [`run`]. The pieces: [`input`] (readers), [`sizer`] (the trait and the baselines),
+//! [`steward`] (Steward's policies behind the trait), [`mod@replay`] (the loop and the score),
+//! `recording` (a JSON-lines recording, every knob), [`output`] (text and JSON), [`chart`] (SVG).
+//!
+//! Fairness: every policy of a knob gets the same band, bounds and step (Steward's config), the
+//! same samples at the same times, and the same starting size.
+
+pub mod chart;
+pub mod input;
+pub mod output;
+mod recording;
+pub mod replay;
+pub mod sizer;
+pub mod steward;
+
+use std::fs::File;
+use std::io::{BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use steward_model::{Resource, Role, Timestamp};
+use steward_policies::PolicyConfig;
+
+use self::output::{InputInfo, KnobReport, Report};
+use self::replay::{replay, Track};
+use self::sizer::{Hpa, Limits, Naive, Sizer};
+use self::steward::{StewardDisk, StewardVertical};
+
+/// How a CSV's values relate to the resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Values {
+    /// Percent of the machine's size (`--size`), as in CloudWatch CPU traces: usage = value / 100 x size.
+    Percent,
+    /// A fraction of the machine's size: usage = value x size.
+    Fraction,
+    /// The usage itself, in the resource's unit (vCPUs, or bytes for memory and disk).
+    Absolute,
+    /// Increments of the usage (e.g. bytes written per interval, for a disk that keeps all it
+    /// is given): usage = the running sum of the values, in the resource's unit.
+    Cumulative,
+}
+
+/// Which baselines to run beside Steward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Baseline {
+    /// Steward only.
+    None,
+    /// The Kubernetes HPA algorithm (tolerance 0.1, 300 s scale-down stabilization, 15 s sync).
+    Hpa,
+    /// A threshold rule without windows or cooldown.
+    Naive,
+    /// Both.
+    All,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A timeline and a table, for people.
+    Text,
+    /// One JSON object (`summary.<policy>.changes`, ...), for scripts.
+    Json,
+}
+
+/// Whose resizes the timeline lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Timeline {
+    /// Steward's only (baselines are in the summary).
+    Steward,
+    /// Every policy's.
+    All,
+    /// None: the summary only.
+    None,
+}
+
+/// `steward evaluate`: replay recorded metrics through the policies, with nothing actuated.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvaluateArgs {
+    /// A CSV trace `timestamp,value` (a header row is allowed), e.g. the NAB traces; say what it
+    /// measures with --role, --resource, --size and --values.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "jsonl",
+        required_unless_present = "jsonl"
+    )]
+    pub csv: Option<PathBuf>,
+    /// A JSON-lines recording of member records (`steward observe --record`); runs vertical CPU
+    /// and memory per role (busiest member), disk and the replica count.
+    #[arg(long, value_name = "FILE")]
+    pub jsonl: Option<PathBuf>,
+    /// With --csv: the role the trace belongs to.
+    #[arg(long, default_value = "database")]
+    pub role: Role,
+    /// With --csv: the resource the trace measures (cpu, memory or disk).
+    #[arg(long, default_value = "cpu")]
+    pub resource: Resource,
+    /// With --csv: the size the machine had when the trace was recorded, and the replay's
+    /// starting size: vCPUs (`2`, `1.5`, `500m`) or bytes with a unit (`4GiB`, `512MiB`, `100GB`).
+    #[arg(long, value_name = "AMOUNT", requires = "csv")]
+    pub size: Option<String>,
+    /// With --csv: how the values relate to --size.
+    #[arg(long, value_enum, default_value = "percent")]
+    pub values: Values,
+    /// Baselines to run beside Steward, with the same band, bounds and step.
+    #[arg(long, value_enum, default_value = "none")]
+    pub baseline: Baseline,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Whose resizes the timeline lists.
+    #[arg(long, value_enum, default_value = "steward")]
+    pub timeline: Timeline,
+    /// Also draw the usage, the band and each policy's size into this SVG file (for a
+    /// recording: the first vertical knob, usually database CPU).
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+    /// Skip rows that cannot be parsed (counted and reported) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+/// Why a `--size` could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AmountError {
+    /// The text is not an amount of the resource (the config's own parser says why).
+    #[error(transparent)]
+    Parse(#[from] steward_policies::AmountError),
+    #[error("`{0}` must be positive and finite")]
+    NotPositive(String),
+    #[error("`{text}` needs a unit for {resource} (e.g. 4GiB, 512MiB, 100GB)")]
+    NoUnit { text: String, resource: Resource },
+}
+
+/// Reads an amount of `resource` with the config file's parsers: vCPUs (`2`, `0.5`, `500m`) or
+/// bytes with a unit (`4GiB`, `4 GiB`, `4G` = 4 GiB as Kubernetes and Docker mean it, `100GB`
+/// = 10^11). Unlike the config, a command-line size must be positive and bytes need a unit: a
+/// bare `--size 4` for memory is far more likely a slip than four bytes.
+pub fn parse_amount(resource: Resource, text: &str) -> Result<f64, AmountError> {
+    let t = text.trim();
+    let amount = match resource {
+        Resource::Cpu => steward_policies::parse_cpus(t)?,
+        Resource::Memory | Resource::Disk => {
+            if t.parse::<f64>().is_ok() {
+                return Err(AmountError::NoUnit {
+                    text: t.to_string(),
+                    resource,
+                });
+            }
+            steward_policies::parse_bytes(t)?
+        }
+    };
+    if !(amount.is_finite() && amount > 0.0) {
+        return Err(AmountError::NotPositive(t.to_string()));
+    }
+    Ok(amount)
+}
+
+/// The divisor that turns amounts into the unit of `resource_hours` (GiB for bytes).
+pub fn hours_unit(resource: Resource) -> f64 {
+    match resource {
+        Resource::Cpu => 1.0,
+        Resource::Memory | Resource::Disk => 1024f64.powi(3),
+    }
+}
+
+/// Runs `steward evaluate` with validated policies, writing the report to `out`.
+pub fn run(args: &EvaluateArgs, policy: PolicyConfig, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (report, flat) = match (&args.csv, &args.jsonl) {
+        (Some(path), _) => (evaluate_csv(args, path, &policy)?, true),
+        (None, Some(path)) => (recording::evaluate_jsonl(args, path, &policy)?, false),
+        (None, None) => bail!("give a trace with --csv FILE or a recording with --jsonl FILE"),
+    };
+    let written = match args.format {
+        Format::Text => output::write_text(&report, out),
+        Format::Json => output::write_json(&report, flat, out),
+    };
+    match written {
+        // The reader went away (`| head`): what it wanted, it has; that is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write the report"),
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(BufReader::new(file))
+}
+
+/// The baselines `choice` asks for, with `limits`.
+fn baselines(choice: Baseline, limits: Limits) -> Vec<Box<dyn Sizer>> {
+    let mut sizers: Vec<Box<dyn Sizer>> = Vec::new();
+    if matches!(choice, Baseline::Hpa | Baseline::All) {
+        sizers.push(Box::new(Hpa::new(limits)));
+    }
+    if matches!(choice, Baseline::Naive | Baseline::All) {
+        sizers.push(Box::new(Naive::new(limits)));
+    }
+    sizers
+}
+
+/// A progress bar on stderr when stdout is a terminal and the work is long; hidden otherwise,
+/// so pipes and scripts see nothing but the report.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    const LONG: u64 = 200_000;
+    if total < LONG || !std::io::stdout().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} samples {per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn input_info(
+    file: &Path,
+    format: &'static str,
+    samples: usize,
+    from: Timestamp,
+    to: Timestamp,
+    skipped: &[input::Skipped],
+) -> InputInfo {
+    InputInfo {
+        file: file.display().to_string(),
+        format,
+        samples,
+        from,
+        to,
+        skipped: skipped.len(),
+        skipped_lines: skipped.iter().take(100).map(|s| s.line).collect(),
+    }
+}
+
+/// Says what was read, and each skipped row (the first few), on the log.
+fn log_read(path: &Path, samples: usize, skipped: &[input::Skipped]) {
+    tracing::info!(file = %path.display(), samples, skipped = skipped.len(), "input read");
+    for s in skipped.iter().take(10) {
+        tracing::warn!(file = %path.display(), line = s.line, error = %s.error, "bad row skipped");
+    }
+}
+
+/// Keeps the timeline's changes (Steward's, or everyone's) in time order.
+fn timeline(tracks: &[Track], which: Timeline) -> Vec<replay::Change> {
+    let mut changes: Vec<replay::Change> = tracks
+        .iter()
+        .filter(|t| match which {
+            Timeline::All => true,
+            Timeline::Steward => t.policy == "steward",
+            Timeline::None => false,
+        })
+        .flat_map(|t| t.changes.iter().cloned())
+        .collect();
+    changes.sort_by_key(|c| c.at);
+    changes
+}
+
+fn evaluate_csv(args: &EvaluateArgs, path: &Path, policy: &PolicyConfig) -> anyhow::Result<Report> {
+    let (role, resource) = (args.role, args.resource);
+    let size_text = args
+        .size
+        .as_deref()
+        .context("--size is required with --csv: the size the machine had")?;
+    let size = parse_amount(resource, size_text).context("bad --size")?;
+    let series = input::read_csv(open(path)?, &path.display().to_string(), args.skip_bad)?;
+    log_read(path, series.samples.len(), &series.skipped);
+    let scale = match args.values {
+        Values::Percent => size / 100.0,
+        Values::Fraction => size,
+        Values::Absolute | Values::Cumulative => 1.0,
+    };
+    let times: Vec<Timestamp> = series.samples.iter().map(|s| s.at).collect();
+    let mut usage = Vec::with_capacity(times.len());
+    let mut sum = 0.0;
+    for s in &series.samples {
+        if s.value < 0.0 {
+            bail!(
+                "{}, line {}: the value {} is negative: usage cannot be",
+                path.display(),
+                s.line,
+                s.value
+            );
+        }
+        sum += s.value;
+        usage.push(Some(if args.values == Values::Cumulative {
+            sum
+        } else {
+            s.value * scale
+        }));
+    }
+    let roles = policy.role(role);
+    let (limits, mut sizers): (Limits, Vec<Box<dyn Sizer>>) = match roles.vertical(resource) {
+        Some(config) => {
+            let limits = steward::limits_of(config);
+            let mut sizers: Vec<Box<dyn Sizer>> = vec![Box::new(StewardVertical::new(
+                role,
+                resource,
+                config.clone(),
+                true,
+            ))];
+            sizers.extend(baselines(args.baseline, limits));
+            (limits, sizers)
+        }
+        None => {
+            if args.baseline != Baseline::None {
+                bail!("--baseline compares vertical CPU and memory policies; a disk has no band to compare");
+            }
+            (
+                steward::disk_limits_of(&roles.disk),
+                vec![Box::new(StewardDisk::new(role, roles.disk.clone()))],
+            )
+        }
+    };
+    let knob = format!("{role}.{resource}");
+    let bar = progress_bar(times.len() as u64 * sizers.len() as u64);
+    let tracks: Vec<Track> = sizers
+        .iter_mut()
+        .map(|sizer| {
+            let unit = hours_unit(resource);
+            replay(
+                sizer.as_mut(),
+                &knob,
+                &times,
+                &usage,
+                size,
+                limits,
+                unit,
+                args.chart.is_some(),
+                &mut |n| bar.inc(n),
+            )
+        })
+        .collect();
+    bar.finish_and_clear();
+    if let Some(chart_path) = &args.chart {
+        draw_chart(chart_path, &knob, resource, limits, &times, &usage, &tracks)?;
+    }
+    let (from, to) = (times[0], times[times.len() - 1]);
+    Ok(Report {
+        input: input_info(path, "csv", times.len(), from, to, &series.skipped),
+        knobs: vec![KnobReport {
+            knob,
+            resource: Some(resource),
+            limits: Some(limits),
+            initial: size,
+            policies: tracks.iter().map(|t| (t.policy, t.summary)).collect(),
+        }],
+        timeline: timeline(&tracks, args.timeline),
+    })
+}
+
+fn draw_chart(
+    path: &Path,
+    knob: &str,
+    resource: Resource,
+    limits: Limits,
+    times: &[Timestamp],
+    usage: &[Option<f64>],
+    tracks: &[Track],
+) -> anyhow::Result<()> {
+    let unit = hours_unit(resource);
+    let start = times.first().map_or(0, |t| t.as_millis());
+    let hours: Vec<f64> = times
+        .iter()
+        .map(|t| (t.as_millis() - start) as f64 / 3_600_000.0)
+        .collect();
+    // A missing usage is drawn at zero: the chart shows the gap, the summary never counts it.
+    let usage: Vec<f64> = usage.iter().map(|u| u.unwrap_or(0.0) / unit).collect();
+    let sizes: Vec<Vec<f64>> = tracks
+        .iter()
+        .map(|t| t.sizes.iter().map(|s| s / unit).collect())
+        .collect();
+    let data = chart::ChartData {
+        title: format!(
+            "{knob}: usage and size ({} .. {})",
+            times[0],
+            times[times.len() - 1]
+        ),
+        unit: if resource == Resource::Cpu {
+            "vCPU"
+        } else {
+            "GiB"
+        },
+        hours: &hours,
+        usage: &usage,
+        sizes: tracks
+            .iter()
+            .zip(&sizes)
+            .map(|(t, s)| (t.policy, s.as_slice()))
+            .collect(),
+        band: (limits.low, limits.high),
+    };
+    chart::draw(path, &data)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EvaluateArgs,
+    }
+
+    fn data(name: &str) -> String {
+        format!("{}/tests/data/evaluate/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn run_json(argv: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let cli = Cli::try_parse_from(std::iter::once("evaluate").chain(argv.iter().copied()))?;
+        let mut out = Vec::new();
+        run(&cli.args, PolicyConfig::default(), &mut out)?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_csv_gives_a_flat_summary_per_policy() {
+        let v = run_json(&[
+            "--csv",
+            &data("surge.csv"),
+            "--size",
+            "2",
+            "--baseline",
+            "all",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        for policy in ["steward", "hpa", "naive"] {
+            assert!(v["summary"][policy]["changes"].is_u64(), "{policy}: {v}");
+        }
+        // 2 hours at 2 vCPU at least (the surge only grows): 4 vCPU-hours or more.
+        assert!(
+            v["summary"]["hpa"]["resource_hours"].as_f64().unwrap() >= 2.0,
+            "{v}"
+        );
+        assert!(
+            v["summary"]["steward"]["changes"].as_u64().unwrap() >= 1,
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn a_csv_needs_a_size_and_a_disk_has_no_baseline() {
+        let err = run_json(&["--csv", &data("surge.csv")]).unwrap_err();
+        assert!(format!("{err:#}").contains("--size is required"), "{err:#}");
+        let err = run_json(&[
+            "--csv",
+            &data("surge.csv"),
+            "--resource",
+            "disk",
+            "--size",
+            "10GiB",
+            "--baseline",
+            "hpa",
+        ])
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("disk has no band"), "{err:#}");
+        assert!(run_json(&["--csv", &data("surge.csv"), "--jsonl", "x"]).is_err());
+    }
+
+    #[test]
+    fn a_disk_trace_runs_the_disk_policy() {
+        // 95 % full during the surge: above the disk's `high`, so it grows and never shrinks.
+        let v = run_json(&[
+            "--csv",
+            &data("surge.csv"),
+            "--resource",
+            "disk",
+            "--size",
+            "10GiB",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let s = &v["summary"]["steward"];
+        assert!(s["changes"].as_u64().unwrap() >= 1, "{v}");
+        assert_eq!(s["direction_changes"], 0, "{v}");
+    }
+
+    #[test]
+    fn cumulative_values_fill_a_disk() {
+        // surge.csv sums to 480 x 40 + 180 x 55 = 29,100 bytes: a 16 KiB disk must grow.
+        let v = run_json(&[
+            "--csv",
+            &data("surge.csv"),
+            "--resource",
+            "disk",
+            "--size",
+            "16KiB",
+            "--values",
+            "cumulative",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let s = &v["summary"]["steward"];
+        assert!(s["final_size"].as_f64().unwrap() >= 29_100.0, "{v}");
+    }
+
+    #[test]
+    fn a_recording_runs_every_knob() {
+        let v = run_json(&[
+            "--jsonl",
+            &data("recording.jsonl"),
+            "--baseline",
+            "all",
+            "--format",
+            "json",
+            "--timeline",
+            "all",
+        ])
+        .unwrap();
+        for knob in [
+            "database.cpu",
+            "database.memory",
+            "database.disk",
+            "database.replicas",
+            "balancer.cpu",
+            "balancer.memory",
+        ] {
+            assert!(
+                v["summary"][knob]["steward"]["changes"].is_u64(),
+                "{knob}: {}",
+                v["summary"]
+            );
+        }
+        assert!(
+            v["summary"].get("balancer.disk").is_none(),
+            "balancers record no disk"
+        );
+        // The primary's CPU surge (1.8 of 2 vCPU for 25 minutes) grows database.cpu.
+        let timeline = v["timeline"].as_array().unwrap();
+        assert!(timeline.iter().any(|c| c["knob"] == "database.cpu"
+            && c["policy"] == "steward"
+            && c["action"] == "grow"));
+        // The OOM kill at 10:55 grows memory at once.
+        assert!(
+            timeline.iter().any(|c| c["knob"] == "database.memory"
+                && c["action"] == "grow"
+                && c["at"] == "2026-11-26T10:55:00Z"),
+            "{timeline:?}"
+        );
+    }
+
+    #[test]
+    fn amounts_take_human_units() {
+        assert_eq!(parse_amount(Resource::Cpu, "2"), Ok(2.0));
+        assert_eq!(parse_amount(Resource::Cpu, "500m"), Ok(0.5));
+        assert_eq!(
+            parse_amount(Resource::Memory, "4GiB"),
+            Ok(4.0 * 1024f64.powi(3))
+        );
+        assert_eq!(
+            parse_amount(Resource::Memory, "512 MiB"),
+            Ok(512.0 * 1024f64.powi(2))
+        );
+        assert_eq!(parse_amount(Resource::Disk, "100GB"), Ok(1e11));
+        assert!(matches!(
+            parse_amount(Resource::Memory, "4"),
+            Err(AmountError::NoUnit { .. })
+        ));
+        assert!(matches!(
+            parse_amount(Resource::Cpu, "2GiB"),
+            Err(AmountError::Parse(
+                steward_policies::AmountError::NotCpus { .. }
+            ))
+        ));
+        assert!(matches!(
+            parse_amount(Resource::Memory, "4 lots"),
+            Err(AmountError::Parse(
+                steward_policies::AmountError::UnknownUnit { .. }
+            ))
+        ));
+        assert!(matches!(
+            parse_amount(Resource::Cpu, "0"),
+            Err(AmountError::NotPositive(_))
+        ));
+        assert!(matches!(
+            parse_amount(Resource::Cpu, "lots"),
+            Err(AmountError::Parse(_))
+        ));
+    }
+}

@@ -1,1 +1,178 @@
-fn main() {}
+//! The `steward` binary: parse the command line, set up logging, call the command, exit.
+//!
+//! Everything of substance lives in the library (`src/lib.rs`) and the workspace crates; this
+//! file only wires them together.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use steward::config;
+use steward::evaluate::EvaluateArgs;
+use steward::observe::ObserveArgs;
+use steward_policies::PolicyConfig;
+
+/// Exit code for a config file or input that is not valid (as opposed to a failure at run time).
+const EXIT_INVALID: u8 = 2;
+
+/// Steward: autoscaling and self-healing for PostgreSQL clusters run by Patroni.
+///
+/// The scaler resizes balancers and databases (vCPU, RAM, disk) and changes the number of
+/// replicas; the repairer fences members that misbehave and replaces them. Before trusting it
+/// with a cluster, run `steward evaluate` over recorded metrics to see what it would have done,
+/// and `steward observe` to check what it sees.
+#[derive(Debug, Parser)]
+#[command(
+    name = "steward",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `steward=debug,warn`).
+    #[arg(
+        long,
+        global = true,
+        env = "STEWARD_LOG",
+        default_value = "warn",
+        help_heading = "Logging"
+    )]
+    log: String,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config file: print every error with its field path and exit 2, or print the
+    /// effective config (every default filled in) and exit 0.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+
+    /// Dry-run the policies over recorded metrics: what Steward would have done, and why,
+    /// decision by decision, side by side with the Kubernetes HPA and a naive threshold rule.
+    ///
+    /// Example: steward evaluate --csv cpu.csv --role database --resource cpu --size 2 --baseline all
+    Evaluate {
+        /// Config file whose `[policy]` section to evaluate (default: the built-in defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+
+        #[command(flatten)]
+        args: EvaluateArgs,
+    },
+
+    /// One live pass over Patroni (and Prometheus, if given): every member with its role,
+    /// state, lag and resource figures, each with its source and age.
+    ///
+    /// Example: steward observe --patroni http://127.0.0.11:8008 --prometheus http://127.0.0.1:9090
+    Observe(ObserveArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        // `steward evaluate ... | head`: the reader has all it wanted.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole chain of causes on one line: "what failed: because: because".
+            eprintln!("error: {err:#}");
+            match err.downcast_ref::<config::LoadError>() {
+                Some(config::LoadError::Invalid { .. } | config::LoadError::Parse { .. }) => {
+                    ExitCode::from(EXIT_INVALID)
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    match command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Evaluate { config, args } => {
+            let policy = match config {
+                Some(path) => config::load(&path)?.policy,
+                None => PolicyConfig::default(),
+            };
+            let mut out = stdout.lock();
+            steward::evaluate::run(&args, policy, &mut out)?;
+            out.flush().context("cannot write to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Observe(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let mut out = std::io::stdout();
+            runtime.block_on(steward::observe::run(&args, &mut out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `steward check-config FILE`: all errors on stderr (exit 2), or the effective config on stdout.
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let raw = config::read_raw(file)?;
+    let effective = raw.to_toml();
+    match raw.validate() {
+        Ok(_) => {
+            print!(
+                "# {}: valid. The effective config, every default filled in:\n{effective}",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s):", file.display(), errors.len());
+            for e in errors.iter() {
+                eprintln!("  {e}");
+            }
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: log filter `{filter}` is not valid ({e}); using `warn`");
+        EnvFilter::new("warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -184,10 +184,18 @@ mod tests {
     fn decision_serializes_with_readable_names() {
         let mut d = Decision::hold(
             Timestamp::from_secs(1),
-            Knob::Vertical { role: Role::Database, resource: Resource::Cpu },
+            Knob::Vertical {
+                role: Role::Database,
+                resource: Resource::Cpu,
+            },
             2.0,
         );
-        d.rules.push(RuleApplied { rule: Rule::Cooldown, before: 3.0, after: 2.0, detail: "x".into() });
+        d.rules.push(RuleApplied {
+            rule: Rule::Cooldown,
+            before: 3.0,
+            after: 2.0,
+            detail: "x".into(),
+        });
         let json = serde_json::to_string(&d).unwrap();
         assert!(json.contains(r#""kind":"vertical""#), "{json}");
         assert!(json.contains(r#""rule":"cooldown""#), "{json}");

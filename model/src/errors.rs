@@ -30,14 +30,24 @@ pub struct ConfigErrors {
 
 impl ConfigErrors {
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError { path: path.into(), message: message.into() });
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     /// Adds every error of `other`, prefixing its paths with `prefix.`.
     pub fn extend_under(&mut self, prefix: &str, other: ConfigErrors) {
         for e in other.errors {
-            let path = if e.path.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", e.path) };
-            self.errors.push(FieldError { path, message: e.message });
+            let path = if e.path.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{}", e.path)
+            };
+            self.errors.push(FieldError {
+                path,
+                message: e.message,
+            });
         }
     }
 
@@ -90,7 +100,13 @@ mod tests {
         let mut outer = ConfigErrors::default();
         outer.extend_under("policy.database", inner);
         let lines: Vec<String> = outer.iter().map(|e| e.to_string()).collect();
-        assert_eq!(lines, ["policy.database.cpu: bad", "policy.database: whole section bad"]);
+        assert_eq!(
+            lines,
+            [
+                "policy.database.cpu: bad",
+                "policy.database: whole section bad"
+            ]
+        );
         assert!(outer.into_result(()).is_err());
     }
 }

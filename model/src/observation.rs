@@ -54,7 +54,10 @@ impl Figure {
         match figure {
             None => Freshness::Missing,
             Some(f) if !f.value.is_finite() => Freshness::Missing,
-            Some(f) if f.age(now) > max_age => Freshness::Stale { value: f.value, age: f.age(now) },
+            Some(f) if f.age(now) > max_age => Freshness::Stale {
+                value: f.value,
+                age: f.age(now),
+            },
             Some(f) => Freshness::Fresh(f.value),
         }
     }
@@ -148,7 +151,9 @@ impl Observation {
     }
 
     pub fn leader(&self) -> Option<&MemberObservation> {
-        self.members.iter().find(|m| m.patroni_role == Some(PatroniRole::Leader))
+        self.members
+            .iter()
+            .find(|m| m.patroni_role == Some(PatroniRole::Leader))
     }
 }
 
@@ -162,10 +167,19 @@ mod tests {
         let limit = Duration::from_secs(30);
         assert_eq!(Figure::freshness(None, now, limit), Freshness::Missing);
         let nan = Figure::new(f64::NAN, Source::Prometheus, now);
-        assert_eq!(Figure::freshness(Some(&nan), now, limit), Freshness::Missing);
+        assert_eq!(
+            Figure::freshness(Some(&nan), now, limit),
+            Freshness::Missing
+        );
         let old = Figure::new(1.0, Source::Prometheus, Timestamp::from_secs(60));
-        assert!(matches!(Figure::freshness(Some(&old), now, limit), Freshness::Stale { .. }));
+        assert!(matches!(
+            Figure::freshness(Some(&old), now, limit),
+            Freshness::Stale { .. }
+        ));
         let young = Figure::new(1.0, Source::Prometheus, Timestamp::from_secs(90));
-        assert_eq!(Figure::freshness(Some(&young), now, limit), Freshness::Fresh(1.0));
+        assert_eq!(
+            Figure::freshness(Some(&young), now, limit),
+            Freshness::Fresh(1.0)
+        );
     }
 }

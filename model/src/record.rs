@@ -74,7 +74,9 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected() {
         let line = r#"{"time":"2026-11-26T10:00:00Z","member":"pg-1","role":"database","cpu":1}"#;
-        let err = serde_json::from_str::<MemberRecord>(line).unwrap_err().to_string();
+        let err = serde_json::from_str::<MemberRecord>(line)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `cpu`"), "{err}");
     }
 }

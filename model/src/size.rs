@@ -38,7 +38,9 @@ impl FromStr for Role {
         match s {
             "database" => Ok(Role::Database),
             "balancer" => Ok(Role::Balancer),
-            other => Err(format!("unknown role `{other}` (expected `database` or `balancer`)")),
+            other => Err(format!(
+                "unknown role `{other}` (expected `database` or `balancer`)"
+            )),
         }
     }
 }
@@ -85,7 +87,9 @@ impl FromStr for Resource {
             "cpu" => Ok(Resource::Cpu),
             "memory" | "mem" | "ram" => Ok(Resource::Memory),
             "disk" => Ok(Resource::Disk),
-            other => Err(format!("unknown resource `{other}` (expected `cpu`, `memory` or `disk`)")),
+            other => Err(format!(
+                "unknown resource `{other}` (expected `cpu`, `memory` or `disk`)"
+            )),
         }
     }
 }
@@ -169,7 +173,11 @@ mod tests {
 
     #[test]
     fn size_get_with_round_trip() {
-        let s = Size { cpus: 2.0, memory_bytes: 1 << 30, disk_bytes: 10 << 30 };
+        let s = Size {
+            cpus: 2.0,
+            memory_bytes: 1 << 30,
+            disk_bytes: 10 << 30,
+        };
         for r in Resource::ALL {
             assert_eq!(s.with(r, s.get(r)), s);
         }

@@ -42,14 +42,20 @@ impl Timestamp {
 impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+        Timestamp(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 }
 
 impl Sub<Duration> for Timestamp {
     type Output = Timestamp;
     fn sub(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
+        Timestamp(
+            self.0
+                .saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 }
 
@@ -61,7 +67,11 @@ impl Timestamp {
         if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
             return Ok(Timestamp(dt.timestamp_millis()));
         }
-        for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        for fmt in [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+        ] {
             if let Ok(dt) = NaiveDateTime::parse_from_str(t, fmt) {
                 return Ok(Timestamp(dt.and_utc().timestamp_millis()));
             }
@@ -134,7 +144,9 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(b, c);
         assert_eq!(b.to_rfc3339(), "2014-05-14T01:14:00Z");
-        assert!(Timestamp::parse("yesterday").unwrap_err().contains("RFC 3339"));
+        assert!(Timestamp::parse("yesterday")
+            .unwrap_err()
+            .contains("RFC 3339"));
     }
 
     #[test]
@@ -142,12 +154,18 @@ mod tests {
         let t = Timestamp::from_millis(1_400_000_000_123);
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
-        assert_eq!(serde_json::from_str::<Timestamp>("1400000000123").unwrap(), t);
+        assert_eq!(
+            serde_json::from_str::<Timestamp>("1400000000123").unwrap(),
+            t
+        );
     }
 
     #[test]
     fn duration_arithmetic_round_trips() {
         let t = Timestamp::from_secs(100);
-        assert_eq!((t + Duration::from_millis(1500)) - Duration::from_millis(1500), t);
+        assert_eq!(
+            (t + Duration::from_millis(1500)) - Duration::from_millis(1500),
+            t
+        );
     }
 }

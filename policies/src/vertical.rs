@@ -388,7 +388,11 @@ impl VerticalPolicy {
         // The interval this sample stands for began at the previous sample, unless the gap is
         // longer than a sample can vouch for (then only this instant counts).
         let covered_from = match self.last_sample {
-            Some(prev) if now.0.saturating_sub(prev.0) <= self.stale_ms.max(MAX_SAMPLE_INTERVAL_MS) => prev,
+            Some(prev)
+                if now.0.saturating_sub(prev.0) <= self.stale_ms.max(MAX_SAMPLE_INTERVAL_MS) =>
+            {
+                prev
+            }
             _ => now,
         };
         self.last_sample = Some(now);

@@ -1,1 +1,5 @@
 //! Tests of the `steward` binary as a user runs it: one integration test binary, modules inside.
+mod config;
+mod evaluate;
+mod lab;
+mod observe;

@@ -151,7 +151,12 @@ pub struct PlatformError {
 
 impl PlatformError {
     pub fn new(kind: ErrorKind, operation: impl Into<String>, message: impl Into<String>) -> Self {
-        PlatformError { kind, operation: operation.into(), message: message.into(), source: None }
+        PlatformError {
+            kind,
+            operation: operation.into(),
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {

@@ -1,0 +1,385 @@
+//! `steward evaluate --jsonl`: a recording of whole observations through every policy.
+//!
+//! What this is: per role, vertical CPU and memory (the busiest member's usage, since members of
+//! one role share one size), the data disk, and for the databases the replica count; with the
+//! HPA and naive baselines beside the vertical knobs. What it is not: a model of how load would
+//! move had the member count changed; the recorded members are replayed as they were, and the
+//! replica policy's own count is what it believes after its decisions.
+
+use std::path::Path;
+
+use steward_model::observation::{MemberObservation, Observation};
+use steward_model::{Resource, Role, Timestamp};
+use steward_policies::replicas::ReplicaPolicy;
+use steward_policies::PolicyConfig;
+
+use super::output::{KnobReport, Report};
+use super::replay::{interval_secs, replay, Change, Tally, Track};
+use super::sizer::{Limits, Sizer};
+use super::steward::{self, reason_of, StewardDisk, StewardVertical};
+use super::{baselines, hours_unit, input, input_info, open, timeline, EvaluateArgs};
+
+/// The figure of `resource` a member reports.
+fn usage_of(m: &MemberObservation, resource: Resource) -> Option<f64> {
+    match resource {
+        Resource::Cpu => m.cpu_used,
+        Resource::Memory => m.memory_used,
+        Resource::Disk => m.disk_used,
+    }
+    .map(|f| f.value)
+}
+
+/// The busiest member's usage of `resource` in each observation (`None` where no member of the
+/// role reports it).
+fn busiest(observations: &[Observation], role: Role, resource: Resource) -> Vec<Option<f64>> {
+    observations
+        .iter()
+        .map(|o| {
+            o.members_of(role)
+                .filter_map(|m| usage_of(m, resource))
+                .reduce(f64::max)
+        })
+        .collect()
+}
+
+/// The role's size of `resource` in the first observation that tells it.
+fn first_size(observations: &[Observation], role: Role, resource: Resource) -> Option<f64> {
+    observations
+        .iter()
+        .flat_map(|o| o.members_of(role))
+        .filter_map(|m| m.size.map(|s| s.get(resource)))
+        .find(|&s| s > 0.0)
+}
+
+/// Whether any member of `role` counted a new OOM kill since the previous observation.
+fn oom_kills(observations: &[Observation], role: Role) -> Vec<bool> {
+    let mut last: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    observations
+        .iter()
+        .map(|o| {
+            let mut killed = false;
+            for m in o.members_of(role) {
+                if let Some(count) = m.oom_kills.map(|f| f.value) {
+                    if last
+                        .insert(&m.name, count)
+                        .is_some_and(|before| count > before)
+                    {
+                        killed = true;
+                    }
+                }
+            }
+            killed
+        })
+        .collect()
+}
+
+pub(super) fn evaluate_jsonl(
+    args: &EvaluateArgs,
+    path: &Path,
+    policy: &PolicyConfig,
+) -> anyhow::Result<Report> {
+    let recording = input::read_jsonl(open(path)?, &path.display().to_string(), args.skip_bad)?;
+    let observations = &recording.observations;
+    super::log_read(path, observations.len(), &recording.skipped);
+    let times: Vec<Timestamp> = observations.iter().map(|o| o.at).collect();
+    let mut knobs = Vec::new();
+    let mut tracks: Vec<Track> = Vec::new();
+    let mut chart_done = false;
+    for role in Role::ALL {
+        if !observations
+            .iter()
+            .any(|o| o.members_of(role).next().is_some())
+        {
+            continue;
+        }
+        let roles = policy.role(role);
+        for resource in [Resource::Cpu, Resource::Memory] {
+            let usage = busiest(observations, role, resource);
+            let Some(initial) = first_size(observations, role, resource) else {
+                continue;
+            };
+            if usage.iter().all(Option::is_none) {
+                continue;
+            }
+            let config = roles
+                .vertical(resource)
+                .expect("cpu and memory are vertical");
+            let limits = steward::limits_of(config);
+            let knob = format!("{role}.{resource}");
+            let mut steward = StewardVertical::new(role, resource, config.clone(), true)
+                .with_oom(roles.oom.clone());
+            let ooms = if resource == Resource::Memory {
+                oom_kills(observations, role)
+            } else {
+                Vec::new()
+            };
+            let mut knob_tracks = vec![replay_vertical(
+                &mut steward,
+                &knob,
+                &times,
+                &usage,
+                &ooms,
+                initial,
+                limits,
+                hours_unit(resource),
+            )];
+            for mut sizer in baselines(args.baseline, limits) {
+                let keep = args.chart.is_some();
+                knob_tracks.push(replay(
+                    sizer.as_mut(),
+                    &knob,
+                    &times,
+                    &usage,
+                    initial,
+                    limits,
+                    hours_unit(resource),
+                    keep,
+                    &mut |_| {},
+                ));
+            }
+            if let (Some(chart_path), false) = (&args.chart, chart_done) {
+                super::draw_chart(
+                    chart_path,
+                    &knob,
+                    resource,
+                    limits,
+                    &times,
+                    &usage,
+                    &knob_tracks,
+                )?;
+                chart_done = true;
+            }
+            knobs.push(knob_report(
+                knob,
+                Some(resource),
+                Some(limits),
+                initial,
+                &knob_tracks,
+            ));
+            tracks.extend(knob_tracks);
+        }
+        let used = busiest(observations, role, Resource::Disk);
+        if let (Some(initial), true) = (
+            first_size(observations, role, Resource::Disk),
+            used.iter().any(Option::is_some),
+        ) {
+            let knob = format!("{role}.disk");
+            let wal: Vec<Option<f64>> = observations
+                .iter()
+                .map(|o| {
+                    o.members_of(role)
+                        .filter_map(|m| m.wal_bytes.map(|f| f.value))
+                        .reduce(f64::max)
+                })
+                .collect();
+            let limits = steward::disk_limits_of(&roles.disk);
+            let track = replay_disk(
+                StewardDisk::new(role, roles.disk.clone()),
+                &knob,
+                &times,
+                &used,
+                &wal,
+                initial,
+                limits,
+            );
+            knobs.push(knob_report(
+                knob,
+                Some(Resource::Disk),
+                Some(limits),
+                initial,
+                std::slice::from_ref(&track),
+            ));
+            tracks.push(track);
+        }
+    }
+    if observations
+        .iter()
+        .any(|o| o.members_of(Role::Database).next().is_some())
+    {
+        let track = replay_replicas(ReplicaPolicy::new(policy.replicas.clone()), observations);
+        let initial = observations[0].members_of(Role::Database).count() as f64;
+        knobs.push(knob_report(
+            "database.replicas".to_string(),
+            None,
+            None,
+            initial,
+            std::slice::from_ref(&track),
+        ));
+        tracks.push(track);
+    }
+    let (from, to) = (times[0], times[times.len() - 1]);
+    Ok(Report {
+        input: input_info(
+            path,
+            "jsonl",
+            observations.len(),
+            from,
+            to,
+            &recording.skipped,
+        ),
+        knobs,
+        timeline: timeline(&tracks, args.timeline),
+    })
+}
+
+fn knob_report(
+    knob: String,
+    resource: Option<Resource>,
+    limits: Option<Limits>,
+    initial: f64,
+    tracks: &[Track],
+) -> KnobReport {
+    KnobReport {
+        knob,
+        resource,
+        limits,
+        initial,
+        policies: tracks.iter().map(|t| (t.policy, t.summary)).collect(),
+    }
+}
+
+fn change(
+    at: Timestamp,
+    knob: &str,
+    from: f64,
+    to: f64,
+    utilization: Option<f64>,
+    reason: String,
+    tally: &mut Tally,
+) -> Change {
+    let action = tally.resize(from, to);
+    Change {
+        at,
+        policy: "steward",
+        knob: knob.to_string(),
+        action,
+        from,
+        to,
+        utilization,
+        reason,
+    }
+}
+
+/// Like [`replay`], plus the OOM emergency path: a new OOM kill grows memory at once.
+#[allow(clippy::too_many_arguments)]
+fn replay_vertical(
+    steward: &mut StewardVertical,
+    knob: &str,
+    times: &[Timestamp],
+    usage: &[Option<f64>],
+    ooms: &[bool],
+    initial: f64,
+    limits: Limits,
+    unit: f64,
+) -> Track {
+    let mut tally = Tally::new(limits, unit);
+    let (mut size, mut changes, mut sizes) = (initial, Vec::new(), Vec::new());
+    for (i, (&at, &used)) in times.iter().zip(usage).enumerate() {
+        tally.interval(interval_secs(times, i), used, size);
+        sizes.push(size);
+        let resize = if ooms.get(i).copied().unwrap_or(false) {
+            steward.oom(at, size)
+        } else {
+            steward.step(at, used, size)
+        };
+        if let Some(r) = resize.filter(|r| r.to != size) {
+            changes.push(change(
+                at,
+                knob,
+                size,
+                r.to,
+                used.map(|u| u / size),
+                r.reason,
+                &mut tally,
+            ));
+            size = r.to;
+        }
+    }
+    Track {
+        policy: "steward",
+        summary: tally.summary,
+        changes,
+        sizes,
+    }
+}
+
+fn replay_disk(
+    mut disk: StewardDisk,
+    knob: &str,
+    times: &[Timestamp],
+    used: &[Option<f64>],
+    wal: &[Option<f64>],
+    initial: f64,
+    limits: Limits,
+) -> Track {
+    let mut tally = Tally::new(limits, hours_unit(Resource::Disk));
+    let (mut size, mut changes, mut sizes) = (initial, Vec::new(), Vec::new());
+    for (i, &at) in times.iter().enumerate() {
+        tally.interval(interval_secs(times, i), used[i], size);
+        sizes.push(size);
+        if let Some(r) = disk.step_with_wal(at, used[i], wal[i], size) {
+            changes.push(change(
+                at,
+                knob,
+                size,
+                r.to,
+                used[i].map(|u| u / size),
+                r.reason,
+                &mut tally,
+            ));
+            size = r.to;
+        }
+    }
+    Track {
+        policy: "steward",
+        summary: tally.summary,
+        changes,
+        sizes,
+    }
+}
+
+/// The replica count: the recorded observations, and the count the policy believes it set.
+/// `resource_hours` is member-hours.
+fn replay_replicas(mut policy: ReplicaPolicy, observations: &[Observation]) -> Track {
+    let times: Vec<Timestamp> = observations.iter().map(|o| o.at).collect();
+    // No band in members: the tally only counts changes and member-hours.
+    let limits = Limits {
+        low: f64::NEG_INFINITY,
+        high: f64::INFINITY,
+        target: 0.0,
+        min: 0.0,
+        max: 0.0,
+        step: 1.0,
+    };
+    let mut tally = Tally::new(limits, 1.0);
+    let mut count = observations[0].members_of(Role::Database).count() as f64;
+    let mut changes = Vec::new();
+    for (i, o) in observations.iter().enumerate() {
+        tally.interval(interval_secs(&times, i), None, count);
+        let d = policy.decide(o.at, o);
+        if d.decision.changes() && d.decision.target != count {
+            let mut reason = reason_of(&d.decision);
+            if let Some(name) = &d.remove {
+                reason = format!("{reason} (remove {name})");
+            }
+            changes.push(Change {
+                at: o.at,
+                policy: "steward",
+                knob: "database.replicas".to_string(),
+                action: tally.resize(count, d.decision.target),
+                from: count,
+                to: d.decision.target,
+                utilization: d.decision.statistic,
+                reason,
+            });
+            count = d.decision.target;
+            policy.record_change(o.at, count as u32);
+        }
+    }
+    Track {
+        policy: "steward",
+        summary: tally.summary,
+        changes,
+        sizes: Vec::new(),
+    }
+}

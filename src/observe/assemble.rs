@@ -1,0 +1,486 @@
+//! Assembling one [`Observation`] from what the sources answered.
+//!
+//! Pure: the sources' answers and `now` go in, the observation comes out; no I/O and no clock,
+//! so every rule below is tested with recorded answers. The rules:
+//! - One member per name in Patroni's `/cluster` or in the platform's list (when a platform
+//!   list is given); `in_patroni`/`in_platform` say who knows it.
+//! - "Streams" is judged from the LEADER's `/patroni` `replication[]`, counting only walsenders
+//!   whose `application_name` is a member name (pg_basebackup's stream also says streaming).
+//!   3.x never says `streaming` in `/cluster`, so its state alone cannot tell.
+//! - A member's own `/patroni` state wins over `/cluster`'s (the DCS copy lags by up to a
+//!   `loop_wait`); `/cluster` is the fallback when the member does not answer. In 4.x a
+//!   replica's own `running` + `replication_state: streaming` reads `streaming`, as in `/cluster`.
+//! - Lag comes from Patroni's `/cluster` (bytes), else from Prometheus.
+//! - Prometheus values are matched to a member by the member label's value: the member's name,
+//!   its PostgreSQL `host:port`, or its host. Missing stays `None`; a stale value is kept with
+//!   its old timestamp (readers judge it with `Figure::freshness`) and named in the notes.
+//!
+//! What this is not: a judge of health. It records what was seen; policies decide.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use steward_adapters::patroni::{ClusterView, MemberStatus};
+use steward_adapters::prometheus::{Metric, MetricReading, Reading};
+use steward_model::observation::{Figure, MemberObservation, Observation, PatroniRole, Source};
+use steward_model::ports::platform::PlatformMember;
+use steward_model::record::MemberRecord;
+use steward_model::{Role, Timestamp};
+
+/// What the sources answered in one pass.
+#[derive(Clone, Debug, Default)]
+pub struct Answers<'a> {
+    /// Patroni's `/cluster`, when any member answered.
+    pub cluster: Option<&'a ClusterView>,
+    /// Each member's own `/patroni`, by member name (absent: not asked or did not answer).
+    pub statuses: BTreeMap<String, MemberStatus>,
+    /// One reading per metric, all members each.
+    pub metrics: BTreeMap<Metric, MetricReading>,
+    /// The platform's members, when a platform was asked.
+    pub platform: Option<&'a [PlatformMember]>,
+    /// Problems met while asking (a source that did not answer), passed through.
+    pub notes: Vec<String>,
+}
+
+/// Builds the observation of `cluster_name` at `now`.
+pub fn assemble(cluster_name: &str, now: Timestamp, answers: &Answers<'_>) -> Observation {
+    let mut notes = answers.notes.clone();
+    let patroni_members = answers
+        .cluster
+        .map(|c| c.members.as_slice())
+        .unwrap_or_default();
+    let names: BTreeSet<&str> = patroni_members
+        .iter()
+        .map(|m| m.name.as_str())
+        .chain(
+            answers
+                .platform
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.name.as_str()),
+        )
+        .collect();
+
+    // The leader's walsenders decide who streams. Unknown (None) when there is no leader or
+    // it did not answer: "not streaming" would be a claim we cannot make.
+    let leader = patroni_members
+        .iter()
+        .find(|m| m.role == PatroniRole::Leader);
+    let streaming: Option<BTreeSet<String>> = leader
+        .and_then(|l| answers.statuses.get(&l.name))
+        .map(|st| st.streaming_members(names.iter().copied()));
+    if answers.cluster.is_some() && leader.is_none() {
+        notes.push("patroni lists no leader: failover in progress or the cluster is down".into());
+    }
+
+    let mut members = Vec::new();
+    for &name in &names {
+        let pm = patroni_members.iter().find(|m| m.name == name);
+        let platform = answers
+            .platform
+            .and_then(|list| list.iter().find(|p| p.name == name));
+        let status = answers.statuses.get(name);
+        let role = platform.map(|p| p.role).or(pm.map(|_| Role::Database));
+        let mut m = MemberObservation {
+            name: name.to_string(),
+            role,
+            ..Default::default()
+        };
+        if let Some(pm) = pm {
+            m.patroni_role = Some(
+                status
+                    .map(|s| s.role)
+                    .filter(|r| *r != PatroniRole::Unknown)
+                    .unwrap_or(pm.role),
+            );
+            m.patroni_state = Some(status.map(own_state).unwrap_or_else(|| pm.state.clone()));
+            m.timeline = status.and_then(|s| s.timeline).or(pm.timeline);
+            m.api_url = pm.api_base();
+            m.address = pm.address();
+            m.lag_bytes = pm
+                .lag_bytes
+                .map(|b| Figure::new(b as f64, Source::Patroni, now));
+            if pm.role != PatroniRole::Leader {
+                m.streaming = streaming.as_ref().map(|s| s.contains(name));
+            }
+        }
+        if let Some(p) = platform {
+            m.platform_state = Some(p.state);
+            m.size = Some(p.size);
+            m.created_at = p.created_at;
+            if m.address.is_none() {
+                m.address = Some(p.address.clone());
+            }
+        }
+        // Balancers are not Patroni members: "not in Patroni" would be noise for them.
+        if answers.cluster.is_some() && role != Some(Role::Balancer) {
+            m.in_patroni = Some(pm.is_some());
+        }
+        if answers.platform.is_some() {
+            m.in_platform = Some(platform.is_some());
+        }
+        if pm.is_none() && answers.cluster.is_some() && role == Some(Role::Database) {
+            notes.push(format!(
+                "{name}: on the platform but not in patroni's /cluster"
+            ));
+        }
+        if platform.is_none() && answers.platform.is_some() {
+            notes.push(format!(
+                "{name}: in patroni's /cluster but not on the platform (not owned, or removed)"
+            ));
+        }
+        apply_metrics(
+            &mut m,
+            pm.and_then(|p| p.host.clone()),
+            now,
+            &answers.metrics,
+            &mut notes,
+        );
+        members.push(m);
+    }
+
+    for (metric, reading) in &answers.metrics {
+        if reading.values.is_empty() {
+            notes.push(format!(
+                "{}: prometheus answered no series (missing for every member)",
+                metric.as_str()
+            ));
+        }
+    }
+
+    Observation {
+        at: now,
+        cluster: cluster_name.to_string(),
+        members,
+        notes,
+    }
+}
+
+/// A member's state in its own words. 4.x adds `replication_state` (`streaming`, ...) beside a
+/// `running` postgres: that is what `/cluster` shows as the state, so use it the same way.
+fn own_state(s: &MemberStatus) -> String {
+    match (&s.state[..], &s.replication_state) {
+        ("running", Some(r)) => r.clone(),
+        _ => s.state.clone(),
+    }
+}
+
+fn apply_metrics(
+    m: &mut MemberObservation,
+    host: Option<String>,
+    now: Timestamp,
+    metrics: &BTreeMap<Metric, MetricReading>,
+    notes: &mut Vec<String>,
+) {
+    // Keys a metric may use for this member, most specific first.
+    let keys: Vec<String> = [Some(m.name.clone()), m.address.clone(), host]
+        .into_iter()
+        .flatten()
+        .collect();
+    for (metric, reading) in metrics {
+        let Some(r) = keys.iter().find_map(|k| reading.values.get(k)) else {
+            continue;
+        };
+        let figure = match r {
+            Reading::Fresh(f) => *f,
+            Reading::Stale(f) => {
+                notes.push(format!(
+                    "{}: {} is stale ({} s old)",
+                    m.name,
+                    metric.as_str(),
+                    now.since(f.at).as_secs()
+                ));
+                *f
+            }
+            Reading::Missing => continue,
+        };
+        let slot = match metric {
+            Metric::CpuUsed => &mut m.cpu_used,
+            Metric::MemoryUsed => &mut m.memory_used,
+            Metric::DiskUsed => &mut m.disk_used,
+            Metric::WalBytes => &mut m.wal_bytes,
+            Metric::Connections => &mut m.connections,
+            Metric::ReadRate => &mut m.read_rate,
+            Metric::OomKills => &mut m.oom_kills,
+            // Patroni's own lag (bytes, from the DCS) is preferred; Prometheus fills the gap.
+            Metric::LagBytes if m.lag_bytes.is_some() => continue,
+            Metric::LagBytes => &mut m.lag_bytes,
+        };
+        *slot = Some(figure);
+    }
+}
+
+/// The observation as recording lines. Only figures fresh at the observation's time (younger
+/// than `max_age`) are written: a recording has no notion of staleness, and a replay must not
+/// act on what the live loop would have held still on.
+pub fn to_records(obs: &Observation, max_age: std::time::Duration) -> Vec<MemberRecord> {
+    let fresh = |f: &Option<Figure>| match steward_model::observation::Figure::freshness(
+        f.as_ref(),
+        obs.at,
+        max_age,
+    ) {
+        steward_model::observation::Freshness::Fresh(v) => Some(v),
+        _ => None,
+    };
+    obs.members
+        .iter()
+        .map(|m| MemberRecord {
+            time: obs.at,
+            cluster: Some(obs.cluster.clone()),
+            member: m.name.clone(),
+            role: m.role.unwrap_or(Role::Database),
+            patroni_role: m.patroni_role,
+            patroni_state: m.patroni_state.clone(),
+            platform_state: m.platform_state,
+            streaming: m.streaming,
+            lag_bytes: fresh(&m.lag_bytes),
+            cpu_used: fresh(&m.cpu_used),
+            memory_used: fresh(&m.memory_used),
+            disk_used: fresh(&m.disk_used),
+            wal_bytes: fresh(&m.wal_bytes),
+            connections: fresh(&m.connections),
+            read_rate: fresh(&m.read_rate),
+            oom_kills: fresh(&m.oom_kills),
+            size: m.size,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use steward_model::observation::PlatformState;
+    use steward_model::Size;
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_secs(1_795_708_800);
+
+    fn fixture(rel: &str) -> Vec<u8> {
+        let p = format!("{}/tests/data/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    fn cluster(rel: &str) -> ClusterView {
+        ClusterView::from_json(&fixture(rel)).unwrap()
+    }
+
+    fn status(rel: &str) -> MemberStatus {
+        MemberStatus::from_json(&fixture(rel)).unwrap()
+    }
+
+    fn platform_member(name: &str, role: Role, address: &str) -> PlatformMember {
+        PlatformMember {
+            name: name.into(),
+            cluster: "pglab".into(),
+            role,
+            size: Size {
+                cpus: 2.0,
+                memory_bytes: 2 << 30,
+                disk_bytes: 10 << 30,
+            },
+            state: PlatformState::Running,
+            address: address.into(),
+            host: "local".into(),
+            labels: Default::default(),
+            created_at: Some(Timestamp::from_secs(1_795_700_000)),
+            restart_count: 0,
+        }
+    }
+
+    #[test]
+    fn patroni_3x_replicas_stream_by_the_leaders_walsenders_not_by_their_state() {
+        let c = cluster("patroni-3.0.2/cluster.leader.http200.json");
+        let mut a = Answers {
+            cluster: Some(&c),
+            ..Default::default()
+        };
+        a.statuses.insert(
+            "pg1".into(),
+            status("patroni-3.0.2/patroni.leader.http200.json"),
+        );
+        let obs = assemble("pglab", NOW, &a);
+        let by = |n: &str| obs.members.iter().find(|m| m.name == n).unwrap();
+        assert_eq!(by("pg1").patroni_role, Some(PatroniRole::Leader));
+        assert_eq!(by("pg1").streaming, None, "the leader does not stream");
+        assert_eq!(by("pg2").patroni_state.as_deref(), Some("running"));
+        assert_eq!(by("pg2").streaming, Some(true));
+        assert_eq!(by("pg3").streaming, Some(true));
+        assert_eq!(
+            by("pg2").lag_bytes.map(|f| (f.value, f.source)),
+            Some((0.0, Source::Patroni))
+        );
+        assert_eq!(by("pg2").api_url.as_deref(), Some("http://127.0.0.12:8008"));
+        assert_eq!(by("pg2").in_patroni, Some(true));
+        assert_eq!(by("pg2").in_platform, None, "no platform was asked");
+        assert!(obs.notes.is_empty(), "{:?}", obs.notes);
+    }
+
+    #[test]
+    fn a_stopped_replica_with_unknown_lag_is_not_streaming() {
+        // Recorded in the lab: lab-pg-3's postgres stopped; its lag is "unknown".
+        let c = cluster("patroni-4.1.5-extra/cluster.leader.member_stopped.http200.json");
+        let mut a = Answers {
+            cluster: Some(&c),
+            ..Default::default()
+        };
+        a.statuses.insert(
+            "lab-pg-1".into(),
+            status("patroni-4.1.5-extra/patroni.leader.member_stopped.http200.json"),
+        );
+        let obs = assemble("steward-lab", NOW, &a);
+        let pg3 = obs.members.iter().find(|m| m.name == "lab-pg-3").unwrap();
+        assert_eq!(pg3.patroni_state.as_deref(), Some("stopped"));
+        assert_eq!(pg3.streaming, Some(false));
+        assert_eq!(pg3.lag_bytes, None, "unknown lag is missing, not zero");
+        let pg2 = obs.members.iter().find(|m| m.name == "lab-pg-2").unwrap();
+        assert_eq!(pg2.streaming, Some(true));
+    }
+
+    #[test]
+    fn without_the_leaders_answer_streaming_is_unknown_and_no_leader_is_noted() {
+        let c = cluster("patroni-4.1.5/cluster.leader.http200.json");
+        let a = Answers {
+            cluster: Some(&c),
+            ..Default::default()
+        };
+        let obs = assemble("pglab", NOW, &a);
+        assert!(obs.members.iter().all(|m| m.streaming.is_none()));
+        // Mid-failover (recorded): no member holds the leader role.
+        let mid = ClusterView::from_json(
+            br#"{"members":[{"name":"a","role":"replica","state":"running"}]}"#,
+        )
+        .unwrap();
+        let obs = assemble(
+            "x",
+            NOW,
+            &Answers {
+                cluster: Some(&mid),
+                ..Default::default()
+            },
+        );
+        assert!(
+            obs.notes.iter().any(|n| n.contains("no leader")),
+            "{:?}",
+            obs.notes
+        );
+    }
+
+    #[test]
+    fn platform_and_patroni_disagreements_are_flagged_both_ways() {
+        let c = cluster("patroni-4.1.5/cluster.leader.http200.json");
+        let platform = vec![
+            platform_member("pg1", Role::Database, "127.0.0.11"),
+            platform_member("pg2", Role::Database, "127.0.0.12"),
+            platform_member("pg4", Role::Database, "127.0.0.14"),
+            platform_member("lb1", Role::Balancer, "127.0.0.21"),
+        ];
+        let a = Answers {
+            cluster: Some(&c),
+            platform: Some(&platform),
+            ..Default::default()
+        };
+        let obs = assemble("pglab", NOW, &a);
+        let flags: Vec<(&str, Option<bool>, Option<bool>)> = obs
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.in_patroni, m.in_platform))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                ("lb1", None, Some(true)),
+                ("pg1", Some(true), Some(true)),
+                ("pg2", Some(true), Some(true)),
+                ("pg3", Some(true), Some(false)),
+                ("pg4", Some(false), Some(true)),
+            ]
+        );
+        let pg4 = obs.members.iter().find(|m| m.name == "pg4").unwrap();
+        assert_eq!(pg4.address.as_deref(), Some("127.0.0.14"));
+        assert_eq!(pg4.size.map(|s| s.cpus), Some(2.0));
+        assert_eq!(obs.notes.len(), 2, "{:?}", obs.notes);
+    }
+
+    #[test]
+    fn prometheus_values_match_by_name_or_address_and_missing_stays_missing() {
+        let c = cluster("patroni-4.1.5/cluster.leader.http200.json");
+        let fig = |v: f64, at: Timestamp| Figure::new(v, Source::Prometheus, at);
+        let mut metrics = BTreeMap::new();
+        metrics.insert(
+            Metric::CpuUsed,
+            MetricReading {
+                metric: Metric::CpuUsed,
+                label: "member".into(),
+                values: [
+                    ("pg1".to_string(), Reading::Fresh(fig(0.5, NOW))),
+                    ("pg2".to_string(), Reading::Missing),
+                    (
+                        "pg3".to_string(),
+                        Reading::Stale(fig(0.3, NOW - Duration::from_secs(600))),
+                    ),
+                ]
+                .into(),
+            },
+        );
+        metrics.insert(
+            Metric::Connections,
+            MetricReading {
+                metric: Metric::Connections,
+                label: "server".into(),
+                values: [("127.0.0.12:5432".to_string(), Reading::Fresh(fig(4.0, NOW)))].into(),
+            },
+        );
+        metrics.insert(
+            Metric::MemoryUsed,
+            MetricReading {
+                metric: Metric::MemoryUsed,
+                label: "member".into(),
+                values: BTreeMap::new(),
+            },
+        );
+        let a = Answers {
+            cluster: Some(&c),
+            metrics,
+            ..Default::default()
+        };
+        let obs = assemble("pglab", NOW, &a);
+        let by = |n: &str| obs.members.iter().find(|m| m.name == n).unwrap();
+        assert_eq!(by("pg1").cpu_used.map(|f| f.value), Some(0.5));
+        assert_eq!(by("pg2").cpu_used, None, "NaN is missing, not zero");
+        assert_eq!(
+            by("pg2").connections.map(|f| f.value),
+            Some(4.0),
+            "matched by host:port"
+        );
+        assert_eq!(
+            by("pg3").cpu_used.map(|f| f.at),
+            Some(NOW - Duration::from_secs(600))
+        );
+        assert!(obs.members.iter().all(|m| m.memory_used.is_none()));
+        assert!(
+            obs.notes
+                .iter()
+                .any(|n| n == "pg3: cpu_used is stale (600 s old)"),
+            "{:?}",
+            obs.notes
+        );
+        assert!(
+            obs.notes
+                .iter()
+                .any(|n| n.starts_with("memory_used: prometheus answered no series")),
+            "{:?}",
+            obs.notes
+        );
+
+        // The recording keeps only what was fresh.
+        let records = to_records(&obs, Duration::from_secs(150));
+        let pg3 = records.iter().find(|r| r.member == "pg3").unwrap();
+        assert_eq!(pg3.cpu_used, None);
+        let pg1 = records.iter().find(|r| r.member == "pg1").unwrap();
+        assert_eq!(
+            (pg1.cpu_used, pg1.patroni_role, pg1.cluster.as_deref()),
+            (Some(0.5), Some(PatroniRole::Leader), Some("pglab"))
+        );
+    }
+}
