@@ -133,6 +133,8 @@ pub struct MemberObservation {
     pub in_patroni: Option<bool>,
     /// When the member was created, if known (used to pick the newest replica).
     pub created_at: Option<Timestamp>,
+    /// Restarts the platform counted since the member was created (restart loops).
+    pub restart_count: Option<u32>,
 }
 
 /// One snapshot of a whole cluster.

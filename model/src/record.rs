@@ -10,9 +10,13 @@
 //!  "size":{"cpus":2.0,"memory_bytes":2147483648,"disk_bytes":10737418240}}
 //! ```
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::observation::{PatroniRole, PlatformState};
+use crate::observation::{
+    Figure, MemberObservation, Observation, PatroniRole, PlatformState, Source,
+};
 use crate::size::{Role, Size};
 use crate::time::Timestamp;
 
@@ -31,6 +35,8 @@ pub struct MemberRecord {
     pub patroni_state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_state: Option<PlatformState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streaming: Option<bool>,
     /// Bytes behind the leader.
@@ -52,8 +58,90 @@ pub struct MemberRecord {
     pub read_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kills: Option<f64>,
+    /// Restarts the platform counted since the member was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Size>,
+}
+
+impl MemberRecord {
+    /// The record of one observed member. `value` decides which figures are recorded (e.g.
+    /// only fresh ones); a member without a role is recorded as a database.
+    pub fn from_observed(
+        m: &MemberObservation,
+        at: Timestamp,
+        cluster: &str,
+        value: impl Fn(Option<&Figure>) -> Option<f64>,
+    ) -> MemberRecord {
+        MemberRecord {
+            time: at,
+            cluster: Some(cluster.to_string()),
+            member: m.name.clone(),
+            role: m.role.unwrap_or(Role::Database),
+            patroni_role: m.patroni_role,
+            patroni_state: m.patroni_state.clone(),
+            platform_state: m.platform_state,
+            timeline: m.timeline,
+            streaming: m.streaming,
+            lag_bytes: value(m.lag_bytes.as_ref()),
+            cpu_used: value(m.cpu_used.as_ref()),
+            memory_used: value(m.memory_used.as_ref()),
+            disk_used: value(m.disk_used.as_ref()),
+            wal_bytes: value(m.wal_bytes.as_ref()),
+            connections: value(m.connections.as_ref()),
+            read_rate: value(m.read_rate.as_ref()),
+            oom_kills: value(m.oom_kills.as_ref()),
+            restart_count: m.restart_count,
+            size: m.size,
+        }
+    }
+
+    /// The member as an observation would hold it: every figure marked [`Source::Recorded`] at
+    /// the record's time.
+    pub fn to_member(&self) -> MemberObservation {
+        let figure =
+            |v: Option<f64>| v.map(|value| Figure::new(value, Source::Recorded, self.time));
+        MemberObservation {
+            name: self.member.clone(),
+            role: Some(self.role),
+            patroni_role: self.patroni_role,
+            patroni_state: self.patroni_state.clone(),
+            platform_state: self.platform_state,
+            timeline: self.timeline,
+            streaming: self.streaming,
+            lag_bytes: figure(self.lag_bytes),
+            cpu_used: figure(self.cpu_used),
+            memory_used: figure(self.memory_used),
+            disk_used: figure(self.disk_used),
+            wal_bytes: figure(self.wal_bytes),
+            connections: figure(self.connections),
+            read_rate: figure(self.read_rate),
+            oom_kills: figure(self.oom_kills),
+            restart_count: self.restart_count,
+            size: self.size,
+            ..MemberObservation::default()
+        }
+    }
+}
+
+/// One observation per distinct `time`, in time order; members keep the order of their lines.
+/// Records without a cluster belong to `cluster`.
+pub fn group_by_time(
+    records: impl IntoIterator<Item = MemberRecord>,
+    cluster: &str,
+) -> Vec<Observation> {
+    let mut by_time: BTreeMap<Timestamp, Observation> = BTreeMap::new();
+    for r in records {
+        let observation = by_time.entry(r.time).or_insert_with(|| Observation {
+            at: r.time,
+            cluster: r.cluster.clone().unwrap_or_else(|| cluster.to_string()),
+            members: Vec::new(),
+            notes: Vec::new(),
+        });
+        observation.members.push(r.to_member());
+    }
+    by_time.into_values().collect()
 }
 
 #[cfg(test)]
@@ -69,6 +157,60 @@ mod tests {
         assert_eq!(r.disk_used, None);
         let back = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<MemberRecord>(&back).unwrap(), r);
+    }
+
+    #[test]
+    fn a_member_round_trips_through_its_record() {
+        let line = r#"{"time":"2026-11-26T10:00:00Z","member":"pg-2","role":"database","timeline":3,"restart_count":2,"lag_bytes":1024}"#;
+        let r: MemberRecord = serde_json::from_str(line).unwrap();
+        let m = r.to_member();
+        assert_eq!((m.timeline, m.restart_count), (Some(3), Some(2)));
+        assert_eq!(m.lag_bytes.unwrap().source, Source::Recorded);
+        let back = MemberRecord::from_observed(&m, r.time, "demo", |f| f.map(|f| f.value));
+        assert_eq!(
+            MemberRecord {
+                cluster: None,
+                ..back
+            },
+            r
+        );
+    }
+
+    #[test]
+    fn records_group_by_time_in_order() {
+        let rec = |t: i64, m: &str| MemberRecord {
+            time: Timestamp::from_secs(t),
+            cluster: None,
+            member: m.into(),
+            role: Role::Database,
+            patroni_role: None,
+            patroni_state: None,
+            platform_state: None,
+            timeline: None,
+            streaming: None,
+            lag_bytes: None,
+            cpu_used: None,
+            memory_used: None,
+            disk_used: None,
+            wal_bytes: None,
+            connections: None,
+            read_rate: None,
+            oom_kills: None,
+            restart_count: None,
+            size: None,
+        };
+        let obs = group_by_time([rec(20, "b"), rec(10, "a"), rec(20, "c")], "demo");
+        let shape: Vec<(i64, Vec<&str>)> = obs
+            .iter()
+            .map(|o| {
+                (
+                    o.at.as_millis() / 1000,
+                    o.members.iter().map(|m| m.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(shape, [(10, vec!["a"]), (20, vec!["b", "c"])]);
+        assert!(obs.iter().all(|o| o.cluster == "demo"));
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::io::BufRead;
 
 use steward_model::observation::Observation;
-use steward_model::observation::{Figure, MemberObservation, Source};
 use steward_model::record::MemberRecord;
 use steward_model::Timestamp;
 
@@ -300,7 +299,7 @@ pub fn read_jsonl(
                         },
                     ));
                 }
-                current.members.push(member_of(record));
+                current.members.push(record.to_member());
             }
             Some(current) if at < current.at => {
                 return Err(row_error(
@@ -317,7 +316,7 @@ pub fn read_jsonl(
                 observations.push(Observation {
                     at,
                     cluster: record.cluster.clone().unwrap_or_default(),
-                    members: vec![member_of(record)],
+                    members: vec![record.to_member()],
                     notes: Vec::new(),
                 });
             }
@@ -347,29 +346,6 @@ fn record_is_finite(r: &MemberRecord) -> bool {
         r.oom_kills,
     ];
     figures.iter().flatten().all(|v| v.is_finite()) && r.size.is_none_or(|s| s.cpus.is_finite())
-}
-
-/// A recorded member as an observation: every figure marked [`Source::Recorded`] at the record's time.
-fn member_of(r: MemberRecord) -> MemberObservation {
-    let figure = |v: Option<f64>| v.map(|v| Figure::new(v, Source::Recorded, r.time));
-    MemberObservation {
-        name: r.member.clone(),
-        role: Some(r.role),
-        patroni_role: r.patroni_role,
-        patroni_state: r.patroni_state.clone(),
-        platform_state: r.platform_state,
-        streaming: r.streaming,
-        lag_bytes: figure(r.lag_bytes),
-        cpu_used: figure(r.cpu_used),
-        memory_used: figure(r.memory_used),
-        disk_used: figure(r.disk_used),
-        wal_bytes: figure(r.wal_bytes),
-        connections: figure(r.connections),
-        read_rate: figure(r.read_rate),
-        oom_kills: figure(r.oom_kills),
-        size: r.size,
-        ..MemberObservation::default()
-    }
 }
 
 #[cfg(test)]

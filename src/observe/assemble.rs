@@ -223,25 +223,7 @@ pub fn to_records(obs: &Observation, max_age: std::time::Duration) -> Vec<Member
     };
     obs.members
         .iter()
-        .map(|m| MemberRecord {
-            time: obs.at,
-            cluster: Some(obs.cluster.clone()),
-            member: m.name.clone(),
-            role: m.role.unwrap_or(Role::Database),
-            patroni_role: m.patroni_role,
-            patroni_state: m.patroni_state.clone(),
-            platform_state: m.platform_state,
-            streaming: m.streaming,
-            lag_bytes: fresh(&m.lag_bytes),
-            cpu_used: fresh(&m.cpu_used),
-            memory_used: fresh(&m.memory_used),
-            disk_used: fresh(&m.disk_used),
-            wal_bytes: fresh(&m.wal_bytes),
-            connections: fresh(&m.connections),
-            read_rate: fresh(&m.read_rate),
-            oom_kills: fresh(&m.oom_kills),
-            size: m.size,
-        })
+        .map(|m| MemberRecord::from_observed(m, obs.at, &obs.cluster, |f| fresh(&f.copied())))
         .collect()
 }
 
