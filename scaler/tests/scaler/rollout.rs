@@ -1,0 +1,183 @@
+//! Vertical rollouts: member by member, replicas first, the primary last, each step checked.
+
+use steward_model::{Resource, Role, Size};
+use steward_policies::PolicyConfig;
+use steward_scaler::{Action, Command, IntentKind, Outcome, ParamValue};
+
+use crate::world::{config, labels, live, restart_only, Harness, World, GIB};
+
+fn small() -> Size {
+    Size {
+        cpus: 2.0,
+        memory_bytes: 4 * GIB,
+        disk_bytes: 100 * GIB,
+    }
+}
+
+fn cpu_pressure(caps: steward_model::ports::platform::Capabilities) -> Harness {
+    let mut world = World::new(3, small(), caps);
+    world.load_databases(Some(0.95), Some(0.55));
+    Harness::new(config(PolicyConfig::default()), world)
+}
+
+#[test]
+fn cpu_pressure_resizes_replica_replica_primary_then_patches() {
+    let mut h = cpu_pressure(live());
+    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(
+        labels(&h.commands),
+        ["resize pg-2", "resize pg-3", "resize pg-1", "patch"]
+    );
+    for m in h.world.databases() {
+        assert_eq!(
+            m.size.cpus, 3.0,
+            "{} at 1.9 vCPU used / 0.65 target, step 0.5",
+            m.name
+        );
+        assert_eq!(m.size.memory_bytes, 4 * GIB, "memory untouched");
+    }
+    // 3 vCPU: max_parallel_workers 3; per gather stays 1, max_worker_processes stays at 8.
+    let patch = &h.world.patches[0];
+    assert_eq!(
+        patch.0.get("max_parallel_workers"),
+        Some(&ParamValue::Count(3))
+    );
+    assert!(!patch.0.contains_key("max_worker_processes"), "{patch:?}");
+    assert_eq!(
+        h.world.leader(),
+        Some("pg-1"),
+        "a live change needs no switchover"
+    );
+}
+
+#[test]
+fn each_step_waits_for_the_member_to_be_healthy_again() {
+    let mut h = cpu_pressure(live());
+    // Until the first resize goes out.
+    let mut first = Vec::new();
+    for _ in 0..40 {
+        first = labels(&h.observe());
+        if !first.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(first, ["resize pg-2"]);
+    // pg-2 came back but does not stream: the rollout waits.
+    h.world.member_mut("pg-2").streaming = false;
+    for _ in 0..5 {
+        assert_eq!(labels(&h.observe()), Vec::<String>::new());
+    }
+    // Lag over the limit is not healthy either.
+    h.world.member_mut("pg-2").streaming = true;
+    h.world.member_mut("pg-2").lag = 64.0 * 1024.0 * 1024.0;
+    assert_eq!(labels(&h.observe()), Vec::<String>::new());
+    h.world.member_mut("pg-2").lag = 0.0;
+    assert_eq!(labels(&h.observe()), ["resize pg-3"]);
+    assert_eq!(labels(&h.observe()), ["resize pg-1"]);
+}
+
+#[test]
+fn a_restart_only_platform_switches_over_before_the_primary() {
+    let mut h = cpu_pressure(restart_only());
+    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(
+        labels(&h.commands),
+        [
+            "resize pg-2",
+            "resize pg-3",
+            "switchover pg-1->pg-2",
+            "resize pg-1",
+            "patch"
+        ]
+    );
+    assert_eq!(h.world.leader(), Some("pg-2"));
+    // The switchover went to a replica already at the new size.
+    let intent_disruptive = h
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::Propose { plan } if plan.intent.disruptive));
+    assert!(intent_disruptive, "a restart rollout is marked disruptive");
+}
+
+#[test]
+fn the_switchover_skips_a_candidate_that_is_not_healthy() {
+    let mut h = cpu_pressure(restart_only());
+    for _ in 0..40 {
+        let l = labels(&h.observe());
+        if l == ["resize pg-3"] {
+            break;
+        }
+    }
+    // pg-3 is resized and healthy; now pg-2 stops streaming (still at the new size).
+    h.world.member_mut("pg-2").streaming = false;
+    let next = labels(&h.observe());
+    assert_eq!(next, ["switchover pg-1->pg-3"]);
+}
+
+#[test]
+fn balancers_are_resized_one_at_a_time() {
+    let mut world = World::new(3, small(), live());
+    for lb in ["lb-1", "lb-2"] {
+        world.member_mut(lb).cpu_used = Some(0.95);
+    }
+    let mut h = Harness::new(config(PolicyConfig::default()), world);
+    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(labels(&h.commands), ["resize lb-1", "resize lb-2"]);
+    assert!(
+        h.world.patches.is_empty(),
+        "balancers have no PostgreSQL settings"
+    );
+}
+
+#[test]
+fn emergency_disk_growth_is_marked_and_rolled_out() {
+    let mut world = World::new(3, small(), live());
+    world.member_mut("pg-1").disk_used = Some(97.0 * GIB as f64);
+    let mut h = Harness::new(config(PolicyConfig::default()), world);
+    assert_eq!(h.run_until_finished(5), Some(Outcome::Completed));
+    let emergency: Vec<bool> = h
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Execute {
+                emergency,
+                action: Action::Resize { .. },
+                ..
+            } => Some(*emergency),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(emergency, [true, true, true]);
+    assert_eq!(
+        labels(&h.commands),
+        ["resize pg-2", "resize pg-3", "resize pg-1"]
+    );
+    assert!(h.world.databases().all(|m| m.size.disk_bytes > 100 * GIB));
+}
+
+#[test]
+fn an_oom_kill_grows_memory_at_once() {
+    let mut world = World::new(3, small(), live());
+    world.load_databases(Some(0.6), Some(0.55));
+    let mut h = Harness::new(config(PolicyConfig::default()), world);
+    // The first observation sets the counters' baseline; in band, nothing happens.
+    assert!(h.observe().is_empty());
+    h.world.member_mut("pg-3").oom_kills += 1.0;
+    let out = h.observe();
+    let Some(Command::Propose { plan }) = out.first() else {
+        panic!("{out:?}")
+    };
+    // x1.2 of 4 GiB = 4.8 GiB, rounded up to the 256 MiB step: 5 GiB; no window waited for.
+    assert_eq!(
+        plan.intent.kind,
+        IntentKind::Resize {
+            role: Role::Database,
+            resource: Resource::Memory,
+            from: (4 * GIB) as f64,
+            to: (5 * GIB) as f64
+        }
+    );
+    assert_eq!(labels(&out), ["resize pg-2"]);
+    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert!(h.world.databases().all(|m| m.size.memory_bytes == 5 * GIB));
+}
