@@ -11,6 +11,7 @@
 
 pub mod haproxy;
 pub mod host;
+pub mod lease;
 pub mod patroni;
 pub mod platform;
 pub mod prometheus;
