@@ -1,5 +1,7 @@
 //! Tests of the `steward` binary as a user runs it: one integration test binary, modules inside.
 mod config;
 mod evaluate;
+mod journal;
 mod lab;
 mod observe;
+mod server;
