@@ -16,6 +16,10 @@ use steward_adapters::patroni::{PatroniConfig, PatroniSettings};
 use steward_adapters::prometheus::{PrometheusConfig, PrometheusSettings};
 use steward_model::ConfigErrors;
 use steward_policies::{PolicyConfig, RawPolicyConfig};
+use steward_repairer::{RawRepairConfig, RepairConfig};
+use steward_scaler::{RawScalerConfig, ScalerConfig};
+
+use crate::run::config::{PlatformSettings, RawPlatformConfig, RawRunConfig, RunConfig};
 
 /// Default cluster name: Patroni's own default `scope` is unset, and most deployments (the
 /// Patroni docs, Spilo) call the cluster after the service; we pick a neutral `postgres`.
@@ -44,6 +48,22 @@ pub struct RawConfig {
     /// figures come from Patroni and the platform only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusConfig>,
+    /// Where the members live (`[platform]`, `kind` and its sub-section). Needed by `run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<RawPlatformConfig>,
+    /// The repairer: grace windows, lag limit, guards (`[repair]`).
+    #[serde(default)]
+    pub repair: RawRepairConfig,
+    /// The scaler's rollout: PostgreSQL settings, step timeouts (`[scaler]`).
+    #[serde(default)]
+    pub scaler: RawScalerConfig,
+    /// The loops' pace (`[run]`).
+    #[serde(default)]
+    pub run: RawRunConfig,
+    /// The HTTP API of `steward run` (`[server]`): `/healthz`, `/metrics`, `/status`, `/sd`,
+    /// pause and resume. Without the section, `run` serves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::server::RawServerConfig>,
 }
 
 /// `[cluster]`
@@ -74,6 +94,11 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub patroni: Option<PatroniSettings>,
     pub prometheus: Option<PrometheusSettings>,
+    pub platform: Option<PlatformSettings>,
+    pub repair: RepairConfig,
+    pub scaler: ScalerConfig,
+    pub run: RunConfig,
+    pub server: Option<crate::server::ServerConfig>,
 }
 
 /// The validated `[cluster]` section.
@@ -105,13 +130,47 @@ impl RawConfig {
             "prometheus",
             self.prometheus.as_ref().map(PrometheusConfig::validate),
         );
-        match (cluster, policy) {
-            (Some(cluster), Some(policy)) if errors.is_empty() => Ok(Config {
-                cluster,
-                policy,
-                patroni,
-                prometheus,
-            }),
+        let platform = section(
+            &mut errors,
+            "platform",
+            self.platform.as_ref().map(RawPlatformConfig::validate),
+        );
+        let repair = section(&mut errors, "repair", Some(self.repair.validate()));
+        // The scaler's errors already carry their `scaler.` prefix.
+        let scaler = match &policy {
+            Some(p) => match self.scaler.validate(p.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    for fe in e.iter() {
+                        errors.push(fe.path.clone(), fe.message.clone());
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let run = section(&mut errors, "run", Some(self.run.validate()));
+        let server = section(
+            &mut errors,
+            "server",
+            self.server.map(crate::server::RawServerConfig::validate),
+        );
+        match (cluster, policy, repair, scaler, run) {
+            (Some(cluster), Some(policy), Some(repair), Some(scaler), Some(run))
+                if errors.is_empty() =>
+            {
+                Ok(Config {
+                    cluster,
+                    policy,
+                    patroni,
+                    prometheus,
+                    platform,
+                    repair,
+                    scaler,
+                    run,
+                    server,
+                })
+            }
             _ => Err(errors),
         }
     }

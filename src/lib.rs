@@ -9,5 +9,6 @@ pub mod config;
 pub mod evaluate;
 pub mod journal;
 pub mod observe;
+pub mod run;
 pub mod server;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use steward::config;
 use steward::evaluate::EvaluateArgs;
 use steward::observe::ObserveArgs;
+use steward::run::cli::RunArgs;
 use steward_policies::PolicyConfig;
 
 /// Exit code for a config file or input that is not valid (as opposed to a failure at run time).
@@ -75,8 +76,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
 
+        // Boxed: these flags are most of the enum's size, and the other commands need few.
         #[command(flatten)]
-        args: EvaluateArgs,
+        args: Box<EvaluateArgs>,
     },
 
     /// One live pass over Patroni (and Prometheus, if given): every member with its role,
@@ -84,6 +86,12 @@ enum Command {
     ///
     /// Example: steward observe --patroni http://127.0.0.11:8008 --prometheus http://127.0.0.1:9090
     Observe(ObserveArgs),
+
+    /// Run both loops (repair and scale) against the platform of the config's `[platform]`
+    /// section. With the simulated platform, time is simulated and runs as fast as it can.
+    ///
+    /// Example: steward run --config examples/simulated.toml --dry-run --for 2m
+    Run(RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +143,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             let mut out = std::io::stdout();
             runtime.block_on(steward::observe::run(&args, &mut out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let config = config::load(&args.config)?;
+            steward::run::cli::execute(&args, config)?;
             Ok(ExitCode::SUCCESS)
         }
     }

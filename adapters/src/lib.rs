@@ -15,3 +15,4 @@ pub mod lease;
 pub mod patroni;
 pub mod platform;
 pub mod prometheus;
+pub mod simcluster;

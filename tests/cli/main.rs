@@ -4,4 +4,5 @@ mod evaluate;
 mod journal;
 mod lab;
 mod observe;
+mod run;
 mod server;

@@ -1,0 +1,305 @@
+//! `steward run --config FILE [--dry-run] [--for DURATION]`: builds the ports the config names
+//! and calls [`super::run`]. The binary's `main` only parses and calls [`execute`].
+//!
+//! What it is: the wiring: the runtime (real time for real platforms; paused, auto-advancing
+//! tokio time for the simulated one, so a simulated hour passes in seconds and every run of the
+//! same config prints the same decisions), the platform, Patroni, Prometheus, the journal, the
+//! decision log, the stop signals.
+//!
+//! What it is not: a loop or a policy; nothing here decides.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use steward_adapters::patroni::{PatroniApi, PatroniClient};
+use steward_adapters::platform::docker::DockerPlatform;
+use steward_adapters::platform::libvirt::LibvirtPlatform;
+use steward_adapters::prometheus::{MetricsSource, PrometheusClient};
+use steward_model::ports::Platform;
+use steward_model::Timestamp;
+use tracing::info;
+
+use super::config::PlatformSettings;
+use super::decisions::DecisionLog;
+use super::journal::{Journal, MemoryJournal, StateJournal};
+use super::sim::SimWorld;
+use super::{run, shutdown_channel, Clock, Options, Ports, Telemetry};
+use crate::config::Config;
+
+/// The file (in the state directory) of the commands both loops ran, with their reasons.
+/// `decisions.jsonl` beside it holds the policies' decisions.
+pub const ACTIONS_FILE: &str = "actions.jsonl";
+
+/// `steward run`
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The TOML config file; its `[platform]` section says where the members live.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Observe and decide, print every command with its reason, execute nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Stop by itself after this long (simulated time on the simulated platform), e.g. `2m`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub run_for: Option<Duration>,
+
+    /// Also write the commands and their reasons (JSON lines) here; default:
+    /// `<state_dir>/actions.jsonl` when not a dry run, nowhere in a dry run.
+    #[arg(long, value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+
+    /// Do not print readable decisions on stdout.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The ports a platform setting builds, and the clock's start.
+struct Built {
+    platform: Arc<dyn Platform>,
+    patroni: Arc<dyn PatroniApi>,
+    start: Timestamp,
+    /// The simulation, when the platform is simulated (its fault script is played).
+    world: Option<Arc<SimWorld>>,
+}
+
+/// Runs `steward run` to its end.
+pub fn execute(args: &RunArgs, config: Config) -> anyhow::Result<()> {
+    let Some(platform) = config.platform.clone() else {
+        bail!(
+            "{} has no [platform] section: `steward run` needs to know where the members live \
+             (kind = \"simulated\" | \"docker\" | \"libvirt\" | \"kubernetes\")",
+            args.config.display()
+        );
+    };
+    let simulated = matches!(platform, PlatformSettings::Simulated(_));
+    let runtime = if simulated {
+        // Simulated time: paused, and advanced by tokio whenever every task waits.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(async_main(args, config, platform))
+}
+
+async fn async_main(
+    args: &RunArgs,
+    config: Config,
+    platform: PlatformSettings,
+) -> anyhow::Result<()> {
+    let (trigger, shutdown) = shutdown_channel();
+    // Stops the HTTP server once the loops have stopped.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop_server = cancel.clone().drop_guard();
+    let Built {
+        platform: platform_port,
+        patroni,
+        start,
+        world,
+    } = match &platform {
+        PlatformSettings::Simulated(s) => {
+            // A relative trace path is relative to the config file, as a reader expects.
+            let trace = s.trace.as_ref().map(|p| match args.config.parent() {
+                Some(dir) if p.is_relative() => dir.join(p),
+                _ => p.clone(),
+            });
+            let text = match &trace {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the load trace {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let world = Arc::new(SimWorld::build(&config.cluster.name, s, text.as_deref()).await?);
+            Built {
+                platform: Arc::clone(&world.platform) as Arc<dyn Platform>,
+                patroni: Arc::clone(&world.patroni) as Arc<dyn PatroniApi>,
+                start: s.start,
+                world: Some(world),
+            }
+        }
+        other => {
+            let patroni = config.patroni.as_ref().context(
+                "a [patroni] section is required with a real platform (where is patroni's REST API?)",
+            )?;
+            // The command's edge: the one place `run` reads the wall clock.
+            let now = Timestamp::from_millis(chrono::Utc::now().timestamp_millis());
+            let client = PatroniClient::with_seed(patroni, now.as_millis() as u64)
+                .context("setting up the patroni client")?;
+            let platform: Arc<dyn Platform> = match other {
+                PlatformSettings::Docker(c) => Arc::new(
+                    DockerPlatform::connect((**c).clone())
+                        .await
+                        .context("connecting to docker")?,
+                ),
+                PlatformSettings::Libvirt(c) => {
+                    let origin = tokio::time::Instant::now();
+                    let clock: steward_adapters::platform::libvirt::Clock =
+                        Arc::new(move || now + origin.elapsed());
+                    Arc::new(
+                        LibvirtPlatform::connect(c.clone(), clock)
+                            .await
+                            .context("connecting to libvirt")?,
+                    )
+                }
+                PlatformSettings::Kubernetes(_) => bail!(
+                    "kind = \"kubernetes\" is validated but `steward run` does not build a \
+                     kubernetes client yet; use the adapter from a program of your own"
+                ),
+                PlatformSettings::Simulated(_) => unreachable!("handled above"),
+            };
+            Built {
+                platform,
+                patroni: Arc::new(client),
+                start: now,
+                world: None,
+            }
+        }
+    };
+    let clock = Clock::starting_at(start);
+    let metrics: Option<Arc<dyn MetricsSource>> = match &config.prometheus {
+        Some(p) => Some(Arc::new(
+            PrometheusClient::new(p).context("setting up the prometheus client")?,
+        )),
+        None => None,
+    };
+    let journal: Arc<dyn Journal> = if args.dry_run {
+        // A dry run journals nothing; it still reads nothing from a real journal either.
+        Arc::new(MemoryJournal::default())
+    } else {
+        Arc::new(
+            StateJournal::open(&config.cluster.state_dir, &config.cluster.name)
+                .context("opening the journal")?,
+        )
+    };
+    let json_path = args
+        .decision_log
+        .clone()
+        .or_else(|| (!args.dry_run).then(|| config.cluster.state_dir.join(ACTIONS_FILE)));
+    let json: Option<Box<dyn std::io::Write + Send>> = match &json_path {
+        Some(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the decision log {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut decisions = DecisionLog::new(json);
+    if !args.quiet {
+        decisions = decisions.with_human(Box::new(std::io::stdout()), start);
+    }
+    if let Some(world) = &world {
+        tokio::spawn(Arc::clone(world).play());
+    }
+    if !args.quiet {
+        let mode = if args.dry_run {
+            "dry run: observes and decides, executes nothing"
+        } else {
+            "acting"
+        };
+        let time = match (&world, args.run_for) {
+            (Some(_), Some(d)) => {
+                format!(", for {} of simulated time", humantime::format_duration(d))
+            }
+            (Some(_), None) => ", in simulated time".to_string(),
+            (None, Some(d)) => format!(", for {}", humantime::format_duration(d)),
+            (None, None) => String::new(),
+        };
+        println!(
+            "# steward run: cluster {} on the {} platform, {mode}{time}",
+            config.cluster.name,
+            platform_port.kind()
+        );
+    }
+    let telemetry = match &config.server {
+        Some(server) => Some(serve(server, &config, args.dry_run, &cancel).await?),
+        None => None,
+    };
+    let ports = Ports {
+        platform: platform_port,
+        patroni,
+        metrics,
+        balancers: None,
+        journal,
+        decisions,
+        telemetry,
+    };
+    if let Some(d) = args.run_for {
+        let stop = trigger;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => info!("--for elapsed: stopping"),
+                r = signals_only() => if let Err(e) = r { tracing::warn!(error = %e, "cannot listen for signals") },
+            }
+            stop.trigger();
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = super::on_signals(trigger).await {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM/SIGINT");
+            }
+        });
+    }
+    let options = Options {
+        dry_run: args.dry_run,
+        clock,
+    };
+    run(&config, ports, options, shutdown).await
+}
+
+/// Starts the HTTP API of `[server]` and returns what the loops publish into.
+async fn serve(
+    server: &crate::server::ServerConfig,
+    config: &Config,
+    dry_run: bool,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Telemetry> {
+    use crate::server;
+    let token = server
+        .load_token(|k| std::env::var(k).ok())
+        .context("loading the api token")?;
+    let metrics = Arc::new(crate::telemetry::Metrics::new());
+    let shared = server::Shared::new(
+        config.cluster.name.clone(),
+        server,
+        token,
+        metrics,
+        crate::telemetry::Loop::ALL.to_vec(),
+    );
+    let listener = server::bind(server).await?;
+    tokio::spawn(server::serve(listener, shared.clone(), cancel.clone()));
+    let policy_log = if dry_run {
+        None
+    } else {
+        Some(Arc::new(
+            crate::telemetry::DecisionLog::open(&config.cluster.state_dir)
+                .context("opening the decision log")?,
+        ))
+    };
+    Ok(Telemetry {
+        server: shared,
+        policy_log,
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn signals_only() -> std::io::Result<()> {
+    let (t, mut s) = shutdown_channel();
+    let listen = super::on_signals(t);
+    tokio::select! {
+        r = listen => r,
+        _ = s.wait() => Ok(()),
+    }
+}

@@ -1,0 +1,407 @@
+//! The config sections `steward run` adds: `[platform]` (which platform, and its own section),
+//! `[run]` (the loops' pace) and the simulated platform's `[platform.simulated]` (members,
+//! hosts, a load trace, scripted faults).
+//!
+//! What it is: raw serde structs (`deny_unknown_fields`, every field documented) and their
+//! validation into settings, errors collected with paths relative to the section (the caller
+//! files them under `platform` or `run`).
+//!
+//! What it is not: the construction of a platform (that needs I/O and lives in [`super::cli`]
+//! and [`super::sim`]). The Docker, libvirt and Kubernetes sub-sections are the adapters' own
+//! raw config structs; they are kept as TOML values here and parsed at validation, so that the
+//! effective config `check-config` prints shows them as written.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use steward_adapters::platform::docker::{DockerConfig, RawDockerConfig};
+use steward_adapters::platform::kubernetes::{KubernetesConfig, KubernetesConfigRaw};
+use steward_adapters::platform::libvirt::{LibvirtConfig, LibvirtConfigRaw};
+use steward_model::{ConfigErrors, Size, Timestamp};
+
+/// 15 s: Prometheus' usual scrape interval, so each tick sees a new sample.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(15);
+/// The simulated cluster starts at the first point of the NAB traces' fortnight, a fixed
+/// instant so that runs are reproducible.
+pub const DEFAULT_SIM_START: &str = "2014-02-14 14:30:00";
+
+/// `[run]`: the pace of the loops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRunConfig {
+    /// How often each loop observes and decides (e.g. `15s`).
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+}
+
+impl Default for RawRunConfig {
+    fn default() -> Self {
+        RawRunConfig { tick: DEFAULT_TICK }
+    }
+}
+
+/// The validated `[run]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunConfig {
+    pub tick: Duration,
+}
+
+impl RawRunConfig {
+    pub fn validate(&self) -> Result<RunConfig, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        if self.tick < Duration::from_secs(1) {
+            errors.push("tick", "must be at least 1s");
+        }
+        errors.into_result(RunConfig { tick: self.tick })
+    }
+}
+
+/// Which platform the members live on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformKind {
+    Simulated,
+    Docker,
+    Libvirt,
+    Kubernetes,
+}
+
+/// `[platform]`: `kind` and the sub-section of that kind.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlatformConfig {
+    /// `simulated`, `docker`, `libvirt` or `kubernetes`; the sub-section of the same name is
+    /// required (except for `simulated`, whose every field has a default).
+    pub kind: PlatformKind,
+    /// `[platform.simulated]`: the in-process cluster of the demo and the loop tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<RawSimulated>,
+    /// `[platform.docker]`: the Docker adapter's own section (engines, addresses, templates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<toml::Value>,
+    /// `[platform.libvirt]`: the libvirt adapter's own section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<toml::Value>,
+    /// `[platform.kubernetes]`: the Kubernetes adapter's own section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<toml::Value>,
+}
+
+/// `[platform.simulated]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSimulated {
+    /// Database members at start (`<prefix>1..`); the first one leads.
+    pub members: u32,
+    /// Member name prefix.
+    pub prefix: String,
+    /// Simulated hosts; one more than the members leaves room for a replacement.
+    pub hosts: u32,
+    /// vCPUs of each member at start.
+    pub cpus: f64,
+    /// Memory of each member at start (`4GiB`).
+    pub memory: String,
+    /// Data disk of each member at start (`20GiB`).
+    pub disk: String,
+    /// CPU load trace (NAB CSV, percent) every member follows; without it, a constant 10 %.
+    pub trace: Option<PathBuf>,
+    /// Multiplies the trace (2.0 = twice the load).
+    pub load_factor: f64,
+    /// When the simulation starts (`YYYY-MM-DD HH:MM:SS`, UTC); the trace's time axis.
+    pub start: String,
+    /// Patroni's leader ttl in the simulation.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long a new member takes to stream.
+    #[serde(with = "humantime_serde")]
+    pub join_delay: Duration,
+    /// Scripted faults, each at a time after the start.
+    pub faults: Vec<RawFault>,
+}
+
+impl Default for RawSimulated {
+    fn default() -> Self {
+        RawSimulated {
+            members: 3,
+            prefix: "pg-".into(),
+            hosts: 4,
+            cpus: 2.0,
+            memory: "4GiB".into(),
+            disk: "20GiB".into(),
+            trace: None,
+            load_factor: 1.0,
+            start: DEFAULT_SIM_START.into(),
+            ttl: steward_adapters::simcluster::DEFAULT_TTL,
+            join_delay: steward_adapters::simcluster::DEFAULT_JOIN_DELAY,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// What a scripted fault does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The member's process dies.
+    Crash,
+    /// The member freezes (like `docker pause`).
+    Hang,
+    /// A hung member thaws, a crashed one is restarted by the platform.
+    Recover,
+    /// The member's memory demand doubles (an OOM kill follows if it does not fit).
+    MemorySpike,
+    /// The load factor of every member becomes `value`.
+    Load,
+    /// The member's replication lag becomes `value` bytes.
+    Lag,
+}
+
+/// `[[platform.simulated.faults]]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    /// Time after the start (`90s`, `5m`).
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    pub fault: FaultKind,
+    /// The member it hits (not needed for `load`).
+    #[serde(default)]
+    pub member: Option<String>,
+    /// The amount for `load` (factor) and `lag` (bytes).
+    #[serde(default)]
+    pub value: Option<f64>,
+}
+
+/// The validated simulated platform.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimSettings {
+    pub members: u32,
+    pub prefix: String,
+    pub hosts: u32,
+    pub size: Size,
+    pub trace: Option<PathBuf>,
+    pub load_factor: f64,
+    pub start: Timestamp,
+    pub ttl: Duration,
+    pub join_delay: Duration,
+    pub faults: Vec<RawFault>,
+}
+
+/// The validated `[platform]`.
+#[derive(Clone, Debug)]
+pub enum PlatformSettings {
+    Simulated(SimSettings),
+    /// Boxed: the Docker config is large and the others are not.
+    Docker(Box<DockerConfig>),
+    Libvirt(LibvirtConfig),
+    Kubernetes(KubernetesConfig),
+}
+
+impl PlatformSettings {
+    pub fn kind(&self) -> PlatformKind {
+        match self {
+            PlatformSettings::Simulated(_) => PlatformKind::Simulated,
+            PlatformSettings::Docker(_) => PlatformKind::Docker,
+            PlatformSettings::Libvirt(_) => PlatformKind::Libvirt,
+            PlatformSettings::Kubernetes(_) => PlatformKind::Kubernetes,
+        }
+    }
+}
+
+/// Parses an adapter's sub-section, reporting a parse error under its name.
+fn sub<T: serde::de::DeserializeOwned>(
+    errors: &mut ConfigErrors,
+    name: &str,
+    value: Option<&toml::Value>,
+) -> Option<T> {
+    let Some(value) = value else {
+        errors.push(name, format!("is required when kind = \"{name}\""));
+        return None;
+    };
+    match value.clone().try_into::<T>() {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            errors.push(name, e.to_string().trim_end().to_string());
+            None
+        }
+    }
+}
+
+impl RawPlatformConfig {
+    /// Checks the section of the chosen kind; paths are relative to `[platform]`.
+    pub fn validate(&self) -> Result<PlatformSettings, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let settings = match self.kind {
+            PlatformKind::Simulated => {
+                let raw = self.simulated.clone().unwrap_or_default();
+                match raw.validate() {
+                    Ok(s) => Some(PlatformSettings::Simulated(s)),
+                    Err(e) => {
+                        errors.extend_under("simulated", e);
+                        None
+                    }
+                }
+            }
+            PlatformKind::Docker => {
+                sub::<RawDockerConfig>(&mut errors, "docker", self.docker.as_ref()).and_then(
+                    |raw| match raw.validate() {
+                        Ok(c) => Some(PlatformSettings::Docker(Box::new(c))),
+                        Err(e) => {
+                            errors.extend_under("docker", e);
+                            None
+                        }
+                    },
+                )
+            }
+            PlatformKind::Libvirt => {
+                sub::<LibvirtConfigRaw>(&mut errors, "libvirt", self.libvirt.as_ref()).and_then(
+                    |raw| match raw.validate() {
+                        Ok(c) => Some(PlatformSettings::Libvirt(c)),
+                        Err(e) => {
+                            errors.extend_under("libvirt", e);
+                            None
+                        }
+                    },
+                )
+            }
+            PlatformKind::Kubernetes => {
+                sub::<KubernetesConfigRaw>(&mut errors, "kubernetes", self.kubernetes.as_ref())
+                    .and_then(|raw| match raw.validate() {
+                        Ok(c) => Some(PlatformSettings::Kubernetes(c)),
+                        Err(e) => {
+                            errors.extend_under("kubernetes", e);
+                            None
+                        }
+                    })
+            }
+        };
+        match settings {
+            Some(s) if errors.is_empty() => Ok(s),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl RawSimulated {
+    pub fn validate(self) -> Result<SimSettings, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        if self.members == 0 {
+            errors.push("members", "must be at least 1");
+        }
+        if self.hosts < self.members {
+            errors.push(
+                "hosts",
+                format!(
+                    "{} hosts cannot hold {} members (one database member per host)",
+                    self.hosts, self.members
+                ),
+            );
+        }
+        if !(self.cpus.is_finite() && self.cpus > 0.0) {
+            errors.push("cpus", "must be above zero");
+        }
+        let mut bytes = |path: &str, text: &str| match steward_policies::parse_bytes(text) {
+            Ok(b) if b >= 1.0 => b as u64,
+            Ok(_) => {
+                errors.push(path, "must be above zero");
+                0
+            }
+            Err(e) => {
+                errors.push(path, e.to_string());
+                0
+            }
+        };
+        let memory_bytes = bytes("memory", &self.memory);
+        let disk_bytes = bytes("disk", &self.disk);
+        if !(self.load_factor.is_finite() && self.load_factor >= 0.0) {
+            errors.push("load_factor", "must be zero or more");
+        }
+        let start = match Timestamp::parse(&self.start) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push("start", e);
+                Timestamp::from_secs(0)
+            }
+        };
+        for (path, d) in [("ttl", self.ttl), ("join_delay", self.join_delay)] {
+            if d.is_zero() {
+                errors.push(path, "must be above zero");
+            }
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            let needs_member = f.fault != FaultKind::Load;
+            if needs_member && f.member.is_none() {
+                errors.push(format!("faults[{i}].member"), "is required for this fault");
+            }
+            if matches!(f.fault, FaultKind::Load | FaultKind::Lag)
+                && !f.value.is_some_and(|v| v.is_finite() && v >= 0.0)
+            {
+                errors.push(
+                    format!("faults[{i}].value"),
+                    "a number of 0 or more is required",
+                );
+            }
+        }
+        errors.into_result(SimSettings {
+            members: self.members,
+            prefix: self.prefix,
+            hosts: self.hosts,
+            size: Size {
+                cpus: self.cpus,
+                memory_bytes,
+                disk_bytes,
+            },
+            trace: self.trace,
+            load_factor: self.load_factor,
+            start,
+            ttl: self.ttl,
+            join_delay: self.join_delay,
+            faults: self.faults,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulated_defaults_are_valid() {
+        let s = RawSimulated::default().validate().unwrap();
+        assert_eq!(s.members, 3);
+        assert_eq!(s.size.memory_bytes, 4 << 30);
+    }
+
+    #[test]
+    fn simulated_errors_carry_their_paths() {
+        let raw = RawSimulated {
+            members: 4,
+            hosts: 2,
+            memory: "4 parsecs".into(),
+            faults: vec![RawFault {
+                at: Duration::from_secs(1),
+                fault: FaultKind::Crash,
+                member: None,
+                value: None,
+            }],
+            ..RawSimulated::default()
+        };
+        let errors = raw.validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["hosts", "memory", "faults[0].member"], "{errors}");
+    }
+
+    #[test]
+    fn a_platform_kind_needs_its_section() {
+        let raw = RawPlatformConfig {
+            kind: PlatformKind::Docker,
+            simulated: None,
+            docker: None,
+            libvirt: None,
+            kubernetes: None,
+        };
+        let errors = raw.validate().unwrap_err();
+        assert_eq!(errors.iter().next().unwrap().path, "docker");
+    }
+}

@@ -1,0 +1,490 @@
+//! The operation journal as the loops use it: every step is written (and fsync'd) BEFORE it
+//! runs, its end after; the scaler's plans are written whole. At start-up, [`Pending`] says what
+//! a crash left half-done, and [`recovery`] says what to do about each step (promise 7).
+//!
+//! What it is: a small port ([`Journal`]: append an entry, read them all) with a file
+//! implementation over the project's state-directory journal ([`StateJournal`] over
+//! [`crate::journal::Journal`]: atomic, fsync'd records) and an in-memory one ([`MemoryJournal`]).
+//!
+//! What it is not: the storage itself (that is `crate::journal`), nor the decision of what to
+//! resume (the scaler resumes its plans; [`recovery`] settles the repair steps).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use steward_model::Timestamp;
+use steward_scaler::Plan;
+
+use super::exec::Work;
+
+/// Which loop wrote an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopName {
+    Repair,
+    Scale,
+}
+
+impl LoopName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopName::Repair => "repair",
+            LoopName::Scale => "scale",
+        }
+    }
+}
+
+/// One journal line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum Entry {
+    /// A step is about to run.
+    Begin {
+        at: Timestamp,
+        op: String,
+        by: LoopName,
+        work: Work,
+    },
+    /// The step ended (`result` is `ok` or the error, or how recovery settled it).
+    End {
+        at: Timestamp,
+        op: String,
+        result: String,
+    },
+    /// The scaler's plan, as of now (the newest one of an id wins).
+    Plan { at: Timestamp, plan: Plan },
+    /// The plan ended.
+    PlanEnd { at: Timestamp, op: String },
+}
+
+/// Why the journal could not be written or read. Writing failures stop the run: a step that
+/// cannot be journaled must not run.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The state directory's journal failed.
+    #[error("the operation journal failed")]
+    State(#[source] Box<crate::journal::JournalError>),
+    /// Records that could not be read were set aside: operations in an unknown state.
+    #[error("{count} journal record(s) could not be read (set aside, first: {path}); look at them before running steward on this cluster")]
+    Corrupt { path: PathBuf, count: usize },
+    /// A test journal refusing on purpose (to stop a run at a chosen point).
+    #[error("journal refused the entry: {0}")]
+    Refused(String),
+}
+
+/// Where entries go.
+pub trait Journal: Send + Sync {
+    /// Appends one entry durably (returns once it is on disk).
+    fn append(&self, entry: &Entry) -> Result<(), JournalError>;
+    /// Every entry, oldest first.
+    fn read(&self) -> Result<Vec<Entry>, JournalError>;
+}
+
+/// The project's state-directory journal ([`crate::journal::Journal`]: one fsync'd record per
+/// operation, rewritten atomically) behind this port. Each repair step is one record, begun
+/// before the step runs and finished (or rolled back, for an undone create) after; each scaler
+/// plan is one record whose `next_step` follows the plan's cursor. The record's `plan` field
+/// holds the [`Entry`] that began it, so [`Journal::read`] after a crash gives back exactly the
+/// half-done steps and plans.
+pub struct StateJournal {
+    cluster: String,
+    inner: Mutex<StateInner>,
+}
+
+struct StateInner {
+    journal: crate::journal::Journal,
+    /// Records not finished, by this module's key (a step's op, or `plan:<id>`).
+    open: BTreeMap<String, crate::journal::Operation>,
+    /// What the journal held when opened, as entries.
+    found: Vec<Entry>,
+}
+
+impl std::fmt::Debug for StateJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateJournal")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+fn plan_key(id: &str) -> String {
+    format!("plan:{id}")
+}
+
+fn kind_of(by: LoopName, work: &Work) -> crate::journal::OperationKind {
+    use crate::journal::OperationKind as K;
+    match (by, work) {
+        (_, Work::Switchover { .. }) => K::Switchover,
+        (_, Work::Resize { .. }) => K::Resize,
+        (_, Work::PatchConfig { .. } | Work::Restart { .. }) => K::Reconfigure,
+        (LoopName::Repair, _) => K::Replace,
+        (LoopName::Scale, Work::Create { .. }) => K::AddMember,
+        (LoopName::Scale, _) => K::RemoveMember,
+    }
+}
+
+impl StateJournal {
+    /// Opens the journal under `dir` for `cluster`. Records that could not be read are set
+    /// aside by the journal and returned as an error: an operation in an unknown state needs a
+    /// person before Steward acts on the cluster.
+    pub fn open(dir: &Path, cluster: &str) -> Result<StateJournal, JournalError> {
+        let opened = crate::journal::Journal::open(dir, crate::journal::DEFAULT_KEEP_ARCHIVED)
+            .map_err(|e| JournalError::State(Box::new(e)))?;
+        if let Some(c) = opened.corrupt.first() {
+            return Err(JournalError::Corrupt {
+                path: c.quarantined.clone(),
+                count: opened.corrupt.len(),
+            });
+        }
+        let mut open = BTreeMap::new();
+        let mut found = Vec::new();
+        for op in opened
+            .unfinished
+            .into_iter()
+            .filter(|o| o.cluster == cluster)
+        {
+            let Ok(entry) = serde_json::from_value::<Entry>(op.plan.clone()) else {
+                // Another writer's record (not a step of the loops): not ours to settle.
+                continue;
+            };
+            match entry {
+                Entry::Begin { op: ref key, .. } => {
+                    open.insert(key.clone(), op);
+                    found.push(entry);
+                }
+                Entry::Plan { at, mut plan } => {
+                    // Steps before `next_step` are done; the current one is run again
+                    // (every step is idempotent).
+                    plan.cursor = (op.next_step as usize).min(plan.steps.len());
+                    plan.phase = steward_scaler::Phase::Ready;
+                    open.insert(plan_key(&plan.id.0), op);
+                    found.push(Entry::Plan { at, plan });
+                }
+                Entry::End { .. } | Entry::PlanEnd { .. } => {}
+            }
+        }
+        Ok(StateJournal {
+            cluster: cluster.to_string(),
+            inner: Mutex::new(StateInner {
+                journal: opened.journal,
+                open,
+                found,
+            }),
+        })
+    }
+}
+
+impl Journal for StateJournal {
+    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let StateInner { journal, open, .. } = &mut *inner;
+        let state = |e| JournalError::State(Box::new(e));
+        let record = |e: &Entry| serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+        match entry {
+            Entry::Begin { at, op, by, work } => {
+                let new = crate::journal::NewOperation {
+                    kind: kind_of(*by, work),
+                    cluster: self.cluster.clone(),
+                    targets: work.member().map(str::to_string).into_iter().collect(),
+                    plan: record(entry),
+                };
+                let made = journal.begin(new, *at).map_err(state)?;
+                open.insert(op.clone(), made);
+            }
+            Entry::End { at, op, result } => {
+                if let Some(mut record) = open.remove(op) {
+                    if result.starts_with("recovered: undid") {
+                        journal.rolled_back(&mut record, *at).map_err(state)?;
+                    } else {
+                        journal.finish(&mut record, *at).map_err(state)?;
+                    }
+                }
+            }
+            Entry::Plan { at, plan } => {
+                let key = plan_key(&plan.id.0);
+                if let Some(record) = open.get_mut(&key) {
+                    if plan.cursor > 0 {
+                        let done = (plan.cursor - 1) as u32;
+                        journal.step_done(record, done, *at).map_err(state)?;
+                    }
+                } else {
+                    use crate::journal::OperationKind as K;
+                    let kind = match &plan.intent.kind {
+                        steward_scaler::IntentKind::Resize { .. } => K::Resize,
+                        steward_scaler::IntentKind::ScaleOut { .. } => K::AddMember,
+                        steward_scaler::IntentKind::ScaleIn { .. } => K::RemoveMember,
+                    };
+                    let targets = match &plan.intent.kind {
+                        steward_scaler::IntentKind::ScaleOut { member }
+                        | steward_scaler::IntentKind::ScaleIn { member } => vec![member.clone()],
+                        steward_scaler::IntentKind::Resize { .. } => Vec::new(),
+                    };
+                    let new = crate::journal::NewOperation {
+                        kind,
+                        cluster: self.cluster.clone(),
+                        targets,
+                        plan: record(entry),
+                    };
+                    let made = journal.begin(new, *at).map_err(state)?;
+                    open.insert(key, made);
+                }
+            }
+            Entry::PlanEnd { at, op } => {
+                if let Some(mut record) = open.remove(&plan_key(op)) {
+                    journal.finish(&mut record, *at).map_err(state)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Vec<Entry>, JournalError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .found
+            .clone())
+    }
+}
+
+/// Decides whether an entry is refused (tests stop a run at a chosen step with it).
+pub type RefuseFn = dyn Fn(&Entry) -> bool + Send + Sync;
+
+/// An in-memory journal, shared by clones; survives a "crash" of the run that used it.
+#[derive(Clone, Default)]
+pub struct MemoryJournal {
+    entries: Arc<Mutex<Vec<Entry>>>,
+    refuse: Arc<Mutex<Option<Box<RefuseFn>>>>,
+}
+
+impl std::fmt::Debug for MemoryJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryJournal")
+            .field("entries", &self.entries().len())
+            .finish()
+    }
+}
+
+impl MemoryJournal {
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// From now on, entries for which `refuse` is true fail to be written (and are not kept).
+    pub fn refuse_when(&self, refuse: impl Fn(&Entry) -> bool + Send + Sync + 'static) {
+        *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(refuse));
+    }
+
+    pub fn accept_all(&self) {
+        *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        if let Some(refuse) = self
+            .refuse
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if refuse(entry) {
+                return Err(JournalError::Refused(format!("{entry:?}")));
+            }
+        }
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry.clone());
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Vec<Entry>, JournalError> {
+        Ok(self.entries())
+    }
+}
+
+/// What a crash left behind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pending {
+    /// Steps begun and never ended, oldest first.
+    pub steps: Vec<(String, LoopName, Work)>,
+    /// The scaler's plans not ended, each as last journaled.
+    pub plans: Vec<Plan>,
+}
+
+impl Pending {
+    pub fn from_entries(entries: &[Entry]) -> Pending {
+        let mut steps: BTreeMap<String, (usize, LoopName, Work)> = BTreeMap::new();
+        let mut plans: BTreeMap<String, (usize, Plan)> = BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            match e {
+                Entry::Begin { op, by, work, .. } => {
+                    steps.insert(op.clone(), (i, *by, work.clone()));
+                }
+                Entry::End { op, .. } => {
+                    steps.remove(op);
+                }
+                Entry::Plan { plan, .. } => {
+                    let first = plans.get(&plan.id.0).map_or(i, |(f, _)| *f);
+                    plans.insert(plan.id.0.clone(), (first, plan.clone()));
+                }
+                Entry::PlanEnd { op, .. } => {
+                    plans.remove(op);
+                }
+            }
+        }
+        let mut steps: Vec<_> = steps.into_iter().collect();
+        steps.sort_by_key(|(_, (i, _, _))| *i);
+        let mut plans: Vec<_> = plans.into_values().collect();
+        plans.sort_by_key(|(i, _)| *i);
+        Pending {
+            steps: steps
+                .into_iter()
+                .map(|(op, (_, by, work))| (op, by, work))
+                .collect(),
+            plans: plans.into_iter().map(|(_, p)| p).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.plans.is_empty()
+    }
+}
+
+/// What start-up does about one half-done step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Recovery {
+    /// Run it again: it is idempotent (fence, drain, remove, resize, a config value).
+    Finish(Work),
+    /// Take it back: a member created for a repair whose state died with the process. The
+    /// fresh repairer repairs the old member again from the start, so the half-made replacement
+    /// is fenced and removed (its data kept, as for every member that never streamed).
+    Undo(Vec<Work>),
+    /// Leave it: Patroni's state says by itself whether it happened (a switchover, a restart),
+    /// and the loops judge afresh.
+    Abandon,
+    /// The scaler's journaled plan covers it: the plan is resumed and re-runs the step.
+    WithPlan,
+}
+
+/// The recovery of a half-done step of loop `by`.
+pub fn recovery(by: LoopName, work: &Work) -> Recovery {
+    if by == LoopName::Scale {
+        return Recovery::WithPlan;
+    }
+    match work {
+        Work::Create { spec } => Recovery::Undo(vec![
+            Work::Drain {
+                member: spec.name.clone(),
+            },
+            Work::Fence {
+                member: spec.name.clone(),
+            },
+            Work::Remove {
+                member: spec.name.clone(),
+                delete_data: false,
+            },
+        ]),
+        Work::Switchover { .. } | Work::Restart { .. } => Recovery::Abandon,
+        other => Recovery::Finish(other.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn begin(op: &str, member: &str) -> Entry {
+        Entry::Begin {
+            at: Timestamp::from_secs(1),
+            op: op.into(),
+            by: LoopName::Repair,
+            work: Work::Fence {
+                member: member.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn pending_steps_are_the_begun_and_never_ended() {
+        let entries = vec![
+            begin("c-1/1", "pg-1"),
+            Entry::End {
+                at: Timestamp::from_secs(2),
+                op: "c-1/1".into(),
+                result: "ok".into(),
+            },
+            begin("c-1/2", "pg-2"),
+        ];
+        let pending = Pending::from_entries(&entries);
+        assert_eq!(pending.steps.len(), 1);
+        assert_eq!(pending.steps[0].0, "c-1/2");
+    }
+
+    /// What a crash leaves in the state directory comes back on the next open, and what
+    /// ended does not.
+    #[test]
+    fn the_state_journal_gives_back_the_half_done_steps_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let j = StateJournal::open(dir.path(), "demo").unwrap();
+            j.append(&begin("demo-1/1", "pg-1")).unwrap();
+            j.append(&Entry::End {
+                at: Timestamp::from_secs(2),
+                op: "demo-1/1".into(),
+                result: "ok".into(),
+            })
+            .unwrap();
+            j.append(&begin("demo-1/2", "pg-2")).unwrap();
+            // The process dies here.
+        }
+        let j = StateJournal::open(dir.path(), "demo").unwrap();
+        let found = j.read().unwrap();
+        assert_eq!(found, vec![begin("demo-1/2", "pg-2")]);
+        j.append(&Entry::End {
+            at: Timestamp::from_secs(3),
+            op: "demo-1/2".into(),
+            result: "recovered: finished".into(),
+        })
+        .unwrap();
+        drop(j);
+        let j = StateJournal::open(dir.path(), "demo").unwrap();
+        assert!(j.read().unwrap().is_empty());
+        // Another cluster's journal in the same directory is not ours.
+        let other = StateJournal::open(dir.path(), "other").unwrap();
+        assert!(other.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_repair_create_is_undone_and_a_fence_finished() {
+        let create = Work::Create {
+            spec: steward_model::ports::CreateSpec {
+                cluster: "c".into(),
+                role: steward_model::Role::Database,
+                name: "pg-3-r1".into(),
+                size: steward_model::Size {
+                    cpus: 1.0,
+                    memory_bytes: 1,
+                    disk_bytes: 1,
+                },
+                operation_id: "c-1/3".into(),
+            },
+        };
+        assert!(matches!(recovery(LoopName::Repair, &create), Recovery::Undo(w) if w.len() == 3));
+        let fence = Work::Fence {
+            member: "pg-3".into(),
+        };
+        assert_eq!(
+            recovery(LoopName::Repair, &fence),
+            Recovery::Finish(fence.clone())
+        );
+        assert_eq!(recovery(LoopName::Scale, &fence), Recovery::WithPlan);
+    }
+}

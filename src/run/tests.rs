@@ -1,0 +1,682 @@
+//! Deterministic loop tests: the whole `run` (both loops, the observer, the executor, the
+//! journal) against the simulated cluster, in paused tokio time. Each test names the promise of
+//! DESIGN.md section 6 it proves, and checks what happened on the platform, in the journal and
+//! in the decision log, never what the code intended.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use steward_adapters::platform::simulated::{SimOp, SimulatedPlatform};
+use steward_model::observation::{PatroniRole, PlatformState};
+use steward_model::ports::{
+    Capabilities, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember, ResizeOutcome,
+    Usage,
+};
+use steward_model::Size;
+
+use super::config::{FaultKind, RawFault, RawSimulated};
+use super::decisions::DecisionLog;
+use super::journal::{Entry, LoopName, MemoryJournal, Pending};
+use super::sim::SimWorld;
+use super::*;
+use crate::config::parse_raw;
+use steward_adapters::patroni::PatroniApi as _;
+
+/// A `Write` the test reads back.
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buf {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn fault(at_secs: u64, fault: FaultKind, member: Option<&str>, value: Option<f64>) -> RawFault {
+    RawFault {
+        at: Duration::from_secs(at_secs),
+        fault,
+        member: member.map(str::to_string),
+        value,
+    }
+}
+
+fn config() -> Config {
+    parse_raw("[cluster]\nname = \"demo\"\nstate_dir = \"/nonexistent\"\n")
+        .unwrap()
+        .validate()
+        .unwrap()
+}
+
+/// The simulation and what a run leaves behind.
+struct Bench {
+    world: Arc<SimWorld>,
+    journal: MemoryJournal,
+    log: Buf,
+    config: Config,
+    telemetry: Option<Telemetry>,
+    script_started: std::sync::atomic::AtomicBool,
+}
+
+impl Bench {
+    async fn new(raw: RawSimulated) -> Bench {
+        let settings = raw.validate().unwrap();
+        let world = Arc::new(SimWorld::build("demo", &settings, None).await.unwrap());
+        Bench {
+            world,
+            journal: MemoryJournal::default(),
+            log: Buf::default(),
+            config: config(),
+            telemetry: None,
+            script_started: Default::default(),
+        }
+    }
+
+    /// Runs Steward for `d` of (paused) time, over `platform` (the simulated one by default).
+    async fn run_with(
+        &self,
+        d: Duration,
+        dry_run: bool,
+        platform: Arc<dyn Platform>,
+    ) -> anyhow::Result<()> {
+        let (trigger, shutdown) = shutdown_channel();
+        let clock = Clock::starting_at(self.world.clock.now());
+        let ports = Ports {
+            platform,
+            patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
+            metrics: None,
+            balancers: None,
+            journal: Arc::new(self.journal.clone()),
+            decisions: DecisionLog::new(Some(Box::new(self.log.clone()))),
+            telemetry: self.telemetry.clone(),
+        };
+        // The fault script plays once, across runs (a restart does not replay the faults).
+        if !self
+            .script_started
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::spawn(Arc::clone(&self.world).play());
+        }
+        let stop = tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            trigger.trigger();
+        });
+        let result = run(&self.config, ports, Options { dry_run, clock }, shutdown).await;
+        stop.abort();
+        result
+    }
+
+    async fn run(&self, d: Duration, dry_run: bool) -> anyhow::Result<()> {
+        let platform = Arc::clone(&self.world.platform) as Arc<dyn Platform>;
+        self.run_with(d, dry_run, platform).await
+    }
+
+    fn history(&self) -> Vec<String> {
+        self.world.platform.history()
+    }
+
+    /// Mutating platform calls other than the bootstrap's creates.
+    fn actions(&self) -> Vec<String> {
+        let n = self.world.settings.members as usize;
+        self.history().into_iter().skip(n).collect()
+    }
+
+    async fn members(&self) -> Vec<PlatformMember> {
+        self.world.platform.list().await.unwrap()
+    }
+
+    fn lines_of(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.log
+            .lines()
+            .into_iter()
+            .filter(|l| l["kind"] == kind)
+            .collect()
+    }
+
+    fn begun(&self) -> Vec<(String, LoopName, String)> {
+        self.journal
+            .entries()
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Begin { op, by, work, .. } => Some((op, by, work.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn position(history: &[String], item: &str) -> usize {
+    history
+        .iter()
+        .position(|h| h == item)
+        .unwrap_or_else(|| panic!("`{item}` not in {history:?}"))
+}
+
+fn minutes(m: u64) -> Duration {
+    Duration::from_secs(m * 60)
+}
+
+/// A replica crash: fenced, replaced by a member that streams, the old one removed (its data
+/// deleted only after the replacement streamed). Promises 2 and 5 in the small.
+#[tokio::test(start_paused = true)]
+async fn a_crashed_replica_is_fenced_replaced_and_removed() {
+    let bench = Bench::new(RawSimulated {
+        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+        ..RawSimulated::default()
+    })
+    .await;
+    bench.run(minutes(10), false).await.unwrap();
+    let h = bench.actions();
+    let fence = position(&h, "fence pg-3");
+    let create = position(&h, "create pg-3-r1");
+    let remove = position(&h, "remove pg-3");
+    assert!(fence < create && create < remove, "{h:?}");
+    assert!(
+        !bench.world.platform.kept_data("pg-3"),
+        "data deleted once the replacement streamed"
+    );
+    let names: Vec<String> = bench.members().await.into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["pg-1", "pg-2", "pg-3-r1"]);
+    let view = bench.world.patroni.cluster().await.unwrap();
+    assert_eq!(view.member("pg-3-r1").unwrap().state, "streaming");
+    assert!(Pending::from_entries(&bench.journal.entries()).is_empty());
+}
+
+/// Promise 1: two members fail together, they are repaired one after the other: every step of
+/// the first repair ends before the first step of the second begins.
+#[tokio::test(start_paused = true)]
+async fn two_members_failing_together_are_repaired_one_at_a_time() {
+    let bench = Bench::new(RawSimulated {
+        members: 5,
+        hosts: 7,
+        faults: vec![
+            fault(30, FaultKind::Crash, Some("pg-4"), None),
+            fault(30, FaultKind::Crash, Some("pg-5"), None),
+        ],
+        ..RawSimulated::default()
+    })
+    .await;
+    bench.run(minutes(30), false).await.unwrap();
+    let h = bench.actions();
+    for m in ["pg-4", "pg-5"] {
+        position(&h, &format!("remove {m}"));
+    }
+    // Group the journaled steps by operation (the lease's id before the `/`).
+    let ops: Vec<String> = bench
+        .begun()
+        .into_iter()
+        .filter(|(_, by, _)| *by == LoopName::Repair)
+        .map(|(op, _, _)| op.split('/').next().unwrap().to_string())
+        .collect();
+    let mut groups: Vec<&String> = Vec::new();
+    for op in &ops {
+        if groups.last() != Some(&op) {
+            assert!(
+                !groups.contains(&op),
+                "operation {op} resumed after another began: {ops:?}"
+            );
+            groups.push(op);
+        }
+    }
+    assert_eq!(groups.len(), 2, "{ops:?}");
+    // And never two steps in flight: every Begin is followed by its End before the next Begin.
+    let mut open: Option<String> = None;
+    for e in bench.journal.entries() {
+        match e {
+            Entry::Begin { op, .. } => {
+                assert!(open.is_none(), "{op} began while {open:?} was in flight");
+                open = Some(op);
+            }
+            Entry::End { op, .. } => {
+                assert_eq!(open.as_deref(), Some(op.as_str()));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Two of three members unreachable at once: the observer is suspect, no repair, an alert.
+#[tokio::test(start_paused = true)]
+async fn two_of_three_down_freezes_repairs_and_alerts() {
+    let bench = Bench::new(RawSimulated {
+        faults: vec![
+            fault(30, FaultKind::Crash, Some("pg-2"), None),
+            fault(30, FaultKind::Crash, Some("pg-3"), None),
+        ],
+        ..RawSimulated::default()
+    })
+    .await;
+    bench.run(minutes(10), false).await.unwrap();
+    assert_eq!(bench.actions(), Vec::<String>::new());
+    assert!(bench.journal.entries().is_empty());
+    let alerts = bench.lines_of("alert");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["what"] == "alert unhealthy_majority"),
+        "{alerts:?}"
+    );
+}
+
+/// A load that wants more CPU: 90 % of 2 vCPU on every member.
+fn hot() -> RawSimulated {
+    RawSimulated {
+        load_factor: 9.0,
+        ..RawSimulated::default()
+    }
+}
+
+/// Promise 3, with its control: with fresh figures the hot cluster grows; with the platform's
+/// figures going stale after the first minute, nothing is proposed and nothing changes.
+#[tokio::test(start_paused = true)]
+async fn stale_metrics_hold_still() {
+    let fresh = Bench::new(hot()).await;
+    fresh.run(minutes(15), false).await.unwrap();
+    assert!(
+        fresh.actions().iter().any(|a| a.starts_with("resize")),
+        "the control must grow: {:?}",
+        fresh.actions()
+    );
+
+    let stale = Bench::new(hot()).await;
+    let platform = Arc::clone(&stale.world.platform);
+    let starve = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for _ in 0..10_000 {
+            platform.fail_next(SimOp::Usage, ErrorKind::Transient);
+        }
+    });
+    stale.run(minutes(15), false).await.unwrap();
+    starve.await.unwrap();
+    assert_eq!(stale.actions(), Vec::<String>::new());
+    assert!(
+        stale.lines_of("proposal").is_empty(),
+        "{:?}",
+        stale.log.lines()
+    );
+}
+
+/// Promise 10: the primary freezes, Patroni promotes a replica after its ttl, and the former
+/// primary is fenced before it thaws (it never comes back as a second writer).
+#[tokio::test(start_paused = true)]
+async fn a_frozen_primary_is_fenced_before_it_thaws() {
+    let thaw = 150;
+    let bench = Bench::new(RawSimulated {
+        faults: vec![
+            fault(30, FaultKind::Hang, Some("pg-1"), None),
+            fault(thaw, FaultKind::Recover, Some("pg-1"), None),
+        ],
+        ..RawSimulated::default()
+    })
+    .await;
+    bench.run(minutes(10), false).await.unwrap();
+    let entries = bench.journal.entries();
+    let fence_op = entries
+        .iter()
+        .find_map(|e| match e {
+            Entry::Begin {
+                op,
+                work: Work::Fence { member },
+                ..
+            } if member == "pg-1" => Some(op.clone()),
+            _ => None,
+        })
+        .expect("pg-1 was fenced");
+    let fenced_at = entries
+        .iter()
+        .find_map(|e| match e {
+            Entry::End { at, op, result } if *op == fence_op && result == "ok" => Some(*at),
+            _ => None,
+        })
+        .expect("the fence ended well");
+    let h = bench.actions();
+    assert_eq!(h.first().map(String::as_str), Some("fence pg-1"), "{h:?}");
+    assert!(
+        fenced_at < bench.world.settings.start + Duration::from_secs(thaw),
+        "fenced at {fenced_at}, thaw at +{thaw}s"
+    );
+    let view = bench.world.patroni.cluster().await.unwrap();
+    let leaders: Vec<_> = view
+        .members
+        .iter()
+        .filter(|m| m.role == PatroniRole::Leader)
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    assert_ne!(leaders[0], "pg-1");
+}
+
+/// Promise 7: Steward dies mid-replacement (the journal cannot record the end of the create,
+/// so the run stops there); a restart undoes the half-made replacement and repairs afresh.
+#[tokio::test(start_paused = true)]
+async fn a_restart_settles_a_replacement_cut_short() {
+    let bench = Bench::new(RawSimulated {
+        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+        ..RawSimulated::default()
+    })
+    .await;
+    let created = |e: &Entry| matches!(e, Entry::End { op, .. } if op.ends_with("/3"));
+    bench.journal.refuse_when(created);
+    let err = bench.run(minutes(10), false).await.unwrap_err();
+    assert!(format!("{err:#}").contains("journaling the end"), "{err:#}");
+    let pending = Pending::from_entries(&bench.journal.entries());
+    assert!(
+        matches!(pending.steps.as_slice(), [(_, LoopName::Repair, Work::Create { spec })] if spec.name == "pg-3-r1"),
+        "{pending:?}"
+    );
+    assert!(bench.members().await.iter().any(|m| m.name == "pg-3-r1"));
+
+    bench.journal.accept_all();
+    bench.run(minutes(15), false).await.unwrap();
+    let recoveries = bench.lines_of("recovery");
+    assert!(
+        recoveries[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("recovered: undid"),
+        "{recoveries:?}"
+    );
+    assert!(Pending::from_entries(&bench.journal.entries()).is_empty());
+    let members = bench.members().await;
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["pg-1", "pg-2", "pg-3-r1"]);
+    assert!(members.iter().all(|m| m.state == PlatformState::Running));
+    let h = bench.actions();
+    // The half-made replacement was taken back before it was made again.
+    let undo = position(&h, "remove pg-3-r1");
+    assert!(
+        h[undo + 1..].contains(&"create pg-3-r1".to_string()),
+        "{h:?}"
+    );
+}
+
+/// A platform whose new members crash at once (a broken image).
+struct BrokenCreates(Arc<SimulatedPlatform>);
+
+#[async_trait]
+impl Platform for BrokenCreates {
+    fn kind(&self) -> &'static str {
+        "broken"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
+        self.0.list().await
+    }
+    async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
+        let m = self.0.create(spec).await?;
+        self.0.crash(&spec.name)?;
+        Ok(m)
+    }
+    async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
+        self.0.resize(member, size).await
+    }
+    async fn fence(&self, member: &str) -> Result<(), PlatformError> {
+        self.0.fence(member).await
+    }
+    async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
+        self.0.remove(member, delete_data).await
+    }
+    async fn usage(&self) -> Result<std::collections::BTreeMap<String, Usage>, PlatformError> {
+        self.0.usage().await
+    }
+}
+
+/// Repeated failures of the new member open the circuit breaker: three replacements are
+/// tried, the fourth is refused with an alert.
+#[tokio::test(start_paused = true)]
+async fn repeated_failed_replacements_open_the_breaker() {
+    let bench = Bench::new(RawSimulated {
+        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+        ..RawSimulated::default()
+    })
+    .await;
+    let broken = Arc::new(BrokenCreates(Arc::clone(&bench.world.platform)));
+    bench.run_with(minutes(30), false, broken).await.unwrap();
+    let creates = bench
+        .actions()
+        .into_iter()
+        .filter(|a| a.starts_with("create"))
+        .count();
+    assert_eq!(creates, 3, "{:?}", bench.actions());
+    let alerts = bench.lines_of("alert");
+    assert!(
+        alerts.iter().any(|a| a["what"] == "alert breaker_open"),
+        "{alerts:?}"
+    );
+}
+
+/// Repair outranks scaling: a hot cluster that loses a replica is repaired first; the scaler's
+/// proposal is refused while the repair runs and its first step comes after the repair's last.
+#[tokio::test(start_paused = true)]
+async fn scaling_waits_for_a_repair() {
+    let bench = Bench::new(RawSimulated {
+        faults: vec![fault(15, FaultKind::Crash, Some("pg-3"), None)],
+        ..hot()
+    })
+    .await;
+    bench.run(minutes(25), false).await.unwrap();
+    let refused = bench.lines_of("refused");
+    assert!(!refused.is_empty(), "{:?}", bench.log.lines());
+    let begun = bench.begun();
+    let last_repair = begun
+        .iter()
+        .rposition(|(_, by, _)| *by == LoopName::Repair)
+        .expect("a repair ran");
+    let first_scale = begun
+        .iter()
+        .position(|(_, by, _)| *by == LoopName::Scale)
+        .expect("scaling ran in the end");
+    assert!(last_repair < first_scale, "{begun:?}");
+}
+
+/// `--dry-run` observes and decides but executes nothing: the platform is untouched, nothing is
+/// journaled, and the decision log says what would have run, and why.
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_executes_nothing() {
+    let bench = Bench::new(RawSimulated {
+        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+        ..hot()
+    })
+    .await;
+    bench.run(minutes(10), true).await.unwrap();
+    assert_eq!(bench.actions(), Vec::<String>::new());
+    assert!(bench.journal.entries().is_empty());
+    let commands = bench.lines_of("command");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c["what"] == "drain pg-3" && c["dry_run"] == true && c["reason"] != ""),
+        "{commands:?}"
+    );
+    assert!(!bench.lines_of("proposal").is_empty());
+}
+
+/// The operator's pause (`POST /pause` sets the server's flag) reaches the repairer: a crashed
+/// replica is seen, shown on `/status`, and left alone; both loops report their ticks.
+#[tokio::test(start_paused = true)]
+async fn a_pause_from_the_api_stops_repairs_and_status_shows_the_cluster() {
+    let mut bench = Bench::new(RawSimulated {
+        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+        ..RawSimulated::default()
+    })
+    .await;
+    let server = crate::server::RawServerConfig::default()
+        .validate()
+        .unwrap();
+    let shared = crate::server::Shared::new(
+        "demo",
+        &server,
+        None,
+        Arc::new(crate::telemetry::Metrics::new()),
+        crate::telemetry::Loop::ALL.to_vec(),
+    );
+    shared.set_paused(true, "test");
+    bench.telemetry = Some(Telemetry {
+        server: shared.clone(),
+        policy_log: None,
+    });
+    bench.run(minutes(10), false).await.unwrap();
+    assert_eq!(bench.actions(), Vec::<String>::new());
+    let status = shared.status().await;
+    let pg3 = status.members.iter().find(|m| m.name == "pg-3").unwrap();
+    assert_eq!(pg3.platform_state, Some(PlatformState::Exited));
+    assert_eq!(status.members.len(), 3);
+    for l in crate::telemetry::Loop::ALL {
+        assert!(status.loops[&l].last_tick_at.is_some(), "{l} never ticked");
+    }
+    assert!(status.guards["paused"].engaged, "{:?}", status.guards);
+}
+
+/// A scenario file of `tests/data/run/`: the simulation, how long to run, what must happen.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    scenario: ScenarioRun,
+    simulated: RawSimulated,
+    expect: Expect,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioRun {
+    #[serde(with = "humantime_serde")]
+    duration: Duration,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct Expect {
+    /// Platform calls that must happen, in this order (others may come between).
+    actions_in_order: Vec<String>,
+    /// No platform call at all.
+    no_actions: bool,
+    /// Alerts (their `what`) that must be raised.
+    alerts: Vec<String>,
+    /// Commands (their `what`) that must be issued.
+    commands: Vec<String>,
+    /// The platform's members at the end, by name.
+    members: Option<Vec<String>>,
+}
+
+/// One `check(scenario, expect)` over every scenario file: the data-driven form of the loop
+/// tests, so a new incident becomes a regression test by adding a file.
+#[tokio::test(start_paused = true)]
+async fn every_scenario_in_tests_data_run_holds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/run");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let s: Scenario = toml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bench = Bench::new(s.simulated).await;
+        bench
+            .run(s.scenario.duration, s.scenario.dry_run)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        check(&name, &bench, &s.expect).await;
+    }
+}
+
+async fn check(name: &str, bench: &Bench, expect: &Expect) {
+    let actions = bench.actions();
+    let mut from = 0;
+    for want in &expect.actions_in_order {
+        match actions[from..].iter().position(|a| a == want) {
+            Some(i) => from += i + 1,
+            None => panic!("{name}: `{want}` missing or out of order in {actions:?}"),
+        }
+    }
+    if expect.no_actions {
+        assert_eq!(actions, Vec::<String>::new(), "{name}");
+        assert!(
+            bench.journal.entries().is_empty(),
+            "{name}: journaled without acting"
+        );
+    }
+    for (kind, wanted) in [("alert", &expect.alerts), ("command", &expect.commands)] {
+        let seen: Vec<String> = bench
+            .lines_of(kind)
+            .iter()
+            .map(|l| l["what"].as_str().unwrap_or_default().to_string())
+            .collect();
+        for w in wanted {
+            assert!(seen.contains(w), "{name}: no {kind} `{w}` in {seen:?}");
+        }
+    }
+    if let Some(members) = &expect.members {
+        let names: Vec<String> = bench.members().await.into_iter().map(|m| m.name).collect();
+        assert_eq!(&names, members, "{name}");
+    }
+    assert!(
+        Pending::from_entries(&bench.journal.entries()).is_empty(),
+        "{name}: the run left steps half-done"
+    );
+}
+
+/// Promise 7 for the scaler: Steward dies during a CPU rollout (the end of its first resize
+/// cannot be journaled); the restart resumes the journaled plan and finishes the rollout, so
+/// the role ends at one size.
+#[tokio::test(start_paused = true)]
+async fn a_restart_resumes_a_rollout_cut_short() {
+    let bench = Bench::new(hot()).await;
+    bench
+        .journal
+        .refuse_when(|e| matches!(e, Entry::End { op, .. } if op.contains("scale")));
+    let err = bench.run(minutes(15), false).await.unwrap_err();
+    assert!(format!("{err:#}").contains("journaling the end"), "{err:#}");
+    let sizes =
+        |members: &[PlatformMember]| -> Vec<f64> { members.iter().map(|m| m.size.cpus).collect() };
+    let before = sizes(&bench.members().await);
+    assert_eq!(
+        before.iter().filter(|c| **c > 2.0).count(),
+        1,
+        "one member resized when the run died: {before:?}"
+    );
+    assert_eq!(
+        Pending::from_entries(&bench.journal.entries()).plans.len(),
+        1
+    );
+
+    bench.journal.accept_all();
+    bench.run(minutes(5), false).await.unwrap();
+    let after = sizes(&bench.members().await);
+    assert!(
+        after.iter().all(|c| *c == after[0] && *c > 2.0),
+        "{after:?}"
+    );
+    assert!(
+        bench
+            .lines_of("recovery")
+            .iter()
+            .any(|l| l["what"] == "resume plan"),
+        "{:?}",
+        bench.log.lines()
+    );
+    assert!(Pending::from_entries(&bench.journal.entries()).is_empty());
+}
