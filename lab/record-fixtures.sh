@@ -138,11 +138,11 @@ record_patroni() {
     # 1. A stopped member: maintenance mode (pause) so Patroni does not restart postgres, then a fast
     #    shutdown of one replica's postgres. Patroni stays up and reports the stopped postgres.
     log "patroni: stopped member ($R2)"
-    "$VENV/bin/patronictl" -c "$STEWARD_LAB_STATE/$L/patroni.yml" pause --wait >/dev/null
+    "$ROOT/scripts/lab.sh" patronictl pause --wait >/dev/null
     pat config.leader.paused "$L" config "cluster in maintenance mode (patronictl pause)"
     pat cluster.leader.paused "$L" cluster "cluster in maintenance mode, all members running"
     docker exec -u "$(id -u postgres):$(id -g postgres)" "$R2" /usr/lib/postgresql/15/bin/pg_ctl \
-        -D "$STEWARD_LAB_STATE/$R2/data/pgdata" stop -m fast -w >/dev/null
+        -D /data/pgdata stop -m fast -w >/dev/null
     wait_for 30 "$R2 to report stopped" bash -c "curl -s -m 2 http://${ADDR[$R2]}:8008/patroni | jq -e '.state == \"stopped\"'"
     pat patroni.stopped.paused "$R2" patroni "its postgres stopped, Patroni up, cluster paused"
     pat health.stopped.paused "$R2" health "its postgres stopped"
@@ -153,7 +153,7 @@ record_patroni() {
     sleep 6
     pat cluster.leader.member_stopped "$L" cluster "$R2's postgres stopped, cluster paused"
     pat patroni.leader.member_stopped "$L" patroni "$R2's postgres stopped: one walsender left in replication[]"
-    "$VENV/bin/patronictl" -c "$STEWARD_LAB_STATE/$L/patroni.yml" resume --wait >/dev/null
+    "$ROOT/scripts/lab.sh" patronictl resume --wait >/dev/null
     wait_for 60 "$R2 to run again" bash -c "curl -s -m 2 http://${ADDR[$R2]}:8008/patroni | jq -e '.state == \"running\"'"
 
     # 2. A gracefully stopped container: Patroni removes its member key on the way out.

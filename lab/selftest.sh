@@ -28,6 +28,7 @@ quiet() { "$@" >/dev/null; }
 
 nothing_left() {
     [[ -z $(docker ps -aq --filter label=io.steward.lab=1) ]] \
+        && [[ -z $(docker ps -aq --filter label=io.steward.cluster=steward-lab) ]] \
         && [[ -z $(losetup -l -n -O BACK-FILE | grep -F "$STATE/" || true) ]] \
         && [[ -z $(findmnt -rn -o TARGET | grep -F "$STATE" || true) ]] \
         && [[ ! -e $STATE ]]
@@ -70,6 +71,10 @@ check "no password in docker inspect" bash -c "! docker inspect \$(docker ps -q 
 for b in ${HAPROXY_ADDRS//,/ }; do
     check "write via $b:5432 is read back via $b:5433" write_read "$b"
 done
+check "the members carry Steward's labels" test "$(docker ps -q --filter label=io.steward.cluster=steward-lab \
+    --filter label=io.steward.role=database --filter label=io.steward.address | wc -l)" -eq 3
+check "the members' password file is root-only" test "$(stat -c '%U %a' "$STATE/patroni-secrets/patroni.env")" = "root 600"
+check "Patroni runs as postgres, not root" test "$(ps -o user= -C patroni | sort -u)" = postgres
 backend_pid=$(pgrep -f 'postgres: steward-lab: checkpointer' | head -n1)
 check "postgres children have oom_score_adj 900" test "$(cat "/proc/$backend_pid/oom_score_adj")" = 900
 

@@ -7,18 +7,22 @@
 #   scripts/lab.sh env      shell exports for tests and demos: eval "$(scripts/lab.sh env)"
 #   scripts/lab.sh footprint  memory of each lab container (RSS + shared memory, PSS)
 #   scripts/lab.sh record [all|prometheus|patroni]  record real responses into tests/data/fixtures/
+#   scripts/lab.sh patronictl ARGS...  patronictl with the lab's configuration (e.g. `list`)
 #
 # What runs (all containers from an empty image with the host's /usr /lib /lib64 /bin /sbin /etc /opt
 # bind-mounted read-only, host networking, labelled io.steward.lab=1; see lab/README.md):
 #   etcd           127.0.0.2:2379
 #   lab-pg-1..3    127.0.0.11..13: postgres :5432, Patroni REST :8008, postgres_exporter :9187
+#                  (Steward-owned from birth: labelled as Steward's Docker platform labels its members,
+#                  made exactly as examples/lab.toml's template makes new ones)
 #   lab-haproxy-1,2 127.0.0.21..22: primary :5432, replicas :5433, Runtime API :9999, stats :8404
 #   Prometheus     127.0.0.3:9090
 # Passwords are generated into /var/lib/steward-lab/secrets (root only) and never printed.
 #
 # Idempotent: `up` on a running lab checks it and returns; a container whose command or configuration
 # changed is recreated (member data lives on the member's disk, not in the container).
-# Environment: LAB_TIMEOUT (seconds to wait for health, default 120).
+# Environment: LAB_TIMEOUT (seconds to wait for health, default 120), LAB_DISK_SIZE (each member's
+# disk, default 512M; a larger value grows existing disks online, a smaller one never shrinks them).
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true # bash 5.2: '&' in ${x//a/b} would mean the match
 
@@ -32,13 +36,32 @@ IMAGE=steward-empty:1
 LABEL=io.steward.lab
 TIMEOUT="${LAB_TIMEOUT:-120}"
 
+# Steward's view of the database members (adapters/src/platform/docker.rs and examples/lab.toml):
+# the cluster label, loop-xfs volumes `$DISKS/<member>.img` mounted on `$DISKS/<member>`, each
+# member's /tmp under `$TMPS/<member>`, the volume at DATA_PATH inside, and the same size.
+CLUSTER=steward-lab
+DISKS=$STATE/disks
+TMPS=$STATE/tmp
+PATRONI_DIR=$STATE/patroni
+PATRONI_SECRETS=$STATE/patroni-secrets
+DATA_PATH=/data
+MEMBER_CPUS=2
+MEMBER_MEMORY=1073741824
+OOM_SCORE_ADJ=900
+# The pool of member addresses in examples/lab.toml: lab-pg-1..3 hold the first three.
+POOL_ADDRS=(127.0.0.{11..19})
+# A second Docker engine (scripts/dockerd.sh second): "another host", where Steward's platform
+# places a new database member (it puts at most one member of a role on a host).
+SECOND_SOCK=/run/steward-docker2.sock
+
 ETCD_ADDR=127.0.0.2
 PROM_ADDR=127.0.0.3
 MEMBERS=(lab-pg-1 lab-pg-2 lab-pg-3)
 declare -A MEMBER_ADDR=([lab-pg-1]=127.0.0.11 [lab-pg-2]=127.0.0.12 [lab-pg-3]=127.0.0.13)
 BALANCERS=(lab-haproxy-1 lab-haproxy-2)
 declare -A BALANCER_ADDR=([lab-haproxy-1]=127.0.0.21 [lab-haproxy-2]=127.0.0.22)
-DISK_SIZE=512M
+# Each member's disk: created at this size, and grown online to it when smaller (a bigger database).
+DISK_SIZE="${LAB_DISK_SIZE:-512M}"
 MONITOR_USER=steward_monitor
 
 # Debian packages the lab runs on (jq and curl: this script's own tools).
@@ -137,21 +160,27 @@ ensure_secrets() {
         )
     fi
     # A libpq password file for clients on the host (PGPASSFILE): every member and balancer address.
-    local su m b
+    local su a b
     su=$(secret SUPERUSER_PASSWORD)
     (
         umask 077
-        for m in "${MEMBERS[@]}"; do echo "${MEMBER_ADDR[$m]}:*:*:postgres:$su"; done
+        # The whole pool: members Steward creates (lab-pg-4 at 127.0.0.14, ...) are reachable too.
+        for a in "${POOL_ADDRS[@]}"; do echo "$a:*:*:postgres:$su"; done
         for b in "${BALANCERS[@]}"; do echo "${BALANCER_ADDR[$b]}:*:*:postgres:$su"; done
     ) >"$SECRETS/pgpass"
     chmod 600 "$SECRETS/pgpass"
 }
 
-# One loop-mounted XFS image per member: it can grow online (truncate, losetup -c, xfs_growfs).
+# One loop-mounted XFS image per member: it can grow online (truncate, losetup -c, xfs_growfs). The
+# layout is LoopXfsVolumes' (adapters/src/platform/volume.rs, root $DISKS): image $DISKS/<m>.img,
+# mounted with `-o loop` on $DISKS/<m>, so Steward finds, measures and grows a lab member's disk
+# as one it made. The mount's root stays root's: the member's entrypoint gives it to postgres, as
+# it must for a volume the platform made (lab/patroni-member.sh).
 ensure_disk() {
-    local m=$1 img="$STATE/$1.img" mnt="$STATE/$1/data" dev
-    install -d -m 755 "$STATE/$m"
-    install -d -m 700 "$mnt"
+    local m=$1 img="$DISKS/$1.img" mnt="$DISKS/$1" dev
+    install -d -m 755 "$DISKS"
+    # mkdir, not install -d: on a mounted volume that would reset the mode the member's entrypoint set.
+    mkdir -p "$mnt"
     if [[ ! -f $img ]]; then
         log "$m: creating a $DISK_SIZE XFS image"
         # Formatted under a temporary name, so an interrupted run never leaves an unformatted image.
@@ -160,11 +189,20 @@ ensure_disk() {
         chmod 600 "$img.new" # the database's bytes, password hashes included
         mv "$img.new" "$img"
     fi
-    dev=$(losetup -j "$img" | cut -d: -f1 | head -n1)
-    [[ -n $dev ]] || dev=$(losetup -f --show "$img")
-    mountpoint -q "$mnt" || mount -t xfs "$dev" "$mnt"
-    chown postgres:postgres "$mnt"
-    chmod 700 "$mnt"
+    if ! mountpoint -q "$mnt"; then
+        dev=$(losetup -j "$img" | cut -d: -f1 | head -n1)
+        if [[ -n $dev ]]; then mount -t xfs "$dev" "$mnt"; else mount -o loop "$img" "$mnt"; fi
+    fi
+    # Grown online the way Steward's loop-xfs volumes grow: image, loop device, file system.
+    local want
+    want=$(numfmt --from=iec "$DISK_SIZE")
+    if (($(stat -c %s "$img") < want)); then
+        log "$m: growing its disk to $DISK_SIZE"
+        truncate -s "$want" "$img"
+        dev=$(losetup -j "$img" | cut -d: -f1 | head -n1)
+        losetup -c "$dev"
+        xfs_growfs "$mnt" >/dev/null
+    fi
 }
 
 # Fills @KEY@ placeholders of a template: render TEMPLATE KEY VALUE [KEY VALUE ...]
@@ -193,14 +231,18 @@ write_file() {
 
 render_configs() {
     local m b addr servers_p servers_r
+    # What every database member runs (lab/patroni-member.sh) and reads: one configuration without
+    # secrets, and the passwords in a root-only file the entrypoint reads before dropping to postgres.
+    install -d -m 755 "$PATRONI_DIR" "$TMPS"
+    install -d -m 700 -o root -g root "$PATRONI_SECRETS"
+    render "$LAB_DIR/patroni.yml.tmpl" ETCD_ADDR "$ETCD_ADDR" | write_file "$PATRONI_DIR/patroni.yml" root:root 644
+    write_file "$PATRONI_DIR/member.sh" root:root 755 <"$LAB_DIR/patroni-member.sh"
+    printf 'PATRONI_SUPERUSER_PASSWORD=%s\nPATRONI_REPLICATION_PASSWORD=%s\n' \
+        "$(secret SUPERUSER_PASSWORD)" "$(secret REPLICATION_PASSWORD)" \
+        | write_file "$PATRONI_SECRETS/patroni.env" root:root 600
     for m in "${MEMBERS[@]}"; do
-        addr=${MEMBER_ADDR[$m]}
-        install -d -m 1777 "$STATE/$m/tmp"
-        render "$LAB_DIR/patroni.yml.tmpl" NAME "$m" ADDR "$addr" ETCD_ADDR "$ETCD_ADDR" \
-            DATA_DIR "$STATE/$m/data/pgdata" \
-            SUPERUSER_PASSWORD "$(secret SUPERUSER_PASSWORD)" \
-            REPLICATION_PASSWORD "$(secret REPLICATION_PASSWORD)" \
-            | write_file "$STATE/$m/patroni.yml" postgres:postgres 600
+        # Mode 1777, as the platform makes it (a tmpfs /tmp loses its mode: ENVIRONMENT.md).
+        install -d -m 1777 "$TMPS/$m"
     done
 
     servers_p="" servers_r=""
@@ -271,16 +313,24 @@ ensure_container() {
     while (($#)) && [[ $1 != -- ]]; do args+=("$1"); shift; done
     shift
     cmd=("$@")
-    docker run -d --name "$name" --hostname "$name" --label "$LABEL=1" --label "$LABEL.spec=$spec" \
-        --network host --log-opt max-size=10m --log-opt max-file=2 \
-        "${HOST_MOUNTS[@]}" -e LANG=C.UTF-8 "${args[@]}" "$IMAGE" "${cmd[@]}" >/dev/null \
+    docker run -d --name "$name" --label "$LABEL=1" --label "$LABEL.spec=$spec" \
+        --network host "${args[@]}" "$IMAGE" "${cmd[@]}" >/dev/null \
         || die "docker run $name failed"
+}
+
+# ensure_service NAME SPEC_EXTRA DOCKER_RUN_ARGS... -- IMAGE_COMMAND...: a lab service (not a database
+# member): the host's programs, a C.UTF-8 locale, rotated logs.
+ensure_service() {
+    local name=$1 spec_extra=$2
+    shift 2
+    ensure_container "$name" "$spec_extra" --log-opt max-size=10m --log-opt max-file=2 \
+        "${HOST_MOUNTS[@]}" -e LANG=C.UTF-8 "$@"
 }
 
 filehash() { sha256sum "$@" | cut -c1-16 | tr '\n' ' '; }
 
 start_etcd() {
-    ensure_container lab-etcd "" --user "$(uidgid etcd)" -v "$STATE/etcd:$STATE/etcd" -- \
+    ensure_service lab-etcd "" --user "$(uidgid etcd)" -v "$STATE/etcd:$STATE/etcd" -- \
         /usr/bin/etcd --name lab-etcd --data-dir "$STATE/etcd/data" \
         --listen-client-urls "http://$ETCD_ADDR:2379" --advertise-client-urls "http://$ETCD_ADDR:2379" \
         --listen-peer-urls "http://$ETCD_ADDR:2380" --initial-advertise-peer-urls "http://$ETCD_ADDR:2380" \
@@ -288,20 +338,60 @@ start_etcd() {
         --listen-metrics-urls "http://$ETCD_ADDR:2381"
 }
 
+# The database members, made exactly as Steward's Docker platform makes a member from the template
+# in examples/lab.toml (DockerPlatform::create): the same labels (its own plus io.steward.lab), image,
+# user 0:0, entrypoint, environment with the platform's placeholders filled in and the variables it
+# adds (STEWARD_*, PG_OOM_ADJUST_*), bind mounts in the same order (template mounts, data volume,
+# /tmp), CPU and memory limits with swap equal to memory, restart policy `no`. Any change here
+# belongs in examples/lab.toml too; adapters/tests/it/lab_docker.rs compares the two.
+member_run_args() {
+    local m=$1 addr=$2
+    printf '%s\n' \
+        --label "io.steward.cluster=$CLUSTER" --label io.steward.role=database \
+        --label "io.steward.member=$m" --label "io.steward.address=$addr" \
+        --user 0:0 --cpus "$MEMBER_CPUS" --memory "$MEMBER_MEMORY" --memory-swap "$MEMBER_MEMORY" \
+        --restart no \
+        -v /usr:/usr:ro -v /lib:/lib:ro -v /lib64:/lib64:ro -v /bin:/bin:ro -v /sbin:/sbin:ro \
+        -v /etc:/etc:ro -v /opt:/opt:ro -v "$PATRONI_DIR:$PATRONI_DIR:ro" \
+        -v "$PATRONI_SECRETS:$PATRONI_SECRETS:ro" \
+        -v "$DISKS/$m:$DATA_PATH:rw" -v "$TMPS/$m:/tmp:rw" \
+        -e HOME=/tmp -e LANG=C.UTF-8 \
+        -e "PATRONI_SCOPE=$CLUSTER" -e "PATRONI_NAME=$m" \
+        -e "PATRONI_RESTAPI_LISTEN=$addr:8008" -e "PATRONI_RESTAPI_CONNECT_ADDRESS=$addr:8008" \
+        -e "PATRONI_POSTGRESQL_LISTEN=$addr:5432" -e "PATRONI_POSTGRESQL_CONNECT_ADDRESS=$addr:5432" \
+        -e "PATRONI_POSTGRESQL_DATA_DIR=$DATA_PATH/pgdata" \
+        -e "STEWARD_CLUSTER=$CLUSTER" -e "STEWARD_MEMBER=$m" -e "STEWARD_ADDRESS=$addr" \
+        -e PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj -e "PG_OOM_ADJUST_VALUE=$OOM_SCORE_ADJ" \
+        -e "STEWARD_PG_OOM_SCORE_ADJ=$OOM_SCORE_ADJ"
+}
+
 start_members() {
-    local m addr
+    local m addr args=()
     for m in "${MEMBERS[@]}"; do
         addr=${MEMBER_ADDR[$m]}
+        # Steward's fence renames a container to `<name>.fenced` (docker.rs FENCED_SUFFIX). `up`
+        # brings the lab back to its three members: the fenced container goes, its data stays on
+        # the member's disk, and the member is created again below.
+        if docker inspect "$m.fenced" >/dev/null 2>&1; then
+            log "removing $m.fenced (fenced by Steward)"
+            docker rm -f "$m.fenced" >/dev/null
+        fi
         # PG_OOM_ADJUST_*: the postmaster sets its children's oom_score_adj to 900, so under a tight
         # memory limit the kernel kills a backend (postgres recovers) instead of Patroni, whose large
         # anonymous RSS otherwise makes it the victim (ENVIRONMENT.md). Patroni passes its environment
         # (less PATRONI_*) on to postgres.
-        ensure_container "$m" "$(filehash "$STATE/$m/patroni.yml")" \
-            --user "$(uidgid postgres)" --shm-size 256m --stop-timeout 30 \
-            -v "$STATE/$m/tmp:/tmp" -v "$STATE/$m:$STATE/$m" \
-            -e HOME=/tmp -e PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj -e PG_OOM_ADJUST_VALUE=900 -- \
-            "$VENV/bin/patroni" "$STATE/$m/patroni.yml"
+        mapfile -t args < <(member_run_args "$m" "$addr")
+        ensure_container "$m" "$(filehash "$PATRONI_DIR/patroni.yml" "$PATRONI_DIR/member.sh")" \
+            "${args[@]}" -- "$PATRONI_DIR/member.sh"
     done
+}
+
+# Steward's second "host": its platform puts one database member per engine, so a fourth member
+# (or a replacement while the old one is still fenced) goes to this engine.
+start_second_engine() {
+    "$ROOT/scripts/dockerd.sh" second >/dev/null || die "the second Docker engine did not start"
+    docker -H "unix://$SECOND_SOCK" image inspect "$IMAGE" >/dev/null 2>&1 \
+        || tar -cf - -T /dev/null | docker -H "unix://$SECOND_SOCK" import - "$IMAGE" >/dev/null
 }
 
 start_exporters() {
@@ -309,7 +399,7 @@ start_exporters() {
     for m in "${MEMBERS[@]}"; do
         addr=${MEMBER_ADDR[$m]}
         # The password comes from a file (DATA_SOURCE_PASS_FILE), so `docker inspect` shows none.
-        ensure_container "$m-exporter" "$(filehash "$STATE/exporter/queries.yaml")" \
+        ensure_service "$m-exporter" "$(filehash "$STATE/exporter/queries.yaml")" \
             --user "$(uidgid prometheus)" -v "$STATE/exporter:$STATE/exporter:ro" \
             -e "DATA_SOURCE_URI=$addr:5432/postgres?sslmode=disable&connect_timeout=3" \
             -e "DATA_SOURCE_USER=$MONITOR_USER" -e "DATA_SOURCE_PASS_FILE=$STATE/exporter/monitor.pass" -- \
@@ -322,14 +412,14 @@ start_balancers() {
     local b
     for b in "${BALANCERS[@]}"; do
         # -W: master-worker mode, so a reload (SIGUSR2) keeps the process and its Runtime API.
-        ensure_container "$b" "$(filehash "$STATE/$b/haproxy.cfg")" \
+        ensure_service "$b" "$(filehash "$STATE/$b/haproxy.cfg")" \
             --user "$(uidgid haproxy)" -v "$STATE/$b:$STATE/$b" -- \
             /usr/sbin/haproxy -W -db -f "$STATE/$b/haproxy.cfg"
     done
 }
 
 start_prometheus() {
-    ensure_container lab-prometheus "$(filehash "$STATE/prometheus/prometheus.yml")" \
+    ensure_service lab-prometheus "$(filehash "$STATE/prometheus/prometheus.yml")" \
         --user "$(uidgid prometheus)" -v "$STATE/prometheus:$STATE/prometheus" -- \
         /usr/bin/prometheus --config.file="$STATE/prometheus/prometheus.yml" \
         --storage.tsdb.path="$STATE/prometheus/data" --storage.tsdb.retention.time=2d \
@@ -456,7 +546,7 @@ Steward lab is healthy (Patroni $PATRONI_VERSION, leader: ${leader:-?}).
 EOF
     for m in "${MEMBERS[@]}"; do
         printf '  %-13s postgres %s:5432  patroni http://%s:8008  exporter http://%s:9187/metrics  disk %s\n' \
-            "$m" "${MEMBER_ADDR[$m]}" "${MEMBER_ADDR[$m]}" "${MEMBER_ADDR[$m]}" "$STATE/$m/data"
+            "$m" "${MEMBER_ADDR[$m]}" "${MEMBER_ADDR[$m]}" "${MEMBER_ADDR[$m]}" "$DISKS/$m"
     done
     for b in "${BALANCERS[@]}"; do
         printf '  %-13s primary %s:5432  replicas %s:5433  runtime API %s:9999 (or %s)  stats http://%s:8404/stats\n' \
@@ -480,6 +570,7 @@ cmd_up() {
     local m
     for m in "${MEMBERS[@]}"; do ensure_disk "$m"; done
     render_configs
+    start_second_engine
     start_etcd
     start_members
     start_exporters
@@ -494,16 +585,22 @@ cmd_down() {
     need_root
     local ids m img dev
     if docker version >/dev/null 2>&1; then
-        ids=$(docker ps -aq --filter "label=$LABEL=1")
+        ids=$( { docker ps -aq --filter "label=$LABEL=1"; docker ps -aq --filter "label=io.steward.cluster=$CLUSTER"; } | sort -u)
         if [[ -n $ids ]]; then
             log "removing lab containers"
             # shellcheck disable=SC2086 # one id per word
             docker rm -f $ids >/dev/null
         fi
     fi
-    for m in "${MEMBERS[@]}"; do
-        if mountpoint -q "$STATE/$m/data"; then umount "$STATE/$m/data"; fi
-    done
+    # Members Steward created on its second host (they carry the cluster label, not the lab's).
+    if docker -H "unix://$SECOND_SOCK" version >/dev/null 2>&1; then
+        ids=$(docker -H "unix://$SECOND_SOCK" ps -aq --filter "label=io.steward.cluster=$CLUSTER")
+        if [[ -n $ids ]]; then
+            log "removing the cluster's containers on the second engine"
+            # shellcheck disable=SC2086 # one id per word
+            docker -H "unix://$SECOND_SOCK" rm -f $ids >/dev/null
+        fi
+    fi
     # Every loop device backed by a lab image, including members added later (lab-pg-4.img, ...).
     while read -r dev; do
         [[ -n $dev ]] && losetup -d "$dev"
@@ -525,13 +622,18 @@ cmd_down() {
 cmd_status() {
     docker ps -a --filter "label=$LABEL=1" --format 'table {{.Names}}\t{{.Status}}'
     echo
-    if [[ -f $STATE/${MEMBERS[0]}/patroni.yml ]]; then
-        "$VENV/bin/patronictl" -c "$STATE/${MEMBERS[0]}/patroni.yml" list 2>/dev/null || echo "patronictl: no answer from etcd"
+    if [[ -f $PATRONI_DIR/patroni.yml ]]; then
+        cmd_patronictl list 2>/dev/null || echo "patronictl: no answer from etcd"
         echo
     fi
     local problems
     problems=$(health_problems) || true
     if [[ -z $problems ]]; then echo "healthy"; else echo "not healthy:"; echo "$problems"; return 1; fi
+}
+
+# patronictl with the shared configuration; the scope comes from the environment, as for the members.
+cmd_patronictl() {
+    PATRONI_SCOPE=$CLUSTER "$VENV/bin/patronictl" -c "$PATRONI_DIR/patroni.yml" "$@"
 }
 
 cmd_env() {
@@ -559,6 +661,9 @@ export STEWARD_LAB_STATE='$STATE'
 export STEWARD_LAB_SECRETS='$SECRETS/passwords.env'
 export STEWARD_LAB_LABEL='$LABEL=1'
 export STEWARD_LAB_IMAGE='$IMAGE'
+export STEWARD_LAB_CLUSTER='$CLUSTER'
+export STEWARD_LAB_DISKS='$DISKS'
+export STEWARD_LAB_SECOND_ENGINE='unix://$SECOND_SOCK'
 EOF
 }
 
@@ -585,7 +690,7 @@ cmd_footprint() {
 }
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -596,5 +701,6 @@ case "${1:-}" in
     env) cmd_env ;;
     footprint) need_root; cmd_footprint ;;
     record) need_root; exec "$LAB_DIR/record-fixtures.sh" "${@:2}" ;;
+    patronictl) cmd_patronictl "${@:2}" ;;
     *) usage ;;
 esac

@@ -4,6 +4,7 @@ mod docker;
 mod haproxy;
 mod host;
 mod kubernetes;
+mod lab_docker;
 mod lease;
 mod libvirt;
 mod patroni;
