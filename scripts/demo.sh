@@ -5,8 +5,9 @@
 #   3. `steward observe`: what Steward sees in that cluster (roles, states, lag, figures with sources),
 #   4. `steward evaluate`: what Steward's policies would have done over real recorded CPU traces, and why,
 #      next to the Kubernetes HPA algorithm and a naive threshold rule, with SVG charts,
-#   5. says where the output is and how to stop.
-# The scaler and repairer loops (`steward run`) are not built yet; see the README.
+#   5. `steward run` on the simulated platform: both loops act on a scripted scenario (the load rises,
+#      a replica crashes) in simulated time, and say what they do and why,
+#   6. says where the output is and how to stop.
 # Usage: scripts/demo.sh [output folder, default ./steward-demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,10 +47,14 @@ for trace in examples/traces/*.csv; do
         --baseline all --chart "$out/$name.svg" | tee "$out/$name.txt"
 done
 
+say "both loops at work: steward run on the simulated platform (load rises at 15 s, pg-3 crashes at 45 s)"
+"$steward" run --config examples/simulated.toml --for 15m | tee "$out/run-simulated.txt"
+
 say "done"
 cat <<EOF2
-Output is in $out/: the timelines and summaries (*.txt), the charts (*.svg), and the observation
-recorded from the live cluster (observations.jsonl, replayable with: $steward evaluate --jsonl FILE).
+Output is in $out/: the timelines and summaries (*.txt), the charts (*.svg), what both loops did on
+the simulated cluster (run-simulated.txt), and the observation recorded from the live cluster
+(observations.jsonl, replayable with: $steward evaluate --jsonl FILE).
 
 The lab is still running. Look around with:   scripts/lab.sh status
 Stop it (removes the containers, disks and state):   scripts/lab.sh down

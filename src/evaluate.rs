@@ -1,6 +1,7 @@
 //! `steward evaluate`: the dry run of the policies over recorded history.
 //!
-//! What this is: read a CSV trace or a JSON-lines recording, replay it through Steward's
+//! What this is: read a CSV trace, a JSON-lines recording or a cluster's history in Prometheus
+//! (`--prometheus URL --since 24h`, turned into the same records), replay it through Steward's
 //! policies and (with `--baseline`) through the Kubernetes HPA algorithm and a naive threshold
 //! rule with the same band and bounds, and print what each would have done and what it cost.
 //! Nothing is actuated and no clock is read: time is the recording's.
@@ -9,7 +10,8 @@
 //!
 //! Start at [`run`]. The pieces: [`input`] (readers), [`sizer`] (the trait and the baselines),
 //! [`steward`] (Steward's policies behind the trait), [`mod@replay`] (the loop and the score),
-//! `recording` (a JSON-lines recording, every knob), [`output`] (text and JSON), [`chart`] (SVG).
+//! `recording` (a JSON-lines recording, every knob), [`mod@prometheus`] (history from Prometheus,
+//! replayed as a recording), [`output`] (text and JSON), [`chart`] (SVG).
 //!
 //! Fairness: every policy of a knob gets the same band, bounds and step (Steward's config), the
 //! same samples at the same times, and the same starting size.
@@ -17,6 +19,7 @@
 pub mod chart;
 pub mod input;
 pub mod output;
+pub mod prometheus;
 mod recording;
 pub mod replay;
 pub mod sizer;
@@ -25,6 +28,7 @@ pub mod steward;
 use std::fs::File;
 use std::io::{BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use steward_model::{Resource, Role, Timestamp};
@@ -90,14 +94,93 @@ pub struct EvaluateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with = "jsonl",
-        required_unless_present = "jsonl"
+        conflicts_with_all = ["jsonl", "prometheus"],
+        required_unless_present_any = ["jsonl", "prometheus"]
     )]
     pub csv: Option<PathBuf>,
     /// A JSON-lines recording of member records (`steward observe --record`); runs vertical CPU
     /// and memory per role (busiest member), disk and the replica count.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "prometheus")]
     pub jsonl: Option<PathBuf>,
+    /// Prometheus base URL (e.g. http://127.0.0.1:9090): replay the cluster's history from
+    /// it, one range query per metric for all members, like a --jsonl recording. Give the
+    /// members' size with --cpus, --memory and --disk (a knob without a size is skipped).
+    #[arg(long, value_name = "URL", help_heading = "Prometheus history")]
+    pub prometheus: Option<String>,
+    /// With --prometheus: how much history, back from --until (e.g. 24h, 90m, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration, help_heading = "Prometheus history")]
+    pub since: Duration,
+    /// With --prometheus: the time between two samples (whole seconds).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration, help_heading = "Prometheus history")]
+    pub step: Duration,
+    /// With --prometheus: where the history ends (RFC 3339, or epoch seconds); default now.
+    #[arg(long, value_name = "TIME", value_parser = Timestamp::parse, requires = "prometheus", help_heading = "Prometheus history")]
+    pub until: Option<Timestamp>,
+    /// With --prometheus: the vCPUs each member had (e.g. 2, 500m).
+    #[arg(
+        long,
+        value_name = "AMOUNT",
+        requires = "prometheus",
+        help_heading = "Prometheus history"
+    )]
+    pub cpus: Option<String>,
+    /// With --prometheus: the memory each member had (e.g. 4GiB).
+    #[arg(
+        long,
+        value_name = "AMOUNT",
+        requires = "prometheus",
+        help_heading = "Prometheus history"
+    )]
+    pub memory: Option<String>,
+    /// With --prometheus: the data disk each member had (e.g. 100GiB).
+    #[arg(
+        long,
+        value_name = "AMOUNT",
+        requires = "prometheus",
+        help_heading = "Prometheus history"
+    )]
+    pub disk: Option<String>,
+    /// With --prometheus: members (by the member label) that are balancers; the rest are
+    /// databases. Repeat or separate with commas.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        requires = "prometheus",
+        help_heading = "Prometheus history"
+    )]
+    pub balancers: Vec<String>,
+    /// With --prometheus: the query telling each member's Patroni role (1 leader, 0 replica),
+    /// by the `member` label; empty to not ask (the replica count then holds: no leader known).
+    #[arg(long, value_name = "PROMQL", default_value = prometheus::DEFAULT_LEADER_QUERY, help_heading = "Prometheus history")]
+    pub leader_query: String,
+    /// With --prometheus: basic-auth user, with --prometheus-password-env.
+    #[arg(
+        long,
+        value_name = "USER",
+        requires = "prometheus",
+        help_heading = "Prometheus history"
+    )]
+    pub prometheus_username: Option<String>,
+    /// With --prometheus: environment variable holding the basic-auth password (never inline).
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "prometheus",
+        help_heading = "Prometheus history"
+    )]
+    pub prometheus_password_env: Option<String>,
+    /// With --prometheus: environment variable holding a bearer token (never inline).
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "prometheus",
+        help_heading = "Prometheus history"
+    )]
+    pub prometheus_bearer_token_env: Option<String>,
+    /// With --prometheus: time allowed for each range query.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Prometheus history")]
+    pub timeout: Duration,
     /// With --csv: the role the trace belongs to.
     #[arg(long, default_value = "database")]
     pub role: Role,
@@ -175,10 +258,25 @@ pub fn hours_unit(resource: Resource) -> f64 {
 
 /// Runs `steward evaluate` with validated policies, writing the report to `out`.
 pub fn run(args: &EvaluateArgs, policy: PolicyConfig, out: &mut dyn Write) -> anyhow::Result<()> {
-    let (report, flat) = match (&args.csv, &args.jsonl) {
-        (Some(path), _) => (evaluate_csv(args, path, &policy)?, true),
-        (None, Some(path)) => (recording::evaluate_jsonl(args, path, &policy)?, false),
-        (None, None) => bail!("give a trace with --csv FILE or a recording with --jsonl FILE"),
+    let (report, flat) = match (&args.csv, &args.jsonl, &args.prometheus) {
+        (Some(path), _, _) => (evaluate_csv(args, path, &policy)?, true),
+        (None, Some(path), _) => (recording::evaluate_jsonl(args, path, &policy)?, false),
+        (None, None, Some(url)) => {
+            // The command's edge: the one place `evaluate` reads the wall clock, and only
+            // when --until does not say where the history ends.
+            let until = args
+                .until
+                .unwrap_or_else(|| Timestamp::from_millis(chrono::Utc::now().timestamp_millis()));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = runtime.block_on(recording::evaluate_prometheus(args, url, until, &policy))?;
+            (report, false)
+        }
+        (None, None, None) => bail!(
+            "give a trace with --csv FILE, a recording with --jsonl FILE or a history with --prometheus URL"
+        ),
     };
     let written = match args.format {
         Format::Text => output::write_text(&report, out),

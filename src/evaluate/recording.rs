@@ -5,6 +5,10 @@
 //! HPA and naive baselines beside the vertical knobs. What it is not: a model of how load would
 //! move had the member count changed; the recorded members are replayed as they were, and the
 //! replica policy's own count is what it believes after its decisions.
+//!
+//! A history read from Prometheus (`--prometheus`) is replayed here too: [`super::prometheus`]
+//! turns it into the same records, so both inputs run exactly the same code from the
+//! observations on.
 
 use std::path::Path;
 
@@ -13,11 +17,16 @@ use steward_model::{Resource, Role, Timestamp};
 use steward_policies::replicas::ReplicaPolicy;
 use steward_policies::PolicyConfig;
 
-use super::output::{KnobReport, Report};
+use super::output::{InputInfo, KnobReport, Report};
+use super::prometheus::{self as history, Facts, Span};
 use super::replay::{interval_secs, replay, Change, Tally, Track};
 use super::sizer::{Limits, Sizer};
 use super::steward::{self, reason_of, StewardDisk, StewardVertical};
-use super::{baselines, hours_unit, input, input_info, open, timeline, EvaluateArgs};
+use super::{baselines, hours_unit, input, input_info, open, parse_amount, timeline, EvaluateArgs};
+use anyhow::Context;
+use steward_adapters::prometheus::{MetricsSource, PrometheusConfig};
+use steward_model::record::group_by_time;
+use steward_model::Size;
 
 /// The figure of `resource` a member reports.
 fn usage_of(m: &MemberObservation, resource: Resource) -> Option<f64> {
@@ -81,6 +90,112 @@ pub(super) fn evaluate_jsonl(
     let recording = input::read_jsonl(open(path)?, &path.display().to_string(), args.skip_bad)?;
     let observations = &recording.observations;
     super::log_read(path, observations.len(), &recording.skipped);
+    let (from, to) = (observations[0].at, observations[observations.len() - 1].at);
+    let info = input_info(
+        path,
+        "jsonl",
+        observations.len(),
+        from,
+        to,
+        &recording.skipped,
+    );
+    evaluate_observations(args, observations, policy, info)
+}
+
+/// `steward evaluate --prometheus URL`: the history of `[until - since, until]` read from
+/// Prometheus and replayed as a recording.
+pub(super) async fn evaluate_prometheus(
+    args: &EvaluateArgs,
+    url: &str,
+    until: Timestamp,
+    policy: &PolicyConfig,
+) -> anyhow::Result<Report> {
+    let raw = PrometheusConfig {
+        url: Some(url.to_string()),
+        username: args.prometheus_username.clone(),
+        password_env: args.prometheus_password_env.clone(),
+        bearer_token_env: args.prometheus_bearer_token_env.clone(),
+        timeout: args.timeout,
+        ..Default::default()
+    };
+    let settings = raw
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--prometheus: {e}"))?;
+    let span = Span::new(until, args.since, args.step)?;
+    let facts = Facts {
+        cluster: "prometheus".into(),
+        size: sizes(args)?,
+        balancers: args.balancers.iter().cloned().collect(),
+    };
+    let client = steward_adapters::prometheus::PrometheusClient::new(&settings)
+        .context("setting up the prometheus client")?;
+    let leader = match args.leader_query.trim() {
+        "" => None,
+        q => Some(history::leader_source(&settings, q, "member")?),
+    };
+    let answers = history::fetch(
+        &client,
+        leader.as_ref().map(|(c, m)| (c as &dyn MetricsSource, *m)),
+        span,
+    )
+    .await?;
+    let records = history::to_records(&answers, &facts);
+    let observations = group_by_time(records, &facts.cluster);
+    let (Some(first), Some(last)) = (observations.first(), observations.last()) else {
+        return Err(history::HistoryError::Empty {
+            start: span.start,
+            end: span.end,
+        }
+        .into());
+    };
+    tracing::info!(
+        prometheus = %settings.url,
+        observations = observations.len(),
+        from = %first.at,
+        to = %last.at,
+        "history read"
+    );
+    let info = InputInfo {
+        file: settings.url.clone(),
+        format: "prometheus",
+        samples: observations.len(),
+        from: first.at,
+        to: last.at,
+        skipped: 0,
+        skipped_lines: Vec::new(),
+    };
+    evaluate_observations(args, &observations, policy, info)
+}
+
+/// The members' size from --cpus, --memory and --disk (a resource not given stays 0: unknown,
+/// and its knob is not replayed).
+fn sizes(args: &EvaluateArgs) -> anyhow::Result<Option<Size>> {
+    let amount = |flag: &str, resource, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| parse_amount(resource, t).with_context(|| format!("bad {flag}")))
+            .transpose()
+    };
+    let cpus = amount("--cpus", Resource::Cpu, &args.cpus)?;
+    let memory = amount("--memory", Resource::Memory, &args.memory)?;
+    let disk = amount("--disk", Resource::Disk, &args.disk)?;
+    if cpus.is_none() && memory.is_none() && disk.is_none() {
+        tracing::warn!("no --cpus, --memory or --disk: only the replica count can be replayed");
+        return Ok(None);
+    }
+    Ok(Some(Size {
+        cpus: cpus.unwrap_or(0.0),
+        memory_bytes: memory.unwrap_or(0.0) as u64,
+        disk_bytes: disk.unwrap_or(0.0) as u64,
+    }))
+}
+
+/// Every knob over `observations` (non-empty, in time order).
+fn evaluate_observations(
+    args: &EvaluateArgs,
+    observations: &[Observation],
+    policy: &PolicyConfig,
+    input: InputInfo,
+) -> anyhow::Result<Report> {
     let times: Vec<Timestamp> = observations.iter().map(|o| o.at).collect();
     let mut knobs = Vec::new();
     let mut tracks: Vec<Track> = Vec::new();
@@ -96,9 +211,11 @@ pub(super) fn evaluate_jsonl(
         for resource in [Resource::Cpu, Resource::Memory] {
             let usage = busiest(observations, role, resource);
             let Some(initial) = first_size(observations, role, resource) else {
+                tracing::info!(%role, %resource, "no size known: knob not replayed");
                 continue;
             };
             if usage.iter().all(Option::is_none) {
+                tracing::info!(%role, %resource, "no usage figure at all: knob not replayed");
                 continue;
             }
             let config = roles
@@ -207,16 +324,8 @@ pub(super) fn evaluate_jsonl(
         ));
         tracks.push(track);
     }
-    let (from, to) = (times[0], times[times.len() - 1]);
     Ok(Report {
-        input: input_info(
-            path,
-            "jsonl",
-            observations.len(),
-            from,
-            to,
-            &recording.skipped,
-        ),
+        input,
         knobs,
         timeline: timeline(&tracks, args.timeline),
     })

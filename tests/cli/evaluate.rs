@@ -1,7 +1,11 @@
-//! `steward evaluate` as a user runs it: the acceptance interface, errors, chart, recordings.
+//! `steward evaluate` as a user runs it: the acceptance interface, errors, chart, recordings,
+//! and a history read from a (local, in-test) Prometheus.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -258,4 +262,201 @@ fn text_output_has_a_timeline_and_a_table() {
             "{policy}: {text}"
         );
     }
+}
+
+/// A Prometheus on loopback for `--prometheus`: answers range queries from the files under
+/// tests/data/evaluate/prometheus/, chosen by what the (decoded) query asks for, and keeps each
+/// request's `Authorization` header. A plain thread and blocking sockets: the binary under test
+/// is another process, so nothing here needs a runtime.
+fn prometheus(route: fn(&str) -> &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let auth = Arc::new(Mutex::new(Vec::new()));
+    let seen = auth.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut sock) = stream else { return };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 8192];
+            let complete = |req: &[u8]| {
+                let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return false;
+                };
+                let head = String::from_utf8_lossy(&req[..end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                req.len() >= end + 4 + length
+            };
+            while !complete(&req) {
+                match sock.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&req).to_string();
+            if let Some(a) = text.lines().find_map(|l| {
+                l.strip_prefix("authorization: ")
+                    .or(l.strip_prefix("Authorization: "))
+            }) {
+                seen.lock().unwrap().push(a.trim().to_string());
+            }
+            let body =
+                std::fs::read_to_string(data(&format!("prometheus/{}", route(&decoded(&text)))))
+                    .unwrap_or_else(|_| {
+                        r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.into()
+                    });
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes());
+        }
+    });
+    (base, auth)
+}
+
+/// The request, with its percent-encoding and `+` undone (good enough to find a metric name).
+fn decoded(request: &str) -> String {
+    let bytes = request.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("3f");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// One hour with a CPU surge on the leader (and NaN, +Inf and a gap on a replica); every
+/// other metric answers empty.
+fn surge_history(query: &str) -> &'static str {
+    if query.contains("container_cpu_usage_seconds_total") {
+        "handwritten.cpu_surge_nan.json"
+    } else if query.contains("patroni_primary") {
+        "handwritten.patroni_primary_1h.json"
+    } else {
+        "none: an empty answer"
+    }
+}
+
+#[test]
+fn a_prometheus_history_is_replayed_like_a_recording() {
+    let (base, auth) = prometheus(surge_history);
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args([
+            "evaluate",
+            "--prometheus",
+            &base,
+            "--since",
+            "1h",
+            "--until",
+            "2026-11-26T11:00:00Z",
+            "--cpus",
+            "2",
+            "--prometheus-username",
+            "reader",
+            "--prometheus-password-env",
+            "STEWARD_TEST_PROMETHEUS_PASSWORD",
+            "--format",
+            "json",
+            "--timeline",
+            "all",
+            "--log",
+            "debug",
+        ])
+        .env("STEWARD_TEST_PROMETHEUS_PASSWORD", "hunter2-in-env")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let v = json_of(&out);
+    assert_eq!(v["input"]["format"], "prometheus", "{v}");
+    assert_eq!(v["input"]["file"], base.as_str());
+    assert_eq!(v["input"]["samples"], 241, "1 hour at 15 s: {v}");
+    // The leader's surge (1.9 of 2 vCPU for 25 minutes) grows database.cpu, during the surge.
+    let timeline = v["timeline"].as_array().unwrap();
+    let grow = timeline
+        .iter()
+        .find(|c| c["knob"] == "database.cpu" && c["policy"] == "steward" && c["action"] == "grow")
+        .unwrap_or_else(|| panic!("no grow in {timeline:?}"));
+    let at = grow["at"].as_str().unwrap();
+    assert!(
+        ("2026-11-26T10:20:00Z".."2026-11-26T10:45:00Z").contains(&at),
+        "{grow}"
+    );
+    // No memory or disk size given: those knobs are not replayed; the replica count is.
+    assert!(v["summary"].get("database.memory").is_none(), "{v}");
+    assert!(
+        v["summary"]["database.replicas"]["steward"]["changes"].is_number(),
+        "{v}"
+    );
+    // Basic auth reached Prometheus on every query; the secret never reached the output.
+    let auth = auth.lock().unwrap();
+    let queries = steward_adapters::prometheus::PrometheusSettings::with_url(&base)
+        .unwrap()
+        .queries
+        .len();
+    assert_eq!(
+        auth.len(),
+        queries + 1,
+        "one range query per default metric, and the leader query: {auth:?}"
+    );
+    assert!(
+        auth.iter()
+            .all(|a| a == "Basic cmVhZGVyOmh1bnRlcjItaW4tZW52"),
+        "base64 of reader:hunter2-in-env: {auth:?}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stderr.contains("hunter2") && !stdout.contains("hunter2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_prometheus_is_an_error_not_an_empty_history() {
+    // Bound, then released: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = steward(&[
+        "--prometheus",
+        &format!("http://127.0.0.1:{port}"),
+        "--since",
+        "1h",
+        "--cpus",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("every prometheus query failed"),
+        "{err}"
+    );
+    let out = steward(&["--prometheus", "http://127.0.0.1:9", "--step", "1500ms"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("whole seconds"),
+        "{err}"
+    );
+    // Credentials belong in --prometheus-password-env, and a URL holding one is not echoed.
+    let out = steward(&["--prometheus", "http://reader:hunter2@127.0.0.1:9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("credentials in the URL are not allowed")
+            && !err.contains("hunter2"),
+        "{err}"
+    );
 }
