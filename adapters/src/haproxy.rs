@@ -22,7 +22,7 @@
 //!   [`Balancer::delete_server`] puts it in maintenance first.
 //!
 //! Answers carry no status code: success is a known text per command, anything else is
-//! HAProxy's refusal, classified by [`Refusal`] and [`ErrorClass`].
+//! HAProxy's refusal, classified by [`Refusal`] and [`ErrorKind`].
 //!
 //! What this module is not: it decides nothing (which member goes to which backend is the
 //! loops' business), it does not edit HAProxy's configuration file (a dynamic server is lost on
@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use steward_model::ports::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -49,39 +50,6 @@ pub const DEFAULT_MAX_ANSWER_BYTES: usize = 4 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
-
-/// What a caller can do about a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// Try again later: refused or timed-out connections, a torn answer, a check not yet passed.
-    Transient,
-    /// The backend or the server does not exist.
-    NotFound,
-    /// The server's state does not allow it now (exists already, not in maintenance, still has
-    /// connections). Re-read, then decide again.
-    Conflict,
-    /// Will not succeed by retrying: a syntax error, a backend that cannot take dynamic servers,
-    /// a socket without the admin level, an invalid name.
-    Permanent,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => "transient",
-            ErrorClass::NotFound => "not_found",
-            ErrorClass::Conflict => "conflict",
-            ErrorClass::Permanent => "permanent",
-        }
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why HAProxy refused a command, recognized from its answer text (HAProxy 2.6 wording).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -137,17 +105,17 @@ impl Refusal {
         }
     }
 
-    pub fn class(self) -> ErrorClass {
+    pub fn class(self) -> ErrorKind {
         match self {
-            Refusal::NoSuchBackend | Refusal::NoSuchServer => ErrorClass::NotFound,
+            Refusal::NoSuchBackend | Refusal::NoSuchServer => ErrorKind::NotFound,
             Refusal::AlreadyExists | Refusal::NotInMaintenance | Refusal::HasConnections => {
-                ErrorClass::Conflict
+                ErrorKind::Conflict
             }
             Refusal::NotDynamicBackend
             | Refusal::NoHealthCheck
             | Refusal::PermissionDenied
             | Refusal::UnknownCommand
-            | Refusal::Other => ErrorClass::Permanent,
+            | Refusal::Other => ErrorKind::Permanent,
         }
     }
 }
@@ -240,24 +208,24 @@ pub enum HaproxyError {
 
 impl HaproxyError {
     /// The class a loop uses to choose between backoff and giving up.
-    pub fn class(&self) -> ErrorClass {
+    pub fn class(&self) -> ErrorKind {
         match self {
-            HaproxyError::Invalid { .. } | HaproxyError::TooLarge { .. } => ErrorClass::Permanent,
+            HaproxyError::Invalid { .. } | HaproxyError::TooLarge { .. } => ErrorKind::Permanent,
             HaproxyError::Connect { source, .. } => match source.kind() {
                 // A refused TCP port, or a unix socket path that is gone: HAProxy is not
                 // running (yet, or again). Both heal by themselves.
-                std::io::ErrorKind::PermissionDenied => ErrorClass::Permanent,
-                _ => ErrorClass::Transient,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::Permanent,
+                _ => ErrorKind::Transient,
             },
             HaproxyError::ConnectTimeout { .. }
             | HaproxyError::Timeout { .. }
             | HaproxyError::Exchange { .. }
             | HaproxyError::NoAnswer { .. }
-            | HaproxyError::CheckNotPassed { .. } => ErrorClass::Transient,
+            | HaproxyError::CheckNotPassed { .. } => ErrorKind::Transient,
             HaproxyError::Refused { refusal, .. } => refusal.class(),
-            HaproxyError::Malformed { .. } => ErrorClass::Permanent,
-            HaproxyError::ServerMissing { .. } => ErrorClass::NotFound,
-            HaproxyError::AddressMismatch { .. } => ErrorClass::Conflict,
+            HaproxyError::Malformed { .. } => ErrorKind::Permanent,
+            HaproxyError::ServerMissing { .. } => ErrorKind::NotFound,
+            HaproxyError::AddressMismatch { .. } => ErrorKind::Conflict,
         }
     }
 
@@ -451,7 +419,7 @@ impl Default for CheckWait {
 /// What the loops ask of one balancer. Backends and servers are addressed by name.
 ///
 /// Every verb is one or a few Runtime API commands; none survives an HAProxy reload (see the
-/// module doc). Errors carry an [`ErrorClass`].
+/// module doc). Errors carry an [`ErrorKind`].
 #[async_trait]
 pub trait Balancer: Send + Sync {
     /// Every server of `backend`.
@@ -1134,7 +1102,7 @@ mod tests {
     fn names_that_could_smuggle_a_command_are_refused_before_sending() {
         for bad in ["", "a;b", "a b", "a\nshutdown", "#1", "é"] {
             let err = target(bad, "s").unwrap_err();
-            assert_eq!(err.class(), ErrorClass::Permanent, "{bad:?}");
+            assert_eq!(err.class(), ErrorKind::Permanent, "{bad:?}");
         }
         assert_eq!(
             target("pg-primary", "lab-pg_1.x:2").unwrap(),
@@ -1171,29 +1139,29 @@ mod tests {
     #[test]
     fn refusals_are_recognized_and_classified() {
         let cases = [
-            ("No such backend.\n", Refusal::NoSuchBackend, ErrorClass::NotFound),
-            ("Can't find backend.\n\n", Refusal::NoSuchBackend, ErrorClass::NotFound),
-            ("No such server.\n\n", Refusal::NoSuchServer, ErrorClass::NotFound),
+            ("No such backend.\n", Refusal::NoSuchBackend, ErrorKind::NotFound),
+            ("Can't find backend.\n\n", Refusal::NoSuchBackend, ErrorKind::NotFound),
+            ("No such server.\n\n", Refusal::NoSuchServer, ErrorKind::NotFound),
             (
                 "Already exists a server with the same name in backend.\n\n",
                 Refusal::AlreadyExists,
-                ErrorClass::Conflict,
+                ErrorKind::Conflict,
             ),
             (
                 "Only servers in maintenance mode can be deleted.\n",
                 Refusal::NotInMaintenance,
-                ErrorClass::Conflict,
+                ErrorKind::Conflict,
             ),
             (
                 "Backend must use a dynamic load balancing to support dynamic servers.\n",
                 Refusal::NotDynamicBackend,
-                ErrorClass::Permanent,
+                ErrorKind::Permanent,
             ),
-            ("unknown keyword 'bogus'.\n\n", Refusal::Other, ErrorClass::Permanent),
+            ("unknown keyword 'bogus'.\n\n", Refusal::Other, ErrorKind::Permanent),
             (
                 "Unknown command, but maybe one of the following ones is a better match:\n  add map",
                 Refusal::UnknownCommand,
-                ErrorClass::Permanent,
+                ErrorKind::Permanent,
             ),
         ];
         for (answer, refusal, class) in cases {

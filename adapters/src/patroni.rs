@@ -28,7 +28,7 @@ pub use config::{
     BasicAuth, PatroniConfig, PatroniSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,
 };
-pub use error::{ErrorClass, PatroniError};
+pub use error::PatroniError;
 pub(crate) use secret::resolve_secret;
 pub use secret::Secret;
 pub use tls::{TlsConfig, TlsSettings};
@@ -40,7 +40,7 @@ pub use types::{
 /// What the loops ask of Patroni. Members are addressed by their REST API base URL
 /// ([`ClusterMember::api_base`]); cluster-wide verbs go to any member that answers.
 ///
-/// Errors carry an [`ErrorClass`]: transient (retry later), not found, conflict (412: the
+/// Errors carry an [`ErrorKind`]: transient (retry later), not found, conflict (412: the
 /// state moved, re-read), auth, permanent.
 #[async_trait]
 pub trait PatroniApi: Send + Sync {

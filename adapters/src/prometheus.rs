@@ -29,7 +29,8 @@ use steward_model::{ConfigErrors, Timestamp};
 use tracing::debug;
 
 use crate::patroni::tls::build_client;
-use crate::patroni::{resolve_secret, ErrorClass, Secret, TlsConfig, TlsSettings};
+use crate::patroni::{resolve_secret, Secret, TlsConfig, TlsSettings};
+use steward_model::ports::ErrorKind;
 
 /// Prometheus evaluates a query in milliseconds to seconds; 10 s bounds a slow range query.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -392,34 +393,32 @@ pub enum PrometheusError {
 }
 
 impl PrometheusError {
-    pub fn class(&self) -> ErrorClass {
+    pub fn class(&self) -> ErrorKind {
         use prometheus_http_query::error::PrometheusErrorType as T;
         match self {
             PrometheusError::Query { source, .. } => match source {
                 prometheus_http_query::Error::Client(c) => match c.inner() {
                     Some(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
-                        ErrorClass::Transient
+                        ErrorKind::Transient
                     }
                     Some(e) if e.status().is_some() => {
-                        ErrorClass::of_status(e.status().map(|s| s.as_u16()).unwrap_or(500))
+                        ErrorKind::of_http_status(e.status().map(|s| s.as_u16()).unwrap_or(500))
                     }
-                    Some(e) if e.is_decode() => ErrorClass::Permanent,
-                    Some(_) => ErrorClass::Transient,
-                    None => ErrorClass::Permanent,
+                    Some(e) if e.is_decode() => ErrorKind::Permanent,
+                    Some(_) => ErrorKind::Transient,
+                    None => ErrorKind::Permanent,
                 },
                 prometheus_http_query::Error::Prometheus(p) => match p.error_type() {
-                    T::Timeout | T::Canceled | T::Unavailable | T::Internal => {
-                        ErrorClass::Transient
-                    }
-                    T::NotFound => ErrorClass::NotFound,
-                    _ => ErrorClass::Permanent,
+                    T::Timeout | T::Canceled | T::Unavailable | T::Internal => ErrorKind::Transient,
+                    T::NotFound => ErrorKind::NotFound,
+                    _ => ErrorKind::Permanent,
                 },
-                _ => ErrorClass::Permanent,
+                _ => ErrorKind::Permanent,
             },
             PrometheusError::Build(_)
             | PrometheusError::Url(_)
             | PrometheusError::ResultType { .. }
-            | PrometheusError::NotConfigured { .. } => ErrorClass::Permanent,
+            | PrometheusError::NotConfigured { .. } => ErrorKind::Permanent,
         }
     }
 }

@@ -558,10 +558,10 @@ mod tests {
         };
         // pg-2 has not joined yet.
         let err = sim.switchover(&req("pg-1")).await.unwrap_err();
-        assert_eq!(err.class(), crate::patroni::ErrorClass::Conflict);
+        assert_eq!(err.class(), steward_model::ports::ErrorKind::Conflict);
         platform.clock().advance(DEFAULT_JOIN_DELAY);
         let err = sim.switchover(&req("pg-2")).await.unwrap_err();
-        assert_eq!(err.class(), crate::patroni::ErrorClass::Conflict);
+        assert_eq!(err.class(), steward_model::ports::ErrorKind::Conflict);
         sim.switchover(&req("pg-1")).await.unwrap();
         assert_eq!(sim.leader().as_deref(), Some("pg-2"));
         let view = sim.cluster().await.unwrap();

@@ -20,11 +20,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use steward_adapters::patroni::ErrorClass;
 use steward_adapters::prometheus::{
     Metric, MetricQuery, MetricsSource, PrometheusClient, PrometheusError, PrometheusSettings,
 };
 use steward_model::observation::{Figure, PatroniRole};
+use steward_model::ports::ErrorKind;
 use steward_model::record::MemberRecord;
 use steward_model::{Role, Size, Timestamp};
 use tracing::{info, warn};
@@ -101,11 +101,11 @@ pub enum HistoryError {
 
 impl HistoryError {
     /// Transient (Prometheus down or slow: try again) or permanent (fix the flags or queries).
-    pub fn class(&self) -> ErrorClass {
+    pub fn class(&self) -> ErrorKind {
         match self {
             HistoryError::AllFailed { source, .. } | HistoryError::Client(source) => source.class(),
             HistoryError::Step(_) | HistoryError::Since { .. } | HistoryError::Empty { .. } => {
-                ErrorClass::Permanent
+                ErrorKind::Permanent
             }
         }
     }
@@ -538,7 +538,7 @@ mod tests {
         );
         assert_eq!(
             err.class(),
-            ErrorClass::Permanent,
+            ErrorKind::Permanent,
             "bad PromQL is not worth a retry"
         );
 

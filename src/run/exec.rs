@@ -15,9 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use steward_adapters::haproxy::{AdminState, BalancerSet, Change};
-use steward_adapters::patroni::{
-    ErrorClass, PatroniApi, PatroniError, RestartConditions, Switchover,
-};
+use steward_adapters::patroni::{PatroniApi, PatroniError, RestartConditions, Switchover};
 use steward_model::ports::{CreateSpec, ErrorKind, Platform, PlatformError, LABEL_OPERATION};
 use steward_model::Size;
 
@@ -147,15 +145,8 @@ impl From<PlatformError> for ExecError {
 
 impl From<PatroniError> for ExecError {
     fn from(e: PatroniError) -> Self {
-        let kind = match e.class() {
-            ErrorClass::Transient => ErrorKind::Transient,
-            ErrorClass::NotFound => ErrorKind::NotFound,
-            ErrorClass::Conflict => ErrorKind::Conflict,
-            // Credentials do not fix themselves; nor does a request Patroni cannot read.
-            ErrorClass::Auth | ErrorClass::Permanent => ErrorKind::Permanent,
-        };
         ExecError {
-            kind,
+            kind: e.class(),
             message: e.to_string(),
         }
     }

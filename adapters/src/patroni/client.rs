@@ -24,10 +24,11 @@ use tracing::{debug, warn};
 #[cfg(test)]
 use super::config::DEFAULT_RETRY_DELAY;
 use super::config::{BasicAuth, PatroniSettings};
-use super::error::{ErrorClass, PatroniError};
+use super::error::PatroniError;
 use super::tls::build_client;
 use super::types::*;
 use super::PatroniApi;
+use steward_model::ports::ErrorKind;
 
 /// How much of an error body is kept in [`PatroniError::Status`]: Patroni's messages are one
 /// line; anything longer is an HTML error page from a proxy.
@@ -155,7 +156,7 @@ impl PatroniClient {
         for base in &self.seeds {
             match f(base.clone()).await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.class() == ErrorClass::Transient => {
+                Err(e) if e.class() == ErrorKind::Transient => {
                     warn!(url = %base, error = %e, "patroni url did not answer, trying the next");
                     last = Some(e);
                 }
@@ -182,7 +183,7 @@ impl PatroniClient {
         let mut attempt = 0;
         loop {
             match self.send(Method::GET, base, path, None, accept).await {
-                Err(e) if e.class() == ErrorClass::Transient && attempt < self.retries => {
+                Err(e) if e.class() == ErrorKind::Transient && attempt < self.retries => {
                     let delay = self.backoff(attempt);
                     debug!(url = %join(base, path), attempt, ?delay, error = %e, "retrying patroni get");
                     tokio::time::sleep(delay).await;

@@ -4,54 +4,7 @@
 //! in `#[source]`). URLs in messages never carry credentials: config validation refuses
 //! `user:pass@` in URLs, and the basic-auth password lives in a [`super::Secret`].
 
-use serde::Serialize;
-
-/// What a caller can do about a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// Try again later: timeouts, refused connections, 5xx, a torn body.
-    Transient,
-    /// The endpoint or member does not exist (404).
-    NotFound,
-    /// The state does not allow it now (409, 412: e.g. a switchover candidate that is not
-    /// healthy, a leader name that is no longer the leader). Re-read, then decide again.
-    Conflict,
-    /// Credentials missing or refused (401, 403). Retrying will not help; fix the config.
-    Auth,
-    /// Will not succeed by retrying (400, a body that is not Patroni's JSON, too large).
-    Permanent,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => "transient",
-            ErrorClass::NotFound => "not_found",
-            ErrorClass::Conflict => "conflict",
-            ErrorClass::Auth => "auth",
-            ErrorClass::Permanent => "permanent",
-        }
-    }
-
-    /// The class of an HTTP status that is an error for the request made.
-    pub fn of_status(status: u16) -> ErrorClass {
-        match status {
-            401 | 403 => ErrorClass::Auth,
-            404 => ErrorClass::NotFound,
-            409 | 412 => ErrorClass::Conflict,
-            408 | 429 => ErrorClass::Transient,
-            500..=599 => ErrorClass::Transient,
-            _ => ErrorClass::Permanent,
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use steward_model::ports::ErrorKind;
 
 /// A failed call to Patroni's REST API.
 #[derive(Debug, thiserror::Error)]
@@ -129,19 +82,19 @@ pub enum PatroniError {
 
 impl PatroniError {
     /// The class a loop uses to choose between backoff and giving up.
-    pub fn class(&self) -> ErrorClass {
+    pub fn class(&self) -> ErrorKind {
         match self {
-            PatroniError::Build(_) | PatroniError::NoUrl => ErrorClass::Permanent,
+            PatroniError::Build(_) | PatroniError::NoUrl => ErrorKind::Permanent,
             PatroniError::Timeout { .. }
             | PatroniError::Send { .. }
-            | PatroniError::Body { .. } => ErrorClass::Transient,
-            PatroniError::Status { status, .. } => ErrorClass::of_status(*status),
+            | PatroniError::Body { .. } => ErrorKind::Transient,
+            PatroniError::Status { status, .. } => ErrorKind::of_http_status(*status),
             PatroniError::TooLarge { .. } | PatroniError::MetricsText { .. } => {
-                ErrorClass::Permanent
+                ErrorKind::Permanent
             }
             // A body that ends early was torn (a restart mid-answer); garbage is garbage.
-            PatroniError::Malformed { source, .. } if source.is_eof() => ErrorClass::Transient,
-            PatroniError::Malformed { .. } => ErrorClass::Permanent,
+            PatroniError::Malformed { source, .. } if source.is_eof() => ErrorKind::Transient,
+            PatroniError::Malformed { .. } => ErrorKind::Permanent,
             PatroniError::NoneAnswered { last, .. } => last.class(),
         }
     }

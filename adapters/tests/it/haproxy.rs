@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use steward_model::ports::ErrorKind;
 
 use steward_adapters::haproxy::{
-    AdminState, Balancer, BalancerSet, Change, CheckResult, CheckWait, Endpoint, ErrorClass,
-    HaproxyError, HealthCheck, Operational, Refusal, RuntimeApi, ServerSpec, ServerState, Status,
+    AdminState, Balancer, BalancerSet, Change, CheckResult, CheckWait, Endpoint, HaproxyError,
+    HealthCheck, Operational, Refusal, RuntimeApi, ServerSpec, ServerState, Status,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -432,7 +433,7 @@ async fn a_failing_check_keeps_the_server_out_until_it_passes() {
         .enable_after_check("replicas", "m1", short)
         .await
         .unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(err.class(), ErrorKind::Transient, "{err}");
     let HaproxyError::CheckNotPassed {
         last: Some(last), ..
     } = &err
@@ -601,7 +602,7 @@ async fn drain_then_delete_and_delete_again() {
 
     let again = api.delete_server("replicas", "m1").await.unwrap_err();
     assert_eq!(again.refusal(), Some(Refusal::NoSuchServer), "{again}");
-    assert_eq!(again.class(), ErrorClass::NotFound);
+    assert_eq!(again.class(), ErrorKind::NotFound);
     // As a change it is idempotent: already gone is done.
     let delete = Change::Delete {
         backend: "replicas".into(),
@@ -626,13 +627,13 @@ async fn refusals_are_classified() {
     let e = api.servers("nope").await.unwrap_err();
     assert_eq!(
         (e.refusal(), e.class()),
-        (Some(Refusal::NoSuchBackend), ErrorClass::NotFound),
+        (Some(Refusal::NoSuchBackend), ErrorKind::NotFound),
         "{e}"
     );
     let e = api.add_server("nope", &s).await.unwrap_err();
     assert_eq!(
         (e.refusal(), e.class()),
-        (Some(Refusal::NoSuchBackend), ErrorClass::NotFound),
+        (Some(Refusal::NoSuchBackend), ErrorKind::NotFound),
         "{e}"
     );
     let e = api
@@ -641,14 +642,14 @@ async fn refusals_are_classified() {
         .unwrap_err();
     assert_eq!(
         (e.refusal(), e.class()),
-        (Some(Refusal::NoSuchServer), ErrorClass::NotFound),
+        (Some(Refusal::NoSuchServer), ErrorKind::NotFound),
         "{e}"
     );
 
     let e = api.add_server("fixed", &s).await.unwrap_err();
     assert_eq!(
         (e.refusal(), e.class()),
-        (Some(Refusal::NotDynamicBackend), ErrorClass::Permanent),
+        (Some(Refusal::NotDynamicBackend), ErrorKind::Permanent),
         "static-rr cannot take dynamic servers: {e}"
     );
 
@@ -656,7 +657,7 @@ async fn refusals_are_classified() {
     let e = api.add_server("replicas", &s).await.unwrap_err();
     assert_eq!(
         (e.refusal(), e.class()),
-        (Some(Refusal::AlreadyExists), ErrorClass::Conflict),
+        (Some(Refusal::AlreadyExists), ErrorKind::Conflict),
         "{e}"
     );
 
@@ -671,7 +672,7 @@ async fn refusals_are_classified() {
         .unwrap_err();
     assert_eq!(
         (e.refusal(), e.class()),
-        (Some(Refusal::NoHealthCheck), ErrorClass::Permanent),
+        (Some(Refusal::NoHealthCheck), ErrorKind::Permanent),
         "{e}"
     );
 
@@ -681,7 +682,7 @@ async fn refusals_are_classified() {
         .await
         .unwrap_err();
     assert!(matches!(e, HaproxyError::Invalid { .. }), "{e:?}");
-    assert_eq!(e.class(), ErrorClass::Permanent);
+    assert_eq!(e.class(), ErrorKind::Permanent);
     assert_eq!(
         state_of(&api, "replicas", "m1").await,
         Some(Status::Maint),
@@ -705,10 +706,10 @@ async fn haproxy_not_running_is_transient() {
 
     let err = tcp.servers("replicas").await.unwrap_err();
     assert!(matches!(err, HaproxyError::Connect { .. }), "{err:?}");
-    assert_eq!(err.class(), ErrorClass::Transient, "{err:?}");
+    assert_eq!(err.class(), ErrorKind::Transient, "{err:?}");
     let err = unix.servers("replicas").await.unwrap_err();
     assert!(matches!(err, HaproxyError::Connect { .. }), "{err:?}");
-    assert_eq!(err.class(), ErrorClass::Transient, "{err:?}");
+    assert_eq!(err.class(), ErrorKind::Transient, "{err:?}");
 }
 
 #[tokio::test]
@@ -727,7 +728,7 @@ async fn a_socket_that_accepts_but_never_answers_times_out() {
     let started = tokio::time::Instant::now();
     let err = api.servers("replicas").await.unwrap_err();
     assert!(matches!(err, HaproxyError::Timeout { .. }), "{err:?}");
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorKind::Transient);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -770,7 +771,7 @@ async fn a_balancer_set_keeps_both_in_step_and_names_the_one_that_failed() {
     assert_eq!(report.applied, ["lab-haproxy-1", "lab-haproxy-2"]);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].0, "lab-haproxy-3");
-    assert_eq!(report.failed[0].1.class(), ErrorClass::Transient);
+    assert_eq!(report.failed[0].1.class(), ErrorKind::Transient);
     assert!(!report.all_applied());
 
     // A retry is idempotent: already there with the same address is done.
@@ -785,7 +786,7 @@ async fn a_balancer_set_keeps_both_in_step_and_names_the_one_that_failed() {
     assert_eq!(clash.failed.len(), 2);
     for (_, e) in &clash.failed {
         assert!(matches!(e, HaproxyError::AddressMismatch { .. }), "{e:?}");
-        assert_eq!(e.class(), ErrorClass::Conflict);
+        assert_eq!(e.class(), ErrorKind::Conflict);
     }
 
     let enable = Change::EnableAfterCheck {

@@ -3,13 +3,14 @@
 //! truncated and oversized bodies, auth failures.
 
 use std::time::Duration;
+use steward_model::ports::ErrorKind;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 use steward_adapters::patroni::{
-    ErrorClass, PatroniApi, PatroniClient, PatroniConfig, PatroniError, PatroniSettings,
-    RestartConditions, Switchover,
+    PatroniApi, PatroniClient, PatroniConfig, PatroniError, PatroniSettings, RestartConditions,
+    Switchover,
 };
 use steward_model::observation::PatroniRole;
 use steward_model::Timestamp;
@@ -260,7 +261,7 @@ async fn a_timeout_is_transient_and_gets_are_retried_a_bounded_number_of_times()
         .await;
     let c = client(&server, json!({ "timeout": "150ms", "retries": 2 }));
     let err = c.cluster().await.unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorKind::Transient);
     assert!(matches!(err, PatroniError::Timeout { .. }), "{err:?}");
     server.verify().await;
 }
@@ -302,7 +303,7 @@ async fn a_persistent_500_ends_as_transient_with_patronis_message() {
         .member_status(&server.uri())
         .await
         .unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorKind::Transient);
     assert!(
         err.to_string()
             .contains("answered 500: Internal Server Error"),
@@ -350,7 +351,7 @@ async fn switchover_sends_leader_candidate_and_time_and_412_is_a_conflict_not_re
         })
         .await
         .unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Conflict);
+    assert_eq!(err.class(), ErrorKind::Conflict);
     assert!(
         err.to_string().contains("leader name does not match"),
         "{err}"
@@ -372,7 +373,7 @@ async fn a_503_to_an_action_is_transient_and_sent_once() {
         .failover("pg2")
         .await
         .unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorKind::Transient);
     server.verify().await;
 }
 
@@ -462,10 +463,10 @@ async fn malformed_json_is_permanent_and_truncated_json_is_transient() {
     let c = client(&server, json!({ "retries": 0 }));
     let err = c.cluster().await.unwrap_err();
     assert!(matches!(err, PatroniError::Malformed { .. }), "{err:?}");
-    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(err.class(), ErrorKind::Permanent);
     let err = c.member_status(&server.uri()).await.unwrap_err();
     assert!(matches!(err, PatroniError::Malformed { .. }), "{err:?}");
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorKind::Transient);
 }
 
 #[tokio::test]
@@ -487,7 +488,7 @@ async fn a_body_over_the_limit_is_refused() {
         matches!(err, PatroniError::TooLarge { limit: 4096, .. }),
         "{err:?}"
     );
-    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(err.class(), ErrorKind::Permanent);
 }
 
 #[tokio::test]
@@ -517,7 +518,7 @@ async fn basic_auth_is_sent_and_a_401_is_an_auth_error_that_never_shows_the_pass
 
     let without = client(&server, json!({}));
     let err = without.reload(&server.uri()).await.unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Auth);
+    assert_eq!(err.class(), ErrorKind::Auth);
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("s3cret-pw"), "{shown}");
 }
@@ -547,7 +548,7 @@ async fn cluster_is_read_from_the_next_url_when_the_first_refuses() {
     )
     .unwrap();
     let err = only_dead.cluster().await.unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorKind::Transient);
 }
 
 #[test]

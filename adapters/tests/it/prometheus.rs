@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use steward_adapters::patroni::ErrorClass;
 use steward_adapters::prometheus::{
     Metric, MetricsSource, PrometheusClient, PrometheusConfig, PrometheusError, PrometheusSettings,
     Reading,
 };
+use steward_model::ports::ErrorKind;
 use steward_model::Timestamp;
 use wiremock::matchers::{basic_auth, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -293,23 +293,23 @@ async fn errors_are_classified() {
     let class = |r: Result<_, PrometheusError>| r.map(|_| ()).unwrap_err().class();
     assert_eq!(
         class(c.instant(Metric::CpuUsed, NOW).await),
-        ErrorClass::Permanent
+        ErrorKind::Permanent
     );
     assert_eq!(
         class(c.instant(Metric::MemoryUsed, NOW).await),
-        ErrorClass::Transient
+        ErrorKind::Transient
     );
     assert_eq!(
         class(c.instant(Metric::Connections, NOW).await),
-        ErrorClass::Auth
+        ErrorKind::Auth
     );
     assert_eq!(
         class(c.instant(Metric::ReadRate, NOW).await),
-        ErrorClass::Transient
+        ErrorKind::Transient
     );
     assert_eq!(
         class(c.instant(Metric::DiskUsed, NOW).await),
-        ErrorClass::Permanent
+        ErrorKind::Permanent
     );
     let scalar = c.instant(Metric::LagBytes, NOW).await.unwrap_err();
     assert!(

@@ -101,7 +101,8 @@ pub struct Usage {
     pub oom_kills: Option<u64>,
 }
 
-/// The classes of failure a loop tells apart.
+/// The classes of failure a loop tells apart: one vocabulary for every adapter (platforms,
+/// Patroni, Prometheus, HAProxy, etcd).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -114,6 +115,9 @@ pub enum ErrorKind {
     /// The platform refused the request as asked (e.g. a memory limit below what is in use);
     /// nothing was changed.
     Refused,
+    /// Credentials missing or refused (HTTP 401/403): retrying will not help, the config must
+    /// be fixed.
+    Auth,
     /// Will not succeed by retrying (bad template, unsupported operation, not owned).
     Permanent,
 }
@@ -125,7 +129,22 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Refused => "refused",
+            ErrorKind::Auth => "auth",
             ErrorKind::Permanent => "permanent",
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The class of an HTTP status that is an error for the request made.
+    pub fn of_http_status(status: u16) -> ErrorKind {
+        match status {
+            401 | 403 => ErrorKind::Auth,
+            404 => ErrorKind::NotFound,
+            409 | 412 => ErrorKind::Conflict,
+            408 | 429 => ErrorKind::Transient,
+            500..=599 => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
         }
     }
 }
