@@ -9,7 +9,7 @@
 //! mutating calls take time, so a loop can be observed with an action in flight.
 //!
 //! Load model: a member's demand is a [`Signal`] times a base size ([`Load`]), e.g. a NAB trace
-//! from `/work/shared/traces` gives `cpu_used(t) = trace(t) / 100 x base.cpus`, capped at the
+//! from the NAB traces (`examples/traces`) gives `cpu_used(t) = trace(t) / 100 x base.cpus`, capped at the
 //! member's current size. Growing a member therefore lowers its utilization, as on a real
 //! platform. Memory demand above the limit counts an OOM kill.
 //!
@@ -110,7 +110,7 @@ impl Trace {
         Ok(Trace { points })
     }
 
-    /// Reads the NAB format of `/work/shared/traces`: a `timestamp,value` header, then one
+    /// Reads the NAB format of `examples/traces`: a `timestamp,value` header, then one
     /// `YYYY-MM-DD HH:MM:SS,value` line per sample.
     pub fn from_csv(text: &str) -> Result<Trace, TraceError> {
         let mut points = Vec::new();

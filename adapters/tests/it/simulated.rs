@@ -197,8 +197,12 @@ fn spec(cluster: &str, name: &str) -> CreateSpec {
 
 #[tokio::test]
 async fn trace_drives_cpu_and_growing_lowers_utilization() {
-    let text = std::fs::read_to_string("/work/shared/traces/ec2_cpu_utilization_825cc2.csv")
-        .expect("the NAB traces are in /work/shared/traces");
+    // A NAB trace kept in the repository (examples/traces, with its licence).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/traces/ec2_cpu_utilization_fe7f93.csv"
+    );
+    let text = std::fs::read_to_string(path).expect("the example trace is in the repository");
     let trace = Arc::new(Trace::from_csv(&text).expect("trace parses"));
     let start = trace.start();
     let clock = SimClock::new(start);
