@@ -48,9 +48,9 @@ export STEWARD_LAB=1
 
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
-    # nextest does not run doctests.
+    # nextest does not run doctests: run them first, so that nextest's summary closes the output.
     cargo test --workspace --doc
+    cargo nextest run --workspace --no-fail-fast "$@"
 else
     cargo test --workspace --no-fail-fast "$@"
 fi
