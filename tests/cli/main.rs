@@ -1,5 +1,6 @@
 //! Tests of the `steward` binary as a user runs it: one integration test binary, modules inside.
 mod config;
+mod e2e;
 mod evaluate;
 mod journal;
 mod lab;
