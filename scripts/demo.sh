@@ -7,7 +7,9 @@
 #      next to the Kubernetes HPA algorithm and a naive threshold rule, with SVG charts,
 #   5. `steward run` on the simulated platform: both loops act on a scripted scenario (the load rises,
 #      a replica crashes) in simulated time, and say what they do and why,
-#   6. says where the output is and how to stop.
+#   6. `steward run` on the lab's real cluster: a replica is killed, and Steward fences it, creates a
+#      replacement that streams, and removes the old one, saying why at each step,
+#   7. says where the output is and how to stop.
 # Usage: scripts/demo.sh [output folder, default ./steward-demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +52,44 @@ done
 say "both loops at work: steward run on the simulated platform (load rises at 15 s, pg-3 crashes at 45 s)"
 "$steward" run --config examples/simulated.toml --for 15m | tee "$out/run-simulated.txt"
 
+say "Steward on the real cluster: steward run --config examples/lab.toml, then a replica is killed"
+# The lab's config with a fresh state folder, and a shorter grace window than the default 60 s so
+# the demo does not wait long (a member must look bad for the whole window before it is repaired).
+mkdir -p "$out/state"
+sed "s|^state_dir = .*|state_dir = \"$(cd "$out" && pwd)/state\"|" examples/lab.toml > "$out/lab-run.toml"
+cat >> "$out/lab-run.toml" <<'EOF2'
+
+[repair]
+grace_window = "15s"
+
+[run]
+tick = "5s"
+EOF2
+"$steward" run --config "$out/lab-run.toml" --for 6m > "$out/run-lab.txt" 2> "$out/run-lab.log" &
+steward_pid=$!
+sleep 15
+leader=$("$steward" observe --patroni "$PATRONI_URLS" --format json \
+    | python3 -c 'import json,sys; print(next(m["name"] for m in json.load(sys.stdin)["members"] if m["patroni_role"] == "leader"))')
+victim=$(for m in lab-pg-1 lab-pg-2 lab-pg-3; do [ "$m" != "$leader" ] && echo "$m" && break; done)
+echo "the leader is $leader; killing the replica $victim (docker kill)"
+docker kill "$victim" >/dev/null
+for _ in $(seq 1 60); do
+    grep -q "repair result .* remove $victim.*: ok" "$out/run-lab.txt" && break
+    sleep 5
+done
+kill -TERM "$steward_pid" 2>/dev/null || true
+wait "$steward_pid" || true
+echo "what Steward did and why (also in $out/run-lab.txt; its log in $out/run-lab.log):"
+grep -E "repair|scale" "$out/run-lab.txt" || echo "(nothing: see $out/run-lab.log)"
+"$steward" observe --patroni "${PATRONI_URLS}"
+
 say "done"
 cat <<EOF2
 Output is in $out/: the timelines and summaries (*.txt), the charts (*.svg), what both loops did on
 the simulated cluster (run-simulated.txt), and the observation recorded from the live cluster
 (observations.jsonl, replayable with: $steward evaluate --jsonl FILE).
 
-The lab is still running. Look around with:   scripts/lab.sh status
-Stop it (removes the containers, disks and state):   scripts/lab.sh down
+The lab is still running, with the member Steward created. Look around with:   scripts/lab.sh status
+Stop it (removes every lab container, the members Steward created too, their disks and state):
+    scripts/lab.sh down
 EOF2
