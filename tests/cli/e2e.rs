@@ -435,9 +435,24 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
 
         // Thaw whatever is left of it (a killed container is not paused: that is fine).
         let _ = sh("docker", &["unpause", &old_id]).await;
-        let (new_leader, new_timeline) = new_leader.unwrap();
-        if let (Some(old), Some(new)) = (old_timeline, new_timeline) {
-            assert!(new > old, "the promotion did not start a new timeline: {old} -> {new}");
+        let (new_leader, mut new_timeline) = new_leader.unwrap();
+        // Patroni takes the leader key before the promotion finishes: the new timeline shows
+        // in /cluster a moment later, so wait for it (bounded) rather than read it once.
+        let promoted_by = Instant::now() + Duration::from_secs(30);
+        while let (Some(old), Some(new)) = (old_timeline, new_timeline) {
+            if new > old {
+                break;
+            }
+            assert!(
+                Instant::now() < promoted_by,
+                "the promotion did not start a new timeline within 30 s: {old} -> {new}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(v) = client.cluster().await {
+                if let Some(l) = v.leader().filter(|l| l.name == new_leader) {
+                    new_timeline = l.timeline;
+                }
+            }
         }
         // For a while after the thaw: exactly one leader, the new one, and the old container
         // not running (so it cannot accept a write as a second primary).
