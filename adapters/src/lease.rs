@@ -27,6 +27,7 @@
 //! not rebalance clusters when an instance joins (an owner keeps what it holds until it resigns or
 //! dies), and it speaks plain HTTP to loopback etcd only (no TLS).
 
+use crate::patroni::Secret;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -149,25 +150,6 @@ impl Default for LeaseConfig {
             password_env: None,
             patroni_namespace: default_namespace(),
         }
-    }
-}
-
-/// A password: never printed, never logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
     }
 }
 
@@ -306,7 +288,7 @@ impl LeaseConfig {
             (Some(user), None, Some(var)) => match env(var) {
                 Some(value) => Some(Credentials {
                     username: user.clone(),
-                    password: PasswordSource::Value(Secret(value)),
+                    password: PasswordSource::Value(Secret::new(value)),
                 }),
                 None => {
                     // The variable's name is fine to print, its value never is.
@@ -561,7 +543,7 @@ impl Etcd {
         if let Some(c) = &settings.credentials {
             let password = match &c.password {
                 PasswordSource::Value(s) => s.clone(),
-                PasswordSource::File(path) => Secret(
+                PasswordSource::File(path) => Secret::new(
                     tokio::fs::read_to_string(path)
                         .await
                         .map_err(|source| LeaseError::Credentials {
