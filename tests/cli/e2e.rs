@@ -132,12 +132,43 @@ struct Steward {
     child: tokio::process::Child,
     out: PathBuf,
     err: PathBuf,
+    /// Its journal's folder (inside `dir`).
+    state_dir: PathBuf,
+    /// Holds the config, the state and the output; removed when the test ends.
+    _dir: tempfile::TempDir,
 }
 
 impl Steward {
-    fn start(config: &Path, dir: &Path) -> Steward {
-        let out = dir.join("steward.out");
-        let err = dir.join("steward.err");
+    /// Starts `steward run` on the lab's test config with a fresh state folder, and lets it
+    /// observe the healthy cluster for a few ticks first: the fault it is shown is a change.
+    async fn start_on_lab() -> Steward {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let config = write_config(dir.path(), &state_dir);
+        let mut steward = Steward::start(&config, dir, state_dir);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        steward.assert_alive();
+        steward
+    }
+
+    /// SIGTERM: it must exit 0 and leave no operation open in its journal.
+    async fn stop_cleanly(self) {
+        let state_dir = self.state_dir.clone();
+        let (status, output) = self.terminate().await;
+        assert!(
+            status.success(),
+            "steward did not exit 0 on SIGTERM: {status}\n{output}"
+        );
+        let open = open_journal_records(&state_dir);
+        assert!(
+            open.is_empty(),
+            "operations left open in the journal: {open:?}\n{output}"
+        );
+    }
+
+    fn start(config: &Path, dir: tempfile::TempDir, state_dir: PathBuf) -> Steward {
+        let out = dir.path().join("steward.out");
+        let err = dir.path().join("steward.err");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_steward"))
             .args(["run", "--config", config.to_str().unwrap(), "--log", "info"])
             .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
@@ -146,7 +177,13 @@ impl Steward {
             .kill_on_drop(true)
             .spawn()
             .expect("the steward binary starts");
-        Steward { child, out, err }
+        Steward {
+            child,
+            out,
+            err,
+            state_dir,
+            _dir: dir,
+        }
     }
 
     /// What it printed so far, for a failure message.
@@ -295,13 +332,7 @@ async fn a_killed_replica_is_fenced_replaced_and_removed_by_steward_run() {
             .clone();
         let victim_id = container_id(&victim).await;
 
-        let dir = tempfile::tempdir().unwrap();
-        let state_dir = dir.path().join("state");
-        let config = write_config(dir.path(), &state_dir);
-        let mut steward = Steward::start(&config, dir.path());
-        // Let it observe the healthy cluster for a few ticks first: the fault is a change.
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        steward.assert_alive();
+        let mut steward = Steward::start_on_lab().await;
 
         let killed = Instant::now();
         let out = sh("docker", &["kill", &victim]).await;
@@ -357,10 +388,7 @@ async fn a_killed_replica_is_fenced_replaced_and_removed_by_steward_run() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
 
-        let (status, output) = steward.terminate().await;
-        assert!(status.success(), "steward did not exit 0 on SIGTERM: {status}\n{output}");
-        let open = open_journal_records(&state_dir);
-        assert!(open.is_empty(), "operations left open in the journal: {open:?}\n{output}");
+        steward.stop_cleanly().await;
     })
     .await;
 }
@@ -377,12 +405,7 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
         let old_timeline = view.leader().and_then(|l| l.timeline);
         let old_id = container_id(&old_leader).await;
 
-        let dir = tempfile::tempdir().unwrap();
-        let state_dir = dir.path().join("state");
-        let config = write_config(dir.path(), &state_dir);
-        let mut steward = Steward::start(&config, dir.path());
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        steward.assert_alive();
+        let mut steward = Steward::start_on_lab().await;
 
         let frozen = Instant::now();
         let out = sh("docker", &["pause", &old_leader]).await;
@@ -473,10 +496,7 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
 
-        let (status, output) = steward.terminate().await;
-        assert!(status.success(), "steward did not exit 0 on SIGTERM: {status}\n{output}");
-        let open = open_journal_records(&state_dir);
-        assert!(open.is_empty(), "operations left open in the journal: {open:?}\n{output}");
+        steward.stop_cleanly().await;
     })
     .await;
 }
