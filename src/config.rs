@@ -64,6 +64,15 @@ pub struct RawConfig {
     /// pause and resume. Without the section, `run` serves nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<crate::server::RawServerConfig>,
+    /// The HAProxy balancers whose backends `steward run` keeps in step with the members
+    /// (`[balancers]`): Runtime API endpoints, backend names, ports. Without it, nothing is
+    /// added to or removed from a balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancers: Option<crate::run::config::RawBalancersConfig>,
+    /// Leader election among several `steward run` instances on an etcd lease (`[lease]`).
+    /// Without it, this instance acts alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<steward_adapters::lease::LeaseConfig>,
 }
 
 /// `[cluster]`
@@ -99,6 +108,8 @@ pub struct Config {
     pub scaler: ScalerConfig,
     pub run: RunConfig,
     pub server: Option<crate::server::ServerConfig>,
+    pub balancers: Option<crate::run::config::BalancersConfig>,
+    pub lease: Option<steward_adapters::lease::LeaseSettings>,
 }
 
 /// The validated `[cluster]` section.
@@ -155,6 +166,20 @@ impl RawConfig {
             "server",
             self.server.map(crate::server::RawServerConfig::validate),
         );
+        let balancers = section(
+            &mut errors,
+            "balancers",
+            self.balancers
+                .as_ref()
+                .map(crate::run::config::RawBalancersConfig::validate),
+        );
+        let lease = section(
+            &mut errors,
+            "lease",
+            self.lease
+                .as_ref()
+                .map(steward_adapters::lease::LeaseConfig::validate),
+        );
         match (cluster, policy, repair, scaler, run) {
             (Some(cluster), Some(policy), Some(repair), Some(scaler), Some(run))
                 if errors.is_empty() =>
@@ -169,6 +194,8 @@ impl RawConfig {
                     scaler,
                     run,
                     server,
+                    balancers,
+                    lease,
                 })
             }
             _ => Err(errors),

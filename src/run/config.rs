@@ -405,3 +405,129 @@ mod tests {
         assert_eq!(errors.iter().next().unwrap().path, "docker");
     }
 }
+
+/// Default backends a database member is a server of: the lab's (and the usual Patroni
+/// template's) `primary` on 5432 and `replicas` on 5433; Patroni's checks route within them.
+pub const DEFAULT_BACKENDS: [&str; 2] = ["primary", "replicas"];
+/// Default PostgreSQL port of the members.
+pub const DEFAULT_MEMBER_PORT: u16 = 5432;
+/// Default port of Patroni's REST API, where the balancers' checks go.
+pub const DEFAULT_CHECK_PORT: u16 = 8008;
+/// Default time a new server gets to pass its check before it is left out of traffic.
+pub const DEFAULT_ENABLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `[balancers]`: the HAProxy instances whose backends follow the members.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancersConfig {
+    /// Each balancer's Runtime API (`stats socket ... level admin`): `127.0.0.21:9999` or
+    /// `unix:/run/haproxy/admin.sock`. TCP endpoints must be loopback addresses. Required.
+    #[serde(default)]
+    pub runtime_apis: Vec<String>,
+    /// The backends every database member is a server of; each backend's own check
+    /// (`OPTIONS /primary`, `OPTIONS /replica`) decides which server takes traffic.
+    #[serde(default = "default_backends")]
+    pub backends: Vec<String>,
+    /// The members' PostgreSQL port, where the servers point.
+    #[serde(default = "default_member_port")]
+    pub port: u16,
+    /// Patroni's REST port, where the checks go.
+    #[serde(default = "default_check_port")]
+    pub check_port: u16,
+    /// How long a new server may take to pass its check before Steward stops waiting (it stays
+    /// out of traffic and is tried again on a later tick).
+    #[serde(default = "default_enable_timeout", with = "humantime_serde")]
+    pub enable_timeout: Duration,
+}
+
+fn default_backends() -> Vec<String> {
+    DEFAULT_BACKENDS.iter().map(|b| b.to_string()).collect()
+}
+fn default_member_port() -> u16 {
+    DEFAULT_MEMBER_PORT
+}
+fn default_check_port() -> u16 {
+    DEFAULT_CHECK_PORT
+}
+fn default_enable_timeout() -> Duration {
+    DEFAULT_ENABLE_TIMEOUT
+}
+
+/// The validated `[balancers]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BalancersConfig {
+    /// Name (the endpoint as written) and where its Runtime API listens.
+    pub runtime_apis: Vec<(String, steward_adapters::haproxy::Endpoint)>,
+    pub backends: Vec<String>,
+    pub port: u16,
+    pub check_port: u16,
+    pub enable_timeout: Duration,
+}
+
+impl RawBalancersConfig {
+    pub fn validate(&self) -> Result<BalancersConfig, ConfigErrors> {
+        use steward_adapters::haproxy::Endpoint;
+        let mut errors = ConfigErrors::default();
+        if self.runtime_apis.is_empty() {
+            errors.push(
+                "runtime_apis",
+                "list each balancer's Runtime API, e.g. [\"127.0.0.21:9999\", \"127.0.0.22:9999\"]",
+            );
+        }
+        let mut apis = Vec::new();
+        for (i, text) in self.runtime_apis.iter().enumerate() {
+            let path = format!("runtime_apis[{i}]");
+            if let Some(unix) = text.strip_prefix("unix:") {
+                if unix.is_empty() || !unix.starts_with('/') {
+                    errors.push(path, format!("{text:?}: a unix socket needs an absolute path, e.g. unix:/run/haproxy/admin.sock"));
+                } else {
+                    apis.push((text.clone(), Endpoint::Unix(PathBuf::from(unix))));
+                }
+                continue;
+            }
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => {
+                    apis.push((text.clone(), Endpoint::Tcp(addr)))
+                }
+                Ok(_) => errors.push(
+                    path,
+                    format!("{text:?} is not a loopback address; Steward talks to balancers on 127.0.0.0/8 or a unix socket"),
+                ),
+                Err(_) => errors.push(
+                    path,
+                    format!("{text:?} is neither IP:PORT (127.0.0.21:9999) nor unix:/path"),
+                ),
+            }
+        }
+        if self.backends.is_empty() {
+            errors.push(
+                "backends",
+                "name at least one backend, e.g. [\"primary\", \"replicas\"]",
+            );
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.is_empty() || b.chars().any(|c| c.is_whitespace()) {
+                errors.push(
+                    format!("backends[{i}]"),
+                    format!("{b:?} is not a backend name"),
+                );
+            }
+        }
+        if self.port == 0 {
+            errors.push("port", "must be a port number (1-65535)");
+        }
+        if self.check_port == 0 {
+            errors.push("check_port", "must be a port number (1-65535)");
+        }
+        if self.enable_timeout < Duration::from_secs(1) {
+            errors.push("enable_timeout", "must be at least 1s");
+        }
+        errors.into_result(BalancersConfig {
+            runtime_apis: apis,
+            backends: self.backends.clone(),
+            port: self.port,
+            check_port: self.check_port,
+            enable_timeout: self.enable_timeout,
+        })
+    }
+}

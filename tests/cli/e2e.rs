@@ -25,19 +25,19 @@ use steward_model::ports::{ErrorKind, Platform};
 use tokio::time::Instant;
 
 /// The lab's own database members (scripts/lab.sh MEMBERS); any other member is Steward's.
-const LAB_MEMBERS: [&str; 3] = ["lab-pg-1", "lab-pg-2", "lab-pg-3"];
+pub(crate) const LAB_MEMBERS: [&str; 3] = ["lab-pg-1", "lab-pg-2", "lab-pg-3"];
 /// From the fault to the replacement streaming: grace (6 s) + fence (up to 5 s) + a clone
 /// (4-11 s measured, ENVIRONMENT.md) + Patroni's loop, with a wide margin for a loaded 2-core box.
-const REPAIR_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const REPAIR_TIMEOUT: Duration = Duration::from_secs(120);
 /// A SIGTERM'd steward finishes its in-flight step and journals it; it must not take longer.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The lab's Patroni URLs, or None (after saying why) when the lab is not up.
-fn lab() -> Option<Vec<String>> {
+pub(crate) fn lab() -> Option<Vec<String>> {
     match (
         std::env::var("STEWARD_LAB").as_deref(),
         std::env::var("PATRONI_URLS"),
@@ -54,7 +54,7 @@ fn lab() -> Option<Vec<String>> {
 }
 
 /// tests/data/e2e/lab.toml with `state_dir` pointed at `state_dir`, written into `dir`.
-fn write_config(dir: &Path, state_dir: &Path) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, state_dir: &Path) -> PathBuf {
     let source = repo().join("tests/data/e2e/lab.toml");
     let text = std::fs::read_to_string(&source).expect("tests/data/e2e/lab.toml");
     let mut doc: toml::Table = toml::from_str(&text).expect("the e2e config is TOML");
@@ -69,7 +69,7 @@ fn write_config(dir: &Path, state_dir: &Path) -> PathBuf {
 
 /// The Docker platform of the e2e config: used to see the members and to remove Steward's extra
 /// ones when the lab is restored.
-async fn platform() -> DockerPlatform {
+pub(crate) async fn platform() -> DockerPlatform {
     let text = std::fs::read_to_string(repo().join("tests/data/e2e/lab.toml")).unwrap();
     let doc: toml::Table = toml::from_str(&text).unwrap();
     let raw: RawDockerConfig = doc["platform"]["docker"]
@@ -82,13 +82,13 @@ async fn platform() -> DockerPlatform {
         .expect("the platform connects to the lab's engines")
 }
 
-fn patroni(urls: Vec<String>) -> PatroniClient {
+pub(crate) fn patroni(urls: Vec<String>) -> PatroniClient {
     let settings = PatroniSettings::with_urls(urls).expect("the lab's Patroni URLs are valid");
     PatroniClient::with_seed(&settings, 11).expect("patroni client")
 }
 
 /// Runs a command to its end; its status and output.
-async fn sh(program: &str, args: &[&str]) -> std::process::Output {
+pub(crate) async fn sh(program: &str, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(program)
         .args(args)
         .output()
@@ -97,7 +97,7 @@ async fn sh(program: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// `docker inspect -f '{{.Name}} {{.State.Status}}'` of a container id: None when it is gone.
-async fn container_state(id: &str) -> Option<(String, String)> {
+pub(crate) async fn container_state(id: &str) -> Option<(String, String)> {
     let out = sh(
         "docker",
         &["inspect", "-f", "{{.Name}} {{.State.Status}}", id],
@@ -111,14 +111,14 @@ async fn container_state(id: &str) -> Option<(String, String)> {
     Some((name.trim_start_matches('/').to_string(), status.to_string()))
 }
 
-async fn container_id(name: &str) -> String {
+pub(crate) async fn container_id(name: &str) -> String {
     let out = sh("docker", &["inspect", "-f", "{{.Id}}", name]).await;
     assert!(out.status.success(), "docker inspect {name}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The leader's name and the members streaming from it (per its /patroni replication[]).
-async fn leader_and_streaming(patroni: &PatroniClient) -> Option<(String, Vec<String>)> {
+pub(crate) async fn leader_and_streaming(patroni: &PatroniClient) -> Option<(String, Vec<String>)> {
     let view = patroni.cluster().await.ok()?;
     let leader = view.leader()?;
     let status = patroni.member_status(&leader.api_base()?).await.ok()?;
@@ -128,7 +128,7 @@ async fn leader_and_streaming(patroni: &PatroniClient) -> Option<(String, Vec<St
 }
 
 /// `steward run` as a child process, its output in files (a pipe nobody reads would block it).
-struct Steward {
+pub(crate) struct Steward {
     child: tokio::process::Child,
     out: PathBuf,
     err: PathBuf,
@@ -141,7 +141,7 @@ struct Steward {
 impl Steward {
     /// Starts `steward run` on the lab's test config with a fresh state folder, and lets it
     /// observe the healthy cluster for a few ticks first: the fault it is shown is a change.
-    async fn start_on_lab() -> Steward {
+    pub(crate) async fn start_on_lab() -> Steward {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
         let config = write_config(dir.path(), &state_dir);
@@ -152,7 +152,7 @@ impl Steward {
     }
 
     /// SIGTERM: it must exit 0 and leave no operation open in its journal.
-    async fn stop_cleanly(self) {
+    pub(crate) async fn stop_cleanly(self) {
         let state_dir = self.state_dir.clone();
         let (status, output) = self.terminate().await;
         assert!(
@@ -166,7 +166,7 @@ impl Steward {
         );
     }
 
-    fn start(config: &Path, dir: tempfile::TempDir, state_dir: PathBuf) -> Steward {
+    pub(crate) fn start(config: &Path, dir: tempfile::TempDir, state_dir: PathBuf) -> Steward {
         let out = dir.path().join("steward.out");
         let err = dir.path().join("steward.err");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_steward"))
@@ -187,7 +187,7 @@ impl Steward {
     }
 
     /// What it printed so far, for a failure message.
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         format!(
             "--- steward stdout ---\n{}\n--- steward stderr ---\n{}",
@@ -197,14 +197,14 @@ impl Steward {
     }
 
     /// Still running (a steward that died would leave the test waiting for nothing).
-    fn assert_alive(&mut self) {
+    pub(crate) fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("steward exited early ({status}):\n{}", self.output());
         }
     }
 
     /// SIGTERM, then its exit status; it must stop by itself within EXIT_TIMEOUT.
-    async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().expect("steward is running").to_string();
         let out = sh("kill", &["-TERM", &pid]).await;
         assert!(out.status.success(), "kill -TERM {pid}: {out:?}");
@@ -224,7 +224,7 @@ impl Steward {
 
 /// Unfinished operation records left in the journal (`<state_dir>/active/*.json`): a clean
 /// shutdown leaves none.
-fn open_journal_records(state_dir: &Path) -> Vec<String> {
+pub(crate) fn open_journal_records(state_dir: &Path) -> Vec<String> {
     match std::fs::read_dir(state_dir.join("active")) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -238,7 +238,7 @@ fn open_journal_records(state_dir: &Path) -> Vec<String> {
 /// Removes the members Steward added (any name not the lab's own); a missing one is fine. The lab's
 /// own members are never removed here (their `.fenced` containers are `lab.sh up`'s business, and
 /// their data stays).
-async fn remove_extra_members(platform: &DockerPlatform) {
+pub(crate) async fn remove_extra_members(platform: &DockerPlatform) {
     let members = platform.list().await.expect("list the lab's members");
     for m in members {
         let name = m.name.clone();
@@ -258,7 +258,7 @@ async fn remove_extra_members(platform: &DockerPlatform) {
     }
 }
 
-async fn lab_sh(args: &[&str]) {
+pub(crate) async fn lab_sh(args: &[&str]) {
     let script = repo().join("scripts/lab.sh");
     let out = sh(script.to_str().unwrap(), args).await;
     assert!(
@@ -269,7 +269,7 @@ async fn lab_sh(args: &[&str]) {
 }
 
 /// Back to the lab's three members, one leader and two replicas streaming.
-async fn restore(platform: &DockerPlatform, patroni: &PatroniClient) {
+pub(crate) async fn restore(platform: &DockerPlatform, patroni: &PatroniClient) {
     // A member left paused by a failed test would keep `up` from finding it healthy.
     for m in LAB_MEMBERS {
         let _ = sh("docker", &["unpause", m]).await;
@@ -297,7 +297,7 @@ async fn restore(platform: &DockerPlatform, patroni: &PatroniClient) {
 }
 
 /// Runs `scenario` with the lab restored before and after, whether it passes or panics.
-async fn with_lab<F, Fut>(urls: Vec<String>, scenario: F)
+pub(crate) async fn with_lab<F, Fut>(urls: Vec<String>, scenario: F)
 where
     F: FnOnce(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -1,7 +1,9 @@
 //! Tests of the `steward` binary as a user runs it: one integration test binary, modules inside.
 mod config;
 mod e2e;
+mod e2e_scaling;
 mod evaluate;
+mod ha;
 mod journal;
 mod lab;
 mod observe;

@@ -1,0 +1,1 @@
+//! End-to-end scaling tests on the lab (being written).

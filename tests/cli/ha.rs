@@ -1,0 +1,1 @@
+//! Steward itself highly available on an etcd lease (being written).
