@@ -70,7 +70,7 @@ use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
 use self::decisions::{DecisionLog, Kind, Line};
-use self::exec::{Balancers, ExecError, Executor, Work};
+use self::exec::{ActGuard, Balancers, ExecError, Executor, Work};
 use self::journal::{recovery, Entry, Journal, LoopName, Pending, Recovery};
 use self::observer::{Observer, Seen};
 use crate::config::Config;
@@ -111,6 +111,8 @@ pub struct Ports {
     /// Prometheus, when configured; the platform's usage fills in otherwise.
     pub metrics: Option<Arc<dyn MetricsSource>>,
     pub balancers: Option<Balancers>,
+    /// Checked before every step (the lease, with several instances); `None` acts alone.
+    pub guard: Option<Arc<dyn ActGuard>>,
     pub journal: Arc<dyn Journal>,
     pub decisions: DecisionLog,
     /// The HTTP surface's shared status and metrics, and the policy decision log, when served.
@@ -477,6 +479,7 @@ pub async fn run(
             platform: Arc::clone(&ports.platform),
             patroni: Arc::clone(&ports.patroni),
             balancers: ports.balancers.clone(),
+            guard: ports.guard.clone(),
         },
         journal: Arc::clone(&ports.journal),
         log: ports.decisions.clone(),

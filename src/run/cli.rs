@@ -232,6 +232,7 @@ async fn async_main(
         patroni,
         metrics,
         balancers: None,
+        guard: None,
         journal,
         decisions,
         telemetry,

@@ -160,12 +160,21 @@ pub struct Balancers {
     pub backends: Vec<String>,
 }
 
+/// What must still hold, checked right before every step: with several instances, that this
+/// one holds the lease under the token it was given (DESIGN.md promise 8).
+pub trait ActGuard: Send + Sync {
+    /// `Err(why)` refuses the step; nothing is called.
+    fn may_act(&self) -> Result<(), String>;
+}
+
 /// Runs steps through the ports.
 #[derive(Clone)]
 pub struct Executor {
     pub platform: Arc<dyn Platform>,
     pub patroni: Arc<dyn PatroniApi>,
     pub balancers: Option<Balancers>,
+    /// Checked before every step; `None` when this instance acts alone.
+    pub guard: Option<Arc<dyn ActGuard>>,
 }
 
 impl Executor {
@@ -175,6 +184,12 @@ impl Executor {
         work: &Work,
         api_urls: &BTreeMap<String, String>,
     ) -> Result<(), ExecError> {
+        if let Some(guard) = &self.guard {
+            guard.may_act().map_err(|why| ExecError {
+                kind: ErrorKind::Conflict,
+                message: format!("refused before {work}: {why}"),
+            })?;
+        }
         match work {
             Work::Switchover { leader, candidate } => {
                 let request = Switchover {

@@ -101,6 +101,7 @@ impl Bench {
             patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
             metrics: None,
             balancers: None,
+            guard: None,
             journal: Arc::new(self.journal.clone()),
             decisions: DecisionLog::new(Some(Box::new(self.log.clone()))),
             telemetry: self.telemetry.clone(),
