@@ -1032,6 +1032,21 @@ impl BalancerSet {
         self.members.iter().map(|(n, _)| n.as_str())
     }
 
+    /// Every balancer's servers of `backend`, asked at once, in the set's order, each with the
+    /// balancer's name; a balancer that cannot answer gives its error.
+    pub async fn servers(
+        &self,
+        backend: &str,
+    ) -> Vec<(String, Result<Vec<ServerState>, HaproxyError>)> {
+        let results =
+            futures::future::join_all(self.members.iter().map(|(_, b)| b.servers(backend))).await;
+        self.members
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(results)
+            .collect()
+    }
+
     /// Applies `change` to every balancer at once (a slow or dead one does not hold up the
     /// others beyond its own timeouts) and reports which failed. It never stops half-way: the
     /// caller retries the same change, which is idempotent, until the report is complete.
