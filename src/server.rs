@@ -300,12 +300,31 @@ pub struct Leadership {
     pub holder: Option<String>,
 }
 
+/// The lease as this instance sees it (`[lease]`: several instances, one acting).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LeaseStatus {
+    /// This instance's id.
+    pub instance: String,
+    /// `leader` (holds the lease and may act), `follower` (hot standby) or `unknown` (starting,
+    /// or cut off from etcd: it does not act).
+    pub role: String,
+    /// The holder's id, when known.
+    pub leader: Option<String>,
+    /// The fencing token this instance acts under, while it leads.
+    pub token: Option<i64>,
+}
+
 /// What `/status` shows. The drivers update it through [`Shared::update_status`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Status {
     pub cluster: String,
     /// When the members were last observed.
     pub observed_at: Option<Timestamp>,
+    /// What that observation could not see, in words: a source that did not answer (Patroni,
+    /// the platform, a Prometheus query), a stale or missing figure, no leader. Empty when every
+    /// source answered. Without it a metrics outage is invisible here: `observed_at` moves on
+    /// each tick whatever the sources said, and the loops only hold still.
+    pub notes: Vec<String>,
     pub members: Vec<MemberStatus>,
     pub loops: BTreeMap<Loop, LoopStatus>,
     pub in_flight: Vec<Operation>,
@@ -313,6 +332,9 @@ pub struct Status {
     /// Filled from the pause flag when served; what is stored here is ignored.
     pub paused: bool,
     pub leadership: Leadership,
+    /// With `[lease]` only: this instance, its role and who leads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
 }
 
 struct Inner {

@@ -7,11 +7,19 @@
 //! time). When the platform does not answer, the last figures are kept WITH THEIR OLD TIME, so
 //! the policies see them go stale and hold still (promise 3) instead of seeing zeros.
 //!
+//! Each source gets at most [`Observer::time_limit`] per pass; one that takes longer counts as
+//! not answering (a note says so). Without that bound one hung source stops the loop: with its
+//! DCS down, Patroni's `GET /cluster` hangs for 5 s per request, and the client's retries over
+//! every seed URL kept one pass waiting about 50 s, during which the loops neither observed,
+//! published nor said why (found by the e2e etcd outage test, tests/cli/e2e.rs).
+//!
 //! What it is not: a judge. It never decides that a member is bad or a figure too old; the
 //! repairer and the policies do, from the times carried by each figure.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use steward_adapters::patroni::PatroniApi;
 use steward_adapters::prometheus::MetricsSource;
@@ -33,6 +41,15 @@ pub struct Seen {
     pub api_urls: BTreeMap<String, String>,
 }
 
+/// Default of [`Observer::time_limit`]: shorter than the default tick (15 s), longer than any
+/// healthy answer over the network (milliseconds on a LAN) or one client timeout (Patroni's 5 s).
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(10);
+
+/// `fut`, or `None` once `limit` has passed.
+async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(limit, fut).await.ok()
+}
+
 /// Asks the sources.
 pub struct Observer {
     cluster: String,
@@ -41,6 +58,8 @@ pub struct Observer {
     metrics: Option<Arc<dyn MetricsSource>>,
     /// The last usage figures by member, kept across a platform that stops answering.
     last_usage: BTreeMap<String, Usage>,
+    /// The longest one source may take in one pass (see the module doc).
+    time_limit: Duration,
 }
 
 impl Observer {
@@ -56,16 +75,35 @@ impl Observer {
             patroni,
             metrics,
             last_usage: BTreeMap::new(),
+            time_limit: DEFAULT_TIME_LIMIT,
         }
+    }
+
+    /// Sets how long one source may take in one pass.
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
+    /// How long one source may take in one pass: Patroni's `/cluster`, each member's
+    /// `/patroni` (asked side by side), the platform's list, its usage, all metrics queries.
+    pub fn time_limit(&self) -> Duration {
+        self.time_limit
     }
 
     /// One pass at `now`. Never fails: a source that does not answer becomes a note.
     pub async fn observe(&mut self, now: Timestamp) -> Seen {
         let mut notes = Vec::new();
-        let cluster = match self.patroni.cluster().await {
-            Ok(c) => Some(c),
-            Err(e) => {
+        let limit = self.time_limit;
+        let late = |what: &str| format!("{what} did not answer within {limit:?}");
+        let cluster = match within(limit, self.patroni.cluster()).await {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
                 notes.push(format!("patroni /cluster failed ({}): {e}", e.class()));
+                None
+            }
+            None => {
+                notes.push(late("patroni /cluster"));
                 None
             }
         };
@@ -77,43 +115,73 @@ impl Observer {
                 let Some(base) = m.api_base() else { continue };
                 api_urls.insert(m.name.clone(), base.clone());
                 let (patroni, name) = (Arc::clone(&self.patroni), m.name.clone());
-                tasks.spawn(async move { (name, patroni.member_status(&base).await) });
+                tasks.spawn(async move {
+                    let status = within(limit, patroni.member_status(&base)).await;
+                    (name, status)
+                });
             }
             while let Some(joined) = tasks.join_next().await {
                 match joined {
-                    Ok((name, Ok(status))) => {
+                    Ok((name, Some(Ok(status)))) => {
                         statuses.insert(name, status);
                     }
-                    Ok((name, Err(e))) => {
+                    Ok((name, Some(Err(e)))) => {
                         debug!(member = %name, error = %e, "member's /patroni did not answer");
                         notes.push(format!("{name}: /patroni failed ({})", e.class()));
                     }
+                    Ok((name, None)) => notes.push(late(&format!("{name}: /patroni"))),
                     Err(e) => notes.push(format!("a /patroni request task failed: {e}")),
                 }
             }
         }
-        let platform = match self.platform.list().await {
-            Ok(list) => Some(list),
-            Err(e) => {
+        let platform = match within(limit, self.platform.list()).await {
+            Some(Ok(list)) => Some(list),
+            Some(Err(e)) => {
                 notes.push(format!("platform list failed ({}): {e}", e.kind));
                 None
             }
+            None => {
+                notes.push(late("platform list"));
+                None
+            }
         };
-        match self.platform.usage().await {
-            Ok(usage) => self.last_usage = usage,
-            Err(e) => notes.push(format!(
+        match within(limit, self.platform.usage()).await {
+            Some(Ok(usage)) => self.last_usage = usage,
+            Some(Err(e)) => notes.push(format!(
                 "platform usage failed ({}): the last figures are kept and age",
                 e.kind
+            )),
+            None => notes.push(format!(
+                "{}: the last figures are kept and age",
+                late("platform usage")
             )),
         }
         let mut metrics = BTreeMap::new();
         if let Some(source) = &self.metrics {
-            for metric in source.metrics() {
-                match source.instant(metric, now).await {
-                    Ok(r) => {
-                        metrics.insert(metric, r);
+            // One bound for all queries: they go one after another, and a hung Prometheus
+            // would otherwise cost the limit once per metric.
+            let asked = within(limit, async {
+                for metric in source.metrics() {
+                    match source.instant(metric, now).await {
+                        Ok(r) => {
+                            metrics.insert(metric, r);
+                        }
+                        Err(e) => {
+                            notes.push(format!("{}: metrics query failed: {e}", metric.as_str()))
+                        }
                     }
-                    Err(e) => notes.push(format!("{}: metrics query failed: {e}", metric.as_str())),
+                }
+            })
+            .await;
+            if asked.is_none() {
+                for metric in source.metrics() {
+                    if !metrics.contains_key(&metric) {
+                        notes.push(format!(
+                            "{}: metrics query failed: {}",
+                            metric.as_str(),
+                            late("prometheus")
+                        ));
+                    }
                 }
             }
         }
@@ -153,5 +221,123 @@ impl Observer {
             capabilities: self.platform.capabilities(),
             api_urls,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use steward_adapters::patroni::{
+        ActionOutcome, ClusterView, MemberStatus, PatroniError, RestartConditions, Switchover,
+    };
+
+    use steward_model::observation::PatroniRole;
+
+    use super::*;
+    use crate::run::config::RawSimulated;
+    use crate::run::sim::SimWorld;
+
+    /// The simulated cluster's Patroni, except that `GET /cluster` never answers: Patroni's
+    /// REST API with its DCS down.
+    struct HungCluster(Arc<dyn PatroniApi>);
+
+    #[async_trait]
+    impl PatroniApi for HungCluster {
+        async fn cluster(&self) -> Result<ClusterView, PatroniError> {
+            std::future::pending().await
+        }
+        async fn member_status(&self, api_base: &str) -> Result<MemberStatus, PatroniError> {
+            self.0.member_status(api_base).await
+        }
+        async fn switchover(&self, r: &Switchover) -> Result<ActionOutcome, PatroniError> {
+            self.0.switchover(r).await
+        }
+        async fn failover(&self, candidate: &str) -> Result<ActionOutcome, PatroniError> {
+            self.0.failover(candidate).await
+        }
+        async fn restart(
+            &self,
+            api_base: &str,
+            conditions: &RestartConditions,
+        ) -> Result<ActionOutcome, PatroniError> {
+            self.0.restart(api_base, conditions).await
+        }
+        async fn reinitialize(
+            &self,
+            api_base: &str,
+            force: bool,
+        ) -> Result<ActionOutcome, PatroniError> {
+            self.0.reinitialize(api_base, force).await
+        }
+        async fn reload(&self, api_base: &str) -> Result<ActionOutcome, PatroniError> {
+            self.0.reload(api_base).await
+        }
+        async fn patch_config(
+            &self,
+            patch: &serde_json::Value,
+        ) -> Result<serde_json::Value, PatroniError> {
+            self.0.patch_config(patch).await
+        }
+    }
+
+    async fn world() -> SimWorld {
+        let settings = RawSimulated::default().validate().unwrap();
+        SimWorld::build("demo", &settings, None).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_patroni_costs_one_time_limit_and_says_so() {
+        let world = world().await;
+        let limit = Duration::from_secs(3);
+        let patroni: Arc<dyn PatroniApi> = world.patroni.clone();
+        let mut observer = Observer::new(
+            "demo",
+            world.platform.clone(),
+            Arc::new(HungCluster(patroni)),
+            None,
+        )
+        .with_time_limit(limit);
+        let began = tokio::time::Instant::now();
+        // Bounded here too, so a missing limit fails the test instead of hanging it.
+        let seen = tokio::time::timeout(limit * 4, observer.observe(world.clock.now()))
+            .await
+            .expect("the pass ends although /cluster never answers");
+        let took = began.elapsed();
+        assert!(took >= limit && took < limit * 2, "took {took:?}");
+        let late = format!("patroni /cluster did not answer within {limit:?}");
+        assert!(
+            seen.observation.notes.contains(&late),
+            "{:?}",
+            seen.observation.notes
+        );
+        // The platform still answered: its members are there, with nothing from Patroni.
+        assert!(!seen.platform.is_empty());
+        assert!(seen
+            .observation
+            .members
+            .iter()
+            .all(|m| m.patroni_state.is_none()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answering_patroni_is_not_cut_short() {
+        let world = world().await;
+        let mut observer =
+            Observer::new("demo", world.platform.clone(), world.patroni.clone(), None)
+                .with_time_limit(Duration::from_secs(3));
+        let seen = observer.observe(world.clock.now()).await;
+        assert!(
+            seen.observation
+                .notes
+                .iter()
+                .all(|n| !n.contains("did not answer within")),
+            "{:?}",
+            seen.observation.notes
+        );
+        assert!(seen
+            .observation
+            .members
+            .iter()
+            .any(|m| m.patroni_role == Some(PatroniRole::Leader)));
     }
 }

@@ -1,7 +1,10 @@
 //! End-to-end fault tests: `steward run` (the built binary, not a library call) acting on the REAL
 //! lab (scripts/lab.sh; lab/README.md), a Patroni 4.1.5 cluster in Docker. The test breaks a
 //! member the way production would (`docker kill`, `docker pause`) and watches Steward repair it
-//! through Docker and Patroni only, as an operator would.
+//! through Docker and Patroni only, as an operator would; or it takes away one of Steward's
+//! sources (Prometheus, or etcd under Patroni: `docker stop`) and checks that Steward holds
+//! still and says why, on its `/status` (a `[server]` section on a free loopback port) and in
+//! its decision log (`<state_dir>/actions.jsonl`).
 //!
 //! What it is not: a test of the repairer's decisions (its own unit and replay tests) nor of the
 //! Docker platform's verbs (adapters/tests/it/lab_docker.rs); here nothing is called in-process
@@ -13,6 +16,10 @@
 //! skipped, with a message, elsewhere. Each test disturbs the lab for a minute or two and restores
 //! it (extra members removed, `scripts/lab.sh up`, three members with two streaming) also when it
 //! fails; they run one at a time with the other lab tests (.config/nextest.toml, group `lab`).
+//! The restore also reloads a balancer whose servers are not the lab's static ones (Steward's
+//! `[balancers]` adds, drains and deletes servers at run time), and `lab.sh up` starts a lab
+//! service a failed test left stopped. On the shared lab, run them under the lab lock:
+//! `flock /tmp/steward-lab.lock cargo nextest run -p steward --test cli -E 'test(/^e2e::/)'`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -55,6 +62,16 @@ pub(crate) fn lab() -> Option<Vec<String>> {
 
 /// tests/data/e2e/lab.toml with `state_dir` pointed at `state_dir`, written into `dir`.
 pub(crate) fn write_config(dir: &Path, state_dir: &Path) -> PathBuf {
+    write_config_with(dir, state_dir, |_| {})
+}
+
+/// [`write_config`], with `edit` applied to the document before it is written (a `[server]`
+/// section, another window).
+pub(crate) fn write_config_with(
+    dir: &Path,
+    state_dir: &Path,
+    edit: impl FnOnce(&mut toml::Table),
+) -> PathBuf {
     let source = repo().join("tests/data/e2e/lab.toml");
     let text = std::fs::read_to_string(&source).expect("tests/data/e2e/lab.toml");
     let mut doc: toml::Table = toml::from_str(&text).expect("the e2e config is TOML");
@@ -62,6 +79,7 @@ pub(crate) fn write_config(dir: &Path, state_dir: &Path) -> PathBuf {
         "state_dir".into(),
         toml::Value::String(state_dir.display().to_string()),
     );
+    edit(&mut doc);
     let path = dir.join("steward.toml");
     std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
     path
@@ -151,6 +169,62 @@ impl Steward {
         steward
     }
 
+    /// [`Steward::start_on_lab`] with a `[server]` section: the HTTP API on a free loopback
+    /// port, its token in a file (mode 600) in the test's folder. Returns the API's client once
+    /// `/status` shows a first observation.
+    pub(crate) async fn start_served_on_lab() -> (Steward, Api) {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let port = free_port();
+        let token_file = dir.path().join("api.token");
+        std::fs::write(&token_file, "e2e-token-0123456789abcdef\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let config = write_config_with(dir.path(), &state_dir, |doc| {
+            let mut server = toml::Table::new();
+            server.insert("listen".into(), format!("127.0.0.1:{port}").into());
+            server.insert("token_file".into(), token_file.display().to_string().into());
+            doc.insert("server".into(), toml::Value::Table(server));
+        });
+        let mut steward = Steward::start(&config, dir, state_dir);
+        let api = Api::new(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            steward.assert_alive();
+            if let Some(status) = api.try_status().await {
+                if !status["observed_at"].is_null() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "steward's /status showed no observation within 30 s\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // A few ticks of the healthy cluster first, as start_on_lab does.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        steward.assert_alive();
+        (steward, api)
+    }
+
+    /// The decision log so far (`<state_dir>/actions.jsonl`), one JSON value a line.
+    pub(crate) fn actions(&self) -> Vec<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(self.state_dir.join("actions.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("actions.jsonl holds a line that is not JSON ({e}): {l}")
+                })
+            })
+            .collect()
+    }
+
     /// SIGTERM: it must exit 0 and leave no operation open in its journal.
     pub(crate) async fn stop_cleanly(self) {
         let state_dir = self.state_dir.clone();
@@ -235,6 +309,63 @@ pub(crate) fn open_journal_records(state_dir: &Path) -> Vec<String> {
     }
 }
 
+/// A free loopback port (the kernel's pick; released again for steward to bind).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A client of a running steward's HTTP API (`[server]`).
+pub(crate) struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub(crate) fn new(port: u16) -> Api {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an http client");
+        Api {
+            base: format!("http://127.0.0.1:{port}"),
+            client,
+        }
+    }
+
+    /// `/status` as JSON, or None when it does not answer (yet).
+    pub(crate) async fn try_status(&self) -> Option<serde_json::Value> {
+        let response = self
+            .client
+            .get(format!("{}/status", self.base))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// `/status`, which must answer.
+    pub(crate) async fn status(&self) -> serde_json::Value {
+        self.try_status().await.expect("steward's /status answers")
+    }
+
+    /// `/healthz`'s HTTP status code.
+    pub(crate) async fn healthz(&self) -> u16 {
+        self.client
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .expect("steward's /healthz answers")
+            .status()
+            .as_u16()
+    }
+}
+
 /// Removes the members Steward added (any name not the lab's own); a missing one is fine. The lab's
 /// own members are never removed here (their `.fenced` containers are `lab.sh up`'s business, and
 /// their data stays).
@@ -268,6 +399,64 @@ pub(crate) async fn lab_sh(args: &[&str]) {
     );
 }
 
+/// The lab's balancers: container, Runtime API (scripts/lab.sh BALANCER_ADDR, port 9999).
+const LAB_BALANCERS: [(&str, &str); 2] = [
+    ("lab-haproxy-1", "127.0.0.21:9999"),
+    ("lab-haproxy-2", "127.0.0.22:9999"),
+];
+
+/// A balancer's servers per its Runtime API (`show servers state`): (backend, server, admin
+/// state) sorted; None when it does not answer.
+async fn balancer_servers(api: &str) -> Option<Vec<(String, String, String)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        let mut stream = tokio::net::TcpStream::connect(api).await?;
+        stream.write_all(b"show servers state\n").await?;
+        let mut text = String::new();
+        // Without `prompt`, HAProxy answers one command and closes.
+        stream.read_to_string(&mut text).await?;
+        Ok::<_, std::io::Error>(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(3), talk)
+        .await
+        .ok()?
+        .ok()?;
+    // Lines: be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...; the first
+    // is the format version, the second the field names.
+    let mut servers: Vec<(String, String, String)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 6).then(|| (f[1].to_string(), f[3].to_string(), f[6].to_string()))
+        })
+        .collect();
+    servers.sort();
+    Some(servers)
+}
+
+/// Puts each balancer back to the lab's static servers (lab-pg-1..3 in both backends, none in
+/// maintenance or drained): Steward's `[balancers]` adds servers for new members, drains and
+/// deletes old ones through the Runtime API, and `lab.sh up` does not undo that (the config
+/// file did not change, so it does not restart HAProxy). A master-worker reload (SIGUSR2)
+/// re-reads the file and drops every runtime change; `up` then waits for the checks.
+async fn reset_balancers() {
+    let mut expected: Vec<(String, String, String)> = ["primary", "replicas"]
+        .iter()
+        .flat_map(|b| LAB_MEMBERS.map(|m| (b.to_string(), m.to_string(), "0".to_string())))
+        .collect();
+    expected.sort();
+    for (container, api) in LAB_BALANCERS {
+        let servers = balancer_servers(api).await;
+        if servers.as_ref() == Some(&expected) {
+            continue;
+        }
+        eprintln!("e2e: reloading {container}: its servers are not the lab's: {servers:?}");
+        // A balancer that does not answer at all is `lab.sh up`'s to start; a failed signal too.
+        let _ = sh("docker", &["kill", "-s", "USR2", container]).await;
+    }
+}
+
 /// Back to the lab's three members, one leader and two replicas streaming.
 pub(crate) async fn restore(platform: &DockerPlatform, patroni: &PatroniClient) {
     // A member left paused by a failed test would keep `up` from finding it healthy.
@@ -275,6 +464,7 @@ pub(crate) async fn restore(platform: &DockerPlatform, patroni: &PatroniClient) 
         let _ = sh("docker", &["unpause", m]).await;
     }
     remove_extra_members(platform).await;
+    reset_balancers().await;
     lab_sh(&["up"]).await;
     let deadline = Instant::now() + REPAIR_TIMEOUT;
     loop {
@@ -495,6 +685,442 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+
+        steward.stop_cleanly().await;
+    })
+    .await;
+}
+
+/// The lab's Prometheus and etcd containers (scripts/lab.sh start_prometheus, start_etcd). The
+/// tests stop them with `docker stop` and start them again with `docker start`; `restore`
+/// (`lab.sh up`) starts them too, should a test fail in between.
+const LAB_PROMETHEUS: &str = "lab-prometheus";
+const LAB_ETCD: &str = "lab-etcd";
+
+/// Decision-log lines in which Steward acted or set out to: a command (fence, create, remove,
+/// drain, resize, ...) or a scaling proposal. Alerts, refusals and results are not acting.
+fn acting(lines: &[serde_json::Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| matches!(l["kind"].as_str(), Some("command" | "proposal")))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// The notes of `/status` that say a metrics query failed (observer.rs: "<metric>: metrics
+/// query failed: ...").
+fn metric_failures(status: &serde_json::Value) -> Vec<String> {
+    status["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.contains("metrics query failed"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The leaders in Patroni's `/cluster` (none when it does not answer).
+async fn leaders(patroni: &PatroniClient) -> Vec<String> {
+    patroni
+        .cluster()
+        .await
+        .map(|v| {
+            v.members
+                .iter()
+                .filter(|m| m.role == PatroniRole::Leader)
+                .map(|m| m.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Stops (`stop`) or starts a lab service container; it must succeed.
+async fn docker(verb: &str, container: &str) {
+    let out = sh("docker", &[verb, container]).await;
+    assert!(out.status.success(), "docker {verb} {container}: {out:?}");
+}
+
+/// Every lab member still runs in the container it ran in at the start, under its own name, and
+/// the platform lists no other member: nothing was fenced, created or removed.
+async fn assert_members_untouched(
+    platform: &DockerPlatform,
+    containers: &[(String, String)],
+    steward: &Steward,
+) {
+    for (name, id) in containers {
+        let state = container_state(id).await;
+        assert_eq!(
+            state.as_ref().map(|(n, s)| (n.as_str(), s.as_str())),
+            Some((name.as_str(), "running")),
+            "{name}'s container was touched\n{}",
+            steward.output()
+        );
+    }
+    let mut names: Vec<String> = platform
+        .list()
+        .await
+        .expect("list the lab's members")
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, LAB_MEMBERS, "{}", steward.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_over_and_steward_replaces_it_with_a_replica() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    with_lab(urls, |urls| async move {
+        let client = patroni(urls);
+        let (old_leader, streaming) = leader_and_streaming(&client)
+            .await
+            .expect("the lab has a leader");
+        assert_eq!(streaming.len(), 2, "the lab starts with two replicas streaming");
+        let old_id = container_id(&old_leader).await;
+
+        let mut steward = Steward::start_on_lab().await;
+
+        let killed = Instant::now();
+        let out = sh("docker", &["kill", &old_leader]).await;
+        assert!(out.status.success(), "docker kill {old_leader}: {out:?}");
+        eprintln!("e2e: killed the leader {old_leader}");
+
+        // Patroni promotes a replica once the leader key expires (ttl 20 s); Steward fences the
+        // dead one and creates a replacement, which must stream from the NEW leader.
+        let deadline = killed + REPAIR_TIMEOUT;
+        let mut new_leader: Option<String> = None;
+        let mut fenced = false;
+        let mut replacement: Option<String> = None;
+        while !(fenced && replacement.is_some()) {
+            steward.assert_alive();
+            if new_leader.is_none() {
+                let now_leading: Vec<String> = leaders(&client)
+                    .await
+                    .into_iter()
+                    .filter(|l| *l != old_leader)
+                    .collect();
+                if let [l] = now_leading.as_slice() {
+                    eprintln!(
+                        "e2e: {l} leads {:.1} s after the kill",
+                        killed.elapsed().as_secs_f64()
+                    );
+                    new_leader = Some(l.clone());
+                }
+            }
+            let old = container_state(&old_id).await;
+            // Fenced: renamed `.fenced`, or gone. Never running again under its own name.
+            if let Some((name, status)) = &old {
+                assert!(
+                    !(*name == old_leader && status == "running"),
+                    "the killed primary {old_leader} runs again\n{}",
+                    steward.output()
+                );
+            }
+            if !fenced && old.as_ref().is_none_or(|(name, _)| *name != old_leader) {
+                fenced = true;
+                eprintln!(
+                    "e2e: {old_leader} fenced {:.1} s after the kill: {old:?}",
+                    killed.elapsed().as_secs_f64()
+                );
+            }
+            if let (Some(leader), None) = (&new_leader, &replacement) {
+                if let Some((l, streaming)) = leader_and_streaming(&client).await {
+                    let new = streaming
+                        .into_iter()
+                        .find(|n| !LAB_MEMBERS.contains(&n.as_str()));
+                    if let (true, Some(new)) = (l == *leader, new) {
+                        eprintln!(
+                            "e2e: {old_leader} killed -> replacement {new} streaming from {l} in {:.1} s",
+                            killed.elapsed().as_secs_f64()
+                        );
+                        replacement = Some(new);
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failover and replacement of {old_leader} within {REPAIR_TIMEOUT:?} (new leader {new_leader:?}, fenced {fenced}, replacement {replacement:?})\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (new_leader, replacement) = (new_leader.unwrap(), replacement.unwrap());
+
+        // Retired: the old container goes once its replacement streams.
+        while let Some(old) = container_state(&old_id).await {
+            steward.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "the old primary's container is still there ({old:?}) {REPAIR_TIMEOUT:?} after the kill\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!(
+            "e2e: {old_leader}'s container removed {:.1} s after the kill",
+            killed.elapsed().as_secs_f64()
+        );
+
+        // The end state: one leader, the new one, with the surviving lab replica and the
+        // replacement streaming from it. The other replica follows the new timeline a moment
+        // after the promotion, so wait for it (bounded).
+        let settled_by = Instant::now() + Duration::from_secs(30);
+        loop {
+            let leading = leaders(&client).await;
+            let streaming = leader_and_streaming(&client)
+                .await
+                .map(|(_, s)| s)
+                .unwrap_or_default();
+            if leading == [new_leader.as_str()]
+                && streaming.len() == 2
+                && streaming.contains(&replacement)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < settled_by,
+                "not one leader ({new_leader}) with two replicas streaming: leaders {leading:?}, streaming {streaming:?}\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+
+        steward.stop_cleanly().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_outage_is_reported_on_status_and_changes_nothing() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    with_lab(urls, |_urls| async move {
+        let platform = platform().await;
+        let mut containers = Vec::new();
+        for m in LAB_MEMBERS {
+            containers.push((m.to_string(), container_id(m).await));
+        }
+        let (mut steward, api) = Steward::start_served_on_lab().await;
+
+        // Fresh data first: every metrics query answers (else the outage could not show).
+        let fresh_by = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = api.status().await;
+            if metric_failures(&status).is_empty() {
+                eprintln!("e2e: notes with prometheus up: {}", status["notes"]);
+                break;
+            }
+            assert!(
+                Instant::now() < fresh_by,
+                "metrics queries fail with prometheus up: {}",
+                status["notes"]
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let logged_before = steward.actions().len();
+
+        docker("stop", LAB_PROMETHEUS).await;
+        let stopped = Instant::now();
+        eprintln!("e2e: stopped {LAB_PROMETHEUS}");
+        // Ten ticks (2 s each) without Prometheus.
+        let outage = Duration::from_secs(20);
+        let mut reported: Option<Vec<String>> = None;
+        let mut observed = Vec::new();
+        while stopped.elapsed() < outage {
+            steward.assert_alive();
+            let status = api.status().await;
+            let failing = metric_failures(&status);
+            if reported.is_none() && !failing.is_empty() {
+                eprintln!(
+                    "e2e: /status reports the metrics outage {:.1} s after the stop: {failing:?}",
+                    stopped.elapsed().as_secs_f64()
+                );
+                reported = Some(failing);
+            }
+            observed.push(status["observed_at"].clone());
+            assert_members_untouched(&platform, &containers, &steward).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(
+            reported.is_some(),
+            "/status never said the metrics are missing during a {outage:?} outage: {}",
+            api.status().await
+        );
+        // The loops went on observing (holding still is not stalling).
+        observed.dedup();
+        assert!(
+            observed.len() >= 5,
+            "the repair loop published only {} observations in {outage:?}: {observed:?}",
+            observed.len()
+        );
+        assert_eq!(api.healthz().await, 200, "/healthz during the outage");
+        let during = acting(&steward.actions()[logged_before..]);
+        assert!(
+            during.is_empty(),
+            "steward acted while prometheus was down: {during:#?}\n{}",
+            steward.output()
+        );
+
+        docker("start", LAB_PROMETHEUS).await;
+        let started = Instant::now();
+        let fresh_by = started + Duration::from_secs(60);
+        loop {
+            steward.assert_alive();
+            let status = api.status().await;
+            if metric_failures(&status).is_empty() {
+                eprintln!(
+                    "e2e: /status shows fresh metrics {:.1} s after prometheus started: {}",
+                    started.elapsed().as_secs_f64(),
+                    status["notes"]
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < fresh_by,
+                "metrics still failing 60 s after prometheus started: {}",
+                status["notes"]
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_members_untouched(&platform, &containers, &steward).await;
+        let all = acting(&steward.actions());
+        assert!(
+            all.is_empty(),
+            "steward acted: {all:#?}\n{}",
+            steward.output()
+        );
+
+        steward.stop_cleanly().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_freezes_repairs_and_steward_says_why() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    with_lab(urls, |urls| async move {
+        let client = patroni(urls);
+        let platform = platform().await;
+        let mut containers = Vec::new();
+        for m in LAB_MEMBERS {
+            containers.push((m.to_string(), container_id(m).await));
+        }
+        let (mut steward, api) = Steward::start_served_on_lab().await;
+        let logged_before = steward.actions().len();
+
+        docker("stop", LAB_ETCD).await;
+        let stopped = Instant::now();
+        eprintln!("e2e: stopped {LAB_ETCD}");
+        // Longer than Patroni's ttl (20 s): the leader loses its lock and demotes, every member
+        // looks bad to Steward at once.
+        let outage = Duration::from_secs(45);
+        let mut last = serde_json::Value::Null;
+        let mut engaged: Option<(String, serde_json::Value)> = None;
+        let mut observed = Vec::new();
+        let mut dcs_notes: Option<serde_json::Value> = None;
+        while stopped.elapsed() < outage {
+            steward.assert_alive();
+            assert_members_untouched(&platform, &containers, &steward).await;
+            last = api.status().await;
+            observed.push(last["observed_at"].clone());
+            let cluster_failed = last["notes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n.as_str().is_some_and(|n| n.contains("patroni /cluster")));
+            if cluster_failed && dcs_notes.is_none() {
+                eprintln!(
+                    "e2e: /status says /cluster fails {:.1} s after etcd stopped: {}",
+                    stopped.elapsed().as_secs_f64(),
+                    last["notes"]
+                );
+                dcs_notes = Some(last["notes"].clone());
+            }
+            if let Some(guards) = last["guards"].as_object() {
+                for (name, g) in guards {
+                    if g["engaged"] == true && engaged.is_none() && name != "slot" {
+                        eprintln!(
+                            "e2e: guard {name} engaged {:.1} s after etcd stopped: {g}",
+                            stopped.elapsed().as_secs_f64()
+                        );
+                        engaged = Some((name.clone(), g.clone()));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let lines = steward.actions();
+        let during = &lines[logged_before..];
+        let acted = acting(during);
+        assert!(
+            acted.is_empty(),
+            "steward acted while etcd was down: {acted:#?}\n{}",
+            steward.output()
+        );
+        // It said why, in /status and in its decision log: Patroni's /cluster does not answer,
+        // and with every member looking bad at once repairs are frozen (the observer is
+        // suspect), not started.
+        assert!(
+            dcs_notes.is_some(),
+            "/status never said that patroni's /cluster fails: {last:#}"
+        );
+        let frozen: Vec<&serde_json::Value> = during
+            .iter()
+            .filter(|l| l["kind"] == "alert" && l["what"] == "alert unhealthy_majority")
+            .collect();
+        assert!(
+            !frozen.is_empty(),
+            "no unhealthy_majority alert in the decision log during the outage: {during:#?}\n/status: {last:#}"
+        );
+        eprintln!("e2e: steward said: {}", frozen[0]["reason"]);
+        if engaged.is_none() {
+            eprintln!("e2e: (no guard showed engaged on /status during the outage)");
+        }
+        // The loops went on observing: no pass hung on the DCS-less Patroni.
+        observed.dedup();
+        assert!(
+            observed.len() >= 3,
+            "/status published {} observation(s) in a {outage:?} outage: {observed:?}",
+            observed.len()
+        );
+        assert_eq!(api.healthz().await, 200, "/healthz during the outage");
+
+        docker("start", LAB_ETCD).await;
+        let started = Instant::now();
+        let healthy_by = started + Duration::from_secs(90);
+        loop {
+            steward.assert_alive();
+            assert_members_untouched(&platform, &containers, &steward).await;
+            if let Some((leader, streaming)) = leader_and_streaming(&client).await {
+                if streaming.len() == 2 && leaders(&client).await == [leader.as_str()] {
+                    eprintln!(
+                        "e2e: {leader} leads with 2 streaming {:.1} s after etcd started",
+                        started.elapsed().as_secs_f64()
+                    );
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < healthy_by,
+                "the cluster did not come back to 1 leader + 2 streaming within 90 s\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // A few more ticks of the recovered cluster: still nothing destructive.
+        for _ in 0..5 {
+            steward.assert_alive();
+            assert_members_untouched(&platform, &containers, &steward).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let all = acting(&steward.actions());
+        assert!(all.is_empty(), "steward acted: {all:#?}\n{}", steward.output());
 
         steward.stop_cleanly().await;
     })
