@@ -73,6 +73,10 @@ pub struct RawConfig {
     /// Without it, this instance acts alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<steward_adapters::lease::LeaseConfig>,
+    /// Many clusters in one `steward run` (`[fleet]`): a count of simulated clusters, or
+    /// `[[fleet.cluster]]` entries. Without it, `run` looks after `[cluster]` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::run::config::RawFleetConfig>,
 }
 
 /// `[cluster]`
@@ -110,6 +114,7 @@ pub struct Config {
     pub server: Option<crate::server::ServerConfig>,
     pub balancers: Option<crate::run::config::BalancersConfig>,
     pub lease: Option<steward_adapters::lease::LeaseSettings>,
+    pub fleet: Option<crate::run::config::FleetSettings>,
 }
 
 /// The validated `[cluster]` section.
@@ -123,6 +128,15 @@ impl RawConfig {
     /// Checks everything and returns every problem at once.
     pub fn validate(self) -> Result<Config, ConfigErrors> {
         let mut errors = ConfigErrors::default();
+        // Checked first (it reads other sections before they are moved), filed after them.
+        let fleet = self.fleet.as_ref().map(|f| {
+            f.validate(crate::run::config::FleetContext {
+                cluster_name: &self.cluster.name,
+                platform: self.platform.as_ref().map(|p| p.kind),
+                server: self.server.is_some(),
+                balancers: self.balancers.is_some(),
+            })
+        });
         let cluster = self.cluster.validate(&mut errors);
         let policy = match self.policy.validate() {
             Ok(p) => Some(p),
@@ -180,6 +194,7 @@ impl RawConfig {
                 .as_ref()
                 .map(steward_adapters::lease::LeaseConfig::validate),
         );
+        let fleet = section(&mut errors, "fleet", fleet);
         match (cluster, policy, repair, scaler, run) {
             (Some(cluster), Some(policy), Some(repair), Some(scaler), Some(run))
                 if errors.is_empty() =>
@@ -196,6 +211,7 @@ impl RawConfig {
                     server,
                     balancers,
                     lease,
+                    fleet,
                 })
             }
             _ => Err(errors),

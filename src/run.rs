@@ -22,11 +22,14 @@
 //! What it is not: a decision maker (the cores are), an adapter (the ports are), or the HTTP
 //! surface. Time is `tokio::time` only, through [`Clock`], so the loop tests run in paused time.
 
+pub mod balancers;
 pub mod cli;
 pub mod config;
 pub mod decisions;
 pub mod exec;
+pub mod fleet;
 pub mod journal;
+pub mod lease;
 pub mod observer;
 pub mod sim;
 
@@ -69,6 +72,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
+use self::balancers::BalancerSync;
 use self::decisions::{DecisionLog, Kind, Line};
 use self::exec::{ActGuard, Balancers, ExecError, Executor, Work};
 use self::journal::{recovery, Entry, Journal, LoopName, Pending, Recovery};
@@ -322,6 +326,7 @@ impl Shared {
         t.server
             .update_status(|s| {
                 s.observed_at = Some(seen.observation.at);
+                s.notes = seen.observation.notes.clone();
                 s.members = members;
                 s.guards = guards;
             })
@@ -497,10 +502,21 @@ pub async fn run(
         Arc::clone(&ports.patroni),
         ports.metrics.clone(),
     );
+    let sync = match (&config.balancers, &ports.balancers) {
+        (Some(settings), Some(set)) if !options.dry_run => Some(BalancerSync::new(
+            set.clone(),
+            settings,
+            ports.decisions.clone(),
+            options.clock,
+            config.cluster.name.clone(),
+        )),
+        _ => None,
+    };
     let (tx, rx) = watch::channel(None);
     let repair = repair_loop(
         Arc::clone(&shared),
         observer,
+        sync,
         tx,
         config.run.tick,
         shutdown.clone(),
@@ -617,6 +633,7 @@ fn replacement_size(listed: &[PlatformMember], member: &str, role: Role) -> Opti
 async fn repair_loop(
     shared: Arc<Shared>,
     mut observer: Observer,
+    mut sync: Option<BalancerSync>,
     publish: watch::Sender<Option<Arc<Seen>>>,
     tick: Duration,
     mut shutdown: Shutdown,
@@ -661,6 +678,14 @@ async fn repair_loop(
                     last = Some(Arc::clone(&seen));
                     publish.send_replace(Some(Arc::clone(&seen)));
                     span.in_scope(|| dispatch_repair(&shared, commands, last.as_deref(), &mut inflight))?;
+                    if let Some(sync) = &mut sync {
+                        // The balancers follow the platform's members; only an instance that may
+                        // act touches them.
+                        match shared.exec.guard.as_ref().map(|g| g.may_act()) {
+                            None | Some(Ok(())) => sync.tick(&seen.platform),
+                            Some(Err(why)) => tracing::debug!(%why, "balancers left alone"),
+                        }
+                    }
                     shared.publish_repair_tick(&seen, began.elapsed()).await;
                 }
             }
@@ -670,6 +695,9 @@ async fn repair_loop(
     .await;
     drop(publish);
     finish_in_flight(&shared, LoopName::Repair, &mut inflight).await;
+    if let Some(sync) = &mut sync {
+        sync.finish().await;
+    }
     result
 }
 

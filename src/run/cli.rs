@@ -68,6 +68,10 @@ struct Built {
 
 /// Runs `steward run` to its end.
 pub fn execute(args: &RunArgs, config: Config) -> anyhow::Result<()> {
+    if let Some(fleet) = config.fleet.clone() {
+        // `[fleet]`: many clusters, one run each (src/run/fleet.rs).
+        return super::fleet::execute(args, config, fleet);
+    }
     let Some(platform) = config.platform.clone() else {
         bail!(
             "{} has no [platform] section: `steward run` needs to know where the members live \
@@ -206,6 +210,8 @@ async fn async_main(
     if !args.quiet {
         let mode = if args.dry_run {
             "dry run: observes and decides, executes nothing"
+        } else if config.lease.is_some() {
+            "elected: stands by until it holds the lease, acts only while it does"
         } else {
             "acting"
         };
@@ -231,7 +237,7 @@ async fn async_main(
         platform: platform_port,
         patroni,
         metrics,
-        balancers: None,
+        balancers: config.balancers.as_ref().map(super::balancers::build),
         guard: None,
         journal,
         decisions,
@@ -257,7 +263,33 @@ async fn async_main(
         dry_run: args.dry_run,
         clock,
     };
-    run(&config, ports, options, shutdown).await
+    match &config.lease {
+        // Several instances: standby until elected, acting while elected (src/run/lease.rs).
+        Some(lease) if !args.dry_run => {
+            let etcd = steward_adapters::lease::Etcd::connect(lease.clone())
+                .await
+                .context("connecting to etcd for the lease")?;
+            let leadership: Arc<dyn steward_adapters::lease::Leadership> =
+                Arc::new(etcd.leadership());
+            // A standby's lines go to the terminal only: the actions file lists what was done.
+            let mut standby_decisions = DecisionLog::new(None);
+            if !args.quiet {
+                standby_decisions =
+                    standby_decisions.with_human(Box::new(std::io::stdout()), start);
+            }
+            let ports = super::lease::ElectedPorts {
+                acting: ports,
+                standby_decisions,
+            };
+            super::lease::run_elected(&config, leadership, &lease.instance, ports, clock, shutdown)
+                .await
+        }
+        Some(_) => {
+            info!("dry run: the lease is not campaigned for (a dry run never acts)");
+            run(&config, ports, options, shutdown).await
+        }
+        None => run(&config, ports, options, shutdown).await,
+    }
 }
 
 /// Starts the HTTP API of `[server]` and returns what the loops publish into.

@@ -531,3 +531,314 @@ impl RawBalancersConfig {
         })
     }
 }
+
+/// The most clusters one `[fleet]` may name or count: far above what one process should look
+/// after (benches/fleet.rs measures a tick for 10,000), low enough that a typo (`clusters =
+/// 5000000`) is refused instead of filling memory.
+pub const MAX_FLEET_CLUSTERS: u32 = 10_000;
+
+/// `[fleet]`: one `steward run` looking after many clusters, each with its own loops, journal
+/// (`<state_dir>/<cluster>/`) and decision log. Exactly one of the two forms:
+/// - `clusters = N` with `[platform] kind = "simulated"`: clusters `<cluster.name>-1..N`, each
+///   its own simulated world built from the same `[platform.simulated]`;
+/// - `[[fleet.cluster]]` entries (`name`, `patroni_urls`) for a real platform, everything else
+///   shared. Validated, but `steward run` does not build it yet (it says so).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetConfig {
+    /// How many simulated clusters (`<cluster.name>-1` .. `<cluster.name>-N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<u32>,
+    /// The clusters of a real platform, one `[[fleet.cluster]]` each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster: Vec<RawFleetCluster>,
+}
+
+/// `[[fleet.cluster]]`: one cluster of a real platform.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetCluster {
+    /// The cluster's name (Patroni's `scope`); a label value like `[cluster] name`.
+    pub name: String,
+    /// Its Patroni REST API base URLs (`http://127.0.0.11:8008`); the rest of `[patroni]` is
+    /// shared by all clusters.
+    #[serde(default)]
+    pub patroni_urls: Vec<String>,
+}
+
+/// The validated `[fleet]`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FleetSettings {
+    /// Simulated clusters, named in order.
+    Simulated { clusters: Vec<String> },
+    /// Clusters of a real platform, by name, with their Patroni URLs.
+    Listed {
+        clusters: Vec<(String, Vec<String>)>,
+    },
+}
+
+impl FleetSettings {
+    /// The clusters' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            FleetSettings::Simulated { clusters } => clusters.clone(),
+            FleetSettings::Listed { clusters } => clusters.iter().map(|(n, _)| n.clone()).collect(),
+        }
+    }
+}
+
+/// What the rest of the config says that `[fleet]` depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetContext<'a> {
+    /// `[cluster] name`: the simulated clusters' prefix.
+    pub cluster_name: &'a str,
+    /// `[platform] kind`, when there is a `[platform]`.
+    pub platform: Option<PlatformKind>,
+    /// Whether `[server]` is present (one HTTP surface per cluster is not built for fleets).
+    pub server: bool,
+    /// Whether `[balancers]` is present (not built for fleets).
+    pub balancers: bool,
+}
+
+impl RawFleetConfig {
+    /// Checks the section against the rest of the config; paths are relative to `[fleet]`.
+    pub fn validate(&self, context: FleetContext<'_>) -> Result<FleetSettings, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        if context.server {
+            errors.push(
+                "",
+                "cannot be combined with [server] yet: the HTTP surface serves one cluster",
+            );
+        }
+        if context.balancers {
+            errors.push(
+                "",
+                "cannot be combined with [balancers] yet: balancer backends are kept per cluster",
+            );
+        }
+        let simulated = context.platform == Some(PlatformKind::Simulated);
+        let settings = match (self.clusters, self.cluster.is_empty()) {
+            (Some(_), false) => {
+                errors.push(
+                    "clusters",
+                    "give either a count (simulated) or [[fleet.cluster]] entries, not both",
+                );
+                None
+            }
+            (None, true) => {
+                errors.push(
+                    "clusters",
+                    "is required: a count (`clusters = 50`, simulated) or [[fleet.cluster]] entries",
+                );
+                None
+            }
+            (Some(n), true) => {
+                if !simulated {
+                    errors.push(
+                        "clusters",
+                        "a count of clusters needs [platform] kind = \"simulated\"; list real \
+                         clusters as [[fleet.cluster]] entries",
+                    );
+                }
+                if n == 0 || n > MAX_FLEET_CLUSTERS {
+                    errors.push(
+                        "clusters",
+                        format!("{n} is not between 1 and {MAX_FLEET_CLUSTERS}"),
+                    );
+                }
+                // The longest name decides: every cluster name is a label value.
+                let longest = format!("{}-{n}", context.cluster_name);
+                if longest.len() > 63 {
+                    errors.push(
+                        "clusters",
+                        format!(
+                            "the cluster names ({}-1 .. {longest}) must stay within 63 \
+                             characters; shorten [cluster] name",
+                            context.cluster_name
+                        ),
+                    );
+                }
+                let clusters = (1..=n.min(MAX_FLEET_CLUSTERS))
+                    .map(|i| format!("{}-{i}", context.cluster_name))
+                    .collect();
+                Some(FleetSettings::Simulated { clusters })
+            }
+            (None, false) => {
+                if simulated {
+                    errors.push(
+                        "cluster",
+                        "listed clusters need a real platform; with kind = \"simulated\" give \
+                         `clusters = N`",
+                    );
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                let mut clusters = Vec::new();
+                for (i, c) in self.cluster.iter().enumerate() {
+                    if let Err(why) = fleet_label(&c.name) {
+                        errors.push(format!("cluster[{i}].name"), why);
+                    } else if !seen.insert(c.name.as_str()) {
+                        errors.push(
+                            format!("cluster[{i}].name"),
+                            format!("`{}` is listed twice", c.name),
+                        );
+                    }
+                    if c.patroni_urls.is_empty() {
+                        errors.push(
+                            format!("cluster[{i}].patroni_urls"),
+                            "at least one Patroni REST URL is required",
+                        );
+                    }
+                    for (j, url) in c.patroni_urls.iter().enumerate() {
+                        if let Err(why) = loopback_http(url) {
+                            errors.push(format!("cluster[{i}].patroni_urls[{j}]"), why);
+                        }
+                    }
+                    clusters.push((c.name.clone(), c.patroni_urls.clone()));
+                }
+                if self.cluster.len() > MAX_FLEET_CLUSTERS as usize {
+                    errors.push(
+                        "cluster",
+                        format!(
+                            "{} clusters listed; at most {MAX_FLEET_CLUSTERS}",
+                            self.cluster.len()
+                        ),
+                    );
+                }
+                Some(FleetSettings::Listed { clusters })
+            }
+        };
+        match settings {
+            Some(s) if errors.is_empty() => Ok(s),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A cluster name is a label value (the rules of `[cluster] name`).
+fn fleet_label(value: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ok_end = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if value.is_empty() || value.len() > 63 {
+        Err(format!(
+            "`{value}` must be 1-63 characters (it is used as a label)"
+        ))
+    } else if !value.chars().all(ok_char) {
+        Err(format!(
+            "`{value}`: use only letters, digits, `-`, `_` and `.` (it is used as a label)"
+        ))
+    } else if !ok_end(value.chars().next()) || !ok_end(value.chars().last()) {
+        Err(format!(
+            "`{value}` must start and end with a letter or digit"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `http://IP:PORT[/]` on a loopback address: Steward talks to loopback only.
+fn loopback_http(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url:?} must start with http://"));
+    };
+    let authority = rest.trim_end_matches('/');
+    match authority.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() => Ok(()),
+        Ok(_) => Err(format!("{url:?} is not a loopback address")),
+        Err(_) => Err(format!("{url:?} is not http://IP:PORT")),
+    }
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+
+    fn context(platform: Option<PlatformKind>) -> FleetContext<'static> {
+        FleetContext {
+            cluster_name: "demo",
+            platform,
+            server: false,
+            balancers: false,
+        }
+    }
+
+    #[test]
+    fn a_count_names_the_simulated_clusters_in_order() {
+        let raw = RawFleetConfig {
+            clusters: Some(3),
+            cluster: Vec::new(),
+        };
+        let settings = raw
+            .validate(context(Some(PlatformKind::Simulated)))
+            .unwrap();
+        assert_eq!(settings.names(), ["demo-1", "demo-2", "demo-3"]);
+    }
+
+    #[test]
+    fn fleet_errors_carry_their_paths() {
+        let raw = RawFleetConfig {
+            clusters: Some(0),
+            cluster: Vec::new(),
+        };
+        let errors = raw
+            .validate(context(Some(PlatformKind::Docker)))
+            .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["clusters", "clusters"], "{errors}");
+
+        let entry = |name: &str, urls: &[&str]| RawFleetCluster {
+            name: name.into(),
+            patroni_urls: urls.iter().map(|u| u.to_string()).collect(),
+        };
+        let raw = RawFleetConfig {
+            clusters: None,
+            cluster: vec![
+                entry("a", &["http://127.0.0.11:8008"]),
+                entry("a", &["http://10.0.0.1:8008"]),
+                entry("-b", &[]),
+            ],
+        };
+        let errors = raw
+            .validate(context(Some(PlatformKind::Docker)))
+            .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "cluster[1].name",
+                "cluster[1].patroni_urls[0]",
+                "cluster[2].name",
+                "cluster[2].patroni_urls"
+            ],
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn a_fleet_refuses_what_it_cannot_serve_and_needs_one_form() {
+        let both = RawFleetConfig {
+            clusters: Some(2),
+            cluster: vec![RawFleetCluster {
+                name: "a".into(),
+                patroni_urls: vec!["http://127.0.0.11:8008".into()],
+            }],
+        };
+        let mut ctx = context(Some(PlatformKind::Simulated));
+        ctx.server = true;
+        let errors = both.validate(ctx).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("[server]"), "{text}");
+        assert!(text.contains("not both"), "{text}");
+        let neither = RawFleetConfig::default();
+        assert!(neither.validate(context(None)).is_err());
+        let long = RawFleetConfig {
+            clusters: Some(10),
+            cluster: Vec::new(),
+        };
+        let ctx = FleetContext {
+            cluster_name: &"c".repeat(61),
+            ..context(Some(PlatformKind::Simulated))
+        };
+        let errors = long.validate(ctx).unwrap_err();
+        assert!(errors.to_string().contains("63"), "{errors}");
+    }
+}

@@ -1,0 +1,551 @@
+//! Fleet mode: one `steward run` looking after many clusters (`[fleet]`).
+//!
+//! What it is: one process and one runtime with one [`super::run`] per cluster, each with its
+//! own ports (its own simulated world), its own journal in `<state_dir>/<cluster>/` and its own
+//! decision log (`<state_dir>/<cluster>/actions.jsonl`; on stdout every line is prefixed with
+//! the cluster, and a `--decision-log FILE` gets every cluster's lines tagged
+//! `"cluster": "<name>"`). All of them stop together on SIGTERM/SIGINT or at the end of `--for`.
+//! The clusters share nothing but the process: a tick costs what one cluster's tick costs,
+//! times the clusters; nothing compares clusters with each other. Their loops start staggered
+//! over one tick, so a thousand clusters do not observe, decide and write in the same instant.
+//!
+//! With `[lease]`, several instances share the fleet through [`ClusterLeases`] (one etcd
+//! election per cluster, `<prefix>/clusters/<name>/owner`): a cluster's loops run only while
+//! this instance holds its lease, are stopped when it is lost, and every step checks the lease
+//! first ([`ClusterGuard`], the executor's [`ActGuard`]). A crashed instance's clusters are
+//! claimed by the others after one TTL, and their loops start here, recovering whatever the
+//! journal holds. etcd is real, so with a lease the simulated clusters run in real time.
+//!
+//! What it is not: a scheduler across clusters (no cross-cluster budget or ordering), nor the
+//! HTTP surface (`[server]` and `[balancers]` are refused with `[fleet]` at validation). Only
+//! the simulated form is built; `[[fleet.cluster]]` entries for a real platform are validated
+//! and refused here with a clear message.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use steward_adapters::lease::{ClusterLeases, Etcd, Leadership};
+use steward_adapters::patroni::PatroniApi;
+use steward_model::ports::Platform;
+use tokio::task::JoinSet;
+use tracing::{info, warn, Instrument};
+
+use super::cli::{RunArgs, ACTIONS_FILE};
+use super::config::{FleetSettings, PlatformSettings, SimSettings};
+use super::decisions::DecisionLog;
+use super::exec::ActGuard;
+use super::journal::{Journal, MemoryJournal, StateJournal};
+use super::sim::SimWorld;
+use super::{run, shutdown_channel, Clock, Options, Ports, Shutdown, ShutdownTrigger};
+use crate::config::Config;
+
+/// Runs `steward run` for every cluster of `fleet` to its end.
+pub fn execute(args: &RunArgs, config: Config, fleet: FleetSettings) -> anyhow::Result<()> {
+    let FleetSettings::Simulated { clusters } = fleet else {
+        bail!(
+            "{}: [[fleet.cluster]] entries (clusters of a real platform) are validated but not \
+             built yet; `steward run` runs a fleet of simulated clusters only (`clusters = N`)",
+            args.config.display()
+        );
+    };
+    let Some(PlatformSettings::Simulated(sim)) = config.platform.clone() else {
+        // Validation already refuses a count without the simulated platform.
+        bail!("a fleet of simulated clusters needs [platform] kind = \"simulated\"");
+    };
+    // A dry run acts on nothing, so it takes no lease: it looks at every cluster.
+    let leased = config.lease.is_some() && !args.dry_run;
+    let runtime = if leased {
+        // etcd's leases expire in real time: paused time would jump past every TTL while the
+        // runtime waits for etcd's answers.
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        // Simulated time, as for one simulated cluster: paused and advanced whenever every
+        // task waits, so a fleet's simulated hour passes as fast as the CPU allows.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(async_main(args, config, sim, clusters, leased))
+}
+
+/// One cluster of the fleet, ready to run.
+struct Member {
+    config: Config,
+    world: Arc<SimWorld>,
+    decisions: DecisionLog,
+    /// When its loops start after the others': a share of one tick.
+    phase: Duration,
+}
+
+async fn async_main(
+    args: &RunArgs,
+    config: Config,
+    sim: SimSettings,
+    clusters: Vec<String>,
+    leased: bool,
+) -> anyhow::Result<()> {
+    let (trigger, shutdown) = shutdown_channel();
+    let trace = read_trace(args, &sim)?;
+    let combined = args.decision_log.clone().map(Target::File);
+    let stdout = Target::shared(Box::new(std::io::stdout()));
+    let count = clusters.len();
+    // Names are padded to the longest so that the decisions line up.
+    let width = widest(&clusters);
+    // Joined before the worlds are built: joining may wait up to a TTL (a stale presence key),
+    // and the simulated worlds' clocks start when they are built.
+    let leases = match config.lease.as_ref().filter(|_| leased) {
+        Some(settings) => {
+            let etcd = Etcd::connect(settings.clone())
+                .await
+                .context("connecting to etcd for the fleet's leases")?;
+            let mut leases = ClusterLeases::join(&etcd)
+                .await
+                .context("joining the fleet's instances in etcd")?;
+            leases.claim(&clusters);
+            Some(Arc::new(leases))
+        }
+        None => None,
+    };
+    let mut members = Vec::with_capacity(count);
+    for (i, name) in clusters.iter().enumerate() {
+        let mut own = config.clone();
+        own.cluster.name = name.clone();
+        own.cluster.state_dir = config.cluster.state_dir.join(name);
+        own.fleet = None;
+        let world = SimWorld::build(name, &sim, trace.as_deref())
+            .await
+            .with_context(|| format!("building the simulated cluster {name}"))?;
+        let json = match (&combined, args.dry_run) {
+            (Some(target), _) => Some(LineSink::tagged(name, target.clone())),
+            (None, false) => {
+                std::fs::create_dir_all(&own.cluster.state_dir).with_context(|| {
+                    format!(
+                        "creating the state directory {}",
+                        own.cluster.state_dir.display()
+                    )
+                })?;
+                Some(LineSink::plain(Target::File(
+                    own.cluster.state_dir.join(ACTIONS_FILE),
+                )))
+            }
+            (None, true) => None,
+        };
+        let mut decisions = DecisionLog::new(json.map(|s| Box::new(s) as Box<dyn Write + Send>));
+        if !args.quiet {
+            let human = LineSink::prefixed(&format!("{name:<width$} "), stdout.clone());
+            decisions = decisions.with_human(Box::new(human), sim.start);
+        }
+        // Spread the clusters' first ticks evenly over one tick.
+        let phase = config.run.tick.mul_f64(i as f64 / count as f64);
+        members.push(Member {
+            config: own,
+            world: Arc::new(world),
+            decisions,
+            phase,
+        });
+    }
+    if !args.quiet {
+        let mode = if args.dry_run {
+            "dry run: observes and decides, executes nothing"
+        } else {
+            "acting"
+        };
+        let time = match (args.run_for, &leases) {
+            (Some(d), None) => format!(", for {} of simulated time", humantime::format_duration(d)),
+            (None, None) => ", in simulated time".to_string(),
+            (Some(d), Some(_)) => format!(
+                ", for {} (real time: clusters are leased in etcd)",
+                humantime::format_duration(d)
+            ),
+            (None, Some(_)) => ", in real time (clusters are leased in etcd)".to_string(),
+        };
+        println!(
+            "# steward run: fleet of {count} clusters ({} .. {}) on the simulated platform, {mode}{time}",
+            clusters.first().map_or("", String::as_str),
+            clusters.last().map_or("", String::as_str),
+        );
+    }
+    stop_on(trigger, args.run_for);
+    let clock = Clock::starting_at(sim.start);
+    let options = Options {
+        dry_run: args.dry_run,
+        clock,
+    };
+    let mut tasks = JoinSet::new();
+    for member in members {
+        tokio::spawn(Arc::clone(&member.world).play());
+        let name = member.config.cluster.name.clone();
+        let span = tracing::info_span!("cluster", cluster = %name);
+        let task = look_after(
+            member,
+            options,
+            args.dry_run,
+            leases.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { (name, task.await) }.instrument(span));
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
+                warn!(cluster = %name, error = %format!("{e:#}"), "the cluster's loops stopped with an error");
+                failed.push(format!("{name}: {e:#}"));
+            }
+            Err(e) => failed.push(format!("a cluster's task failed: {e}")),
+        }
+    }
+    if let Some(leases) = &leases {
+        // A clean stop hands the clusters over at once instead of after a TTL.
+        if let Err(e) = leases.resign_all().await {
+            warn!(error = %e, "cannot resign the fleet's leases; they expire after their ttl");
+        }
+    }
+    if !failed.is_empty() {
+        failed.sort();
+        bail!(
+            "{} of {count} clusters stopped with an error:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+    if !args.quiet {
+        println!("# steward run: fleet of {count} clusters stopped");
+    }
+    Ok(())
+}
+
+/// Pulls `trigger` at the end of `run_for`, or on SIGTERM/SIGINT.
+fn stop_on(trigger: ShutdownTrigger, run_for: Option<Duration>) {
+    tokio::spawn(async move {
+        let (relay, mut signalled) = shutdown_channel();
+        tokio::spawn(async move {
+            if let Err(e) = super::on_signals(relay).await {
+                warn!(error = %e, "cannot listen for SIGTERM/SIGINT");
+            }
+        });
+        match run_for {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => info!("--for elapsed: stopping every cluster"),
+                _ = signalled.wait() => {}
+            },
+            None => signalled.wait().await,
+        }
+        trigger.trigger();
+    });
+}
+
+/// The load trace, read once for every cluster; a relative path is relative to the config file.
+fn read_trace(args: &RunArgs, sim: &SimSettings) -> anyhow::Result<Option<String>> {
+    let Some(path) = &sim.trace else {
+        return Ok(None);
+    };
+    let path = match args.config.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.clone(),
+    };
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .with_context(|| format!("reading the load trace {}", path.display()))
+}
+
+fn widest(names: &[String]) -> usize {
+    names.iter().map(String::len).max().unwrap_or(0)
+}
+
+/// Runs one cluster's loops: at once and until `shutdown` without a lease; with one, each time
+/// this instance comes to own the cluster, until it stops owning it or `shutdown`.
+async fn look_after(
+    member: Member,
+    options: Options,
+    dry_run: bool,
+    leases: Option<Arc<ClusterLeases>>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        _ = tokio::time::sleep(member.phase) => {}
+        _ = shutdown.wait() => return Ok(()),
+    }
+    let Some(leases) = leases else {
+        let ports = member.ports(dry_run, None)?;
+        return run(&member.config, ports, options, shutdown).await;
+    };
+    let name = member.config.cluster.name.clone();
+    let Some(election) = leases.cluster(&name) else {
+        bail!("no lease election for cluster {name}");
+    };
+    let mut state = election.current();
+    loop {
+        // Wait until this instance owns the cluster.
+        loop {
+            if state.borrow_and_update().token().is_some() {
+                break;
+            }
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() {
+                    bail!("the lease election of cluster {name} stopped");
+                },
+                _ = shutdown.wait() => return Ok(()),
+            }
+        }
+        let token = state.borrow().token();
+        info!(cluster = %name, token = ?token, "this instance owns the cluster: its loops start");
+        // The journal is opened per ownership: the previous owner (sharing the state directory)
+        // may have written to it since.
+        let guard: Arc<dyn ActGuard> = Arc::new(ClusterGuard {
+            leases: Arc::clone(&leases),
+            cluster: name.clone(),
+        });
+        let ports = member.ports(dry_run, Some(guard))?;
+        let (stop, own_shutdown) = shutdown_channel();
+        let loops = run(&member.config, ports, options, own_shutdown);
+        tokio::pin!(loops);
+        let lost = async {
+            loop {
+                if state.borrow_and_update().token() != token {
+                    return;
+                }
+                if state.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let mut global = shutdown.clone();
+        tokio::select! {
+            result = &mut loops => return result,
+            _ = global.wait() => {
+                stop.trigger();
+                return loops.await;
+            }
+            _ = lost => {
+                warn!(cluster = %name, "the cluster's lease is lost: its loops stop");
+                stop.trigger();
+                loops.await?;
+            }
+        }
+    }
+}
+
+impl Member {
+    /// The ports of one run of this cluster's loops.
+    fn ports(&self, dry_run: bool, guard: Option<Arc<dyn ActGuard>>) -> anyhow::Result<Ports> {
+        let journal: Arc<dyn Journal> = if dry_run {
+            Arc::new(MemoryJournal::default())
+        } else {
+            Arc::new(
+                StateJournal::open(&self.config.cluster.state_dir, &self.config.cluster.name)
+                    .with_context(|| {
+                        format!("opening the journal of {}", self.config.cluster.name)
+                    })?,
+            )
+        };
+        Ok(Ports {
+            platform: Arc::clone(&self.world.platform) as Arc<dyn Platform>,
+            patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
+            // A simulated cluster's figures come from its simulated platform.
+            metrics: None,
+            balancers: None,
+            guard,
+            journal,
+            decisions: self.decisions.clone(),
+            telemetry: None,
+        })
+    }
+}
+
+/// A cluster's steps may run only while this instance holds the cluster's lease (promise 8),
+/// checked before each step, within the lease's local deadline.
+struct ClusterGuard {
+    leases: Arc<ClusterLeases>,
+    cluster: String,
+}
+
+impl ActGuard for ClusterGuard {
+    fn may_act(&self) -> Result<(), String> {
+        let election = self
+            .leases
+            .cluster(&self.cluster)
+            .ok_or_else(|| format!("no lease election for cluster {}", self.cluster))?;
+        let token = election
+            .current()
+            .borrow()
+            .token()
+            .ok_or_else(|| format!("this instance does not own cluster {}", self.cluster))?;
+        election.check(token).map_err(|e| e.to_string())
+    }
+}
+
+/// Where finished lines go.
+#[derive(Clone)]
+enum Target {
+    /// Appended to this file, opened for each line: a fleet of thousands keeps no descriptor
+    /// open per cluster, and lines are few (a handful per cluster per hour).
+    File(PathBuf),
+    /// A writer every cluster shares (stdout), one whole line at a time.
+    Shared(Arc<Mutex<Box<dyn Write + Send>>>),
+}
+
+impl Target {
+    fn shared(out: Box<dyn Write + Send>) -> Self {
+        Target::Shared(Arc::new(Mutex::new(out)))
+    }
+
+    fn write_line(&self, line: &[u8]) -> std::io::Result<()> {
+        match self {
+            Target::File(path) => append(path, line),
+            Target::Shared(out) => {
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                out.write_all(line)?;
+                out.flush()
+            }
+        }
+    }
+}
+
+fn append(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    // One write of a whole line to an O_APPEND file: lines of clusters sharing the file do
+    // not interleave.
+    file.write_all(line)
+}
+
+/// How a line is marked with its cluster.
+#[derive(Clone)]
+enum Tag {
+    /// As written.
+    None,
+    /// Text in front (readable lines).
+    Prefix(Vec<u8>),
+    /// `"cluster": <name>` as the first field of a JSON object line.
+    JsonField(Vec<u8>),
+}
+
+/// A writer that collects whole lines, marks each with its cluster and hands it to its target;
+/// what [`DecisionLog`] writes to in a fleet.
+struct LineSink {
+    tag: Tag,
+    target: Target,
+    partial: Vec<u8>,
+}
+
+impl LineSink {
+    fn plain(target: Target) -> Self {
+        LineSink {
+            tag: Tag::None,
+            target,
+            partial: Vec::new(),
+        }
+    }
+
+    fn prefixed(prefix: &str, target: Target) -> Self {
+        LineSink {
+            tag: Tag::Prefix(prefix.as_bytes().to_vec()),
+            target,
+            partial: Vec::new(),
+        }
+    }
+
+    fn tagged(cluster: &str, target: Target) -> Self {
+        // Serialized, so that any name is a valid JSON string.
+        let name = serde_json::Value::String(cluster.to_string()).to_string();
+        LineSink {
+            tag: Tag::JsonField(format!("{{\"cluster\":{name},").into_bytes()),
+            target,
+            partial: Vec::new(),
+        }
+    }
+
+    fn mark(&self, line: &[u8]) -> Vec<u8> {
+        match &self.tag {
+            Tag::None => line.to_vec(),
+            Tag::Prefix(p) => [p.as_slice(), line].concat(),
+            Tag::JsonField(field) => match line.strip_prefix(b"{") {
+                // `{}` would become `{"cluster":"x",}`: an empty object gets no tag.
+                Some(rest) if !rest.starts_with(b"}") => [field.as_slice(), rest].concat(),
+                _ => line.to_vec(),
+            },
+        }
+    }
+}
+
+impl Write for LineSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.target.write_line(&self.mark(&line))?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Whole lines are written as they complete; a partial line waits for its end.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shared in-memory target.
+    fn memory() -> (Target, Arc<Mutex<Vec<u8>>>) {
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        (Target::shared(Box::new(Buf(Arc::clone(&bytes)))), bytes)
+    }
+
+    #[test]
+    fn lines_written_in_pieces_come_out_whole_and_tagged() {
+        let (target, bytes) = memory();
+        let mut a = LineSink::tagged("demo-1", target.clone());
+        let mut b = LineSink::prefixed("demo-2 ", target);
+        a.write_all(b"{\"kind\":").unwrap();
+        // Another cluster's line in between must not land inside the first one.
+        b.write_all(b"+00:01:00 repair run\n").unwrap();
+        a.write_all(b"\"command\"}\n{}\n").unwrap();
+        let text = String::from_utf8(bytes.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "demo-2 +00:01:00 repair run\n{\"cluster\":\"demo-1\",\"kind\":\"command\"}\n{}\n"
+        );
+        let first: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(first["cluster"], "demo-1");
+    }
+
+    #[test]
+    fn file_targets_append_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("actions.jsonl");
+        let mut sink = LineSink::plain(Target::File(path.clone()));
+        sink.write_all(b"{\"a\":1}\n{\"a\"").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+        sink.write_all(b":2}\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
+    }
+}
