@@ -131,8 +131,10 @@ impl Metric {
             Metric::ReadRate => by_member(
                 "sum by (member) (rate(pg_stat_database_xact_commit[1m]) + rate(pg_stat_database_xact_rollback[1m]))",
             ),
+            // clamp_min: with no primary (etcd down, Patroni demoted it) the leader's position
+            // is stale and the difference went negative (-169 MB measured on the lab).
             Metric::LagBytes => by_member(
-                "scalar(max(patroni_xlog_location)) - max by (member) (patroni_xlog_replayed_location and on (member) patroni_replica == 1)",
+                "clamp_min(scalar(max(patroni_xlog_location)) - max by (member) (patroni_xlog_replayed_location and on (member) patroni_replica == 1), 0)",
             ),
             Metric::WalBytes => return None,
         })
