@@ -194,6 +194,8 @@ struct Shared {
     /// The repairer owns the coordinator; the scale loop takes its leases from it. Locked
     /// briefly, never across an await.
     repairer: Mutex<Repairer>,
+    /// The guards' states last published to `/metrics`.
+    published_guards: Mutex<BTreeMap<String, bool>>,
 }
 
 impl Shared {
@@ -317,6 +319,35 @@ impl Shared {
             }
             guard_status(&r)
         };
+        {
+            // /metrics: each guard's gauge when it changes (the log says why), and the age of
+            // the observation the loops just used.
+            let mut published = self
+                .published_guards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (name, g) in &guards {
+                if published.get(name) != Some(&g.engaged) {
+                    published.insert(name.clone(), g.engaged);
+                    crate::telemetry::GuardChanged {
+                        cluster: &self.cluster,
+                        guard: name,
+                        engaged: g.engaged,
+                        reason: &g.reason,
+                    }
+                    .emit(t.server.metrics());
+                }
+            }
+        }
+        crate::telemetry::ObservationUsed {
+            cluster: &self.cluster,
+            age: Duration::from_millis(
+                now.as_millis()
+                    .saturating_sub(seen.observation.at.as_millis())
+                    .max(0) as u64,
+            ),
+        }
+        .emit(t.server.metrics());
         let members = seen
             .observation
             .members
@@ -490,6 +521,7 @@ pub async fn run(
         log: ports.decisions.clone(),
         telemetry: ports.telemetry.clone(),
         repairer: Mutex::new(Repairer::new(cluster.clone(), config.repair.clone())),
+        published_guards: Mutex::default(),
     });
     let mut scaler = Scaler::new(config.scaler.clone());
     let mut lease = None;

@@ -544,6 +544,15 @@ async fn a_pause_from_the_api_stops_repairs_and_status_shows_the_cluster() {
         assert!(status.loops[&l].last_tick_at.is_some(), "{l} never ticked");
     }
     assert!(status.guards["paused"].engaged, "{:?}", status.guards);
+    let metrics = shared.metrics().encode();
+    assert!(
+        metrics.contains("steward_guard_state{guard=\"paused\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("steward_guard_state{guard=\"slot\"} 0"),
+        "{metrics}"
+    );
 }
 
 /// A scenario file of `tests/data/run/`: the simulation, how long to run, what must happen.
