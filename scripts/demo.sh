@@ -7,9 +7,11 @@
 #      next to the Kubernetes HPA algorithm and a naive threshold rule, with SVG charts,
 #   5. `steward run` on the simulated platform: both loops act on a scripted scenario (the load rises,
 #      a replica crashes) in simulated time, and say what they do and why,
-#   6. `steward run` on the lab's real cluster: a replica is killed, and Steward fences it, creates a
+#   6. `steward run` on the lab's real cluster under a read load on the replicas: it adds a replica,
+#      both HAProxy route to it, and it is removed when the load stops (never below 3 members),
+#   7. `steward run` on the lab's real cluster: a replica is killed, and Steward fences it, creates a
 #      replacement that streams, and removes the old one, saying why at each step,
-#   7. says where the output is and how to stop.
+#   8. says where the output is and how to stop.
 # Usage: scripts/demo.sh [output folder, default ./steward-demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +53,53 @@ done
 
 say "both loops at work: steward run on the simulated platform (load rises at 15 s, pg-3 crashes at 45 s)"
 "$steward" run --config examples/simulated.toml --for 15m | tee "$out/run-simulated.txt"
+
+say "read load on the real cluster's replicas: Steward adds a replica, both HAProxy route to it, and it goes when the load does"
+# tests/data/e2e/scaling-replicas.toml: the lab's config with short replica-count windows (20 s up,
+# 40 s down) and [balancers], so this takes minutes, not the default hour.
+mkdir -p "$out/state-load"
+sed "s|^state_dir = .*|state_dir = \"$(cd "$out" && pwd)/state-load\"|" tests/data/e2e/scaling-replicas.toml > "$out/load-run.toml"
+"$steward" run --config "$out/load-run.toml" --for 8m > "$out/run-load.txt" 2> "$out/run-load.log" &
+steward_pid=$!
+sleep 10
+echo "six sessions of CPU-heavy reads on the replica port 127.0.0.21:5433"
+load_pids=()
+for _ in 1 2 3 4 5 6; do
+    ( while true; do
+        psql -X -q "host=127.0.0.21 port=5433 user=postgres dbname=postgres connect_timeout=5" \
+            -c "select count(*) from (select generate_series(1, 100000000)) s" >/dev/null 2>&1 || sleep 1
+      done ) &
+    load_pids+=($!)
+done
+for _ in $(seq 1 60); do
+    grep -qE "finished .*scale out: add .*: completed" "$out/run-load.txt" && break
+    sleep 5
+done
+sleep 10
+echo "HAProxy's replica backend now (name, operational state 2 = up, admin state 0 = ready):"
+python3 - <<'PY'
+import socket
+s = socket.create_connection(("127.0.0.21", 9999), timeout=5)
+s.sendall(b"show servers state replicas\n")
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+for line in data.decode().splitlines()[2:]:
+    f = line.split()
+    if len(f) > 6:
+        print(f"  {f[3]:<14} {f[4]:<12} op={f[5]} admin={f[6]}")
+PY
+echo "stopping the load"
+kill "${load_pids[@]}" 2>/dev/null || true
+pkill -f "generate_series\(1, 100000000\)" 2>/dev/null || true
+for _ in $(seq 1 50); do
+    grep -qE "finished .*scale in: remove .*: completed" "$out/run-load.txt" && break
+    sleep 5
+done
+kill -TERM "$steward_pid" 2>/dev/null || true
+wait "$steward_pid" || true
+echo "what Steward did and why (also in $out/run-load.txt; its log in $out/run-load.log):"
+grep -E " (scale|repair) +(propose|run|result|finished|refused)" "$out/run-load.txt" || echo "(nothing: see $out/run-load.log)"
 
 say "Steward on the real cluster: steward run --config examples/lab.toml, then a replica is killed"
 # The lab's config with a fresh state folder, and a shorter grace window than the default 60 s so

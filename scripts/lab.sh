@@ -415,7 +415,23 @@ start_balancers() {
         ensure_service "$b" "$(filehash "$STATE/$b/haproxy.cfg")" \
             --user "$(uidgid haproxy)" -v "$STATE/$b:$STATE/$b" -- \
             /usr/sbin/haproxy -W -db -f "$STATE/$b/haproxy.cfg"
+        reset_balancer_servers "$b"
     done
+}
+
+# Servers added or deleted through the Runtime API (Steward's [balancers]) outlive a config
+# that did not change; when a balancer's servers are not the lab's own, reload it (SIGUSR2 in
+# master-worker mode) so it starts again from haproxy.cfg.
+reset_balancer_servers() {
+    local b=$1 names want
+    want=$(printf '%s\n' "${MEMBERS[@]}" | sort | tr '\n' ' ')
+    names=$( { exec 3<>"/dev/tcp/${BALANCER_ADDR[$b]}/9999" && echo "show servers state" >&3 \
+        && timeout 3 cat <&3; } 2>/dev/null | awk 'NR > 2 && NF > 4 { print $4 }' | sort -u | tr '\n' ' ') || true
+    if [[ -n "$names" && "$names" != "$want" ]]; then
+        echo "$b: servers are [${names% }], not the lab's [${want% }]: reloading it"
+        docker kill -s USR2 "$b" >/dev/null
+        sleep 1
+    fi
 }
 
 start_prometheus() {
