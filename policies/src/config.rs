@@ -431,7 +431,8 @@ pub struct RawReplicaConfig {
     /// Band on the replicas' mean CPU utilization (cpu_used / size.cpus), 0..1.
     pub cpu: RawBand,
     /// Band on client connections per capacity member (all connections / members counted as
-    /// capacity); omit to ignore connections.
+    /// capacity). On by default (20 / 80, the constants above): leaving it out keeps the
+    /// default, and a member without a connections figure holds every scale-in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<RawBand>,
     /// Band on read rate per capacity replica, in the read_rate metric's unit; off by default
