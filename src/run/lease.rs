@@ -325,9 +325,7 @@ mod tests {
     //! sets, over the simulated cluster in paused time. What is checked is what happened on the
     //! platform and in the logs, never what the code meant to do.
 
-    use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
 
     use async_trait::async_trait;
     use steward_adapters::lease::{LeaseError, NotLeader};
@@ -406,28 +404,7 @@ mod tests {
         }
     }
 
-    /// A `Write` the test reads back.
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Buf {
-        fn lines(&self) -> Vec<serde_json::Value> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        }
-    }
+    use crate::run::tests::Buf;
 
     fn crash(at_secs: u64, member: &str) -> RawFault {
         RawFault {

@@ -24,9 +24,9 @@ use super::*;
 use crate::config::parse_raw;
 use steward_adapters::patroni::PatroniApi as _;
 
-/// A `Write` the test reads back.
+/// A `Write` the test reads back (the lease tests use it too).
 #[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Buf(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -39,7 +39,7 @@ impl Write for Buf {
 }
 
 impl Buf {
-    fn lines(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn lines(&self) -> Vec<serde_json::Value> {
         let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
