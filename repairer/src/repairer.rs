@@ -290,7 +290,25 @@ impl Repairer {
             // Another cluster's snapshot, misrouted by a driver: not evidence about ours.
             return;
         }
-        for m in &observation.members {
+        // A member the platform answered without (removed by a scale-in or a finished repair,
+        // or never ours) is nothing to repair: Patroni keeps a stopped member's key until its
+        // TTL, and what the platform does not list cannot be fenced or replaced by us. Unless a
+        // repair of ours still concerns it.
+        let concerned: BTreeSet<String> = self
+            .repair
+            .iter()
+            .flat_map(|r| [r.target.clone(), r.replacement.clone()])
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|(_, t)| t.health.is_under_repair())
+                    .map(|(n, _)| n.clone()),
+            )
+            .collect();
+        let ours = |m: &&MemberObservation| {
+            m.in_platform != Some(false) || concerned.contains(m.name.as_str())
+        };
+        for m in observation.members.iter().filter(ours) {
             let tracked = self
                 .members
                 .entry(m.name.clone())
@@ -305,6 +323,7 @@ impl Repairer {
         let present: BTreeSet<&str> = observation
             .members
             .iter()
+            .filter(ours)
             .map(|m| m.name.as_str())
             .collect();
         let repair = self.repair.as_ref();

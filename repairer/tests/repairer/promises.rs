@@ -722,3 +722,52 @@ fn a_dead_balancer_is_fenced_and_replaced() {
     );
     assert_eq!(summary(&out), ["remove lb-1 delete-data"]);
 }
+
+/// A member removed from the platform (a finished scale-in) that Patroni still lists as
+/// `stopped` until its key's TTL runs out is nothing to repair: seen on the lab, where the
+/// repairer tried to drain a member the scaler had just removed.
+#[test]
+fn a_member_gone_from_the_platform_but_still_in_patroni_is_not_repaired() {
+    let mut d = Driver::new(RepairConfig::default());
+    let mut four = three(replica("pg-3"));
+    four.push(replica("pg-4"));
+    d.observe(t(0), four);
+    let gone = steward_model::observation::MemberObservation {
+        patroni_state: Some("stopped".into()),
+        streaming: Some(false),
+        in_platform: Some(false),
+        in_patroni: Some(true),
+        ..silent("pg-4")
+    };
+    for s in (10..=300).step_by(10) {
+        d.observe(
+            t(s),
+            vec![
+                leader("pg-1"),
+                replica("pg-2"),
+                replica("pg-3"),
+                gone.clone(),
+            ],
+        );
+    }
+    assert!(disruptive_summary(&d.log).is_empty(), "{:#?}", d.log);
+    assert_eq!(d.repairer.health("pg-4"), None, "pg-4 is no longer tracked");
+    // The same member while the platform still lists it IS repaired: the test can fail.
+    let mut d = Driver::new(RepairConfig::default());
+    let listed = steward_model::observation::MemberObservation {
+        in_platform: Some(true),
+        ..gone.clone()
+    };
+    for s in (0..=300).step_by(10) {
+        d.observe(
+            t(s),
+            vec![
+                leader("pg-1"),
+                replica("pg-2"),
+                replica("pg-3"),
+                listed.clone(),
+            ],
+        );
+    }
+    assert!(!disruptive_summary(&d.log).is_empty(), "{:#?}", d.log);
+}
