@@ -892,7 +892,12 @@ async fn disk_scenario(urls: Vec<String>) {
         "e2e-scaling: every member's volume grown {:.1} s after the fill started",
         filling.elapsed().as_secs_f64()
     );
-    std::fs::remove_file(&fill).expect("remove the fill file");
+    // The writer may not have created it yet when the growth is seen.
+    match std::fs::remove_file(&fill) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("remove the fill file {}: {e}", fill.display()),
+    }
 
     for (m, (_, was)) in &initial {
         let now = inspect(m).await;
