@@ -791,6 +791,40 @@ async fn disk_scenario(urls: Vec<String>) {
     let fill = mount.join(FILL_FILE);
     let _ = std::fs::remove_file(&fill);
 
+    let writer = Writer::start().await;
+    let (mut steward, state_dir) = start_steward("scaling-disk.toml").await;
+
+    // The baseline is taken once Steward has settled: nothing open in its journal and every
+    // volume's size unchanged over three of its ticks. A change it finishes from before the fill
+    // (a grow a noisy start forecast, a rollout an earlier run left half-done on an uneven lab)
+    // would otherwise pass for the fill's effect.
+    let settle_deadline = Instant::now() + SCALE_TIMEOUT;
+    let mut last: Option<Vec<u64>> = None;
+    let mut steady = 0;
+    while steady < 3 {
+        steward.assert_alive();
+        let mut sizes = Vec::new();
+        for m in LAB_MEMBERS {
+            sizes.push(df(&mount_of(m)).await.size);
+        }
+        let idle = open_journal_records(&state_dir).is_empty();
+        steady = if idle && last.as_ref() == Some(&sizes) {
+            steady + 1
+        } else {
+            0
+        };
+        if last.as_ref().is_some_and(|l| *l != sizes) {
+            eprintln!("e2e-scaling: volumes changed before the fill: {last:?} -> {sizes:?}");
+        }
+        last = Some(sizes);
+        assert!(
+            Instant::now() < settle_deadline,
+            "steward did not settle (journal idle, volumes unchanged) within {SCALE_TIMEOUT:?}\n{}",
+            steward.output()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
     let mut initial = BTreeMap::new();
     for m in LAB_MEMBERS {
         initial.insert(m, (df(&mount_of(m)).await, inspect(m).await));
@@ -802,9 +836,6 @@ async fn disk_scenario(urls: Vec<String>) {
         "the lab's volumes differ in size (the role would be 'mixed' and never resized): {initial:?}"
     );
     let start = initial[victim].0;
-
-    let writer = Writer::start().await;
-    let (mut steward, state_dir) = start_steward("scaling-disk.toml").await;
 
     // Steps of a fortieth of the volume (at least 16 MiB), up to 85 % of it at most: the policy
     // (high 60 %) must have grown it long before; past that the test stops filling and waits.
@@ -824,6 +855,13 @@ async fn disk_scenario(urls: Vec<String>) {
             steward.output()
         );
         if d.size > start.size {
+            assert!(
+                written > 0,
+                "{victim}'s volume grew before anything was written: not the fill's effect \
+                 ({start:?} -> {d:?})\n{}\n--- decision log ---\n{}",
+                steward.output(),
+                std::fs::read_to_string(state_dir.join("actions.jsonl")).unwrap_or_default()
+            );
             break d;
         }
         if d.used + (step_mib << 20) < limit {
