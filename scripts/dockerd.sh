@@ -41,7 +41,15 @@ fi
 command -v dockerd >/dev/null || { echo "dockerd not found: apt-get install -y docker.io" >&2; exit 1; }
 
 # setsid + nohup: the engine must outlive the shell (and the test process) that started it.
-setsid nohup dockerd "${args[@]}" >>"$log" 2>&1 < /dev/null &
+# Other inherited descriptors are closed first: an engine holding, say, the lab lock that
+# `flock /tmp/steward-lab.lock scripts/lab.sh up` took would keep that lock for its whole life.
+(
+    for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid nohup dockerd "${args[@]}" >>"$log" 2>&1 < /dev/null
+) &
 
 for _ in $(seq 1 60); do
   if answers; then
