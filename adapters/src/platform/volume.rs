@@ -27,10 +27,16 @@ pub struct Volume {
     pub size_bytes: u64,
 }
 
-/// Bytes used and available on a volume.
+/// How full a volume is, measured against the size it was given (the size the platform reports
+/// and grows), so that `used_bytes == size_bytes` exactly when a write fails for lack of space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VolumeUsage {
+    /// Everything a write can no longer have: data, and the filesystem's own share (XFS' log and
+    /// metadata, about 10 % of a 512 MiB image) and reserved blocks. `df`'s "used" leaves that
+    /// share out, and a fill ratio of "used" over the image's size would never reach 100 %: a
+    /// policy's critical mark at 95 % would fire only after the disk was full.
     pub used_bytes: u64,
+    /// The volume's size (for loop-xfs, the image file's).
     pub size_bytes: u64,
 }
 
@@ -297,21 +303,22 @@ impl VolumeProvider for LoopXfsVolumes {
         if !is_mounted(&mnt).await? {
             return Ok(None);
         }
-        let command = "df -B1 --output=used,size";
-        let out = run("df", &["-B1", "--output=used,size", &mnt.to_string_lossy()]).await?;
-        let parse = || -> Option<VolumeUsage> {
-            let mut fields = out.lines().nth(1)?.split_whitespace();
-            let used_bytes = fields.next()?.parse().ok()?;
-            let size_bytes = fields.next()?.parse().ok()?;
-            Some(VolumeUsage {
-                used_bytes,
-                size_bytes,
-            })
-        };
-        parse().map(Some).ok_or_else(|| VolumeError::Parse {
-            command: command.into(),
-            output: out.clone(),
-        })
+        let img = self.image(member);
+        let size_bytes = tokio::fs::metadata(&img).await.map_err(io(&img))?.len();
+        let command = "df -B1 --output=avail";
+        let out = run("df", &["-B1", "--output=avail", &mnt.to_string_lossy()]).await?;
+        let avail: u64 = out
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| VolumeError::Parse {
+                command: command.into(),
+                output: out.clone(),
+            })?;
+        Ok(Some(VolumeUsage {
+            used_bytes: size_bytes.saturating_sub(avail),
+            size_bytes,
+        }))
     }
 
     async fn size(&self, member: &str) -> Option<u64> {

@@ -717,6 +717,15 @@ async fn loop_xfs_grows_online_and_keeps_its_data() {
             filled.is_err_and(|e| e.contains("No space left")),
             "a 400 MiB disk took 500 MiB"
         );
+        // Full for writes is full for the policies: used is measured against the image's size,
+        // the filesystem's own share included (df's "used" is ~10 % short of it here).
+        let full = v.usage(&member).await.expect("usage").expect("mounted");
+        assert_eq!(full.size_bytes, 400 * MIB, "{full:?}");
+        assert!(
+            full.used_bytes as f64 >= 0.99 * full.size_bytes as f64,
+            "a volume that refuses writes reads {:.1} % used: {full:?}",
+            100.0 * full.used_bytes as f64 / full.size_bytes as f64
+        );
     })
     .catch_unwind()
     .await;
