@@ -20,7 +20,8 @@ mkdir -p "$out"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-packages=(pkg-config libvirt-dev protobuf-compiler)
+# protobuf-compiler: etcd-client's build. (libvirt-dev only for a build with `--features libvirt`.)
+packages=(pkg-config protobuf-compiler)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -15,7 +15,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use steward_adapters::patroni::{PatroniApi, PatroniClient};
 use steward_adapters::platform::docker::DockerPlatform;
-use steward_adapters::platform::libvirt::LibvirtPlatform;
 use steward_adapters::prometheus::{MetricsSource, PrometheusClient};
 use steward_model::ports::Platform;
 use steward_model::Timestamp;
@@ -146,16 +145,7 @@ async fn async_main(
                         .await
                         .context("connecting to docker")?,
                 ),
-                PlatformSettings::Libvirt(c) => {
-                    let origin = tokio::time::Instant::now();
-                    let clock: steward_adapters::platform::libvirt::Clock =
-                        Arc::new(move || now + origin.elapsed());
-                    Arc::new(
-                        LibvirtPlatform::connect(c.clone(), clock)
-                            .await
-                            .context("connecting to libvirt")?,
-                    )
-                }
+                PlatformSettings::Libvirt(c) => libvirt_platform(c, now).await?,
                 PlatformSettings::Kubernetes(_) => bail!(
                     "kind = \"kubernetes\" is validated but `steward run` does not build a \
                      kubernetes client yet; use the adapter from a program of your own"
@@ -335,4 +325,31 @@ async fn signals_only() -> std::io::Result<()> {
         r = listen => r,
         _ = s.wait() => Ok(()),
     }
+}
+
+/// The libvirt platform, in a build with the `libvirt` feature.
+#[cfg(feature = "libvirt")]
+async fn libvirt_platform(
+    config: &steward_adapters::platform::libvirt::LibvirtConfig,
+    now: Timestamp,
+) -> anyhow::Result<Arc<dyn Platform>> {
+    use steward_adapters::platform::libvirt::{Clock, LibvirtPlatform};
+    let origin = tokio::time::Instant::now();
+    let clock: Clock = Arc::new(move || now + origin.elapsed());
+    let platform = LibvirtPlatform::connect(config.clone(), clock)
+        .await
+        .context("connecting to libvirt")?;
+    Ok(Arc::new(platform))
+}
+
+/// A build without the `libvirt` feature has no libvirt platform: says so, and how to get one.
+#[cfg(not(feature = "libvirt"))]
+async fn libvirt_platform(
+    _config: &steward_adapters::platform::libvirt::LibvirtConfig,
+    _now: Timestamp,
+) -> anyhow::Result<Arc<dyn Platform>> {
+    bail!(
+        "[platform] kind = \"libvirt\": this steward was built without the libvirt platform; \
+         rebuild it with `cargo build --release --features libvirt` (needs libvirt-dev)"
+    )
 }

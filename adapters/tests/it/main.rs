@@ -6,6 +6,7 @@ mod host;
 mod kubernetes;
 mod lab_docker;
 mod lease;
+#[cfg(feature = "libvirt")]
 mod libvirt;
 mod patroni;
 mod prometheus;

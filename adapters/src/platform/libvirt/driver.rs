@@ -1,0 +1,921 @@
+//! The libvirt platform itself: [`LibvirtPlatform`] over the `virt` bindings (the parent module
+//! has the configuration, which builds without libvirt). Compiled with the `libvirt` feature only:
+//! it links libvirt.so and its ~50 libraries, which cost every other build ~13 MB of idle RSS.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use steward_model::observation::PlatformState;
+use steward_model::ports::{
+    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
+    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+};
+use steward_model::{Role, Size, Timestamp};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::{Error as VirtError, ErrorNumber};
+use virt::sys;
+
+use super::*;
+
+/// The namespace prefix Steward's metadata element is written with.
+const METADATA_KEY: &str = "steward";
+
+/// How long the first CPU reading of a member is, when no earlier one exists.
+const FIRST_CPU_WINDOW: Duration = Duration::from_millis(200);
+
+// ---------------------------------------------------------------------------------------------
+// Metadata: Steward's ownership mark
+// ---------------------------------------------------------------------------------------------
+
+/// What Steward writes into a domain's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Mark {
+    cluster: String,
+    role: Role,
+    member: String,
+    operation: String,
+    /// Epoch milliseconds of creation, when Steward created it.
+    created: Option<i64>,
+    /// Destroyed by Steward's fence (so a shut-off domain is `Fenced`, not `Exited`).
+    fenced: bool,
+}
+
+impl Mark {
+    /// The element as `virDomainSetMetadata` takes it (libvirt adds the namespace).
+    fn element(&self) -> String {
+        let mut s = format!(
+            "<member cluster=\"{}\" role=\"{}\" member=\"{}\" operation=\"{}\"",
+            xml_escape(&self.cluster),
+            self.role,
+            xml_escape(&self.member),
+            xml_escape(&self.operation)
+        );
+        if let Some(ms) = self.created {
+            s.push_str(&format!(" created=\"{ms}\""));
+        }
+        if self.fenced {
+            s.push_str(" fenced=\"1\"");
+        }
+        s.push_str("/>");
+        s
+    }
+
+    /// The whole `<metadata>` element for a template.
+    fn metadata_element(&self) -> String {
+        let element = self.element().replacen(
+            "<member ",
+            &format!("<{METADATA_KEY}:member xmlns:{METADATA_KEY}=\"{METADATA_NS}\" "),
+            1,
+        );
+        format!("<metadata>{element}</metadata>")
+    }
+
+    /// Reads what `virDomainGetMetadata` returns; None when it is not a complete mark.
+    fn parse(xml: &str) -> Option<Mark> {
+        let attrs = element_attributes(xml)?;
+        Some(Mark {
+            cluster: attrs.get("cluster")?.clone(),
+            role: attrs.get("role")?.parse().ok()?,
+            member: attrs.get("member")?.clone(),
+            operation: attrs.get("operation").cloned().unwrap_or_default(),
+            created: attrs.get("created").and_then(|v| v.parse().ok()),
+            fenced: attrs.get("fenced").is_some_and(|v| v == "1" || v == "true"),
+        })
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_CLUSTER.to_string(), self.cluster.clone()),
+            (LABEL_ROLE.to_string(), self.role.to_string()),
+            (LABEL_MEMBER.to_string(), self.member.clone()),
+            (LABEL_OPERATION.to_string(), self.operation.clone()),
+        ])
+    }
+}
+
+/// The attributes of the first element of `xml`. libxml2 re-serializes metadata, so what comes
+/// back is one well-formed element; a small reader is enough and no XML crate is needed.
+fn element_attributes(xml: &str) -> Option<BTreeMap<String, String>> {
+    let start = xml.find('<')?;
+    let mut rest = &xml[start + 1..];
+    let name_end = rest.find(|c: char| c.is_whitespace() || c == '/' || c == '>')?;
+    rest = &rest[name_end..];
+    let mut attrs = BTreeMap::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() || rest.starts_with('/') || rest.starts_with('>') {
+            return Some(attrs);
+        }
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim().to_string();
+        rest = rest[eq + 1..].trim_start();
+        let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+        let close = rest[1..].find(quote)?;
+        attrs.insert(key, xml_unescape(&rest[1..1 + close]));
+        rest = &rest[close + 2..];
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The platform
+// ---------------------------------------------------------------------------------------------
+
+/// One libvirt host: its URI and the connection kept open for the platform's lifetime.
+struct Host {
+    uri: String,
+    conn: Connect,
+    /// The driver's name (`QEMU`, `Test`, ...), read once: it decides what can be resized.
+    driver: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Err(e) = self.conn.close() {
+            warn!(uri = %self.uri, error = %e, "closing libvirt connection failed");
+        }
+    }
+}
+
+struct Inner {
+    config: LibvirtConfig,
+    hosts: Vec<Host>,
+    clock: Clock,
+    /// The last CPU-time sample per member, `(when, cpu_time_ns)`, for CPU rates. `when` is
+    /// tokio's monotonic clock: a rate needs elapsed time, not the time of day.
+    cpu_samples: Mutex<BTreeMap<String, (Instant, u64)>>,
+}
+
+/// Members as libvirt domains on one or more libvirt URIs. See the module doc.
+#[derive(Clone)]
+pub struct LibvirtPlatform {
+    inner: Arc<Inner>,
+}
+
+/// A failure to start the platform: a URI that does not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtStartError {
+    #[error("cannot connect to libvirt at `{uri}`")]
+    Connect {
+        uri: String,
+        #[source]
+        source: VirtError,
+    },
+    #[error("the blocking libvirt task failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// A member found by name: which host, the domain, and Steward's mark on it.
+struct Found {
+    host: usize,
+    domain: Domain,
+    mark: Mark,
+}
+
+impl LibvirtPlatform {
+    /// Opens one connection per URI (blocking work runs off the async threads).
+    pub async fn connect(config: LibvirtConfig, clock: Clock) -> Result<Self, LibvirtStartError> {
+        // libvirt's default error handler prints every error to stderr, including the
+        // expected ones (a name looked up on the wrong host); errors reach us as values.
+        virt::error::clear_error_callback();
+        let inner = tokio::task::spawn_blocking(move || {
+            let mut hosts = Vec::with_capacity(config.uris.len());
+            for uri in &config.uris {
+                let conn =
+                    Connect::open(Some(uri)).map_err(|source| LibvirtStartError::Connect {
+                        uri: uri.clone(),
+                        source,
+                    })?;
+                let driver = conn.get_type().unwrap_or_default();
+                info!(%uri, %driver, "connected to libvirt");
+                hosts.push(Host {
+                    uri: uri.clone(),
+                    conn,
+                    driver,
+                });
+            }
+            Ok::<_, LibvirtStartError>(Inner {
+                config,
+                hosts,
+                clock,
+                cpu_samples: Mutex::new(BTreeMap::new()),
+            })
+        })
+        .await
+        .map_err(LibvirtStartError::Join)??;
+        Ok(LibvirtPlatform {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The live connection to `uri`, for diagnostics and tests. On the test driver it is the
+    /// only view of the host's state (another `Connect::open` of a file URI starts afresh).
+    /// Steward's own code goes through [`Platform`], which sees owned domains only. The
+    /// caller closes the returned reference (`Connect::close`): virt's `Connect` has no `Drop`.
+    pub fn connection(&self, uri: &str) -> Option<Connect> {
+        self.inner
+            .hosts
+            .iter()
+            .find(|h| h.uri == uri)
+            .map(|h| h.conn.clone())
+    }
+
+    /// Runs blocking libvirt work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: String,
+        work: impl FnOnce(&Inner, &str) -> Result<T, PlatformError> + Send + 'static,
+    ) -> Result<T, PlatformError> {
+        let inner = Arc::clone(&self.inner);
+        let op = operation.clone();
+        tokio::task::spawn_blocking(move || work(&inner, &op))
+            .await
+            .map_err(|e| {
+                PlatformError::new(ErrorKind::Transient, operation, "blocking task failed")
+                    .with_source(e)
+            })?
+    }
+}
+
+/// Classifies a libvirt error by its code; the message is libvirt's own.
+fn classify(e: &VirtError) -> ErrorKind {
+    match e.code() {
+        ErrorNumber::NoDomain
+        | ErrorNumber::NoDomainMetadata
+        | ErrorNumber::NoStorageVolume
+        | ErrorNumber::NoStoragePool => ErrorKind::NotFound,
+        ErrorNumber::DomExist | ErrorNumber::OperationInvalid => ErrorKind::Conflict,
+        ErrorNumber::InvalidArg | ErrorNumber::OperationDenied | ErrorNumber::ConfigUnsupported => {
+            ErrorKind::Refused
+        }
+        ErrorNumber::SystemError
+        | ErrorNumber::OperationTimeout
+        | ErrorNumber::AgentUnresponsive
+        | ErrorNumber::ResourceBusy
+        | ErrorNumber::OperationFailed
+        | ErrorNumber::InternalError => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+fn virt_error(operation: &str, e: VirtError) -> PlatformError {
+    PlatformError::new(classify(&e), operation, e.message().to_string()).with_source(e)
+}
+
+fn not_found(operation: &str, member: &str) -> PlatformError {
+    PlatformError::new(
+        ErrorKind::NotFound,
+        operation,
+        format!("no domain `{member}` owned by this cluster"),
+    )
+}
+
+fn state_of(domain: &Domain, mark: &Mark) -> PlatformState {
+    match domain.get_state() {
+        Ok((state, reason)) => match state {
+            sys::VIR_DOMAIN_RUNNING | sys::VIR_DOMAIN_BLOCKED => PlatformState::Running,
+            sys::VIR_DOMAIN_PAUSED | sys::VIR_DOMAIN_PMSUSPENDED => PlatformState::Paused,
+            sys::VIR_DOMAIN_CRASHED => PlatformState::Exited,
+            sys::VIR_DOMAIN_SHUTDOWN => PlatformState::Exited,
+            sys::VIR_DOMAIN_SHUTOFF if mark.fenced => PlatformState::Fenced,
+            sys::VIR_DOMAIN_SHUTOFF if reason == sys::VIR_DOMAIN_SHUTOFF_DESTROYED as i32 => {
+                // Destroyed by someone (not our fence): it will not come back by itself.
+                PlatformState::Exited
+            }
+            sys::VIR_DOMAIN_SHUTOFF => PlatformState::Exited,
+            _ => PlatformState::Unknown,
+        },
+        Err(e) => {
+            debug!(member = %mark.member, error = %e, "reading domain state failed");
+            PlatformState::Unknown
+        }
+    }
+}
+
+impl Inner {
+    fn template(&self, role: Role, operation: &str) -> Result<&RoleTemplate, PlatformError> {
+        self.config.templates.get(&role).ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!("no libvirt template is configured for role {role}"),
+            )
+        })
+    }
+
+    /// Steward's mark on a domain, when it is ours (this cluster's).
+    fn mark(&self, domain: &Domain) -> Option<Mark> {
+        let xml = domain
+            .get_metadata(
+                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(METADATA_NS),
+                0,
+            )
+            .ok()?;
+        Mark::parse(&xml).filter(|m| m.cluster == self.config.cluster)
+    }
+
+    /// Finds an owned member by name on any host.
+    fn find(&self, member: &str, operation: &str) -> Result<Found, PlatformError> {
+        for (i, host) in self.hosts.iter().enumerate() {
+            match Domain::lookup_by_name(&host.conn, member) {
+                Ok(domain) => {
+                    // Found by name, but only ours counts; another's is as good as absent.
+                    return match self.mark(&domain) {
+                        Some(mark) if mark.member == member => Ok(Found {
+                            host: i,
+                            domain,
+                            mark,
+                        }),
+                        _ => Err(not_found(operation, member)),
+                    };
+                }
+                Err(e) if e.code() == ErrorNumber::NoDomain => continue,
+                Err(e) => return Err(virt_error(operation, e)),
+            }
+        }
+        Err(not_found(operation, member))
+    }
+
+    /// Every owned domain, with its host index.
+    fn owned(&self, operation: &str) -> Result<Vec<Found>, PlatformError> {
+        let mut out = Vec::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let domains = host
+                .conn
+                .list_all_domains(0)
+                .map_err(|e| virt_error(operation, e))?;
+            for domain in domains {
+                if let Some(mark) = self.mark(&domain) {
+                    out.push(Found {
+                        host: i,
+                        domain,
+                        mark,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn disk_bytes(&self, found: &Found) -> u64 {
+        let target = self
+            .config
+            .templates
+            .get(&found.mark.role)
+            .and_then(|t| t.disk_target.clone());
+        match target {
+            Some(t) => found
+                .domain
+                .get_block_info(&t, 0)
+                .map(|b| b.capacity)
+                .unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    fn member(&self, found: &Found, operation: &str) -> Result<PlatformMember, PlatformError> {
+        let info = found
+            .domain
+            .get_info()
+            .map_err(|e| virt_error(operation, e))?;
+        let address = self
+            .config
+            .templates
+            .get(&found.mark.role)
+            .map(|t| t.address.replace("{{name}}", &found.mark.member))
+            .unwrap_or_else(|| found.mark.member.clone());
+        Ok(PlatformMember {
+            name: found.mark.member.clone(),
+            cluster: found.mark.cluster.clone(),
+            role: found.mark.role,
+            size: Size {
+                cpus: f64::from(info.nr_virt_cpu),
+                memory_bytes: info.memory * 1024,
+                disk_bytes: self.disk_bytes(found),
+            },
+            state: state_of(&found.domain, &found.mark),
+            address,
+            host: self.hosts[found.host].uri.clone(),
+            labels: found.mark.labels(),
+            created_at: found.mark.created.map(Timestamp::from_millis),
+            restart_count: 0,
+        })
+    }
+
+    fn create(&self, spec: &CreateSpec, op: &str) -> Result<PlatformMember, PlatformError> {
+        if spec.cluster != self.config.cluster {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "this platform owns cluster {}, not {}",
+                    self.config.cluster, spec.cluster
+                ),
+            ));
+        }
+        let template = self.template(spec.role, op)?;
+        if !is_safe_name(&spec.name) {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("`{}` is not a usable domain name", spec.name),
+            ));
+        }
+        let (vcpus, memory_kib) = checked_size(template, spec.size, op)?;
+        // A name is unique across hosts, owned or not: two domains of one name would make every
+        // later lookup ambiguous.
+        for host in &self.hosts {
+            if Domain::lookup_by_name(&host.conn, &spec.name).is_ok() {
+                return Err(PlatformError::new(
+                    ErrorKind::Conflict,
+                    op,
+                    format!(
+                        "a domain named `{}` already exists on {}",
+                        spec.name, host.uri
+                    ),
+                ));
+            }
+        }
+        let owned = self.owned(op)?;
+        let busy: BTreeSet<usize> = owned
+            .iter()
+            .filter(|f| f.mark.role == spec.role)
+            .map(|f| f.host)
+            .collect();
+        let Some(host) = (0..self.hosts.len()).find(|i| !busy.contains(i)) else {
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "no host left: each of the {} libvirt URIs already holds a {} member",
+                    self.hosts.len(),
+                    spec.role
+                ),
+            ));
+        };
+        let mark = Mark {
+            cluster: self.config.cluster.clone(),
+            role: spec.role,
+            member: spec.name.clone(),
+            operation: spec.operation_id.clone(),
+            created: Some((self.clock)().as_millis()),
+            fenced: false,
+        };
+        let xml = template
+            .template
+            .replace("{{name}}", &spec.name)
+            .replace("{{vcpus}}", &vcpus.to_string())
+            .replace("{{max_vcpus}}", &template.max_vcpus.to_string())
+            .replace("{{memory_kib}}", &memory_kib.to_string())
+            .replace("{{max_memory_kib}}", &template.max_memory_kib.to_string())
+            .replace("{{disk_bytes}}", &spec.size.disk_bytes.to_string())
+            .replace("{{metadata}}", &mark.metadata_element());
+        let conn = &self.hosts[host].conn;
+        let domain = Domain::define_xml(conn, &xml).map_err(|e| virt_error(op, e))?;
+        if let Err(e) = domain.create() {
+            // Nothing half-done: a defined domain that did not start is undefined again.
+            if let Err(undo) = domain.undefine() {
+                warn!(member = %spec.name, error = %undo, "undefining a domain that failed to start failed");
+            }
+            return Err(virt_error(op, e));
+        }
+        info!(member = %spec.name, uri = %self.hosts[host].uri, vcpus, memory_kib, "domain created");
+        self.member(&Found { host, domain, mark }, op)
+    }
+
+    fn resize(&self, member: &str, size: Size, op: &str) -> Result<ResizeOutcome, PlatformError> {
+        let found = self.find(member, op)?;
+        let template = self.template(found.mark.role, op)?;
+        let (vcpus, memory_kib) = checked_size(template, size, op)?;
+        let info = found.domain.get_info().map_err(|e| virt_error(op, e))?;
+        // An adopted domain may have a lower maximum than the template: say so plainly
+        // rather than pass libvirt's refusal on.
+        if memory_kib > info.max_mem {
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "{memory_kib} KiB is above the domain's maximum memory of {} KiB",
+                    info.max_mem
+                ),
+            ));
+        }
+        let active = found.domain.is_active().map_err(|e| virt_error(op, e))?;
+        // Disk: only grows, and only where there is a disk to grow and a driver that can.
+        let current_disk = self.disk_bytes(&found);
+        let grow_disk = size.disk_bytes > current_disk && size.disk_bytes > 0;
+        if size.disk_bytes > 0 && size.disk_bytes < current_disk {
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "disks never shrink ({} < {} bytes)",
+                    size.disk_bytes, current_disk
+                ),
+            ));
+        }
+        let target = template.disk_target.clone();
+        if grow_disk && target.is_none() {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("role {} has no disk_target to grow", found.mark.role),
+            ));
+        }
+        // A shut-off domain has no live state: the change goes to its definition and takes
+        // effect when it starts.
+        let (vcpu_flags, mem_flags) = if active {
+            (sys::VIR_DOMAIN_AFFECT_LIVE, sys::VIR_DOMAIN_MEM_LIVE)
+        } else {
+            (sys::VIR_DOMAIN_AFFECT_CONFIG, sys::VIR_DOMAIN_MEM_CONFIG)
+        };
+        let old_vcpus = info.nr_virt_cpu;
+        let old_memory = info.memory;
+        let d = &found.domain;
+        if vcpus != old_vcpus {
+            d.set_vcpus_flags(vcpus, vcpu_flags)
+                .map_err(|e| virt_error(op, e))?;
+        }
+        let undo_cpu = |why: &str| {
+            if vcpus != old_vcpus {
+                if let Err(e) = d.set_vcpus_flags(old_vcpus, vcpu_flags) {
+                    warn!(member, error = %e, why, "restoring vCPUs failed");
+                }
+            }
+        };
+        if memory_kib != old_memory {
+            if let Err(e) = d.set_memory_flags(memory_kib, mem_flags) {
+                undo_cpu("memory change failed");
+                return Err(virt_error(op, e));
+            }
+        }
+        let undo_memory = |why: &str| {
+            if memory_kib != old_memory {
+                if let Err(e) = d.set_memory_flags(old_memory, mem_flags) {
+                    warn!(member, error = %e, why, "restoring memory failed");
+                }
+            }
+        };
+        if let (true, Some(target)) = (grow_disk, target) {
+            if let Err(e) =
+                d.block_resize(&target, size.disk_bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            {
+                undo_memory("disk grow failed");
+                undo_cpu("disk grow failed");
+                return Err(virt_error(op, e));
+            }
+        }
+        if active {
+            // Persist what now runs, so a restart does not undo it. Best effort: the live change
+            // is in effect, and the next resize writes the definition again.
+            if let Err(e) = d.set_vcpus_flags(vcpus, sys::VIR_DOMAIN_AFFECT_CONFIG) {
+                warn!(member, error = %e, "writing vCPUs to the definition failed");
+            }
+            if let Err(e) = d.set_memory_flags(memory_kib, sys::VIR_DOMAIN_MEM_CONFIG) {
+                warn!(member, error = %e, "writing memory to the definition failed");
+            }
+        }
+        info!(
+            member,
+            vcpus,
+            memory_kib,
+            disk_bytes = size.disk_bytes,
+            active,
+            "domain resized"
+        );
+        Ok(if active {
+            ResizeOutcome::AppliedLive
+        } else {
+            ResizeOutcome::PendingRestart
+        })
+    }
+
+    fn fence(&self, member: &str, op: &str) -> Result<(), PlatformError> {
+        let mut found = self.find(member, op)?;
+        let d = &found.domain;
+        if d.is_active().map_err(|e| virt_error(op, e))? {
+            match d.destroy() {
+                Ok(()) => {}
+                // Stopped between the check and the destroy: fenced all the same.
+                Err(e) if e.code() == ErrorNumber::OperationInvalid => {}
+                Err(e) => return Err(virt_error(op, e)),
+            }
+        }
+        if !found.mark.fenced {
+            found.mark.fenced = true;
+            d.set_metadata(
+                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(&found.mark.element()),
+                Some(METADATA_KEY),
+                Some(METADATA_NS),
+                sys::VIR_DOMAIN_AFFECT_CONFIG,
+            )
+            .map_err(|e| virt_error(op, e))?;
+        }
+        info!(member, "domain fenced (destroyed)");
+        Ok(())
+    }
+
+    fn remove(&self, member: &str, delete_data: bool, op: &str) -> Result<(), PlatformError> {
+        let found = self.find(member, op)?;
+        let d = &found.domain;
+        if d.is_active().map_err(|e| virt_error(op, e))? {
+            d.destroy().map_err(|e| virt_error(op, e))?;
+        }
+        if delete_data {
+            // The volume goes first: if that fails, the domain is still there and a retry
+            // finds it; a retry after a later failure finds no volume and goes on.
+            let template = self.template(found.mark.role, op)?;
+            if let Some(target) = &template.disk_target {
+                let xml = d
+                    .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+                    .map_err(|e| virt_error(op, e))?;
+                if let Some(path) = disk_source(&xml, target) {
+                    let conn = &self.hosts[found.host].conn;
+                    match virt::storage_vol::StorageVol::lookup_by_path(conn, &path) {
+                        Ok(vol) => vol.delete(0).map_err(|e| virt_error(op, e))?,
+                        Err(e) => {
+                            warn!(member, %path, error = %e, "data disk is not a libvirt volume; left in place")
+                        }
+                    }
+                }
+            }
+        }
+        d.undefine().map_err(|e| virt_error(op, e))?;
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(member);
+        info!(member, delete_data, "domain removed");
+        Ok(())
+    }
+
+    /// One reading of every running owned domain: its usage without the CPU rate, and its
+    /// cumulative CPU time in nanoseconds (the rate needs two readings).
+    fn read_usage(&self, op: &str) -> Result<Vec<(String, u64, Usage)>, PlatformError> {
+        let now = (self.clock)();
+        let mut out = Vec::new();
+        for found in self.owned(op)? {
+            if !found.domain.is_active().unwrap_or(false) {
+                continue;
+            }
+            let info = found.domain.get_info().map_err(|e| virt_error(op, e))?;
+            // The host's RSS of the VM is its working set; drivers without statistics (the
+            // test driver for domains it did not invent) give none, and None it stays.
+            let memory_used = found.domain.memory_stats(0).ok().and_then(|stats| {
+                stats
+                    .iter()
+                    .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS)
+                    .map(|s| s.val * 1024)
+            });
+            let disk = self.disk_bytes(&found);
+            let usage = Usage {
+                at: now,
+                cpu_used: None,
+                memory_used,
+                disk_used: None,
+                disk_size: (disk > 0).then_some(disk),
+                oom_kills: None,
+            };
+            out.push((found.mark.member.clone(), info.cpu_time, usage));
+        }
+        Ok(out)
+    }
+}
+
+/// vCPUs and KiB for a size, refused when outside what the template allows.
+fn checked_size(
+    template: &RoleTemplate,
+    size: Size,
+    op: &str,
+) -> Result<(u32, u64), PlatformError> {
+    let refuse = |m: String| Err(PlatformError::new(ErrorKind::Refused, op, m));
+    if !(size.cpus >= 1.0 && size.cpus.fract() == 0.0) {
+        return refuse(format!("libvirt gives whole vCPUs, not {}", size.cpus));
+    }
+    let vcpus = size.cpus as u32;
+    if vcpus > template.max_vcpus {
+        return refuse(format!(
+            "{vcpus} vCPUs is above the maximum of {}",
+            template.max_vcpus
+        ));
+    }
+    let memory_kib = size.memory_bytes / 1024;
+    if memory_kib == 0 || memory_kib > template.max_memory_kib {
+        return refuse(format!(
+            "{memory_kib} KiB of memory is outside 1..={} KiB",
+            template.max_memory_kib
+        ));
+    }
+    Ok((vcpus, memory_kib))
+}
+
+/// The source file of the disk with target device `target` in a domain's XML.
+fn disk_source(xml: &str, target: &str) -> Option<String> {
+    xml.split("<disk").skip(1).find_map(|disk| {
+        let disk = disk.split("</disk>").next()?;
+        let names_target = disk.contains(&format!("dev='{target}'"))
+            || disk.contains(&format!("dev=\"{target}\""));
+        if !names_target {
+            return None;
+        }
+        let at = disk.find("<source")?;
+        element_attributes(&disk[at..])?.get("file").cloned()
+    })
+}
+
+#[async_trait]
+impl Platform for LibvirtPlatform {
+    fn kind(&self) -> &'static str {
+        "libvirt"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // libvirt's test driver has no virDomainBlockResize: say so instead of failing later.
+        let can_grow = self
+            .inner
+            .config
+            .templates
+            .values()
+            .any(|t| t.disk_target.is_some())
+            && self
+                .inner
+                .hosts
+                .iter()
+                .all(|h| !h.driver.eq_ignore_ascii_case("test"));
+        Capabilities {
+            cpu: Change::Live,
+            memory: Change::Live,
+            disk_grow: if can_grow {
+                Change::Live
+            } else {
+                Change::Unsupported
+            },
+            disk_shrink: Change::Unsupported,
+            multi_host: self.inner.hosts.len() > 1,
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "libvirt", cluster = %self.inner.config.cluster))]
+    async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
+        self.blocking("list members".to_string(), |inner, op| {
+            let mut members = inner
+                .owned(op)?
+                .iter()
+                .map(|f| inner.member(f, op))
+                .collect::<Result<Vec<_>, _>>()?;
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(members)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "libvirt", cluster = %self.inner.config.cluster, member = %spec.name))]
+    async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
+        let spec = spec.clone();
+        self.blocking(format!("create member {}", spec.name), move |inner, op| {
+            inner.create(&spec, op)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "libvirt", cluster = %self.inner.config.cluster, member = %member))]
+    async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
+        let member = member.to_string();
+        self.blocking(format!("resize member {member}"), move |inner, op| {
+            inner.resize(&member, size, op)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "libvirt", cluster = %self.inner.config.cluster, member = %member))]
+    async fn fence(&self, member: &str) -> Result<(), PlatformError> {
+        let member = member.to_string();
+        self.blocking(format!("fence member {member}"), move |inner, op| {
+            inner.fence(&member, op)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "libvirt", cluster = %self.inner.config.cluster, member = %member))]
+    async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
+        let member = member.to_string();
+        self.blocking(format!("remove member {member}"), move |inner, op| {
+            inner.remove(&member, delete_data, op)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(platform = "libvirt", cluster = %self.inner.config.cluster))]
+    async fn usage(&self) -> Result<BTreeMap<String, Usage>, PlatformError> {
+        let read = || self.blocking("read usage".to_string(), |inner, op| inner.read_usage(op));
+        let mut readings = read().await?;
+        let mut when = Instant::now();
+        let unsampled = {
+            let samples = self
+                .inner
+                .cpu_samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            readings
+                .iter()
+                .any(|(name, _, _)| !samples.contains_key(name))
+        };
+        if unsampled {
+            // A member seen for the first time has no earlier CPU time: take a second reading
+            // after a short window (as `docker stats` does) rather than report no CPU figure.
+            let first = readings;
+            tokio::time::sleep(FIRST_CPU_WINDOW).await;
+            {
+                let mut samples = self
+                    .inner
+                    .cpu_samples
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for (name, cpu_ns, _) in &first {
+                    samples.entry(name.clone()).or_insert((when, *cpu_ns));
+                }
+            }
+            readings = read().await?;
+            when = Instant::now();
+        }
+        let mut samples = self
+            .inner
+            .cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut out = BTreeMap::new();
+        for (name, cpu_ns, mut usage) in readings {
+            // vCPUs in use = CPU nanoseconds spent / wall nanoseconds elapsed.
+            usage.cpu_used =
+                samples
+                    .insert(name.clone(), (when, cpu_ns))
+                    .and_then(|(then, before)| {
+                        let wall_ns = when.duration_since(then).as_nanos() as f64;
+                        (wall_ns > 0.0 && cpu_ns >= before)
+                            .then(|| (cpu_ns - before) as f64 / wall_ns)
+                    });
+            out.insert(name, usage);
+        }
+        // Forget members that stopped or went away, so a restart starts a fresh rate.
+        samples.retain(|name, _| out.contains_key(name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_round_trips_through_its_element_and_escapes() {
+        let mark = Mark {
+            cluster: "demo".into(),
+            role: Role::Balancer,
+            member: "lb-1".into(),
+            operation: "op \"7\" <&>".into(),
+            created: Some(1_700_000_000_000),
+            fenced: true,
+        };
+        assert_eq!(Mark::parse(&mark.element()), Some(mark.clone()));
+        assert_eq!(
+            Mark::parse(&mark.metadata_element()["<metadata>".len()..]),
+            Some(mark)
+        );
+        assert_eq!(
+            Mark::parse("<member cluster='x'/>"),
+            None,
+            "role and member are required"
+        );
+    }
+
+    #[test]
+    fn disk_source_finds_the_target_disk() {
+        let xml =
+            "<domain><devices><disk type='file'><source file='/a.img'/><target dev='vda'/></disk>\
+            <disk type='file'><source file='/b.img'/><target dev='vdb'/></disk></devices></domain>";
+        assert_eq!(disk_source(xml, "vdb").as_deref(), Some("/b.img"));
+        assert_eq!(disk_source(xml, "vdc"), None);
+    }
+}
