@@ -127,6 +127,12 @@ impl fmt::Display for Refusal {
                     purpose_name(purpose)
                 )
             }
+            // `looking_bad` counts database members outside our repairs: a balancer, or a
+            // member already under repair, degrades the cluster without being counted.
+            Refusal::Degraded { looking_bad: 0 } => f.write_str(
+                "the cluster is degraded (a member is under repair, or a balancer is not \
+                 healthy): repairs come first",
+            ),
             Refusal::Degraded { looking_bad } => write!(
                 f,
                 "the cluster is degraded ({looking_bad} member(s) look bad): repairs come first"

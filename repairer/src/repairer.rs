@@ -1048,7 +1048,9 @@ impl Repairer {
             ),
             Step::Remove(m) => {
                 let delete_data = r.replacement_streams;
-                let data = if delete_data {
+                let data = if delete_data && r.role == Role::Balancer {
+                    "its replacement runs; a balancer keeps no data"
+                } else if delete_data {
                     "its replacement streams, so its data goes too"
                 } else {
                     "its data is kept: no replacement has streamed yet"
