@@ -104,6 +104,15 @@ pub struct RawSimulated {
     pub memory: String,
     /// Data disk of each member at start (`20GiB`).
     pub disk: String,
+    /// HAProxy-like balancer members at start (`<balancer_prefix>1..`), each on a host of its
+    /// own; the loops resize them on their CPU and replace a crashed one. 0 = none.
+    pub balancers: u32,
+    /// Balancer name prefix.
+    pub balancer_prefix: String,
+    /// vCPUs of each balancer at start.
+    pub balancer_cpus: f64,
+    /// Memory of each balancer at start.
+    pub balancer_memory: String,
     /// CPU load trace (NAB CSV, percent) every member follows; without it, a constant 10 %.
     pub trace: Option<PathBuf>,
     /// Multiplies the trace (2.0 = twice the load).
@@ -129,6 +138,10 @@ impl Default for RawSimulated {
             cpus: 2.0,
             memory: "4GiB".into(),
             disk: "20GiB".into(),
+            balancers: 0,
+            balancer_prefix: "lb-".into(),
+            balancer_cpus: 1.0,
+            balancer_memory: "1GiB".into(),
             trace: None,
             load_factor: 1.0,
             start: DEFAULT_SIM_START.into(),
@@ -180,6 +193,10 @@ pub struct SimSettings {
     pub prefix: String,
     pub hosts: u32,
     pub size: Size,
+    pub balancers: u32,
+    pub balancer_prefix: String,
+    /// A balancer's size (no disk of its own).
+    pub balancer_size: Size,
     pub trace: Option<PathBuf>,
     pub load_factor: f64,
     pub start: Timestamp,
@@ -298,8 +315,28 @@ impl RawSimulated {
                 ),
             );
         }
-        if !(self.cpus.is_finite() && self.cpus > 0.0) {
-            errors.push("cpus", "must be above zero");
+        if self.hosts < self.balancers {
+            errors.push(
+                "hosts",
+                format!(
+                    "{} hosts cannot hold {} balancers (one balancer per host)",
+                    self.hosts, self.balancers
+                ),
+            );
+        }
+        if self.balancers > 0 && self.balancer_prefix == self.prefix {
+            errors.push(
+                "balancer_prefix",
+                format!(
+                    "must differ from the members' prefix {:?}: names tell the roles apart",
+                    self.prefix
+                ),
+            );
+        }
+        for (path, cpus) in [("cpus", self.cpus), ("balancer_cpus", self.balancer_cpus)] {
+            if !(cpus.is_finite() && cpus > 0.0) {
+                errors.push(path, "must be above zero");
+            }
         }
         let mut bytes = |path: &str, text: &str| match steward_policies::parse_bytes(text) {
             Ok(b) if b >= 1.0 => b as u64,
@@ -314,6 +351,7 @@ impl RawSimulated {
         };
         let memory_bytes = bytes("memory", &self.memory);
         let disk_bytes = bytes("disk", &self.disk);
+        let balancer_memory = bytes("balancer_memory", &self.balancer_memory);
         if !(self.load_factor.is_finite() && self.load_factor >= 0.0) {
             errors.push("load_factor", "must be zero or more");
         }
@@ -351,6 +389,13 @@ impl RawSimulated {
                 cpus: self.cpus,
                 memory_bytes,
                 disk_bytes,
+            },
+            balancers: self.balancers,
+            balancer_prefix: self.balancer_prefix,
+            balancer_size: Size {
+                cpus: self.balancer_cpus,
+                memory_bytes: balancer_memory,
+                disk_bytes: 0,
             },
             trace: self.trace,
             load_factor: self.load_factor,
@@ -390,6 +435,37 @@ mod tests {
         let errors = raw.validate().unwrap_err();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["hosts", "memory", "faults[0].member"], "{errors}");
+    }
+
+    #[test]
+    fn simulated_balancers_need_hosts_a_prefix_of_their_own_and_a_size() {
+        let raw = RawSimulated {
+            balancers: 5,
+            balancer_prefix: "pg-".into(),
+            balancer_cpus: 0.0,
+            balancer_memory: "lots".into(),
+            ..RawSimulated::default()
+        };
+        let errors = raw.validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "hosts",
+                "balancer_prefix",
+                "balancer_cpus",
+                "balancer_memory"
+            ],
+            "{errors}"
+        );
+        let ok = RawSimulated {
+            balancers: 2,
+            ..RawSimulated::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!((ok.balancers, ok.balancer_size.cpus), (2, 1.0));
+        assert_eq!(ok.balancer_size.memory_bytes, 1 << 30);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use steward_adapters::platform::simulated::{
 };
 use steward_adapters::simcluster::{SimCluster, SimClusterConfig};
 use steward_model::ports::{CreateSpec, Platform};
-use steward_model::{Role, Timestamp};
+use steward_model::{Role, Size, Timestamp};
 use tracing::info;
 
 use super::config::{FaultKind, RawFault, SimSettings};
@@ -61,7 +61,18 @@ impl SimWorld {
             .context("reading the load trace")?;
         let clock = SimClock::following_tokio(settings.start - HISTORY);
         let mut sim = SimConfig::new(cluster, settings.hosts as usize);
-        sim.default_load = Some(Self::load(trace.as_ref(), settings, settings.load_factor));
+        sim.default_load = Some(Self::load(
+            trace.as_ref(),
+            settings,
+            settings.size,
+            settings.load_factor,
+        ));
+        sim.balancer_load = Some(Self::load(
+            trace.as_ref(),
+            settings,
+            settings.balancer_size,
+            settings.load_factor,
+        ));
         let platform = Arc::new(SimulatedPlatform::new(sim, clock.clone()));
         for i in 1..=settings.members {
             platform
@@ -74,6 +85,19 @@ impl SimWorld {
                 })
                 .await
                 .with_context(|| format!("creating simulated member {}{i}", settings.prefix))?;
+        }
+        for i in 1..=settings.balancers {
+            let name = format!("{}{i}", settings.balancer_prefix);
+            platform
+                .create(&CreateSpec {
+                    cluster: cluster.to_string(),
+                    role: Role::Balancer,
+                    name: name.clone(),
+                    size: settings.balancer_size,
+                    operation_id: "bootstrap".into(),
+                })
+                .await
+                .with_context(|| format!("creating simulated balancer {name}"))?;
         }
         let patroni = Arc::new(SimCluster::new(
             Arc::clone(&platform),
@@ -94,7 +118,8 @@ impl SimWorld {
         })
     }
 
-    fn load(trace: Option<&Trace>, settings: &SimSettings, factor: f64) -> Load {
+    /// The load of a member of size `base`: the trace (or 10 %) of its vCPUs, half its memory.
+    fn load(trace: Option<&Trace>, settings: &SimSettings, base: Size, factor: f64) -> Load {
         let cpu = match trace {
             Some(t) => Signal::TracePercent(Arc::new(scaled(
                 t,
@@ -107,7 +132,7 @@ impl SimWorld {
         Load {
             cpu,
             memory: Signal::Constant(0.5),
-            base: settings.size,
+            base,
         }
     }
 
@@ -119,15 +144,17 @@ impl SimWorld {
             FaultKind::Hang => self.platform.hang(member)?,
             FaultKind::Recover => self.platform.recover(member)?,
             FaultKind::MemorySpike => {
-                let mut load = Self::load(self.trace.as_ref(), &self.settings, 1.0);
+                let base = self.base_of(member).await?;
+                let mut load = Self::load(self.trace.as_ref(), &self.settings, base, 1.0);
                 load.memory = Signal::Constant(2.0);
                 self.platform.set_load(member, load)?;
             }
             FaultKind::Load => {
                 let factor = fault.value.unwrap_or(1.0);
-                let load = Self::load(self.trace.as_ref(), &self.settings, factor);
                 for m in self.platform.list().await? {
-                    self.platform.set_load(&m.name, load.clone())?;
+                    let base = self.base_size(m.role);
+                    let load = Self::load(self.trace.as_ref(), &self.settings, base, factor);
+                    self.platform.set_load(&m.name, load)?;
                 }
             }
             FaultKind::Lag => self
@@ -135,6 +162,23 @@ impl SimWorld {
                 .set_lag(member, fault.value.unwrap_or(0.0) as u64),
         }
         Ok(())
+    }
+
+    /// The size a member of `role` starts at: what its load is a fraction of.
+    fn base_size(&self, role: Role) -> Size {
+        match role {
+            Role::Database => self.settings.size,
+            Role::Balancer => self.settings.balancer_size,
+        }
+    }
+
+    async fn base_of(&self, member: &str) -> anyhow::Result<Size> {
+        let listed = self.platform.list().await?;
+        let m = listed
+            .iter()
+            .find(|m| m.name == member)
+            .with_context(|| format!("no simulated member {member}"))?;
+        Ok(self.base_size(m.role))
     }
 
     /// Plays the fault script: each fault at `start + at`, in tokio time. A fault that cannot

@@ -133,7 +133,7 @@ impl Bench {
 
     /// Mutating platform calls other than the bootstrap's creates.
     fn actions(&self) -> Vec<String> {
-        let n = self.world.settings.members as usize;
+        let n = (self.world.settings.members + self.world.settings.balancers) as usize;
         self.history().into_iter().skip(n).collect()
     }
 

@@ -200,6 +200,8 @@ pub struct SimConfig {
     /// Load given to members created without one ([`SimulatedPlatform::set_load`]); `None` =
     /// a constant 10 % CPU and 25 % memory of the created size.
     pub default_load: Option<Load>,
+    /// Load given to balancer members created without one; `None` = `default_load`'s rule.
+    pub balancer_load: Option<Load>,
     /// Fraction of the disk used at creation.
     pub initial_disk_fraction: f64,
     /// How long create, resize, fence and remove take (a `tokio::time::sleep` before the
@@ -224,6 +226,7 @@ impl SimConfig {
                 multi_host: true,
             },
             default_load: None,
+            balancer_load: None,
             initial_disk_fraction: 0.2,
             latency: Duration::ZERO,
         }
@@ -458,7 +461,11 @@ impl SimulatedPlatform {
     }
 
     fn load_of(&self, m: &SimMember) -> Load {
-        match (&m.load, &self.config.default_load) {
+        let default = match (&self.config.balancer_load, m.role) {
+            (Some(l), Role::Balancer) => Some(l),
+            _ => self.config.default_load.as_ref(),
+        };
+        match (&m.load, default) {
             (Some(l), _) | (None, Some(l)) => l.clone(),
             (None, None) => Load {
                 cpu: Signal::Constant(0.1),
