@@ -79,7 +79,10 @@ pub fn execute(args: &RunArgs, config: Config) -> anyhow::Result<()> {
         );
     };
     let simulated = matches!(platform, PlatformSettings::Simulated(_));
-    let runtime = if simulated {
+    // etcd's leases expire in real time: paused time would jump past every TTL (and spin the
+    // election's retry waits) while the runtime waits for etcd, as in a fleet (fleet.rs).
+    let leased = config.lease.is_some() && !args.dry_run;
+    let runtime = if simulated && !leased {
         // Simulated time: paused, and advanced by tokio whenever every task waits.
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -256,9 +259,10 @@ async fn async_main(
     match &config.lease {
         // Several instances: standby until elected, acting while elected (src/run/lease.rs).
         Some(lease) if !args.dry_run => {
-            let etcd = steward_adapters::lease::Etcd::connect(lease.clone())
-                .await
-                .context("connecting to etcd for the lease")?;
+            let Some(etcd) = super::lease::connect_patiently(lease, &shutdown).await? else {
+                info!("stopped before etcd could be reached");
+                return Ok(());
+            };
             let leadership: Arc<dyn steward_adapters::lease::Leadership> =
                 Arc::new(etcd.leadership());
             // A standby's lines go to the terminal only: the actions file lists what was done.

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use steward_adapters::lease::{ClusterLeases, Etcd, Leadership};
+use steward_adapters::lease::{ClusterLeases, Leadership};
 use steward_adapters::patroni::PatroniApi;
 use steward_model::ports::Platform;
 use tokio::task::JoinSet;
@@ -103,9 +103,10 @@ async fn async_main(
     // and the simulated worlds' clocks start when they are built.
     let leases = match config.lease.as_ref().filter(|_| leased) {
         Some(settings) => {
-            let etcd = Etcd::connect(settings.clone())
-                .await
-                .context("connecting to etcd for the fleet's leases")?;
+            let Some(etcd) = super::lease::connect_patiently(settings, &shutdown).await? else {
+                info!("stopped before etcd could be reached");
+                return Ok(());
+            };
             let mut leases = ClusterLeases::join(&etcd)
                 .await
                 .context("joining the fleet's instances in etcd")?;

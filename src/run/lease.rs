@@ -22,7 +22,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use steward_adapters::lease::{FencingToken, LeaderState, Leadership};
+use steward_adapters::lease::{
+    Etcd, FencingToken, LeaderState, Leadership, LeaseError, LeaseSettings,
+};
 use tracing::{info, warn};
 
 use super::decisions::DecisionLog;
@@ -35,6 +37,41 @@ use crate::config::Config;
 /// deadline is read directly, so even a starved election task cannot keep a stale leader acting
 /// longer than this.
 const RECHECK: Duration = Duration::from_millis(250);
+
+/// The longest wait between two attempts to reach etcd at start-up (from 1 s, doubling).
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Connects to etcd for the lease(s), retrying while it cannot be reached: at boot etcd may come
+/// up after Steward, and an instance that gave up would leave the others one fewer. Nothing
+/// acts meanwhile (no lease, no acting run). A password file that cannot be read is an error at
+/// once (retrying will not fix it); `None` when asked to stop before etcd answered.
+pub async fn connect_patiently(
+    settings: &LeaseSettings,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Etcd>> {
+    let mut stop = shutdown.clone();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match Etcd::connect(settings.clone()).await {
+            Ok(etcd) => return Ok(Some(etcd)),
+            Err(e @ LeaseError::Credentials { .. }) => {
+                return Err(anyhow::Error::new(e).context("connecting to etcd for the lease"))
+            }
+            Err(e) => {
+                warn!(
+                    error = %format!("{:#}", anyhow::Error::new(e)),
+                    retry_in = ?delay,
+                    "etcd cannot be reached: not campaigning for the lease yet (nothing acts); retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait() => return Ok(None),
+                }
+                delay = (delay * 2).min(CONNECT_RETRY_MAX);
+            }
+        }
+    }
+}
 
 /// How long a stopping instance waits for etcd to take its resignation; past it the lease
 /// simply expires (one TTL) and a follower takes over then.

@@ -258,9 +258,16 @@ fn free_port(host: &str) -> u16 {
 /// A throwaway single-member etcd on 127.0.0.7 (never the lab's), killed when dropped, and its
 /// client URL; `None` (skip, saying why) when it cannot start and `CI` is unset.
 async fn throwaway_etcd(dir: &Path) -> Option<(tokio::process::Child, String)> {
-    const HOST: &str = "127.0.0.7";
-    let client = format!("http://{HOST}:{}", free_port(HOST));
-    let peer = format!("http://{HOST}:{}", free_port(HOST));
+    throwaway_etcd_at(dir, &format!("http://{ETCD_HOST}:{}", free_port(ETCD_HOST))).await
+}
+
+/// Where the throwaway etcd listens.
+const ETCD_HOST: &str = "127.0.0.7";
+
+/// [`throwaway_etcd`] on the client URL `client` (`http://127.0.0.7:PORT`).
+async fn throwaway_etcd_at(dir: &Path, client: &str) -> Option<(tokio::process::Child, String)> {
+    let client = client.to_string();
+    let peer = format!("http://{ETCD_HOST}:{}", free_port(ETCD_HOST));
     let started = tokio::process::Command::new("etcd")
         .args(["--name", "t", "--data-dir"])
         .arg(dir.join("etcd"))
@@ -425,6 +432,104 @@ async fn a_killed_instances_clusters_are_picked_up_by_the_other() {
             .count();
         assert_eq!(creates, 1, "{cluster}: b replaced pg-3 once:\n{stderr}");
     }
+}
+
+/// etcd comes up after Steward (as it may at boot): the instance waits, says why, acts on
+/// nothing meanwhile, and takes its clusters once etcd answers; it does not exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_before_etcd_waits_for_it_and_then_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{ETCD_HOST}:{}", free_port(ETCD_HOST));
+    let (mut a, a_dir) = leased_instance(dir.path(), &endpoint, "a", 2, "30s");
+    let stderr = || std::fs::read_to_string(a_dir.join("stderr")).unwrap_or_default();
+    // Either the connection (with credentials it authenticates at once) or the lease rounds
+    // after a lazy connection fail, and say so.
+    wait_until("a says etcd cannot be reached", 15, || {
+        let e = stderr();
+        e.contains("etcd cannot be reached") || e.contains("lease round failed")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "a gave up without etcd:\n{}",
+        stderr()
+    );
+    assert_eq!(owns(&a_dir), 0, "nothing owned without etcd");
+    assert!(
+        !a_dir
+            .join("state")
+            .join("fleet-1")
+            .join("actions.jsonl")
+            .exists()
+            || std::fs::read_to_string(a_dir.join("state/fleet-1/actions.jsonl"))
+                .unwrap()
+                .is_empty(),
+        "nothing acted on without etcd"
+    );
+    let Some((_etcd, _)) = throwaway_etcd_at(dir.path(), &endpoint).await else {
+        return;
+    };
+    wait_until("a owns both clusters once etcd answers", 40, || {
+        owns(&a_dir) == 2
+    })
+    .await;
+    let status = a.wait().await.unwrap();
+    assert!(status.success(), "a ends cleanly:\n{}", stderr());
+}
+
+/// One simulated cluster with `[lease]` runs in real time, as a leased fleet does: in the
+/// simulation's paused time etcd's TTLs and the election's retry waits would pass at once (an
+/// instance without etcd spun through thousands of failed rounds a second of wall time).
+#[tokio::test]
+async fn one_leased_simulated_cluster_runs_in_real_time_and_retries_at_a_human_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("examples/simulated.toml")).unwrap();
+    let text = text
+        .replace(
+            "state_dir = \"/tmp/steward-demo\"",
+            &format!("state_dir = {:?}", dir.path().join("state")),
+        )
+        .replace(
+            "trace = \"traces/",
+            &format!("trace = \"{}/", repo("examples/traces").display()),
+        );
+    let endpoint = format!("http://{ETCD_HOST}:{}", free_port(ETCD_HOST));
+    let text = format!(
+        "{text}\n[lease]\nendpoints = [{endpoint:?}]\ninstance = \"a\"\nscope = \"pace\"\nttl = \"2s\"\n"
+    );
+    let config = dir.path().join("leased.toml");
+    std::fs::write(&config, text).unwrap();
+    let started = tokio::time::Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args([
+            "--log",
+            "steward=info,warn",
+            "run",
+            "--quiet",
+            "--for",
+            "3s",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .await
+        .expect("the steward binary runs");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // A lower bound only (real time cannot run fast): in paused time `--for 3s` took 35 ms.
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "--for 3s ended after {took:?}: the leased run is not in real time"
+    );
+    let failed = stderr.matches("lease round failed").count();
+    // A round a second or two, with a connection timeout each: a handful in 3 s, not thousands.
+    assert!(
+        (1..=30).contains(&failed),
+        "{failed} failed lease rounds in 3 s:\n{}",
+        stderr.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// Without `--for`, a fleet runs until SIGTERM, and then every cluster stops together and the
