@@ -241,9 +241,10 @@ async fn build_fleet(
         ));
     }
     stages.push(("platforms + patroni answers", status_kb("VmRSS")));
-    // One config each, as a fleet driver that builds each cluster from its own section would.
+    // One config shared by all, as `steward run`'s fleet does (the clusters share one section).
+    let shared = Arc::new(ScalerConfig::default());
     let scalers: Vec<Scaler> = (0..clusters)
-        .map(|_| Scaler::new(ScalerConfig::default()))
+        .map(|_| Scaler::new(Arc::clone(&shared)))
         .collect();
     stages.push(("scalers", status_kb("VmRSS")));
     let repairers: Vec<Repairer> = parts
