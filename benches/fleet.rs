@@ -241,7 +241,7 @@ async fn build_fleet(
         ));
     }
     stages.push(("platforms + patroni answers", status_kb("VmRSS")));
-    // One config shared by all, as `steward run`'s fleet does (the clusters share one section).
+    // One config shared by all, as `steward run`'s fleet does (its clusters share `Config::scaler`).
     let shared = Arc::new(ScalerConfig::default());
     let scalers: Vec<Scaler> = (0..clusters)
         .map(|_| Scaler::new(Arc::clone(&shared)))

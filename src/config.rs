@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use steward_adapters::patroni::{PatroniConfig, PatroniSettings};
@@ -109,7 +110,8 @@ pub struct Config {
     pub prometheus: Option<PrometheusSettings>,
     pub platform: Option<PlatformSettings>,
     pub repair: RepairConfig,
-    pub scaler: ScalerConfig,
+    /// Shared (an `Arc`): a fleet's clusters copy the config, and their scalers share this.
+    pub scaler: Arc<ScalerConfig>,
     pub run: RunConfig,
     pub server: Option<crate::server::ServerConfig>,
     pub balancers: Option<crate::run::config::BalancersConfig>,
@@ -164,7 +166,7 @@ impl RawConfig {
         // The scaler's errors already carry their `scaler.` prefix.
         let scaler = match &policy {
             Some(p) => match self.scaler.validate(p.clone()) {
-                Ok(s) => Some(s),
+                Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
                     for fe in e.iter() {
                         errors.push(fe.path.clone(), fe.message.clone());

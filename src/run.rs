@@ -523,7 +523,7 @@ pub async fn run(
         repairer: Mutex::new(Repairer::new(cluster.clone(), config.repair.clone())),
         published_guards: Mutex::default(),
     });
-    let mut scaler = Scaler::new(config.scaler.clone());
+    let mut scaler = Scaler::new(Arc::clone(&config.scaler));
     let mut lease = None;
     recover(&shared, &mut scaler, &mut lease).await?;
     info!(cluster = %cluster, dry_run = options.dry_run, platform = ports.platform.kind(), "steward runs");
