@@ -14,17 +14,7 @@ fn repo(path: &str) -> PathBuf {
 #[test]
 fn a_dry_run_of_the_simulated_example_prints_both_loops_decisions() {
     let state = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo("examples/simulated.toml")).unwrap();
-    let text = text.replace(
-        "state_dir = \"/tmp/steward-demo\"",
-        &format!("state_dir = {:?}", state.path().join("state")),
-    );
-    let text = text.replace(
-        "trace = \"traces/",
-        &format!("trace = \"{}/", repo("examples/traces").display()),
-    );
-    let config = state.path().join("simulated.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = example_config("simulated.toml", state.path(), |t| t);
 
     let out = Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(["run", "--dry-run", "--for", "2m", "--config"])
@@ -59,20 +49,38 @@ fn a_dry_run_of_the_simulated_example_prints_both_loops_decisions() {
     );
 }
 
-/// examples/fleet-simulated.toml with its state (and, when given, everything else) under `dir`.
-fn fleet_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(repo("examples/fleet-simulated.toml")).unwrap();
-    let text = text.replace(
-        "state_dir = \"/tmp/steward-fleet\"",
-        &format!("state_dir = {:?}", dir.join("state")),
+/// `examples/<name>` with its state under `dir` and its trace path made absolute, edited by
+/// `edit`, written to `dir/<name>`.
+fn example_config(name: &str, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo("examples").join(name)).unwrap();
+    let state = format!("state_dir = {:?}", dir.join("state"));
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("state_dir = ") {
+                state.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains(&state),
+        "examples/{name} has no state_dir line"
     );
     let text = text.replace(
         "trace = \"traces/",
         &format!("trace = \"{}/", repo("examples/traces").display()),
     );
-    let config = dir.join("fleet.toml");
+    let config = dir.join(name);
     std::fs::write(&config, edit(text)).unwrap();
     config
+}
+
+/// examples/fleet-simulated.toml with its state (and, when given, everything else) under `dir`.
+fn fleet_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    example_config("fleet-simulated.toml", dir, edit)
 }
 
 fn json_lines(path: &Path) -> Vec<serde_json::Value> {
@@ -484,22 +492,12 @@ async fn an_instance_started_before_etcd_waits_for_it_and_then_leads() {
 #[tokio::test]
 async fn one_leased_simulated_cluster_runs_in_real_time_and_retries_at_a_human_pace() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo("examples/simulated.toml")).unwrap();
-    let text = text
-        .replace(
-            "state_dir = \"/tmp/steward-demo\"",
-            &format!("state_dir = {:?}", dir.path().join("state")),
-        )
-        .replace(
-            "trace = \"traces/",
-            &format!("trace = \"{}/", repo("examples/traces").display()),
-        );
     let endpoint = format!("http://{ETCD_HOST}:{}", free_port(ETCD_HOST));
-    let text = format!(
-        "{text}\n[lease]\nendpoints = [{endpoint:?}]\ninstance = \"a\"\nscope = \"pace\"\nttl = \"2s\"\n"
-    );
-    let config = dir.path().join("leased.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = example_config("simulated.toml", dir.path(), |text| {
+        format!(
+            "{text}\n[lease]\nendpoints = [{endpoint:?}]\ninstance = \"a\"\nscope = \"pace\"\nttl = \"2s\"\n"
+        )
+    });
     let started = tokio::time::Instant::now();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_steward"))
         .args([
