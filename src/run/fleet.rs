@@ -501,21 +501,12 @@ impl Write for LineSink {
 mod tests {
     use super::*;
 
-    /// A shared in-memory target.
-    fn memory() -> (Target, Arc<Mutex<Vec<u8>>>) {
-        #[derive(Clone)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        (Target::shared(Box::new(Buf(Arc::clone(&bytes)))), bytes)
+    use crate::run::tests::Buf;
+
+    /// A shared in-memory target and what reaches it.
+    fn memory() -> (Target, Buf) {
+        let buf = Buf::default();
+        (Target::shared(Box::new(buf.clone())), buf)
     }
 
     #[test]
@@ -527,7 +518,7 @@ mod tests {
         // Another cluster's line in between must not land inside the first one.
         b.write_all(b"+00:01:00 repair run\n").unwrap();
         a.write_all(b"\"command\"}\n{}\n").unwrap();
-        let text = String::from_utf8(bytes.lock().unwrap().clone()).unwrap();
+        let text = bytes.text();
         assert_eq!(
             text,
             "demo-2 +00:01:00 repair run\n{\"cluster\":\"demo-1\",\"kind\":\"command\"}\n{}\n"

@@ -39,9 +39,14 @@ impl Write for Buf {
 }
 
 impl Buf {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
     pub(crate) fn lines(&self) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
+        self.text()
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
