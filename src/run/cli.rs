@@ -79,22 +79,8 @@ pub fn execute(args: &RunArgs, config: Config) -> anyhow::Result<()> {
         );
     };
     let simulated = matches!(platform, PlatformSettings::Simulated(_));
-    // etcd's leases expire in real time: paused time would jump past every TTL (and spin the
-    // election's retry waits) while the runtime waits for etcd, as in a fleet (fleet.rs).
     let leased = config.lease.is_some() && !args.dry_run;
-    let runtime = if simulated && !leased {
-        // Simulated time: paused, and advanced by tokio whenever every task waits.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-    }
-    .context("cannot start the async runtime")?;
+    let runtime = runtime(simulated && !leased)?;
     runtime.block_on(async_main(args, config, platform))
 }
 
@@ -329,6 +315,26 @@ async fn signals_only() -> std::io::Result<()> {
         r = listen => r,
         _ = s.wait() => Ok(()),
     }
+}
+
+/// The runtime of a `run`: paused, auto-advancing time for a simulation (tokio advances it
+/// whenever every task waits, so simulated hours pass as fast as the CPU allows), real time
+/// otherwise. A simulation with a lease runs in real time too: etcd's leases expire in real
+/// time, and paused time would jump past every TTL (and spin the election's retry waits) while
+/// the runtime waits for etcd's answers. The fleet driver (fleet.rs) uses the same rule.
+pub(super) fn runtime(paused: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    if paused {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")
 }
 
 /// The libvirt platform, in a build with the `libvirt` feature.

@@ -57,22 +57,8 @@ pub fn execute(args: &RunArgs, config: Config, fleet: FleetSettings) -> anyhow::
     };
     // A dry run acts on nothing, so it takes no lease: it looks at every cluster.
     let leased = config.lease.is_some() && !args.dry_run;
-    let runtime = if leased {
-        // etcd's leases expire in real time: paused time would jump past every TTL while the
-        // runtime waits for etcd's answers.
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-    } else {
-        // Simulated time, as for one simulated cluster: paused and advanced whenever every
-        // task waits, so a fleet's simulated hour passes as fast as the CPU allows.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-    }
-    .context("cannot start the async runtime")?;
+    // Simulated time unless leased (super::cli::runtime says why).
+    let runtime = super::cli::runtime(!leased)?;
     runtime.block_on(async_main(args, config, sim, clusters, leased))
 }
 
