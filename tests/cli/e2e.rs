@@ -12,8 +12,8 @@
 //!
 //! Needs root, the lab up, `STEWARD_LAB=1` and the lab's variables (`scripts/test.sh` does it all;
 //! by hand: `scripts/lab.sh up; eval "$(scripts/lab.sh env)"; STEWARD_LAB=1 cargo test --test cli
-//! e2e -- --nocapture --test-threads 1`). Without them the tests fail under CI (`CI` set) and are
-//! skipped, with a message, elsewhere. Each test disturbs the lab for a minute or two and restores
+//! e2e -- --nocapture --test-threads 1`). Without them the tests fail (`crate::service_missing`
+//! names the opt-out). Each test disturbs the lab for a minute or two and restores
 //! it (extra members removed, `scripts/lab.sh up`, three members with two streaming) also when it
 //! fails; they run one at a time with the other lab tests (.config/nextest.toml, group `lab`).
 //! The restore also reloads a balancer whose servers are not the lab's static ones (Steward's
@@ -50,11 +50,8 @@ pub(crate) fn lab() -> Option<Vec<String>> {
         std::env::var("PATRONI_URLS"),
     ) {
         (Ok("1"), Ok(urls)) => Some(urls.split(',').map(str::to_string).collect()),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("the lab is not up: scripts/test.sh starts it and exports STEWARD_LAB=1, PATRONI_URLS")
-        }
         _ => {
-            eprintln!("skipped: the lab is not up (run `scripts/lab.sh up` and `eval \"$(scripts/lab.sh env)\"`, STEWARD_LAB=1)");
+            crate::service_missing("the lab is not up (`scripts/lab.sh up`, `eval \"$(scripts/lab.sh env)\"` and STEWARD_LAB=1)");
             None
         }
     }

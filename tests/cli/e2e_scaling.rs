@@ -36,8 +36,8 @@
 //! Running them: root, the lab up, `STEWARD_LAB=1` and the lab's variables (PGPASSFILE gives the
 //! writer its password; nothing here prints it), and THE LAB LOCK, since the lab is shared:
 //! `eval "$(scripts/lab.sh env)"; STEWARD_LAB=1 flock /tmp/steward-lab.lock cargo nextest run -p
-//! steward --test cli -E 'test(/^e2e_scaling::/)' --no-capture`. Without the lab they are skipped
-//! with a message (and fail under CI, like tests/cli/e2e.rs). The CPU and disk tests take about
+//! steward --test cli -E 'test(/^e2e_scaling::/)' --no-capture`. Without the lab they fail, like
+//! tests/cli/e2e.rs (`crate::service_missing`). The CPU and disk tests take about
 //! 30 s each, the replica one about three minutes.
 //!
 //! What each test leaves behind: the lab restored by `with_lab` (three members, two streaming),

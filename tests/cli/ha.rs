@@ -16,7 +16,7 @@
 //!
 //! Needs the lab (see tests/cli/e2e.rs): `STEWARD_LAB=1`, the lab's variables, and the lab lock:
 //! `flock /tmp/steward-lab.lock cargo nextest run -p steward --test cli -E 'test(/^ha::/)'
-//! --no-capture`. Without the lab the tests fail under CI and are skipped elsewhere.
+//! --no-capture`. Without the lab the tests fail (`crate::service_missing`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
