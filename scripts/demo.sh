@@ -12,31 +12,32 @@
 #   7. `steward run` on the lab's real cluster: a replica is killed, and Steward fences it, creates a
 #      replacement that streams, and removes the old one, saying why at each step,
 #   8. says where the output is and how to stop.
-# Usage: scripts/demo.sh [output folder, default ./steward-demo]
+# Usage: scripts/demo.sh [--build-only] [output folder, default ./steward-demo]
+#   --build-only  install everything and build, run nothing (scripts/fresh-check.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+if [ "${1:-}" = --build-only ]; then build_only=1; shift; fi
 out="${1:-steward-demo}"
-mkdir -p "$out"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-# protobuf-compiler: etcd-client's build. (libvirt-dev only for a build with `--features libvirt`.)
-packages=(pkg-config protobuf-compiler)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=lib/install.sh
+source scripts/lib/install.sh
+require_cargo
+install_debian_packages "${BUILD_PACKAGES[@]}"
+# What the lab runs on (Debian packages, Patroni), so that nothing is installed halfway through.
+scripts/lab.sh install
 
 say "building steward (release; the first build takes a few minutes)"
 cargo build --release --bin steward
 steward=target/release/steward
+if [ "$build_only" = 1 ]; then
+    say "built $steward (--build-only: nothing run)"
+    exit 0
+fi
 
+mkdir -p "$out"
 say "bringing up the lab: a real Patroni cluster in Docker on 127.0.0.x"
 scripts/lab.sh up
 eval "$(scripts/lab.sh env)"

@@ -2,6 +2,7 @@
 # The lab: a real Patroni 4.1.5 cluster in Docker on loopback addresses, owned by the project.
 #
 #   scripts/lab.sh up       install what is missing, start everything, wait until healthy, print a summary
+#   scripts/lab.sh install  install what is missing (Debian packages, Patroni), start nothing
 #   scripts/lab.sh down     remove every lab container, unmount and detach the member disks, remove state
 #   scripts/lab.sh status   containers, Patroni's view of the cluster, and what is not healthy
 #   scripts/lab.sh env      shell exports for tests and demos: eval "$(scripts/lab.sh env)"
@@ -78,24 +79,9 @@ need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root (it installs package
 # ---------------------------------------------------------------------------------------------------
 
 install_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    [[ ${#missing[@]} -eq 0 ]] && return
-    log "installing ${missing[*]}"
-    # No systemd here, but the packages' init scripts would still start Debian's own prometheus
-    # (:9090) and postgres_exporter (:9187) on every address, taking the lab's ports. A policy-rc.d
-    # that says "no" keeps them from starting; it is removed again if this script made it.
-    local policy=/usr/sbin/policy-rc.d made_policy=false
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=true
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    local rc=0
-    { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } || rc=$?
-    if $made_policy; then rm -f "$policy"; fi
-    [[ $rc -eq 0 ]] || die "apt-get install ${missing[*]} failed (exit $rc)"
+    # shellcheck source=lib/install.sh
+    source "$ROOT/scripts/lib/install.sh"
+    install_debian_packages "${PACKAGES[@]}"
 }
 
 install_patroni() {
@@ -706,12 +692,13 @@ cmd_footprint() {
 }
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 case "${1:-}" in
     up) cmd_up ;;
+    install) need_root; install_packages; install_patroni ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
