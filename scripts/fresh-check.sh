@@ -16,6 +16,8 @@
 #   --worktree  copy the work tree (tracked and untracked files, not ignored ones) instead of HEAD
 #   --keep      keep the root afterwards (its path is printed) instead of removing it
 #   --part P    run one part only
+# The root gets this machine's local CA certificates and /etc/pip.conf (the registries are reached
+# through them on every machine here, before any project runs), and nothing else of the machine's.
 # Needs root, debootstrap (installed when missing) and about 6 GiB of disk; takes about 20 minutes
 # on 2 cores. Debian's downloaded .debs are cached in /var/cache/steward-fresh (the packages are
 # Debian's own, so the root stays fresh); nothing else is kept. Logs: <root>/logs, and the tail of a
@@ -108,6 +110,11 @@ if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
     rm -f "$root/etc/apt/sources.list"
 fi
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# The machine's own trust settings, which every machine of this workplace has before any project
+# runs: local CA certificates (the registries are reached through them) and pip's configuration.
+mkdir -p "$root/usr/local/share/ca-certificates"
+cp -L /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
+[[ -f /etc/pip.conf ]] && cp -L /etc/pip.conf "$root/etc/pip.conf"
 mkdir -p "$root/opt/rust" "$root/root/steward" "$root/logs" "$root/usr/local/bin"
 [[ -n $nextest ]] && touch "$root/usr/local/bin/cargo-nextest"
 
@@ -152,14 +159,14 @@ for part in "${parts[@]}"; do
     fi
     # What was installed by name, for the record (the packages the part's own lists asked for are
     # in its log: "installing ...").
-    grep -h '^==> installing' "$root/logs/$part.log" | sed 's/^==> /    asked: /' >&2 || true
+    grep -h '^==> installing' "$root/logs/$part.log" | sed 's/^==> installing /    installed: /' >&2 || true
 done
 
 printf '\nfresh-check of %s on a fresh Debian 12 (%s, minbase) with %s:\n' "$what" "$suite" "$(rustc --version)"
-printf '  %-6s %-18s %6s  %s\n' part result time installed
-printf '  %-6s %-18s %5ds  %s\n' debootstrap "" "$t_boot" "$(wc -l <"$root/logs/packages.base") packages in the base root"
+printf '  %-11s %-16s %6s  %s\n' part result time installed
+printf '  %-11s %-16s %5ds  %s\n' debootstrap passed "$t_boot" "$(wc -l <"$root/logs/packages.base") packages in the base root"
 for part in "${parts[@]}"; do
-    printf '  %-6s %-18s %5ds  %s\n' "$part" "${result[$part]}" "${secs[$part]}" "${installed[$part]}"
+    printf '  %-11s %-16s %5ds  %s\n' "$part" "${result[$part]}" "${secs[$part]}" "${installed[$part]}"
 done
 printf '  total %dm%02ds\n' $(( (SECONDS - t0) / 60 )) $(( (SECONDS - t0) % 60 ))
 if [[ $failed == 1 ]]; then

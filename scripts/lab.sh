@@ -65,9 +65,10 @@ declare -A BALANCER_ADDR=([lab-haproxy-1]=127.0.0.21 [lab-haproxy-2]=127.0.0.22)
 DISK_SIZE="${LAB_DISK_SIZE:-512M}"
 MONITOR_USER=steward_monitor
 
-# Debian packages the lab runs on (jq and curl: this script's own tools).
+# Debian packages the lab runs on (jq and curl: this script's own tools; ca-certificates: pip's
+# download of Patroni over HTTPS).
 PACKAGES=(docker.io postgresql-15 etcd-server haproxy prometheus prometheus-postgres-exporter
-          xfsprogs python3-venv jq curl util-linux)
+          xfsprogs python3-venv jq curl util-linux ca-certificates)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }

@@ -53,7 +53,7 @@ install_debian_packages "${BUILD_PACKAGES[@]}" \
     xfsprogs util-linux         `# loop-mounted XFS volumes that grow online` \
     haproxy                     `# the HAProxy Runtime API client, tested on a real haproxy` \
     etcd-server                 `# leader election on etcd leases, tested on a real etcd`
-log "installing what the lab runs on (Debian packages, Patroni)"
+log "what the lab runs on (Debian packages, Patroni)"
 scripts/lab.sh install
 
 if [ "$mode" = build ]; then
