@@ -20,7 +20,12 @@ build_only=0
 if [ "${1:-}" = --build-only ]; then build_only=1; shift; fi
 out="${1:-steward-demo}"
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Bold headings on a terminal, plain text into a file or a pipe.
+if [ -t 1 ]; then
+    say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+    say() { printf '\n==> %s\n' "$*"; }
+fi
 
 # shellcheck source=lib/install.sh
 source scripts/lib/install.sh

@@ -46,6 +46,11 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     log_format: LogFormat,
 
+    /// Colour in the logs: `auto` colours only when stderr is a terminal and `NO_COLOR` is unset
+    /// (a log file or a pipe gets plain text).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, help_heading = "Logging")]
+    color: ColorChoice,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +61,28 @@ enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    /// Colour when stderr is a terminal and `NO_COLOR` is not set.
+    Auto,
+    /// Always colour, even into a file or a pipe.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether log lines carry ANSI colour codes, given what stderr is and the environment.
+    fn ansi(self, stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            // https://no-color.org: set and not empty means no colour.
+            ColorChoice::Auto => stderr_is_terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +123,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    let ansi = cli.color.ansi(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
+    init_logging(&cli.log, cli.log_format, ansi);
     match run(cli.command) {
         Ok(code) => code,
         // `steward evaluate ... | head`: the reader has all it wanted.
@@ -175,7 +206,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
+fn init_logging(filter: &str, format: LogFormat, ansi: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("warning: log filter `{filter}` is not valid ({e}); using `warn`");
@@ -183,9 +214,34 @@ fn init_logging(filter: &str, format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColorChoice;
+
+    #[test]
+    fn colour_only_on_a_terminal_unless_asked() {
+        assert!(ColorChoice::Auto.ansi(true, None));
+        assert!(
+            !ColorChoice::Auto.ansi(false, None),
+            "a file or a pipe gets plain text"
+        );
+        assert!(
+            !ColorChoice::Auto.ansi(true, Some("1".into())),
+            "NO_COLOR turns it off"
+        );
+        assert!(
+            ColorChoice::Auto.ansi(true, Some("".into())),
+            "an empty NO_COLOR does not"
+        );
+        assert!(ColorChoice::Always.ansi(false, Some("1".into())));
+        assert!(!ColorChoice::Never.ansi(true, None));
     }
 }

@@ -12,7 +12,11 @@
 #   libprotobuf-dev    the well-known .proto files (google/protobuf/descriptor.proto) that protoc
 #                      needs; `--no-install-recommends` does not pull them in with the compiler
 #   ca-certificates    cargo fetches crates over HTTPS
-BUILD_PACKAGES=(pkg-config protobuf-compiler)
+# Why Debian's protoc and not a vendored one: etcd-client's build script runs whatever `protoc` is on
+# PATH (or in $PROTOC), so a crate that ships protoc would still need a path wired into the build;
+# protobuf-src compiles protoc from C++ source (minutes on 2 cores). Two Debian packages are the
+# simplest build that works.
+BUILD_PACKAGES=(gcc libc6-dev pkg-config protobuf-compiler libprotobuf-dev ca-certificates)
 
 install_debian_packages() {
     local missing=() p

@@ -29,7 +29,8 @@ pub struct ChartData<'a> {
     pub usage: &'a [f64],
     /// `(policy, size at each sample)`, Steward first.
     pub sizes: Vec<(&'a str, &'a [f64])>,
-    /// The band `[low, high]` as utilization; drawn as usage bounds around Steward's size.
+    /// The band `[low, high]` as utilization; drawn on the utilization plot (usage over the first
+    /// policy's size, Steward's).
     pub band: (f64, f64),
 }
 
@@ -48,8 +49,19 @@ const COLOURS: [RGBColor; 4] = [
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
 ];
+const USAGE_COLOUR: RGBColor = RGBColor(120, 120, 120);
+const BAND_COLOUR: RGBColor = RGBColor(255, 160, 122);
 
-/// Draws the chart into `path`.
+/// The picture's size, and where the plots end and the legend (outside them, on the right) begins.
+const WIDTH: u32 = 1400;
+const HEIGHT: u32 = 760;
+pub const LEGEND_X: u32 = 1160;
+/// The upper plot's share of the height (sizes and usage); the lower one shows utilization.
+const UPPER_HEIGHT: u32 = 470;
+
+/// Draws the chart into `path`: above, usage and every policy's size (in `unit`); below,
+/// Steward's utilization (usage over Steward's size) against its band `[low, high]`, which is
+/// what the band limits. The legend stands to the right of both, never over the data.
 pub fn draw(path: &Path, data: &ChartData<'_>) -> Result<(), ChartError> {
     draw_inner(path, data).map_err(|source| ChartError {
         path: path.to_path_buf(),
@@ -71,61 +83,96 @@ fn draw_inner(
         .fold(0.0, f64::max)
         .max(1e-9)
         * 1.1;
-    let root = SVGBackend::new(path, (1400, 700)).into_drawing_area();
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(&data.title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
+    let root = root.titled(&data.title, ("sans-serif", 20))?;
+    let (plots, legend) = root.split_horizontally(LEGEND_X);
+    let (upper, lower) = plots.split_vertically(UPPER_HEIGHT);
+
+    let mut sizes = ChartBuilder::on(&upper)
+        .margin(10)
+        .x_label_area_size(30)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-    chart
+    sizes
         .configure_mesh()
-        .x_desc("hours")
-        .y_desc(data.unit)
+        .y_desc(format!("usage and size ({})", data.unit))
         .draw()?;
-
-    let grey = RGBColor(120, 120, 120);
-    chart
-        .draw_series(LineSeries::new(
-            thin(data.hours, data.usage),
-            grey.stroke_width(1),
-        ))?
-        .label("usage")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
-    if let Some((_, steward)) = data.sizes.first() {
-        let (low, high) = data.band;
-        let band_colour = RGBColor(255, 160, 122);
-        for (name, factor) in [("steward band low", low), ("steward band high", high)] {
-            let edge: Vec<f64> = steward.iter().map(|s| s * factor).collect();
-            chart
-                .draw_series(DashedLineSeries::new(
-                    thin(data.hours, &edge),
-                    4,
-                    4,
-                    band_colour.stroke_width(1),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], band_colour));
-        }
-    }
-    for (i, (name, sizes)) in data.sizes.iter().enumerate() {
+    sizes.draw_series(LineSeries::new(
+        thin(data.hours, data.usage),
+        USAGE_COLOUR.stroke_width(1),
+    ))?;
+    let mut entries = vec![(format!("usage ({})", data.unit), USAGE_COLOUR, 1)];
+    for (i, (name, policy_sizes)) in data.sizes.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                thin(data.hours, sizes),
-                colour.stroke_width(2),
-            ))?
-            .label(*name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
+        sizes.draw_series(LineSeries::new(
+            thin(data.hours, policy_sizes),
+            colour.stroke_width(2),
+        ))?;
+        entries.push((format!("{name} size ({})", data.unit), colour, 2));
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
+
+    // Utilization under Steward's size: the figure the band [low, high] is about.
+    let (low, high) = data.band;
+    if let Some((name, steward)) = data.sizes.first() {
+        let utilization: Vec<f64> = data
+            .usage
+            .iter()
+            .zip(steward.iter())
+            .map(|(u, s)| if *s > 0.0 { u / s } else { 0.0 })
+            .collect();
+        let u_max = utilization
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(high, f64::max)
+            * 1.1;
+        let mut util = ChartBuilder::on(&lower)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_max, 0f64..u_max)?;
+        util.configure_mesh()
+            .x_desc("hours")
+            .y_desc(format!("utilization of {name}'s size"))
+            .draw()?;
+        util.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, low), (x_max, high)],
+            BAND_COLOUR.mix(0.25).filled(),
+        )))?;
+        for edge in [low, high] {
+            util.draw_series(DashedLineSeries::new(
+                [(0.0, edge), (x_max, edge)],
+                4,
+                4,
+                BAND_COLOUR.stroke_width(1),
+            ))?;
+        }
+        util.draw_series(LineSeries::new(
+            thin(data.hours, &utilization),
+            COLOURS[0].stroke_width(1),
+        ))?;
+        entries.push((format!("{name} utilization (below)"), COLOURS[0], 1));
+        entries.push((
+            format!("band [{low:.2}, {high:.2}] (below)"),
+            BAND_COLOUR,
+            6,
+        ));
+    }
+
+    // The legend, in its own area to the right of the plots.
+    for (i, (label, colour, width)) in entries.iter().enumerate() {
+        let y = 40 + 24 * i as i32;
+        legend.draw(&PathElement::new(
+            vec![(10, y), (40, y)],
+            colour.stroke_width(*width),
+        ))?;
+        legend.draw(&Text::new(
+            label.clone(),
+            (48, y - 7),
+            ("sans-serif", 14).into_font(),
+        ))?;
+    }
     root.present()?;
     Ok(())
 }
@@ -160,7 +207,63 @@ mod tests {
         draw(&path, &data).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
-        assert!(svg.contains("hpa") && svg.contains("steward band high"));
+        assert!(svg.contains("hpa size") && svg.contains("band [0.30, 0.80]"));
+    }
+
+    /// The legend stands right of the plots: every data line ends left of [`LEGEND_X`], every
+    /// legend label starts right of it.
+    #[test]
+    fn the_legend_never_covers_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.svg");
+        let hours: Vec<f64> = (0..200).map(f64::from).collect();
+        let usage: Vec<f64> = hours.iter().map(|h| 1.0 + (h / 10.0).sin()).collect();
+        let steward = vec![2.5; 200];
+        let hpa = vec![3.0; 200];
+        let data = ChartData {
+            title: "t".into(),
+            unit: "vCPU",
+            hours: &hours,
+            usage: &usage,
+            sizes: vec![("steward", &steward), ("hpa", &hpa)],
+            band: (0.5, 0.8),
+        };
+        draw(&path, &data).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let attr = |element: &str, name: &str| -> Option<String> {
+            let at = element.find(&format!(" {name}=\""))? + name.len() + 3;
+            Some(element[at..].split('"').next()?.to_string())
+        };
+        let mut data_lines = 0;
+        for element in svg.split('<').filter(|e| e.starts_with("polyline")) {
+            let points = attr(element, "points").unwrap();
+            let xs: Vec<f64> = points
+                .split_whitespace()
+                .map(|p| p.split(',').next().unwrap().parse().unwrap())
+                .collect();
+            if xs.len() > 10 {
+                data_lines += 1;
+                let right = xs.iter().copied().fold(f64::MIN, f64::max);
+                assert!(right < f64::from(LEGEND_X), "a data line reaches x {right}");
+            }
+        }
+        assert!(
+            data_lines >= 4,
+            "usage, two sizes and utilization: {data_lines}"
+        );
+        let mut labels = 0;
+        for element in svg.split('<').filter(|e| e.starts_with("text")) {
+            let text = element.split(">").nth(1).unwrap_or_default().trim();
+            let legend_label = ["usage (vCPU)", "steward size (vCPU)", "hpa size (vCPU)"]
+                .contains(&text)
+                || text.starts_with("band [");
+            if legend_label {
+                labels += 1;
+                let x: f64 = attr(element, "x").unwrap().parse().unwrap();
+                assert!(x > f64::from(LEGEND_X), "the label {text:?} is at x {x}");
+            }
+        }
+        assert_eq!(labels, 4, "usage, steward, hpa and the band are labelled");
     }
 
     #[test]

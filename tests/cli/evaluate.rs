@@ -460,3 +460,48 @@ fn an_unreachable_prometheus_is_an_error_not_an_empty_history() {
         "{err}"
     );
 }
+
+/// Logs into a file or a pipe (as here: `output()` pipes stderr) carry no ANSI colour codes unless
+/// `--color always` asks for them; `--color never` and `NO_COLOR` keep them off.
+#[test]
+fn logs_are_coloured_only_when_asked_or_on_a_terminal() {
+    let trace = root()
+        .join("examples/traces/rds_cpu_utilization_cc0c53.csv")
+        .display()
+        .to_string();
+    let run = |extra: &[&str], no_color: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
+        cmd.args(["--log", "info"]).args(extra);
+        cmd.args([
+            "evaluate", "--csv", &trace, "--size", "2", "--format", "json",
+        ]);
+        cmd.env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().expect("the binary runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8(out.stderr).expect("utf-8");
+        assert!(
+            stderr.contains("input read"),
+            "the info line is logged: {stderr}"
+        );
+        stderr.contains('\u{1b}')
+    };
+    assert!(!run(&[], false), "auto, stderr a pipe: plain text");
+    assert!(!run(&["--color", "auto"], false));
+    assert!(!run(&["--color", "never"], false));
+    assert!(
+        run(&["--color", "always"], false),
+        "always: colour even into a pipe"
+    );
+    assert!(
+        run(&["--color", "always"], true),
+        "an explicit always beats NO_COLOR"
+    );
+    assert!(!run(&["--color", "auto"], true));
+}
