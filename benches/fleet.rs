@@ -2,7 +2,7 @@
 //! platform, with the metrics fetched from a local HTTP server that answers Prometheus's
 //! `/api/v1/query` with every series of the fleet (issue "Beyond one process", part 3).
 //!
-//! One tick, phase by phase, as the run loop does it for one cluster (`src/run/observer.rs`),
+//! One tick, phase by phase, as the run loop does it for one cluster (`runtime/src/run/observer.rs`),
 //! but for the whole fleet at once:
 //! 1. `fetch`: one instant query per metric for the WHOLE fleet through the production
 //!    [`PrometheusClient`] (7 queries, 30,000 series each; sequential, as the observer asks);
@@ -40,7 +40,6 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use steward::observe::assemble::{assemble, Answers};
 use steward_adapters::patroni::{ClusterView, MemberStatus};
 use steward_adapters::platform::simulated::{SimClock, SimConfig, SimulatedPlatform};
 use steward_adapters::prometheus::{
@@ -50,6 +49,7 @@ use steward_model::observation::Observation;
 use steward_model::ports::{CreateSpec, Platform};
 use steward_model::{Role, Size, Timestamp};
 use steward_repairer::{Event as RepairEvent, RepairConfig, Repairer};
+use steward_runtime::observe::assemble::{assemble, Answers};
 use steward_scaler::{
     Command as ScalerCommand, Event as ScalerEvent, Scaler, ScalerConfig, Snapshot,
 };

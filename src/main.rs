@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use steward::config;
 use steward::evaluate::EvaluateArgs;
 use steward::observe::ObserveArgs;
-use steward::run::cli::RunArgs;
+use steward::run::RunArgs;
 use steward_policies::PolicyConfig;
+use steward_runtime::config;
 
 /// Exit code for a config file or input that is not valid (as opposed to a failure at run time).
 const EXIT_INVALID: u8 = 2;
@@ -178,7 +178,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => {
             let config = config::load(&args.config)?;
-            steward::run::cli::execute(&args, config)?;
+            steward_runtime::run::start::execute(&(&args).into(), config)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -4,11 +4,11 @@
 //! Works with zero config: `steward observe --patroni http://HOST:8008 [--prometheus
 //! http://HOST:9090]` asks the given URLs in turn for `/cluster`, then every member's own
 //! `/patroni` (concurrently; the leader's says who streams), then one Prometheus query per
-//! metric. Assembly is pure and lives in [`assemble`]; this file does the asking.
+//! metric. Assembly is pure and lives in
+//! `steward_runtime::observe::assemble` (the runtime's observer shares it); this file does the asking.
 //!
 //! What it is not: a loop. It reads once, decides nothing, and changes nothing.
 
-pub mod assemble;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ use steward_model::observation::Observation;
 use steward_model::Timestamp;
 use tracing::{info, warn};
 
-use self::assemble::{assemble, to_records, Answers};
+use steward_runtime::observe::assemble::{assemble, to_records, Answers};
 
 /// The cluster name used when neither `--cluster` nor Patroni's `scope` gives one.
 const FALLBACK_CLUSTER_NAME: &str = "postgres";

@@ -16,27 +16,7 @@ use steward_model::ports::platform::{ErrorKind, PlatformMember};
 use steward_model::{Role, Timestamp};
 
 use crate::coordinator::Refusal;
-
-/// The id of one operation: `<cluster>-<counter>`, e.g. `demo-7`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct OpId(pub String);
-
-impl OpId {
-    pub fn new(cluster: &str, seq: u64) -> Self {
-        OpId(format!("{cluster}-{seq}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for OpId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::operation::OpId;
 
 /// Why an action failed, as the driver classified it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

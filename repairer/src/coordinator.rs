@@ -1,13 +1,13 @@
 //! The coordinator: the single place that lets a disruptive action start (DESIGN.md 3).
 //!
 //! What it is: the guards, as pure state, for ONE cluster. A loop asks
-//! [`Coordinator::acquire`] for a [`Lease`] before its first disruptive command and gives it back
-//! with [`Coordinator::release`] and an [`Outcome`]. While a lease is out nothing else starts, so
+//! [`Coordinator::acquire`] for a [`Grant`] before its first disruptive command and gives it back
+//! with [`Coordinator::release`] and an [`Outcome`]. While a grant is out nothing else starts, so
 //! at most one disruptive action runs per cluster (promise 1). Every refusal is a typed
 //! [`Refusal`] that /status can show. The guards, in the order they are checked:
 //!
 //! 1. pause switch: nothing starts (like Patroni's pause);
-//! 2. one lease at a time;
+//! 2. one grant at a time;
 //! 3. scaling waits while the cluster is degraded, except emergency disk growth (so a repair,
 //!    which is due exactly when the cluster is degraded, outranks scaling);
 //! 4. unhealthy majority: half of the members or more look bad, so the observer is suspect and
@@ -33,13 +33,13 @@ use std::time::Duration;
 use serde::Serialize;
 use steward_model::Timestamp;
 
-use crate::command::OpId;
 use crate::config::GuardConfig;
+use crate::operation::OpId;
 
 /// The budget counts repairs over a sliding hour.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60 * 60);
 
-/// What a lease is for.
+/// What a grant is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "purpose", rename_all = "snake_case")]
 pub enum Purpose {
@@ -174,7 +174,7 @@ fn purpose_name(p: &Purpose) -> &'static str {
     }
 }
 
-/// How a leased action ended.
+/// How a granted action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -208,13 +208,13 @@ pub enum Breaker {
 /// The right to run one disruptive action. Not `Clone`: there is one, and it goes back with
 /// [`Coordinator::release`].
 #[derive(Debug, PartialEq, Eq)]
-pub struct Lease {
+pub struct Grant {
     op: OpId,
     purpose: Purpose,
     since: Timestamp,
 }
 
-impl Lease {
+impl Grant {
     pub fn op(&self) -> &OpId {
         &self.op
     }
@@ -365,7 +365,7 @@ impl Coordinator {
         purpose: Purpose,
         op: OpId,
         now: Timestamp,
-    ) -> Result<Lease, Refusal> {
+    ) -> Result<Grant, Refusal> {
         self.check(&purpose, now)?;
         if purpose.is_repair() {
             self.repairs.retain(|t| now.since(*t) < BUDGET_WINDOW);
@@ -378,7 +378,7 @@ impl Coordinator {
             }
         }
         self.holder = Some((op.clone(), purpose.clone(), now));
-        Ok(Lease {
+        Ok(Grant {
             op,
             purpose,
             since: now,
@@ -386,15 +386,15 @@ impl Coordinator {
     }
 
     /// Gives the slot back, with how the action ended.
-    pub fn release(&mut self, lease: Lease, outcome: Outcome, now: Timestamp) {
+    pub fn release(&mut self, grant: Grant, outcome: Outcome, now: Timestamp) {
         if self
             .holder
             .as_ref()
-            .is_some_and(|(op, _, _)| *op == lease.op)
+            .is_some_and(|(op, _, _)| *op == grant.op)
         {
             self.holder = None;
         }
-        let replaces = matches!(lease.purpose, Purpose::Repair { .. });
+        let replaces = matches!(grant.purpose, Purpose::Repair { .. });
         match outcome {
             Outcome::Recovered => {
                 if replaces {
@@ -443,11 +443,11 @@ mod tests {
         Timestamp::from_secs(s)
     }
 
-    /// Promise 1: one lease at a time; the second asker is told who holds it.
+    /// Promise 1: one grant at a time; the second asker is told who holds it.
     #[test]
-    fn one_lease_at_a_time() {
+    fn one_grant_at_a_time() {
         let mut c = coordinator();
-        let lease = c.acquire(repair(), OpId::new("c", 1), t(0)).unwrap();
+        let grant = c.acquire(repair(), OpId::new("c", 1), t(0)).unwrap();
         let refused = c.acquire(
             Purpose::Scale {
                 emergency_disk: true,
@@ -462,7 +462,7 @@ mod tests {
                 purpose: repair()
             })
         );
-        c.release(lease, Outcome::Done, t(2));
+        c.release(grant, Outcome::Done, t(2));
         assert!(c
             .acquire(
                 Purpose::Scale {
@@ -509,10 +509,10 @@ mod tests {
         let cfg = RepairConfig::default().guards;
         let mut now = t(0);
         for i in 0..cfg.breaker_threshold {
-            let lease = c
+            let grant = c
                 .acquire(repair(), OpId::new("c", u64::from(i)), now)
                 .unwrap();
-            c.release(lease, Outcome::ReplacementFailed, now);
+            c.release(grant, Outcome::ReplacementFailed, now);
             // Spread the repairs so the budget is not what stops them.
             now = now + BUDGET_WINDOW;
         }
@@ -530,9 +530,9 @@ mod tests {
             Err(Refusal::BreakerOpen { .. })
         ));
         let trial_time = opened + cfg.breaker_cooldown;
-        let lease = c.acquire(repair(), OpId::new("c", 9), trial_time).unwrap();
+        let grant = c.acquire(repair(), OpId::new("c", 9), trial_time).unwrap();
         assert!(matches!(c.breaker(), Breaker::HalfOpen { .. }));
-        c.release(lease, Outcome::ReplacementFailed, trial_time);
+        c.release(grant, Outcome::ReplacementFailed, trial_time);
         assert!(matches!(c.breaker(), Breaker::Open { since, .. } if since == trial_time));
         c.reset_breaker();
         assert_eq!(c.check(&repair(), trial_time), Ok(()));
@@ -545,10 +545,10 @@ mod tests {
         let budget = RepairConfig::default().guards.repair_budget_per_hour;
         for i in 0..budget {
             let at = t(i64::from(i) * 600);
-            let lease = c
+            let grant = c
                 .acquire(repair(), OpId::new("c", u64::from(i)), at)
                 .unwrap();
-            c.release(lease, Outcome::Done, at);
+            c.release(grant, Outcome::Done, at);
         }
         let refused = c.check(&repair(), t(1800));
         assert_eq!(

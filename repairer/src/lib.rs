@@ -8,7 +8,7 @@
 //!   the rules for the primary (never fence the leader-lock holder; switchover for a degraded
 //!   primary; fence a former primary at once when the lock has moved) and the repair plans;
 //! - [`coordinator`]: the guards every disruptive action passes, shared with the scaler: one
-//!   lease per cluster, degraded-cluster wait for scaling, unhealthy majority, circuit breaker,
+//!   grant (disruptive slot) per cluster, degraded-cluster wait for scaling, unhealthy majority, circuit breaker,
 //!   budget, quiet period, pause. Each refusal is a typed [`Refusal`];
 //! - [`config`]: the `[repair]` config, raw then validated;
 //! - [`replay`]: recordings (`MemberRecord` lines) grouped into observations, for scenarios.
@@ -56,13 +56,14 @@ pub mod command;
 pub mod config;
 pub mod coordinator;
 pub mod health;
+pub mod operation;
 pub mod repairer;
 pub mod replay;
 pub mod signal;
 
 pub use command::{ActionError, Alert, Command, CommandKind, Event, OpId, OperatorCommand};
 pub use config::{RawRepairConfig, RepairConfig};
-pub use coordinator::{Breaker, ClusterHealth, Coordinator, Lease, Outcome, Purpose, Refusal};
+pub use coordinator::{Breaker, ClusterHealth, Coordinator, Grant, Outcome, Purpose, Refusal};
 pub use health::Health;
 pub use repairer::{RepairKind, Repairer};
 pub use signal::Signal;

@@ -2,7 +2,7 @@
 //!
 //! What it is: [`Repairer::handle`] takes one [`Event`] and `now` and returns the [`Command`]s
 //! to carry out. It keeps each member's [`Health`] and signal evidence, knows which member holds
-//! the leader lock, runs at most one repair at a time under a [`Lease`] of its [`Coordinator`],
+//! the leader lock, runs at most one repair at a time under a [`Grant`] of its [`Coordinator`],
 //! and issues that repair's steps one by one, each only after the previous one was confirmed by
 //! [`Event::ActionDone`]. So at most one disruptive command is ever in flight (promise 1).
 //!
@@ -18,7 +18,7 @@
 //!   healthy candidate gets a switchover asked of Patroni; a dead one is Patroni's to fail over.
 //! - Once the lock has moved to another member, the former primary is fenced AT ONCE, without a
 //!   grace window, if it is still present and frozen, down, silent or still claiming to lead: a
-//!   zombie that thaws might write (promise 10). If a repair holds the cluster's lease, the fence
+//!   zombie that thaws might write (promise 10). If a repair holds the cluster's grant, the fence
 //!   goes to the front of that repair's steps as soon as nothing is in flight (a repair waiting
 //!   for its replacement to stream does not hold it back). The replacement of the former primary
 //!   then goes through every guard.
@@ -45,7 +45,7 @@ use steward_model::{Role, Timestamp};
 
 use crate::command::{ActionError, Alert, Command, CommandKind, Event, OpId, OperatorCommand};
 use crate::config::RepairConfig;
-use crate::coordinator::{ClusterHealth, Coordinator, Lease, Outcome, Purpose, Refusal};
+use crate::coordinator::{ClusterHealth, Coordinator, Grant, Outcome, Purpose, Refusal};
 use crate::health::Health;
 use crate::signal::{self, Evidence, Signal};
 
@@ -101,7 +101,7 @@ impl Step {
 /// The repair in progress.
 #[derive(Debug)]
 struct Repair {
-    lease: Lease,
+    grant: Grant,
     kind: RepairKind,
     target: String,
     role: Role,
@@ -275,7 +275,7 @@ impl Repairer {
         &self.coordinator
     }
 
-    /// The guards, for the scaler to acquire its lease from (repair outranks scaling because
+    /// The guards, for the scaler to acquire its grant from (repair outranks scaling because
     /// a degraded cluster refuses scaling).
     pub fn coordinator_mut(&mut self) -> &mut Coordinator {
         &mut self.coordinator
@@ -708,16 +708,16 @@ impl Repairer {
         now: Timestamp,
         alerts: &mut Vec<(Alert, String)>,
     ) -> bool {
-        // The id is taken only when the lease is granted, so refusals do not consume ids.
+        // The id is taken only when the grant is granted, so refusals do not consume ids.
         let op = OpId::new(&self.cluster, self.next_seq);
         match self.coordinator.acquire(purpose, op, now) {
-            Ok(lease) => {
+            Ok(grant) => {
                 let role = self.role_of(target);
                 self.next_seq += 1;
                 self.last_refusal = None;
                 let replacement = format!("{}-r{}", base_name(target), self.next_seq - 1);
                 self.repair = Some(Repair {
-                    lease,
+                    grant,
                     kind,
                     target: target.to_string(),
                     role,
@@ -930,7 +930,7 @@ impl Repairer {
 
     /// A former primary that may thaw does not wait for the repair in progress to finish: with
     /// nothing in flight, its fence and drain go to the front of this repair's steps, under the
-    /// same lease (so still one disruptive command at a time).
+    /// same grant (so still one disruptive command at a time).
     fn fence_zombie_first(&mut self, r: &mut Repair) {
         let Some(zombie) = self.zombie() else { return };
         if zombie == r.target || zombie == r.replacement || r.urgent.contains_key(&zombie) {
@@ -1017,7 +1017,7 @@ impl Repairer {
 
     fn issue(&mut self, r: &mut Repair, step: Step, out: &mut Vec<Command>) {
         r.issued += 1;
-        let op = OpId(format!("{}/{}", r.lease.op(), r.issued));
+        let op = OpId(format!("{}/{}", r.grant.op(), r.issued));
         let urgent = match &step {
             Step::Drain(m) | Step::Fence(m) => r.urgent.get(m).cloned(),
             _ => None,
@@ -1255,6 +1255,6 @@ impl Repairer {
             // Its leftovers were fenced and removed by the cleanup steps.
             self.members.remove(&r.replacement);
         }
-        self.coordinator.release(r.lease, outcome, now);
+        self.coordinator.release(r.grant, outcome, now);
     }
 }

@@ -35,7 +35,8 @@ fn every_example_config_is_valid() {
             .split_once('\n')
             .map(|(_, rest)| rest)
             .unwrap_or_default();
-        let raw = steward::config::parse_raw(effective).expect("the effective config parses");
+        let raw =
+            steward_runtime::config::parse_raw(effective).expect("the effective config parses");
         raw.validate().expect("the effective config is valid");
         checked += 1;
     }

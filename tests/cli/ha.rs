@@ -11,7 +11,7 @@
 //!   instance, connected directly, becomes leader.
 //!
 //! What it is not: a test of the election itself (adapters/tests/it/lease.rs on a throwaway etcd)
-//! nor of the outer loop's transitions (src/run/lease.rs, paused time); here both are seen from
+//! nor of the outer loop's transitions (runtime/src/run/lease.rs, paused time); here both are seen from
 //! outside, through `/status`, the actions files and the lab.
 //!
 //! Needs the lab (see tests/cli/e2e.rs): `STEWARD_LAB=1`, the lab's variables, and the lab lock:

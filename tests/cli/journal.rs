@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use serde_json::json;
-use steward::journal::{
+use steward_model::Timestamp;
+use steward_runtime::journal::{
     Journal, NewOperation, Operation, OperationKind, OperationState, FORMAT_VERSION,
 };
-use steward_model::Timestamp;
 
 const T0: i64 = 1_764_176_570_000;
 

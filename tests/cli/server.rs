@@ -11,17 +11,17 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use steward::journal::{Journal, NewOperation, OperationKind};
-use steward::server::{
+use steward_model::observation::PatroniRole;
+use steward_model::{Action, Decision, Knob, Resource, Role, Rule, RuleApplied, Timestamp};
+use steward_runtime::journal::{Journal, NewOperation, OperationKind};
+use steward_runtime::server::{
     serve, BearerToken, GuardStatus, Leadership, MemberStatus, RawServerConfig, ServerConfig,
     Shared,
 };
-use steward::telemetry::{
+use steward_runtime::telemetry::{
     ActionFinished, DecisionLog, DecisionMade, GuardChanged, LeadershipChanged, Loop, LoopFailed,
     LoopTicked, Metrics, ObservationUsed, Outcome,
 };
-use steward_model::observation::PatroniRole;
-use steward_model::{Action, Decision, Knob, Resource, Role, Rule, RuleApplied, Timestamp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ struct Running {
     base: String,
     shared: Shared,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), steward::server::ServerError>>,
+    task: tokio::task::JoinHandle<Result<(), steward_runtime::server::ServerError>>,
     client: reqwest::Client,
 }
 

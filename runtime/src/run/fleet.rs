@@ -33,17 +33,17 @@ use steward_model::ports::Platform;
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 
-use super::cli::{RunArgs, ACTIONS_FILE};
 use super::config::{FleetSettings, PlatformSettings, SimSettings};
 use super::decisions::DecisionLog;
 use super::exec::ActGuard;
 use super::journal::{Journal, MemoryJournal, StateJournal};
+use super::options::{runtime, RunOptions, ACTIONS_FILE};
 use super::sim::SimWorld;
 use super::{run, shutdown_channel, Clock, Options, Ports, Shutdown, ShutdownTrigger};
 use crate::config::Config;
 
 /// Runs `steward run` for every cluster of `fleet` to its end.
-pub fn execute(args: &RunArgs, config: Config, fleet: FleetSettings) -> anyhow::Result<()> {
+pub fn execute(args: &RunOptions, config: Config, fleet: FleetSettings) -> anyhow::Result<()> {
     let FleetSettings::Simulated { clusters } = fleet else {
         bail!(
             "{}: [[fleet.cluster]] entries (clusters of a real platform) are validated but not \
@@ -57,8 +57,8 @@ pub fn execute(args: &RunArgs, config: Config, fleet: FleetSettings) -> anyhow::
     };
     // A dry run acts on nothing, so it takes no lease: it looks at every cluster.
     let leased = config.lease.is_some() && !args.dry_run;
-    // Simulated time unless leased (super::cli::runtime says why).
-    let runtime = super::cli::runtime(!leased)?;
+    // Simulated time unless leased (options::runtime says why).
+    let runtime = runtime(!leased)?;
     runtime.block_on(async_main(args, config, sim, clusters, leased))
 }
 
@@ -72,7 +72,7 @@ struct Member {
 }
 
 async fn async_main(
-    args: &RunArgs,
+    args: &RunOptions,
     config: Config,
     sim: SimSettings,
     clusters: Vec<String>,
@@ -232,7 +232,7 @@ fn stop_on(trigger: ShutdownTrigger, run_for: Option<Duration>) {
 }
 
 /// The load trace, read once for every cluster; a relative path is relative to the config file.
-fn read_trace(args: &RunArgs, sim: &SimSettings) -> anyhow::Result<Option<String>> {
+fn read_trace(args: &RunOptions, sim: &SimSettings) -> anyhow::Result<Option<String>> {
     let Some(path) = &sim.trace else {
         return Ok(None);
     };

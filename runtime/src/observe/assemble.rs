@@ -239,7 +239,10 @@ mod tests {
     const NOW: Timestamp = Timestamp::from_secs(1_795_708_800);
 
     fn fixture(rel: &str) -> Vec<u8> {
-        let p = format!("{}/tests/data/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/../tests/data/fixtures/{rel}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
     }
 

@@ -597,7 +597,7 @@ struct Expect {
 /// tests, so a new incident becomes a regression test by adding a file.
 #[tokio::test(start_paused = true)]
 async fn every_scenario_in_tests_data_run_holds() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/run");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/run");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -1,5 +1,6 @@
-//! `steward run --config FILE [--dry-run] [--for DURATION]`: builds the ports the config names
-//! and calls [`super::run`]. The binary's `main` only parses and calls [`execute`].
+//! `steward run`'s start-up: builds the ports the config names and calls [`super::run`] (or
+//! [`super::fleet::execute`] for a `[fleet]`). The binary parses its flags into
+//! [`RunOptions`] and calls [`execute`].
 //!
 //! What it is: the wiring: the runtime (real time for real platforms; paused, auto-advancing
 //! tokio time for the simulated one, so a simulated hour passes in seconds and every run of the
@@ -8,9 +9,7 @@
 //!
 //! What it is not: a loop or a policy; nothing here decides.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use steward_adapters::patroni::{PatroniApi, PatroniClient};
@@ -23,38 +22,10 @@ use tracing::info;
 use super::config::PlatformSettings;
 use super::decisions::DecisionLog;
 use super::journal::{Journal, MemoryJournal, StateJournal};
+use super::options::{runtime, RunOptions, ACTIONS_FILE};
 use super::sim::SimWorld;
 use super::{run, shutdown_channel, Clock, Options, Ports, Telemetry};
 use crate::config::Config;
-
-/// The file (in the state directory) of the commands both loops ran, with their reasons.
-/// `decisions.jsonl` beside it holds the policies' decisions.
-pub const ACTIONS_FILE: &str = "actions.jsonl";
-
-/// `steward run`
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// The TOML config file; its `[platform]` section says where the members live.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
-
-    /// Observe and decide, print every command with its reason, execute nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Stop by itself after this long (simulated time on the simulated platform), e.g. `2m`.
-    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub run_for: Option<Duration>,
-
-    /// Also write the commands and their reasons (JSON lines) here; default:
-    /// `<state_dir>/actions.jsonl` when not a dry run, nowhere in a dry run.
-    #[arg(long, value_name = "FILE")]
-    pub decision_log: Option<PathBuf>,
-
-    /// Do not print readable decisions on stdout.
-    #[arg(long)]
-    pub quiet: bool,
-}
 
 /// The ports a platform setting builds, and the clock's start.
 struct Built {
@@ -66,9 +37,9 @@ struct Built {
 }
 
 /// Runs `steward run` to its end.
-pub fn execute(args: &RunArgs, config: Config) -> anyhow::Result<()> {
+pub fn execute(args: &RunOptions, config: Config) -> anyhow::Result<()> {
     if let Some(fleet) = config.fleet.clone() {
-        // `[fleet]`: many clusters, one run each (src/run/fleet.rs).
+        // `[fleet]`: many clusters, one run each (fleet.rs).
         return super::fleet::execute(args, config, fleet);
     }
     let Some(platform) = config.platform.clone() else {
@@ -85,7 +56,7 @@ pub fn execute(args: &RunArgs, config: Config) -> anyhow::Result<()> {
 }
 
 async fn async_main(
-    args: &RunArgs,
+    args: &RunOptions,
     config: Config,
     platform: PlatformSettings,
 ) -> anyhow::Result<()> {
@@ -243,7 +214,7 @@ async fn async_main(
         clock,
     };
     match &config.lease {
-        // Several instances: standby until elected, acting while elected (src/run/lease.rs).
+        // Several instances: standby until elected, acting while elected (lease.rs).
         Some(lease) if !args.dry_run => {
             let Some(etcd) = super::lease::connect_patiently(lease, &shutdown).await? else {
                 info!("stopped before etcd could be reached");
@@ -315,26 +286,6 @@ async fn signals_only() -> std::io::Result<()> {
         r = listen => r,
         _ = s.wait() => Ok(()),
     }
-}
-
-/// The runtime of a `run`: paused, auto-advancing time for a simulation (tokio advances it
-/// whenever every task waits, so simulated hours pass as fast as the CPU allows), real time
-/// otherwise. A simulation with a lease runs in real time too: etcd's leases expire in real
-/// time, and paused time would jump past every TTL (and spin the election's retry waits) while
-/// the runtime waits for etcd's answers. The fleet driver (fleet.rs) uses the same rule.
-pub(super) fn runtime(paused: bool) -> anyhow::Result<tokio::runtime::Runtime> {
-    if paused {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-    }
-    .context("cannot start the async runtime")
 }
 
 /// The libvirt platform, in a build with the `libvirt` feature.

@@ -1,0 +1,1083 @@
+//! `steward run`: the thin tokio drivers of the two loops around their sans-IO cores.
+//!
+//! What it is: [`run`] starts, on one task, two loops that share ONE observer and ONE
+//! coordinator:
+//! - the repair loop ticks, asks the [`observer::Observer`] for the cluster, publishes the view,
+//!   feeds the [`Repairer`] and carries its commands out;
+//! - the scale loop receives every published view, feeds the [`Scaler`], asks the repairer's
+//!   coordinator for a grant before a plan starts (so one disruptive action runs per cluster,
+//!   and scaling waits while a repair runs or the cluster is degraded: repair outranks scaling),
+//!   and carries the plan's steps out.
+//!
+//! Each step is journaled ([`journal`]) before it runs and its end after; a step runs as a
+//! spawned task and its result comes back through the loop's `select!` as an action result. At
+//! start-up the journal's half-done steps are finished or undone and the scaler's plans resumed
+//! (promise 7). On shutdown (SIGTERM/SIGINT, or `--for`), no new step starts and the step in
+//! flight is awaited for a while; one that does not finish stays in the journal.
+//!
+//! `--dry-run` observes and decides with the same cores, writes every command it would have run
+//! (with its reason) to the decision log, executes nothing, journals nothing and feeds nothing
+//! back (a synthetic success would make the cores believe the world changed).
+//!
+//! What it is not: a decision maker (the cores are), an adapter (the ports are), or the HTTP
+//! surface. Time is `tokio::time` only, through [`Clock`], so the loop tests run in paused time.
+
+pub mod balancers;
+pub mod config;
+pub mod decisions;
+pub mod exec;
+pub mod fleet;
+pub mod journal;
+pub mod lease;
+pub mod observer;
+pub mod options;
+pub mod sim;
+pub mod start;
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn operation_labels_are_valid_label_values_and_differ_between_runs() {
+        let a = operation_label(Timestamp::from_secs(1_000), "demo-1/3");
+        let b = operation_label(Timestamp::from_secs(2_000), "demo-1/3");
+        assert_eq!(a, "1000-demo-1.3");
+        assert_ne!(a, b);
+        let long = operation_label(Timestamp::from_secs(1), &format!("{}-1/2", "c".repeat(70)));
+        assert!(long.len() <= 63 && long.ends_with("c-1.2"), "{long}");
+    }
+}
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use steward_adapters::patroni::PatroniApi;
+use steward_adapters::prometheus::MetricsSource;
+use steward_model::ports::ErrorKind;
+use steward_model::ports::{CreateSpec, Platform, PlatformMember};
+use steward_model::{Role, Size, Timestamp};
+use steward_repairer::{
+    ActionError, Command as RepairCommand, CommandKind, Event, OpId, OperatorCommand, Repairer,
+};
+use steward_repairer::{Grant, Outcome, Purpose};
+use steward_scaler::{
+    Action, Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot,
+};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, info_span, warn, Instrument};
+
+use self::balancers::BalancerSync;
+use self::decisions::{DecisionLog, Kind, Line};
+use self::exec::{ActGuard, Balancers, ExecError, Executor, Work};
+use self::journal::{recovery, Entry, Journal, LoopName, Pending, Recovery};
+use self::observer::{Observer, Seen};
+use crate::config::Config;
+
+/// How long a stopping Steward waits for the step in flight before leaving it to the journal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The loops' clock: a fixed [`Timestamp`] at start plus the `tokio::time` elapsed since, so
+/// paused tokio time moves it deterministically.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: Timestamp,
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock reading `start` now (needs a tokio runtime).
+    pub fn starting_at(start: Timestamp) -> Self {
+        Clock {
+            start,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn start(&self) -> Timestamp {
+        self.start
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.start + self.origin.elapsed()
+    }
+}
+
+/// The outside world, behind its ports.
+pub struct Ports {
+    pub platform: Arc<dyn Platform>,
+    pub patroni: Arc<dyn PatroniApi>,
+    /// Prometheus, when configured; the platform's usage fills in otherwise.
+    pub metrics: Option<Arc<dyn MetricsSource>>,
+    pub balancers: Option<Balancers>,
+    /// Checked before every step (the lease, with several instances); `None` acts alone.
+    pub guard: Option<Arc<dyn ActGuard>>,
+    pub journal: Arc<dyn Journal>,
+    pub decisions: DecisionLog,
+    /// The HTTP surface's shared status and metrics, and the policy decision log, when served.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// Where the loops publish what they see and do for `/status`, `/metrics` and `/healthz`.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub server: crate::server::Shared,
+    /// The policies' decisions that change something, as JSON lines (`decisions.jsonl`).
+    pub policy_log: Option<Arc<crate::telemetry::DecisionLog>>,
+}
+
+/// How this run behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub dry_run: bool,
+    pub clock: Clock,
+}
+
+/// Tells the loops to stop; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// The sending side of [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+/// A trigger and the signal it sets.
+pub fn shutdown_channel() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Shutdown {
+    /// Resolves once the trigger is pulled (or dropped: nobody can stop us any more, so stop).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Pulls `trigger` on SIGTERM or SIGINT.
+pub async fn on_signals(trigger: ShutdownTrigger) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: finishing the current step, then stopping"),
+        _ = int.recv() => info!("SIGINT: finishing the current step, then stopping"),
+    }
+    trigger.trigger();
+    Ok(())
+}
+
+/// What both loops share.
+struct Shared {
+    cluster: String,
+    dry_run: bool,
+    clock: Clock,
+    exec: Executor,
+    journal: Arc<dyn Journal>,
+    log: DecisionLog,
+    telemetry: Option<Telemetry>,
+    /// The repairer owns the coordinator; the scale loop takes its leases from it. Locked
+    /// briefly, never across an await.
+    repairer: Mutex<Repairer>,
+    /// The guards' states last published to `/metrics`.
+    published_guards: Mutex<BTreeMap<String, bool>>,
+}
+
+impl Shared {
+    fn repairer(&self) -> MutexGuard<'_, Repairer> {
+        self.repairer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn line(&self, by: LoopName, kind: Kind, op: &str, what: String, reason: String) {
+        self.log.write(&Line {
+            at: self.clock.now(),
+            by,
+            kind,
+            op: op.to_string(),
+            what,
+            reason,
+            dry_run: self.dry_run,
+        });
+    }
+
+    /// Journals `work` and starts it as a task whose result comes back through `inflight`.
+    fn start_step(
+        &self,
+        by: LoopName,
+        op: String,
+        step: Option<usize>,
+        work: Work,
+        api_urls: BTreeMap<String, String>,
+        inflight: &mut JoinSet<StepDone>,
+    ) -> anyhow::Result<()> {
+        self.journal
+            .append(&Entry::Begin {
+                at: self.clock.now(),
+                op: op.clone(),
+                by,
+                work: work.clone(),
+            })
+            .with_context(|| format!("journaling {work} (operation {op}) before running it"))?;
+        let span = info_span!(
+            "action",
+            loop = by.as_str(),
+            cluster = %self.cluster,
+            member = work.member().unwrap_or(""),
+            op = %op,
+        );
+        let exec = self.exec.clone();
+        inflight.spawn(
+            async move {
+                info!(step = %work, "running");
+                let began = tokio::time::Instant::now();
+                let result = exec.run(&work, &api_urls).await;
+                let took = began.elapsed();
+                match &result {
+                    Ok(()) => info!(step = %work, "done"),
+                    Err(e) => warn!(step = %work, error = %e, "failed"),
+                }
+                StepDone {
+                    op,
+                    took,
+                    step,
+                    work,
+                    result,
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// Journals a step's end and logs its result.
+    fn end_step(&self, by: LoopName, done: &StepDone) -> anyhow::Result<()> {
+        let result = match &done.result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        self.journal
+            .append(&Entry::End {
+                at: self.clock.now(),
+                op: done.op.clone(),
+                result: result.clone(),
+            })
+            .with_context(|| format!("journaling the end of operation {}", done.op))?;
+        self.line(by, Kind::Result, &done.op, done.work.to_string(), result);
+        if let Some(t) = &self.telemetry {
+            let outcome = match &done.result {
+                Ok(()) => crate::telemetry::Outcome::Success,
+                Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Conflict) => {
+                    crate::telemetry::Outcome::Transient
+                }
+                Err(_) => crate::telemetry::Outcome::Permanent,
+            };
+            let kind = work_kind(&done.work);
+            crate::telemetry::ActionFinished {
+                cluster: &self.cluster,
+                member: done.work.member(),
+                kind,
+                outcome,
+                duration: done.took,
+                operation: Some(&done.op),
+            }
+            .emit(t.server.metrics());
+        }
+        Ok(())
+    }
+
+    /// After a repair tick: members, guards and the tick for `/status` and `/healthz`; the
+    /// operator's pause flag into the repairer.
+    async fn publish_repair_tick(&self, seen: &Seen, took: Duration) {
+        let Some(t) = &self.telemetry else { return };
+        let now = self.clock.now();
+        let paused = t.server.is_paused();
+        let guards = {
+            let mut r = self.repairer();
+            if r.coordinator().is_paused() != paused {
+                let op = if paused {
+                    OperatorCommand::Pause
+                } else {
+                    OperatorCommand::Resume
+                };
+                // Pausing or resuming issues nothing by itself; the next tick decides.
+                let _ = r.handle(Event::Operator(op), now);
+            }
+            guard_status(&r)
+        };
+        {
+            // /metrics: each guard's gauge when it changes (the log says why), and the age of
+            // the observation the loops just used.
+            let mut published = self
+                .published_guards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (name, g) in &guards {
+                if published.get(name) != Some(&g.engaged) {
+                    published.insert(name.clone(), g.engaged);
+                    crate::telemetry::GuardChanged {
+                        cluster: &self.cluster,
+                        guard: name,
+                        engaged: g.engaged,
+                        reason: &g.reason,
+                    }
+                    .emit(t.server.metrics());
+                }
+            }
+        }
+        crate::telemetry::ObservationUsed {
+            cluster: &self.cluster,
+            age: Duration::from_millis(
+                now.as_millis()
+                    .saturating_sub(seen.observation.at.as_millis())
+                    .max(0) as u64,
+            ),
+        }
+        .emit(t.server.metrics());
+        let members = seen
+            .observation
+            .members
+            .iter()
+            .map(|m| crate::server::MemberStatus::from_observation(m, None))
+            .collect();
+        t.server
+            .update_status(|s| {
+                s.observed_at = Some(seen.observation.at);
+                s.notes = seen.observation.notes.clone();
+                s.members = members;
+                s.guards = guards;
+            })
+            .await;
+        t.server
+            .record_tick(crate::telemetry::Loop::Repairer, now, Vec::new())
+            .await;
+        crate::telemetry::LoopTicked {
+            cluster: &self.cluster,
+            r#loop: crate::telemetry::Loop::Repairer,
+            duration: took,
+        }
+        .emit(t.server.metrics());
+    }
+
+    /// After a scale tick: the policies' decisions (logged when they change something).
+    async fn publish_scale_tick(&self, decisions: &[steward_model::Decision], took: Duration) {
+        let Some(t) = &self.telemetry else { return };
+        let now = self.clock.now();
+        for d in decisions {
+            crate::telemetry::DecisionMade {
+                cluster: &self.cluster,
+                r#loop: crate::telemetry::Loop::Scaler,
+                decision: d,
+            }
+            .emit(t.server.metrics());
+            if let (Some(log), true) = (&t.policy_log, d.changes()) {
+                if let Err(e) = log.append(&self.cluster, crate::telemetry::Loop::Scaler, d) {
+                    warn!(error = %e, "cannot write the policy decision log");
+                }
+            }
+        }
+        t.server
+            .record_tick(crate::telemetry::Loop::Scaler, now, decisions.to_vec())
+            .await;
+        crate::telemetry::LoopTicked {
+            cluster: &self.cluster,
+            r#loop: crate::telemetry::Loop::Scaler,
+            duration: took,
+        }
+        .emit(t.server.metrics());
+    }
+}
+
+/// The repairer's op id as a platform label value: the core's ids (`demo-1/3`) restart at 1
+/// with every process, so the run's start (seconds) goes in front, and `/` (not allowed in a
+/// Kubernetes label value) becomes `.`: `1392388200-demo-1.3`.
+fn operation_label(run_start: Timestamp, op: &str) -> String {
+    let label = format!("{}-{}", run_start.as_millis() / 1000, op.replace('/', "."));
+    // Label values are at most 63 characters; keep the distinctive end.
+    let skip = label.len().saturating_sub(63);
+    label[skip..]
+        .trim_start_matches(['-', '.', '_'])
+        .to_string()
+}
+
+/// A short, bounded name for a step (a metrics label).
+fn work_kind(work: &Work) -> &'static str {
+    match work {
+        Work::Switchover { .. } => "switchover",
+        Work::Drain { .. } => "drain",
+        Work::Undrain { .. } => "undrain",
+        Work::Fence { .. } => "fence",
+        Work::Create { .. } => "create",
+        Work::Remove { .. } => "remove",
+        Work::Resize { .. } => "resize",
+        Work::PatchConfig { .. } => "patch_config",
+        Work::Restart { .. } => "restart",
+    }
+}
+
+/// The coordinator's guards as `/status` shows them.
+fn guard_status(r: &Repairer) -> BTreeMap<String, crate::server::GuardStatus> {
+    use steward_repairer::Breaker;
+    let c = r.coordinator();
+    let mut guards = BTreeMap::new();
+    let (open, why) = match c.breaker() {
+        Breaker::Closed { failures } => (false, format!("closed ({failures} failure(s))")),
+        Breaker::HalfOpen { failures } => (true, format!("half-open after {failures} failure(s)")),
+        Breaker::Open { failures, since } => (
+            true,
+            format!("open since {since} after {failures} failed replacement(s)"),
+        ),
+    };
+    guards.insert(
+        "circuit_breaker".to_string(),
+        crate::server::GuardStatus {
+            engaged: open,
+            reason: why,
+            since: None,
+        },
+    );
+    guards.insert(
+        "paused".to_string(),
+        crate::server::GuardStatus {
+            engaged: c.is_paused(),
+            reason: if c.is_paused() {
+                "paused by an operator: nothing starts".to_string()
+            } else {
+                "running".to_string()
+            },
+            since: None,
+        },
+    );
+    let holder = c.holder().map(|(op, _)| op.to_string());
+    guards.insert(
+        "slot".to_string(),
+        crate::server::GuardStatus {
+            engaged: holder.is_some(),
+            reason: holder.map_or_else(
+                || "free".to_string(),
+                |op| format!("held by operation {op}"),
+            ),
+            since: None,
+        },
+    );
+    if let Some(refusal) = r.last_refusal() {
+        guards.insert(
+            refusal.key().to_string(),
+            crate::server::GuardStatus {
+                engaged: true,
+                reason: refusal.to_string(),
+                since: None,
+            },
+        );
+    }
+    guards
+}
+
+/// A finished step.
+struct StepDone {
+    op: String,
+    /// How long the step took.
+    took: Duration,
+    /// The scaler's step index.
+    step: Option<usize>,
+    work: Work,
+    result: Result<(), ExecError>,
+}
+
+/// Runs both loops until `shutdown`. Returns an error only when Steward cannot go on safely
+/// (the journal cannot be written, a task panicked).
+pub async fn run(
+    config: &Config,
+    ports: Ports,
+    options: Options,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let cluster = config.cluster.name.clone();
+    let shared = Arc::new(Shared {
+        cluster: cluster.clone(),
+        dry_run: options.dry_run,
+        clock: options.clock,
+        exec: Executor {
+            platform: Arc::clone(&ports.platform),
+            patroni: Arc::clone(&ports.patroni),
+            balancers: ports.balancers.clone(),
+            guard: ports.guard.clone(),
+        },
+        journal: Arc::clone(&ports.journal),
+        log: ports.decisions.clone(),
+        telemetry: ports.telemetry.clone(),
+        repairer: Mutex::new(Repairer::new(cluster.clone(), config.repair.clone())),
+        published_guards: Mutex::default(),
+    });
+    let mut scaler = Scaler::new(Arc::clone(&config.scaler));
+    let mut grant = None;
+    recover(&shared, &mut scaler, &mut grant).await?;
+    info!(cluster = %cluster, dry_run = options.dry_run, platform = ports.platform.kind(), "steward runs");
+
+    let observer = Observer::new(
+        cluster,
+        Arc::clone(&ports.platform),
+        Arc::clone(&ports.patroni),
+        ports.metrics.clone(),
+    );
+    let sync = match (&config.balancers, &ports.balancers) {
+        (Some(settings), Some(set)) if !options.dry_run => Some(BalancerSync::new(
+            set.clone(),
+            settings,
+            ports.decisions.clone(),
+            options.clock,
+            config.cluster.name.clone(),
+        )),
+        _ => None,
+    };
+    let (tx, rx) = watch::channel(None);
+    let repair = repair_loop(
+        Arc::clone(&shared),
+        observer,
+        sync,
+        tx,
+        config.run.tick,
+        shutdown.clone(),
+    );
+    let scale = scale_loop(Arc::clone(&shared), scaler, grant, rx, shutdown);
+    let (r, s) = tokio::join!(repair, scale);
+    r.and(s)
+}
+
+/// Start-up: settle what a crash left in the journal (nothing in dry-run: it acts on nothing).
+async fn recover(
+    shared: &Shared,
+    scaler: &mut Scaler,
+    grant: &mut Option<Grant>,
+) -> anyhow::Result<()> {
+    let pending = Pending::from_entries(&shared.journal.read().context("reading the journal")?);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    if shared.dry_run {
+        warn!(
+            steps = pending.steps.len(),
+            plans = pending.plans.len(),
+            "the journal holds unfinished operations; a dry run leaves them alone"
+        );
+        return Ok(());
+    }
+    let none = BTreeMap::new();
+    for (op, by, work) in pending.steps {
+        let how = recovery(by, &work);
+        let result = match &how {
+            Recovery::Finish(w) => match shared.exec.run(w, &none).await {
+                Ok(()) => format!("recovered: finished {w}"),
+                Err(e) if e.kind == steward_model::ports::ErrorKind::NotFound => {
+                    format!("recovered: {w} needs nothing more (not found)")
+                }
+                Err(e) => format!("recovered: {w} failed again ({e}); the loops judge afresh"),
+            },
+            Recovery::Undo(steps) => {
+                let mut failed = Vec::new();
+                for w in steps {
+                    match shared.exec.run(w, &none).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind == steward_model::ports::ErrorKind::NotFound => {}
+                        Err(e) => failed.push(format!("{w}: {e}")),
+                    }
+                }
+                if failed.is_empty() {
+                    format!("recovered: undid {work}")
+                } else {
+                    format!("recovered: undoing {work} failed ({})", failed.join("; "))
+                }
+            }
+            Recovery::Abandon => format!("recovered: {work} left to patroni's own state"),
+            Recovery::WithPlan => "recovered: resumed with its plan".to_string(),
+        };
+        shared.journal.append(&Entry::End {
+            at: shared.clock.now(),
+            op: op.clone(),
+            result: result.clone(),
+        })?;
+        shared.line(by, Kind::Recovery, &op, work.to_string(), result);
+    }
+    let now = shared.clock.now();
+    for plan in pending.plans {
+        let op = plan.id.clone();
+        let purpose = Purpose::Scale {
+            emergency_disk: plan.intent.emergency,
+        };
+        // The plan was permitted before the crash; take the slot again so a repair waits for it.
+        match shared
+            .repairer()
+            .coordinator_mut()
+            .acquire(purpose, OpId(op.0.clone()), now)
+        {
+            Ok(l) => *grant = Some(l),
+            Err(refusal) => warn!(op = %op, %refusal, "resuming a journaled plan without the slot"),
+        }
+        match scaler.resume(plan, now) {
+            Ok(()) => shared.line(
+                LoopName::Scale,
+                Kind::Recovery,
+                &op.0,
+                "resume plan".into(),
+                "journaled before the restart; it goes on from its current step".into(),
+            ),
+            Err(e) => {
+                warn!(op = %op, error = %e, "cannot resume a journaled plan");
+                shared
+                    .journal
+                    .append(&Entry::PlanEnd { at: now, op: op.0 })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The size a replacement of `member` gets: the member's own, else the most common of its role.
+fn replacement_size(listed: &[PlatformMember], member: &str, role: Role) -> Option<Size> {
+    if let Some(m) = listed.iter().find(|m| m.name == member) {
+        return Some(m.size);
+    }
+    let sizes: Vec<Size> = listed
+        .iter()
+        .filter(|m| m.role == role)
+        .map(|m| m.size)
+        .collect();
+    sizes
+        .iter()
+        .max_by_key(|s| sizes.iter().filter(|o| o == s).count())
+        .copied()
+}
+
+async fn repair_loop(
+    shared: Arc<Shared>,
+    mut observer: Observer,
+    mut sync: Option<BalancerSync>,
+    publish: watch::Sender<Option<Arc<Seen>>>,
+    tick: Duration,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut inflight: JoinSet<StepDone> = JoinSet::new();
+    let mut last: Option<Arc<Seen>> = None;
+    let result: anyhow::Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    let done = joined.context("a repair step's task failed")?;
+                    shared.end_step(LoopName::Repair, &done)?;
+                    let now = shared.clock.now();
+                    let event = Event::ActionDone {
+                        op: OpId(done.op.clone()),
+                        result: done.result.map_err(|e| ActionError::new(e.kind, e.message)),
+                    };
+                    let commands = shared.repairer().handle(event, now);
+                    dispatch_repair(&shared, commands, last.as_deref(), &mut inflight)?;
+                }
+                _ = interval.tick() => {
+                    let now = shared.clock.now();
+                    let began = tokio::time::Instant::now();
+                    let span = info_span!("tick", loop = "repair", cluster = %shared.cluster);
+                    let seen = Arc::new(observer.observe(now).instrument(span.clone()).await);
+                    for note in &seen.observation.notes {
+                        tracing::debug!(parent: &span, %note, "observation note");
+                    }
+                    let commands = {
+                        let mut r = shared.repairer();
+                        let mut c = r.handle(
+                            Event::PlatformListed { at: now, members: seen.platform.clone() },
+                            now,
+                        );
+                        c.extend(r.handle(Event::Observed(seen.observation.clone()), now));
+                        c
+                    };
+                    last = Some(Arc::clone(&seen));
+                    publish.send_replace(Some(Arc::clone(&seen)));
+                    span.in_scope(|| dispatch_repair(&shared, commands, last.as_deref(), &mut inflight))?;
+                    if let Some(sync) = &mut sync {
+                        // The balancers follow the platform's members; only an instance that may
+                        // act touches them.
+                        match shared.exec.guard.as_ref().map(|g| g.may_act()) {
+                            None | Some(Ok(())) => sync.tick(&seen.platform),
+                            Some(Err(why)) => tracing::debug!(%why, "balancers left alone"),
+                        }
+                    }
+                    shared.publish_repair_tick(&seen, began.elapsed()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(publish);
+    finish_in_flight(&shared, LoopName::Repair, &mut inflight).await;
+    if let Some(sync) = &mut sync {
+        sync.finish().await;
+    }
+    result
+}
+
+/// On the way out: await the steps in flight for a while and journal their ends; a step that
+/// does not end stays begun in the journal, for the next start to settle.
+async fn finish_in_flight(shared: &Shared, by: LoopName, inflight: &mut JoinSet<StepDone>) {
+    let drain = async {
+        while let Some(joined) = inflight.join_next().await {
+            match joined {
+                Ok(done) => {
+                    if let Err(e) = shared.end_step(by, &done) {
+                        warn!(error = %format!("{e:#}"), "cannot journal a step's end while stopping");
+                    }
+                }
+                Err(e) => warn!(error = %e, "a step's task failed while stopping"),
+            }
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!(loop = by.as_str(), "a step did not finish in time; the journal keeps it for the next start");
+        inflight.abort_all();
+    }
+}
+
+fn dispatch_repair(
+    shared: &Shared,
+    commands: Vec<RepairCommand>,
+    seen: Option<&Seen>,
+    inflight: &mut JoinSet<StepDone>,
+) -> anyhow::Result<()> {
+    for c in commands {
+        let op = c.op.to_string();
+        if let CommandKind::Alert { alert } = &c.kind {
+            warn!(cluster = %shared.cluster, op = %op, ?alert, reason = %c.reason, "alert");
+            shared.line(
+                LoopName::Repair,
+                Kind::Alert,
+                &op,
+                c.kind.to_string(),
+                c.reason.clone(),
+            );
+            continue;
+        }
+        shared.line(
+            LoopName::Repair,
+            Kind::Command,
+            &op,
+            c.kind.to_string(),
+            c.reason.clone(),
+        );
+        if shared.dry_run {
+            info!(cluster = %shared.cluster, op = %op, command = %c.kind, reason = %c.reason, "dry-run: not executed");
+            continue;
+        }
+        let listed = seen.map(|s| s.platform.as_slice()).unwrap_or_default();
+        let work = match c.kind {
+            CommandKind::AskSwitchover { from, to } => Work::Switchover {
+                leader: from,
+                candidate: to,
+            },
+            CommandKind::Drain { member } => Work::Drain { member },
+            CommandKind::Fence { member } => Work::Fence { member },
+            CommandKind::Remove {
+                member,
+                delete_data,
+            } => Work::Remove {
+                member,
+                delete_data,
+            },
+            CommandKind::Create {
+                role,
+                name,
+                replacing,
+            } => {
+                let Some(size) = replacement_size(listed, &replacing, role) else {
+                    // Nothing to size it from: report the step failed for good.
+                    let event = Event::ActionDone {
+                        op: c.op.clone(),
+                        result: Err(ActionError::new(
+                            steward_model::ports::ErrorKind::Permanent,
+                            format!("no size known for a replacement of {replacing}"),
+                        )),
+                    };
+                    let now = shared.clock.now();
+                    let more = shared.repairer().handle(event, now);
+                    dispatch_repair(shared, more, seen, inflight)?;
+                    continue;
+                };
+                Work::Create {
+                    spec: CreateSpec {
+                        cluster: shared.cluster.clone(),
+                        role,
+                        name,
+                        size,
+                        operation_id: operation_label(shared.clock.start(), &op),
+                    },
+                }
+            }
+            CommandKind::Alert { .. } => unreachable!("alerts are handled above"),
+        };
+        let urls = seen.map(|s| s.api_urls.clone()).unwrap_or_default();
+        shared.start_step(LoopName::Repair, op, None, work, urls, inflight)?;
+    }
+    Ok(())
+}
+
+async fn scale_loop(
+    shared: Arc<Shared>,
+    mut scaler: Scaler,
+    mut grant: Option<Grant>,
+    mut views: watch::Receiver<Option<Arc<Seen>>>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut inflight: JoinSet<StepDone> = JoinSet::new();
+    let mut last: Option<Arc<Seen>> = None;
+    let mut said = Said::default();
+    let result: anyhow::Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    let done = joined.context("a scaling step's task failed")?;
+                    shared.end_step(LoopName::Scale, &done)?;
+                    let now = shared.clock.now();
+                    let event = ScaleEvent::ActionDone {
+                        op: steward_scaler::OperationId(done.op.clone()),
+                        step: done.step.unwrap_or(0),
+                        result: done.result.map_err(|e| steward_scaler::ActionError {
+                            kind: e.kind,
+                            message: e.message,
+                        }),
+                    };
+                    let commands = scaler.handle(event, now);
+                    dispatch_scale(&shared, &mut scaler, &mut grant, commands, last.as_deref(), &mut said, &mut inflight)?;
+                }
+                changed = views.changed() => {
+                    if changed.is_err() {
+                        // The repair loop (the observer's owner) has stopped.
+                        break;
+                    }
+                    let Some(seen) = views.borrow_and_update().clone() else { continue };
+                    let now = shared.clock.now();
+                    let began = tokio::time::Instant::now();
+                    let span = info_span!("tick", loop = "scale", cluster = %shared.cluster);
+                    let snapshot = Snapshot {
+                        observation: seen.observation.clone(),
+                        platform: seen.platform.clone(),
+                        capabilities: seen.capabilities,
+                    };
+                    let mut commands = scaler.handle(ScaleEvent::Observed(snapshot), now);
+                    commands.extend(scaler.handle(ScaleEvent::Tick, now));
+                    last = Some(Arc::clone(&seen));
+                    span.in_scope(|| dispatch_scale(&shared, &mut scaler, &mut grant, commands, last.as_deref(), &mut said, &mut inflight))?;
+                    shared.publish_scale_tick(scaler.decisions(), began.elapsed()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    finish_in_flight(&shared, LoopName::Scale, &mut inflight).await;
+    result
+}
+
+/// What the scale loop last wrote, so a proposal refused tick after tick is written once.
+#[derive(Default)]
+struct Said {
+    proposal: Option<String>,
+    refusal: Option<String>,
+}
+
+fn describe_intent(kind: &IntentKind) -> String {
+    match kind {
+        IntentKind::Resize {
+            role,
+            resource,
+            from,
+            to,
+        } => {
+            let unit = resource.unit();
+            format!("{role} {resource} {from:.2} -> {to:.2} {unit}")
+        }
+        IntentKind::ScaleOut { member } => format!("scale out: add {member}"),
+        IntentKind::ScaleIn { member } => format!("scale in: remove {member}"),
+    }
+}
+
+fn work_of(action: Action) -> Work {
+    match action {
+        Action::Resize { member, size } => Work::Resize { member, size },
+        Action::PatchConfig { patch } => Work::PatchConfig {
+            // A patch is a map of names to strings and numbers: it always serializes. Were it
+            // ever not to, an empty patch changes nothing (a null one would be a bad request).
+            patch: serde_json::to_value(&patch).unwrap_or_else(|_| serde_json::json!({})),
+        },
+        Action::Switchover { leader, candidate } => Work::Switchover {
+            leader,
+            candidate: Some(candidate),
+        },
+        Action::RestartMember { member } => Work::Restart { member },
+        Action::Create { spec } => Work::Create { spec },
+        Action::Drain { member } => Work::Drain { member },
+        Action::Undrain { member } => Work::Undrain { member },
+        Action::Fence { member } => Work::Fence { member },
+        Action::Remove {
+            member,
+            delete_data,
+        } => Work::Remove {
+            member,
+            delete_data,
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch_scale(
+    shared: &Shared,
+    scaler: &mut Scaler,
+    grant: &mut Option<Grant>,
+    commands: Vec<ScaleCommand>,
+    seen: Option<&Seen>,
+    said: &mut Said,
+    inflight: &mut JoinSet<StepDone>,
+) -> anyhow::Result<()> {
+    let mut queue: std::collections::VecDeque<ScaleCommand> = commands.into();
+    while let Some(c) = queue.pop_front() {
+        let now = shared.clock.now();
+        match c {
+            ScaleCommand::Propose { plan } => {
+                let op = plan.id.clone();
+                let what = describe_intent(&plan.intent.kind);
+                let reason = plan.intent.decision.summary.clone();
+                // The same change proposed tick after tick (refused meanwhile) is written once.
+                if said.proposal.as_deref() != Some(what.as_str()) {
+                    said.proposal = Some(what.clone());
+                    said.refusal = None;
+                    shared.line(LoopName::Scale, Kind::Proposal, &op.0, what, reason);
+                }
+                if shared.dry_run {
+                    queue.extend(scaler.handle(
+                        ScaleEvent::Refused {
+                            op,
+                            reason: "dry-run".into(),
+                        },
+                        now,
+                    ));
+                    continue;
+                }
+                let purpose = Purpose::Scale {
+                    emergency_disk: plan.intent.emergency,
+                };
+                let granted =
+                    shared
+                        .repairer()
+                        .coordinator_mut()
+                        .acquire(purpose, OpId(op.0.clone()), now);
+                match granted {
+                    Ok(l) => {
+                        *grant = Some(l);
+                        said.proposal = None;
+                        queue.extend(scaler.handle(ScaleEvent::Permitted { op }, now));
+                    }
+                    Err(refusal) => {
+                        let reason = refusal.to_string();
+                        if said.refusal.as_deref() != Some(reason.as_str()) {
+                            shared.line(
+                                LoopName::Scale,
+                                Kind::Refused,
+                                &op.0,
+                                "scaling waits".into(),
+                                reason.clone(),
+                            );
+                            said.refusal = Some(reason.clone());
+                        }
+                        queue.extend(scaler.handle(ScaleEvent::Refused { op, reason }, now));
+                    }
+                }
+            }
+            ScaleCommand::Journal { plan } => {
+                if !shared.dry_run {
+                    shared
+                        .journal
+                        .append(&Entry::Plan {
+                            at: now,
+                            plan: plan.clone(),
+                        })
+                        .with_context(|| format!("journaling plan {}", plan.id))?;
+                }
+            }
+            ScaleCommand::Execute {
+                op, step, action, ..
+            } => {
+                let work = work_of(action);
+                shared.line(
+                    LoopName::Scale,
+                    Kind::Command,
+                    &op.0,
+                    work.to_string(),
+                    format!("step {} of operation {op}", step + 1),
+                );
+                if shared.dry_run {
+                    continue;
+                }
+                let urls = seen.map(|s| s.api_urls.clone()).unwrap_or_default();
+                shared.start_step(LoopName::Scale, op.0, Some(step), work, urls, inflight)?;
+            }
+            ScaleCommand::Finished { report } => {
+                let op = report.op.0.clone();
+                if let Some(l) = grant.take() {
+                    // A scaling step is no recovery: nothing for the breaker or the quiet period.
+                    shared
+                        .repairer()
+                        .coordinator_mut()
+                        .release(l, Outcome::Done, now);
+                }
+                let refused_dry = matches!(&report.outcome, steward_scaler::Outcome::Refused { reason } if reason == "dry-run");
+                if shared.dry_run || refused_dry {
+                    continue;
+                }
+                if matches!(report.outcome, steward_scaler::Outcome::Refused { .. }) {
+                    // Refused proposals never started: nothing was journaled.
+                    continue;
+                }
+                shared
+                    .journal
+                    .append(&Entry::PlanEnd {
+                        at: now,
+                        op: op.clone(),
+                    })
+                    .with_context(|| format!("journaling the end of plan {op}"))?;
+                let outcome = match &report.outcome {
+                    steward_scaler::Outcome::Completed => "completed".to_string(),
+                    steward_scaler::Outcome::Failed { step, reason } => {
+                        format!("failed at step {}: {reason}", step + 1)
+                    }
+                    steward_scaler::Outcome::Refused { reason } => format!("refused: {reason}"),
+                };
+                shared.line(
+                    LoopName::Scale,
+                    Kind::Finished,
+                    &op,
+                    describe_intent(&report.intent.kind),
+                    outcome,
+                );
+            }
+        }
+    }
+    Ok(())
+}
