@@ -27,9 +27,10 @@ use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
 use steward_model::size::human_bytes;
-use steward_model::{Action, Decision, Resource, Role, Rule, RuleApplied, Timestamp};
+use steward_model::{Action, Decision, Resource, Role, Rule, Timestamp};
 
 use crate::config::DiskConfig;
+use crate::rules::rule;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A regression needs this many points...
@@ -82,15 +83,6 @@ fn slope(points: impl Iterator<Item = (f64, f64)> + Clone, min_span_s: f64) -> O
 
 fn ceil_step(v: f64, step: f64) -> f64 {
     (v / step - 1e-9).ceil() * step
-}
-
-fn rule(rule: Rule, before: f64, after: f64, detail: String) -> RuleApplied {
-    RuleApplied {
-        rule,
-        before,
-        after,
-        detail,
-    }
 }
 
 fn pct(v: f64) -> String {

@@ -25,9 +25,10 @@ use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::{Figure, Freshness, MemberObservation, Observation, PatroniRole};
 use steward_model::size::human_bytes;
-use steward_model::{Action, Decision, Role, Rule, RuleApplied, Timestamp};
+use steward_model::{Action, Decision, Role, Rule, Timestamp};
 
 use crate::config::{Band, ReplicaConfig};
+use crate::rules::rule;
 
 /// A replica-count decision, and which replica to remove on scale-in.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,15 +57,6 @@ struct Signal {
     value: Option<f64>,
     /// How many capacity members (or replicas) the value is averaged over.
     per: usize,
-}
-
-fn rule(rule: Rule, before: f64, after: f64, detail: String) -> RuleApplied {
-    RuleApplied {
-        rule,
-        before,
-        after,
-        detail,
-    }
 }
 
 /// The figures a decision lacked, by name.

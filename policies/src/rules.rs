@@ -5,7 +5,18 @@
 
 use std::fmt;
 
-use steward_model::Rule;
+use steward_model::{Rule, RuleApplied};
+
+/// One applied rule of a decision's explanation: what it changed (`before` -> `after`) and why.
+/// The one constructor every policy (vertical, disk, replicas) uses.
+pub(crate) fn rule(rule: Rule, before: f64, after: f64, detail: String) -> RuleApplied {
+    RuleApplied {
+        rule,
+        before,
+        after,
+        detail,
+    }
+}
 
 /// Every rule, in the order of their bits.
 const ALL: [Rule; 18] = [

@@ -26,9 +26,10 @@ use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
 use steward_model::size::human_amount;
-use steward_model::{Action, Decision, Resource, Role, Rule, RuleApplied, Timestamp};
+use steward_model::{Action, Decision, Resource, Role, Rule, Timestamp};
 
 use crate::config::{OomConfig, VerticalConfig};
+use crate::rules::rule;
 use crate::rules::RuleSet;
 use crate::window::Window;
 
@@ -686,15 +687,6 @@ impl VerticalPolicy {
         } else {
             format!("{s} {why}: hold {}", self.amount(t.current))
         }
-    }
-}
-
-fn rule(rule: Rule, before: f64, after: f64, detail: String) -> RuleApplied {
-    RuleApplied {
-        rule,
-        before,
-        after,
-        detail,
     }
 }
 

@@ -16,15 +16,15 @@
 //! flight is awaited for a while; one that does not finish stays in the journal.
 //!
 //! `--dry-run` observes and decides with the same cores, writes every command it would have run
-//! (with its reason) to the decision log, executes nothing, journals nothing and feeds nothing
+//! (with its reason) to the action log, executes nothing, journals nothing and feeds nothing
 //! back (a synthetic success would make the cores believe the world changed).
 //!
 //! What it is not: a decision maker (the cores are), an adapter (the ports are), or the HTTP
 //! surface. Time is `tokio::time` only, through [`Clock`], so the loop tests run in paused time.
 
+pub mod actions;
 pub mod balancers;
 pub mod config;
-pub mod decisions;
 pub mod exec;
 pub mod fleet;
 pub mod journal;
@@ -73,8 +73,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
+use self::actions::{ActionLog, Kind, Line};
 use self::balancers::BalancerSync;
-use self::decisions::{DecisionLog, Kind, Line};
 use self::exec::{ActGuard, Balancers, ExecError, Executor, Work};
 use self::journal::{recovery, Entry, Journal, LoopName, Pending, Recovery};
 use self::observer::{Observer, Seen};
@@ -119,7 +119,7 @@ pub struct Ports {
     /// Checked before every step (the lease, with several instances); `None` acts alone.
     pub guard: Option<Arc<dyn ActGuard>>,
     pub journal: Arc<dyn Journal>,
-    pub decisions: DecisionLog,
+    pub decisions: ActionLog,
     /// The HTTP surface's shared status and metrics, and the policy decision log, when served.
     pub telemetry: Option<Telemetry>,
 }
@@ -190,7 +190,7 @@ struct Shared {
     clock: Clock,
     exec: Executor,
     journal: Arc<dyn Journal>,
-    log: DecisionLog,
+    log: ActionLog,
     telemetry: Option<Telemetry>,
     /// The repairer owns the coordinator; the scale loop takes its leases from it. Locked
     /// briefly, never across an await.

@@ -37,8 +37,8 @@ use steward_model::Role;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
+use super::actions::{ActionLog, Kind, Line};
 use super::config::BalancersConfig;
-use super::decisions::{DecisionLog, Kind, Line};
 use super::exec::Balancers;
 use super::journal::LoopName;
 use super::Clock;
@@ -142,7 +142,7 @@ struct Inner {
     check: HealthCheck,
     wait: CheckWait,
     memory: Mutex<Memory>,
-    log: DecisionLog,
+    log: ActionLog,
     clock: Clock,
     cluster: String,
 }
@@ -157,7 +157,7 @@ impl BalancerSync {
     pub fn new(
         balancers: Balancers,
         config: &BalancersConfig,
-        log: DecisionLog,
+        log: ActionLog,
         clock: Clock,
         cluster: String,
     ) -> Self {

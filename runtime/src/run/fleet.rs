@@ -2,7 +2,7 @@
 //!
 //! What it is: one process and one runtime with one [`super::run`] per cluster, each with its
 //! own ports (its own simulated world), its own journal in `<state_dir>/<cluster>/` and its own
-//! decision log (`<state_dir>/<cluster>/actions.jsonl`; on stdout every line is prefixed with
+//! action log (`<state_dir>/<cluster>/actions.jsonl`; on stdout every line is prefixed with
 //! the cluster, and a `--decision-log FILE` gets every cluster's lines tagged
 //! `"cluster": "<name>"`). All of them stop together on SIGTERM/SIGINT or at the end of `--for`.
 //! The clusters share nothing but the process: a tick costs what one cluster's tick costs,
@@ -33,8 +33,8 @@ use steward_model::ports::Platform;
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 
+use super::actions::ActionLog;
 use super::config::{FleetSettings, PlatformSettings, SimSettings};
-use super::decisions::DecisionLog;
 use super::exec::ActGuard;
 use super::journal::{Journal, MemoryJournal, StateJournal};
 use super::options::{runtime, RunOptions, ACTIONS_FILE};
@@ -66,7 +66,7 @@ pub fn execute(args: &RunOptions, config: Config, fleet: FleetSettings) -> anyho
 struct Member {
     config: Config,
     world: Arc<SimWorld>,
-    decisions: DecisionLog,
+    decisions: ActionLog,
     /// When its loops start after the others': a share of one tick.
     phase: Duration,
 }
@@ -125,7 +125,7 @@ async fn async_main(
             }
             (None, true) => None,
         };
-        let mut decisions = DecisionLog::new(json.map(|s| Box::new(s) as Box<dyn Write + Send>));
+        let mut decisions = ActionLog::new(json.map(|s| Box::new(s) as Box<dyn Write + Send>));
         if !args.quiet {
             let human = LineSink::prefixed(&format!("{name:<width$} "), stdout.clone());
             decisions = decisions.with_human(Box::new(human), sim.start);
@@ -420,7 +420,7 @@ enum Tag {
 }
 
 /// A writer that collects whole lines, marks each with its cluster and hands it to its target;
-/// what [`DecisionLog`] writes to in a fleet.
+/// what [`ActionLog`] writes to in a fleet.
 struct LineSink {
     tag: Tag,
     target: Target,

@@ -27,7 +27,7 @@ use steward_adapters::lease::{
 };
 use tracing::{info, warn};
 
-use super::decisions::DecisionLog;
+use super::actions::ActionLog;
 use super::exec::ActGuard;
 use super::journal::MemoryJournal;
 use super::{run, shutdown_channel, Clock, Options, Ports, Shutdown, Telemetry};
@@ -109,7 +109,7 @@ pub struct ElectedPorts {
     pub acting: Ports,
     /// Where a standby run's decision lines go: the terminal at most, never the actions file
     /// (a standby executes nothing, and the actions file lists what this instance did).
-    pub standby_decisions: DecisionLog,
+    pub standby_decisions: ActionLog,
 }
 
 /// `steward run` under the lease: standby until elected, acting while elected, until
@@ -509,13 +509,13 @@ mod tests {
                     balancers: None,
                     guard: None,
                     journal: Arc::new(self.journal.clone()),
-                    decisions: DecisionLog::new(Some(Box::new(self.acting_log.clone()))),
+                    decisions: ActionLog::new(Some(Box::new(self.acting_log.clone()))),
                     telemetry: Some(Telemetry {
                         server: self.server.clone(),
                         policy_log: None,
                     }),
                 },
-                standby_decisions: DecisionLog::new(Some(Box::new(self.standby_log.clone()))),
+                standby_decisions: ActionLog::new(Some(Box::new(self.standby_log.clone()))),
             }
         }
 

@@ -19,8 +19,8 @@ use steward_model::ports::Platform;
 use steward_model::Timestamp;
 use tracing::info;
 
+use super::actions::ActionLog;
 use super::config::PlatformSettings;
-use super::decisions::DecisionLog;
 use super::journal::{Journal, MemoryJournal, StateJournal};
 use super::options::{runtime, RunOptions, ACTIONS_FILE};
 use super::sim::SimWorld;
@@ -150,7 +150,7 @@ async fn async_main(
         )),
         None => None,
     };
-    let mut decisions = DecisionLog::new(json);
+    let mut decisions = ActionLog::new(json);
     if !args.quiet {
         decisions = decisions.with_human(Box::new(std::io::stdout()), start);
     }
@@ -223,7 +223,7 @@ async fn async_main(
             let leadership: Arc<dyn steward_adapters::lease::Leadership> =
                 Arc::new(etcd.leadership());
             // A standby's lines go to the terminal only: the actions file lists what was done.
-            let mut standby_decisions = DecisionLog::new(None);
+            let mut standby_decisions = ActionLog::new(None);
             if !args.quiet {
                 standby_decisions =
                     standby_decisions.with_human(Box::new(std::io::stdout()), start);

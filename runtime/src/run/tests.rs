@@ -16,8 +16,8 @@ use steward_model::ports::{
 };
 use steward_model::Size;
 
+use super::actions::ActionLog;
 use super::config::{FaultKind, RawFault, RawSimulated};
-use super::decisions::DecisionLog;
 use super::journal::{Entry, LoopName, MemoryJournal, Pending};
 use super::sim::SimWorld;
 use super::*;
@@ -108,7 +108,7 @@ impl Bench {
             balancers: None,
             guard: None,
             journal: Arc::new(self.journal.clone()),
-            decisions: DecisionLog::new(Some(Box::new(self.log.clone()))),
+            decisions: ActionLog::new(Some(Box::new(self.log.clone()))),
             telemetry: self.telemetry.clone(),
         };
         // The fault script plays once, across runs (a restart does not replay the faults).

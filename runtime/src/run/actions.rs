@@ -1,5 +1,6 @@
-//! The decision log: every command either loop issued (or, in dry-run, would have run), every
-//! alert, refusal and result, with its reason. Written as JSON lines (for machines) and, when
+//! The action log (`actions.jsonl`, and stdout): every command either loop issued (or, in
+//! dry-run, would have run), every alert, refusal and result, with its reason. (The policies'
+//! own decisions go to `decisions.jsonl` through `telemetry::DecisionLog`.) Written as JSON lines (for machines) and, when
 //! asked, as one readable line each (for the person running `steward run`).
 //!
 //! What it is not: the tracing log. Tracing carries operational detail; this log answers
@@ -53,7 +54,7 @@ type Sink = Box<dyn Write + Send>;
 
 /// Where lines go; cheap to clone, shared by both loops.
 #[derive(Clone, Default)]
-pub struct DecisionLog {
+pub struct ActionLog {
     inner: Arc<Mutex<Sinks>>,
 }
 
@@ -63,10 +64,10 @@ struct Sinks {
     human: Option<(Sink, Timestamp)>,
 }
 
-impl DecisionLog {
+impl ActionLog {
     /// JSON lines to `json`, if given.
     pub fn new(json: Option<Sink>) -> Self {
-        DecisionLog {
+        ActionLog {
             inner: Arc::new(Mutex::new(Sinks { json, human: None })),
         }
     }
@@ -77,7 +78,7 @@ impl DecisionLog {
         self
     }
 
-    /// Writes one line. A sink that fails is reported by tracing, not fatal: the decision log
+    /// Writes one line. A sink that fails is reported by tracing, not fatal: the action log
     /// must not stop a repair.
     pub fn write(&self, line: &Line) {
         let mut sinks = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,7 +88,7 @@ impl DecisionLog {
                 .and_then(|()| json.write_all(b"\n"))
                 .and_then(|()| json.flush());
             if let Err(e) = written {
-                tracing::warn!(error = %e, "cannot write the decision log");
+                tracing::warn!(error = %e, "cannot write the action log");
             }
         }
         if let Some((out, start)) = &mut sinks.human {
