@@ -1,8 +1,8 @@
 //! Platform implementations of [`steward_model::ports::Platform`].
 
 /// The contract suite every platform passes (a test harness that panics on a broken promise):
-/// only in builds with the `contract` feature, which the adapters' own tests turn on.
-#[cfg(feature = "contract")]
+/// only in builds with the `testing` feature, which the tests turn on.
+#[cfg(feature = "testing")]
 pub mod contract;
 pub mod docker;
 pub mod kubernetes;
