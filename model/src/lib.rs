@@ -13,6 +13,7 @@
 pub mod decision;
 pub mod errors;
 pub mod observation;
+pub mod operation;
 pub mod ports;
 pub mod record;
 pub mod size;

@@ -66,16 +66,14 @@ use steward_repairer::{
     ActionError, Command as RepairCommand, CommandKind, Event, OpId, OperatorCommand, Repairer,
 };
 use steward_repairer::{Grant, Outcome, Purpose};
-use steward_scaler::{
-    Action, Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot,
-};
+use steward_scaler::{Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
 use self::actions::{ActionLog, Kind, Line};
 use self::balancers::BalancerSync;
-use self::exec::{ActGuard, Balancers, ExecError, Executor, Work};
+use self::exec::{ActGuard, Balancers, ExecError, Executor, Step};
 use self::journal::{recovery, Entry, Journal, LoopName, Pending, Recovery};
 use self::observer::{Observer, Seen};
 use crate::config::Config;
@@ -222,7 +220,7 @@ impl Shared {
         by: LoopName,
         op: String,
         step: Option<usize>,
-        work: Work,
+        work: Step,
         api_urls: BTreeMap<String, String>,
         inflight: &mut JoinSet<StepDone>,
     ) -> anyhow::Result<()> {
@@ -416,17 +414,17 @@ fn operation_label(run_start: Timestamp, op: &str) -> String {
 }
 
 /// A short, bounded name for a step (a metrics label).
-fn work_kind(work: &Work) -> &'static str {
+fn work_kind(work: &Step) -> &'static str {
     match work {
-        Work::Switchover { .. } => "switchover",
-        Work::Drain { .. } => "drain",
-        Work::Undrain { .. } => "undrain",
-        Work::Fence { .. } => "fence",
-        Work::Create { .. } => "create",
-        Work::Remove { .. } => "remove",
-        Work::Resize { .. } => "resize",
-        Work::PatchConfig { .. } => "patch_config",
-        Work::Restart { .. } => "restart",
+        Step::Switchover { .. } => "switchover",
+        Step::Drain { .. } => "drain",
+        Step::Undrain { .. } => "undrain",
+        Step::Fence { .. } => "fence",
+        Step::Create { .. } => "create",
+        Step::Remove { .. } => "remove",
+        Step::Resize { .. } => "resize",
+        Step::PatchConfig { .. } => "patch_config",
+        Step::RestartMember { .. } => "restart",
     }
 }
 
@@ -495,7 +493,7 @@ struct StepDone {
     took: Duration,
     /// The scaler's step index.
     step: Option<usize>,
-    work: Work,
+    work: Step,
     result: Result<(), ExecError>,
 }
 
@@ -787,16 +785,16 @@ fn dispatch_repair(
         }
         let listed = seen.map(|s| s.platform.as_slice()).unwrap_or_default();
         let work = match c.kind {
-            CommandKind::AskSwitchover { from, to } => Work::Switchover {
+            CommandKind::AskSwitchover { from, to } => Step::Switchover {
                 leader: from,
                 candidate: to,
             },
-            CommandKind::Drain { member } => Work::Drain { member },
-            CommandKind::Fence { member } => Work::Fence { member },
+            CommandKind::Drain { member } => Step::Drain { member },
+            CommandKind::Fence { member } => Step::Fence { member },
             CommandKind::Remove {
                 member,
                 delete_data,
-            } => Work::Remove {
+            } => Step::Remove {
                 member,
                 delete_data,
             },
@@ -819,7 +817,7 @@ fn dispatch_repair(
                     dispatch_repair(shared, more, seen, inflight)?;
                     continue;
                 };
-                Work::Create {
+                Step::Create {
                     spec: CreateSpec {
                         cluster: shared.cluster.clone(),
                         role,
@@ -919,33 +917,6 @@ fn describe_intent(kind: &IntentKind) -> String {
     }
 }
 
-fn work_of(action: Action) -> Work {
-    match action {
-        Action::Resize { member, size } => Work::Resize { member, size },
-        Action::PatchConfig { patch } => Work::PatchConfig {
-            // A patch is a map of names to strings and numbers: it always serializes. Were it
-            // ever not to, an empty patch changes nothing (a null one would be a bad request).
-            patch: serde_json::to_value(&patch).unwrap_or_else(|_| serde_json::json!({})),
-        },
-        Action::Switchover { leader, candidate } => Work::Switchover {
-            leader,
-            candidate: Some(candidate),
-        },
-        Action::RestartMember { member } => Work::Restart { member },
-        Action::Create { spec } => Work::Create { spec },
-        Action::Drain { member } => Work::Drain { member },
-        Action::Undrain { member } => Work::Undrain { member },
-        Action::Fence { member } => Work::Fence { member },
-        Action::Remove {
-            member,
-            delete_data,
-        } => Work::Remove {
-            member,
-            delete_data,
-        },
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn dispatch_scale(
     shared: &Shared,
@@ -1024,7 +995,8 @@ fn dispatch_scale(
             ScaleCommand::Execute {
                 op, step, action, ..
             } => {
-                let work = work_of(action);
+                // The scaler's step is what the executor runs: no translation.
+                let work = action;
                 shared.line(
                     LoopName::Scale,
                     Kind::Command,

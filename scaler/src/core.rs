@@ -41,8 +41,8 @@ use steward_policies::{DiskPolicy, ReplicaPolicy, VerticalPolicy};
 
 use crate::config::ScalerConfig;
 use crate::plan::{
-    resize_steps, scale_in_steps, scale_out_steps, Action, Check, Guard, Intent, IntentKind,
-    OperationId, Phase, Plan, Step,
+    resize_steps, scale_in_steps, scale_out_steps, Check, Guard, Intent, IntentKind, OperationId,
+    Phase, Plan, PlanStep, Step,
 };
 use crate::settings::SettingsDiff;
 use crate::view::{same_size, Snapshot};
@@ -88,7 +88,7 @@ pub enum Command {
     Execute {
         op: OperationId,
         step: usize,
-        action: Action,
+        action: Step,
         emergency: bool,
     },
     /// The operation ended (the journal entry can go).
@@ -384,15 +384,15 @@ impl Scaler {
         if let IntentKind::ScaleIn { member } = &plan.intent.kind {
             let drained = plan.steps[..plan.cursor.min(plan.steps.len())]
                 .iter()
-                .any(|s| matches!(s.action, Action::Drain { .. }));
+                .any(|s| matches!(s.action, Step::Drain { .. }));
             let fenced = plan.steps[..plan.cursor.min(plan.steps.len())]
                 .iter()
-                .any(|s| matches!(s.action, Action::Fence { .. }));
+                .any(|s| matches!(s.action, Step::Fence { .. }));
             if drained && !fenced {
                 out.push(Command::Execute {
                     op: plan.id.clone(),
                     step: plan.steps.len(),
-                    action: Action::Undrain {
+                    action: Step::Undrain {
                         member: member.clone(),
                     },
                     emergency: false,
@@ -556,10 +556,10 @@ impl Scaler {
                     };
                     let plan = self.plan.as_mut().expect("checked above");
                     let index = plan.cursor;
-                    if let (Some(c), Action::Switchover { candidate, .. }) =
+                    if let (Some(c), Step::Switchover { candidate, .. }) =
                         (candidate, &mut plan.steps[index].action)
                     {
-                        *candidate = c;
+                        *candidate = Some(c);
                     }
                     plan.phase = Phase::Issued { at: now };
                     out.push(Command::Journal { plan: plan.clone() });
@@ -766,7 +766,7 @@ impl Scaler {
         for c in candidates {
             let id = self.next_id(&snap, now);
             let mut intent = c.intent;
-            let steps: Vec<Step> = match c.build {
+            let steps: Vec<PlanStep> = match c.build {
                 Build::Resize {
                     role,
                     resource,

@@ -34,7 +34,7 @@ pub mod view;
 pub use crate::config::{RawScalerConfig, ScalerConfig};
 pub use crate::core::{ActionError, Command, Event, Outcome, Report, ResumeError, Scaler};
 pub use crate::plan::{
-    Action, Check, Guard, Intent, IntentKind, OperationId, Phase, Plan, PlanError, Step,
+    Check, Guard, Intent, IntentKind, OperationId, Phase, Plan, PlanError, PlanStep, Step,
 };
 pub use crate::settings::{ConfigPatch, ParamValue, RawSettingsConfig, Settings, SettingsConfig};
 pub use crate::view::{RoleSize, Snapshot};

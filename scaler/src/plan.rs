@@ -1,6 +1,6 @@
 //! Rollout plans: an intent turned into ordered, checked steps, as a value that can be journaled.
 //!
-//! What it is: [`Plan`] (an id, the [`Intent`] it carries out, its [`Step`]s and a cursor) and the
+//! What it is: [`Plan`] (an id, the [`Intent`] it carries out, its [`PlanStep`]s and a cursor) and the
 //! builders that order the steps: replicas first, the primary last; a switchover before the
 //! primary whenever its step would interrupt it (a platform that resizes by restarting, or a
 //! setting that needs a restart); settings after a grow and before a shrink. Each step names the
@@ -24,23 +24,12 @@
 //!   replica with the larger of its configured value and the primary's (from pg_controldata).
 
 use serde::{Deserialize, Serialize};
+pub use steward_model::operation::{OperationId, Step};
 use steward_model::ports::platform::{Change, CreateSpec};
 use steward_model::{Decision, Resource, Role, Size, Timestamp};
 
 use crate::settings::{ConfigPatch, SettingsDiff};
 use crate::view::{same_size, Snapshot};
-
-/// The id of one operation; every command of its plan carries it (and the platform labels what
-/// it creates with it).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct OperationId(pub String);
-
-impl std::fmt::Display for OperationId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What an operation is for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,49 +59,6 @@ pub struct Intent {
     pub disruptive: bool,
     /// The policy decision behind it, with every reason.
     pub decision: Decision,
-}
-
-/// One thing to do to the world. Carried by [`crate::Command::Execute`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
-pub enum Action {
-    /// `Platform::resize(member, size)`.
-    Resize { member: String, size: Size },
-    /// Patroni `PATCH /config` with this body (`{"postgresql":{"parameters":{...}}}`).
-    PatchConfig { patch: ConfigPatch },
-    /// Patroni `POST /switchover` from the leader to the candidate.
-    Switchover { leader: String, candidate: String },
-    /// Patroni `POST /restart` on this member (applies pending restart-only settings).
-    RestartMember { member: String },
-    /// `Platform::create(spec)`.
-    Create { spec: CreateSpec },
-    /// Drain the member from both balancers (HAProxy runtime API), so no new session lands on it.
-    Drain { member: String },
-    /// Put a drained member back into both balancers: the undo of a scale-in stopped after its
-    /// drain (the member stays, so it must serve again; if it was promoted meanwhile, it is
-    /// the primary and a drained primary would refuse every write).
-    Undrain { member: String },
-    /// `Platform::fence(member)`.
-    Fence { member: String },
-    /// `Platform::remove(member, delete_data)`.
-    Remove { member: String, delete_data: bool },
-}
-
-impl Action {
-    /// The member the action is about, if one.
-    pub fn member(&self) -> Option<&str> {
-        match self {
-            Action::Resize { member, .. }
-            | Action::RestartMember { member }
-            | Action::Drain { member }
-            | Action::Undrain { member }
-            | Action::Fence { member }
-            | Action::Remove { member, .. } => Some(member),
-            Action::Switchover { leader, .. } => Some(leader),
-            Action::Create { spec } => Some(&spec.name),
-            Action::PatchConfig { .. } => None,
-        }
-    }
 }
 
 /// Something a later observation must show.
@@ -160,8 +106,8 @@ pub enum Guard {
 
 /// One step of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    pub action: Action,
+pub struct PlanStep {
+    pub action: Step,
     /// Must hold in an observation after the action succeeded before the next step starts.
     pub verify: Check,
     /// When this holds as the step is about to start, the action is already applied (a resumed
@@ -187,14 +133,14 @@ pub enum Phase {
 pub struct Plan {
     pub id: OperationId,
     pub intent: Intent,
-    pub steps: Vec<Step>,
+    pub steps: Vec<PlanStep>,
     /// The index of the current step; `steps.len()` when done.
     pub cursor: usize,
     pub phase: Phase,
 }
 
 impl Plan {
-    pub fn new(id: OperationId, intent: Intent, steps: Vec<Step>) -> Self {
+    pub fn new(id: OperationId, intent: Intent, steps: Vec<PlanStep>) -> Self {
         Plan {
             id,
             intent,
@@ -204,7 +150,7 @@ impl Plan {
         }
     }
 
-    pub fn current(&self) -> Option<&Step> {
+    pub fn current(&self) -> Option<&PlanStep> {
         self.steps.get(self.cursor)
     }
 
@@ -228,13 +174,13 @@ pub enum PlanError {
     NoMember { role: Role },
 }
 
-fn resize_step(member: &str, size: Size, guard: Guard) -> Step {
+fn resize_step(member: &str, size: Size, guard: Guard) -> PlanStep {
     let at_size = Check::Size {
         member: member.into(),
         size,
     };
-    Step {
-        action: Action::Resize {
+    PlanStep {
+        action: Step::Resize {
             member: member.into(),
             size,
         },
@@ -251,9 +197,9 @@ fn resize_step(member: &str, size: Size, guard: Guard) -> Step {
     }
 }
 
-fn restart_step(member: &str, guard: Guard) -> Step {
-    Step {
-        action: Action::RestartMember {
+fn restart_step(member: &str, guard: Guard) -> PlanStep {
+    PlanStep {
+        action: Step::RestartMember {
             member: member.into(),
         },
         verify: Check::Healthy {
@@ -264,9 +210,9 @@ fn restart_step(member: &str, guard: Guard) -> Step {
     }
 }
 
-fn patch_step(patch: ConfigPatch) -> Step {
-    Step {
-        action: Action::PatchConfig { patch },
+fn patch_step(patch: ConfigPatch) -> PlanStep {
+    PlanStep {
+        action: Step::PatchConfig { patch },
         verify: Check::Nothing,
         applied: None,
         guard: Guard::None,
@@ -285,7 +231,7 @@ pub fn resize_steps(
     how: Change,
     diff: &SettingsDiff,
     grow: bool,
-) -> Result<Vec<Step>, PlanError> {
+) -> Result<Vec<PlanStep>, PlanError> {
     if how == Change::Unsupported {
         return Err(PlanError::Unsupported { resource });
     }
@@ -332,10 +278,10 @@ pub fn resize_steps(
             Guard::None
         }
     };
-    let switchover = || Step {
-        action: Action::Switchover {
+    let switchover = || PlanStep {
+        action: Step::Switchover {
             leader: leader.clone(),
-            candidate: candidates[0].0.clone(),
+            candidate: Some(candidates[0].0.clone()),
         },
         verify: Check::LeaderMoved {
             from: leader.clone(),
@@ -399,10 +345,10 @@ pub fn resize_steps(
 }
 
 /// One new database member: created, and counted only once it streams.
-pub fn scale_out_steps(spec: CreateSpec) -> Vec<Step> {
+pub fn scale_out_steps(spec: CreateSpec) -> Vec<PlanStep> {
     let name = spec.name.clone();
-    vec![Step {
-        action: Action::Create { spec },
+    vec![PlanStep {
+        action: Step::Create { spec },
         verify: Check::Healthy {
             member: name.clone(),
         },
@@ -414,22 +360,22 @@ pub fn scale_out_steps(spec: CreateSpec) -> Vec<Step> {
 /// One replica less: drained from the balancers first (no new session lands on it, running ones
 /// finish or move), then fenced, then removed. Each step re-checks that it is not the leader and
 /// that the HA minimum holds without it.
-pub fn scale_in_steps(member: &str, min_members: u32, delete_data: bool) -> Vec<Step> {
+pub fn scale_in_steps(member: &str, min_members: u32, delete_data: bool) -> Vec<PlanStep> {
     let guard = Guard::ScaleIn {
         member: member.into(),
         min_members,
     };
     vec![
-        Step {
-            action: Action::Drain {
+        PlanStep {
+            action: Step::Drain {
                 member: member.into(),
             },
             verify: Check::Nothing,
             applied: None,
             guard: guard.clone(),
         },
-        Step {
-            action: Action::Fence {
+        PlanStep {
+            action: Step::Fence {
                 member: member.into(),
             },
             verify: Check::Stopped {
@@ -440,8 +386,8 @@ pub fn scale_in_steps(member: &str, min_members: u32, delete_data: bool) -> Vec<
             }),
             guard,
         },
-        Step {
-            action: Action::Remove {
+        PlanStep {
+            action: Step::Remove {
                 member: member.into(),
                 delete_data,
             },

@@ -25,10 +25,9 @@
 //! PostgreSQL's `MB` (1024 kB), rounded down, so the sum never exceeds the formula.
 
 use std::collections::BTreeMap;
-use std::fmt;
+pub use steward_model::operation::{ConfigPatch, ParamValue};
 
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use steward_model::{ConfigErrors, Size};
 use steward_policies::RawAmount;
 
@@ -190,25 +189,6 @@ impl RawSettingsConfig {
     }
 }
 
-/// One parameter's value, in the unit PostgreSQL reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ParamValue {
-    /// An amount of memory in MB (PostgreSQL's MB: 1024 kB); written as `"2048MB"`.
-    Megabytes(u64),
-    /// A plain count; written as a JSON number.
-    Count(u64),
-}
-
-impl fmt::Display for ParamValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParamValue::Megabytes(mb) => write!(f, "{mb}MB"),
-            ParamValue::Count(n) => write!(f, "{n}"),
-        }
-    }
-}
-
 /// The parameters the formulas set, and whether each needs a restart.
 pub const PARAMETERS: [(&str, bool); 7] = [
     ("shared_buffers", true),
@@ -315,92 +295,6 @@ impl SettingsDiff {
         let mut p = self.restart.clone();
         p.0.extend(self.reload.0.clone());
         p
-    }
-}
-
-/// The body of Patroni's `PATCH /config`: `{"postgresql":{"parameters":{name: value, ...}}}`.
-///
-/// It serializes to exactly that shape (the driver sends it as is); in a journaled plan it is the
-/// same JSON, and it deserializes back from it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConfigPatch(pub BTreeMap<String, ParamValue>);
-
-impl ConfigPatch {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// `{name: "2048MB" | 8}`: the parameters as PostgreSQL and Patroni read them.
-struct Parameters<'a>(&'a BTreeMap<String, ParamValue>);
-
-impl Serialize for Parameters<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            match v {
-                ParamValue::Megabytes(_) => map.serialize_entry(k, &v.to_string())?,
-                ParamValue::Count(n) => map.serialize_entry(k, n)?,
-            }
-        }
-        map.end()
-    }
-}
-
-impl Serialize for ConfigPatch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Postgresql<'a> {
-            parameters: Parameters<'a>,
-        }
-        #[derive(Serialize)]
-        struct Body<'a> {
-            postgresql: Postgresql<'a>,
-        }
-        Body {
-            postgresql: Postgresql {
-                parameters: Parameters(&self.0),
-            },
-        }
-        .serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigPatch {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(u64),
-            Text(String),
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Postgresql {
-            parameters: BTreeMap<String, Raw>,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Body {
-            postgresql: Postgresql,
-        }
-        let body = Body::deserialize(d)?;
-        let mut out = BTreeMap::new();
-        for (k, v) in body.postgresql.parameters {
-            let value = match v {
-                Raw::Count(n) => ParamValue::Count(n),
-                Raw::Text(t) => match t.strip_suffix("MB").and_then(|n| n.parse().ok()) {
-                    Some(mb) => ParamValue::Megabytes(mb),
-                    None => {
-                        return Err(serde::de::Error::custom(format!(
-                            "parameter `{k}`: `{t}` is not an amount in MB"
-                        )))
-                    }
-                },
-            };
-            out.insert(k, value);
-        }
-        Ok(ConfigPatch(out))
     }
 }
 

@@ -1,6 +1,6 @@
-//! Carrying out one step through the ports: the repairer's and the scaler's commands become a
-//! [`Work`] (plain data, journaled before it runs), and the [`Executor`] runs it against the
-//! platform, Patroni and the balancers.
+//! Carrying out one step through the ports: the repairer's and the scaler's commands are a
+//! `steward_model::operation::Step` (plain data, journaled before it runs), and the
+//! [`Executor`] runs it against the platform, Patroni and the balancers.
 //!
 //! What it is: the translation from commands to port calls, and the classification of every
 //! failure into the platform port's [`ErrorKind`] so each core can choose between retrying and
@@ -13,113 +13,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use steward_adapters::haproxy::{AdminState, BalancerSet, Change};
 use steward_adapters::patroni::{PatroniApi, PatroniError, RestartConditions, Switchover};
-use steward_model::ports::{CreateSpec, ErrorKind, Platform, PlatformError, LABEL_OPERATION};
-use steward_model::Size;
-
-/// One step, as journaled and executed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "work", rename_all = "snake_case")]
-pub enum Work {
-    /// Ask Patroni to hand the leader lock from `leader` to `candidate` (or its choice).
-    Switchover {
-        leader: String,
-        candidate: Option<String>,
-    },
-    /// Take the member out of every balancer backend (open sessions go on).
-    Drain {
-        member: String,
-    },
-    /// Put it back.
-    Undrain {
-        member: String,
-    },
-    Fence {
-        member: String,
-    },
-    Create {
-        spec: CreateSpec,
-    },
-    Remove {
-        member: String,
-        delete_data: bool,
-    },
-    Resize {
-        member: String,
-        size: Size,
-    },
-    /// `PATCH /config` with this body.
-    PatchConfig {
-        patch: serde_json::Value,
-    },
-    /// Restart PostgreSQL on the member through Patroni.
-    Restart {
-        member: String,
-    },
-}
-
-impl Work {
-    /// The member the step acts upon, for spans and logs.
-    pub fn member(&self) -> Option<&str> {
-        match self {
-            Work::Switchover { leader, .. } => Some(leader),
-            Work::Drain { member }
-            | Work::Undrain { member }
-            | Work::Fence { member }
-            | Work::Remove { member, .. }
-            | Work::Resize { member, .. }
-            | Work::Restart { member } => Some(member),
-            Work::Create { spec } => Some(&spec.name),
-            Work::PatchConfig { .. } => None,
-        }
-    }
-}
-
-impl fmt::Display for Work {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Work::Switchover {
-                leader,
-                candidate: Some(c),
-            } => write!(f, "switchover {leader} -> {c}"),
-            Work::Switchover { leader, .. } => write!(f, "switchover {leader}"),
-            Work::Drain { member } => write!(f, "drain {member}"),
-            Work::Undrain { member } => write!(f, "undrain {member}"),
-            Work::Fence { member } => write!(f, "fence {member}"),
-            Work::Create { spec } => write!(
-                f,
-                "create {} {} ({} vCPU, {} MiB)",
-                spec.role,
-                spec.name,
-                spec.size.cpus,
-                spec.size.memory_bytes >> 20
-            ),
-            Work::Remove {
-                member,
-                delete_data,
-            } => write!(
-                f,
-                "remove {member} ({})",
-                if *delete_data {
-                    "delete data"
-                } else {
-                    "keep data"
-                }
-            ),
-            Work::Resize { member, size } => write!(
-                f,
-                "resize {member} to {} vCPU, {} MiB, {} GiB disk",
-                size.cpus,
-                size.memory_bytes >> 20,
-                size.disk_bytes >> 30
-            ),
-            Work::PatchConfig { patch } => write!(f, "patch config {patch}"),
-            Work::Restart { member } => write!(f, "restart {member}"),
-        }
-    }
-}
+pub use steward_model::operation::Step;
+use steward_model::ports::{ErrorKind, Platform, PlatformError, LABEL_OPERATION};
 
 /// A failed step, classified.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,20 +75,20 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Runs `work`. `api_urls` maps member names to their Patroni REST base URL (for restart).
+    /// Runs `step`. `api_urls` maps member names to their Patroni REST base URL (for restart).
     pub async fn run(
         &self,
-        work: &Work,
+        step: &Step,
         api_urls: &BTreeMap<String, String>,
     ) -> Result<(), ExecError> {
         if let Some(guard) = &self.guard {
             guard.may_act().map_err(|why| ExecError {
                 kind: ErrorKind::Conflict,
-                message: format!("refused before {work}: {why}"),
+                message: format!("refused before {step}: {why}"),
             })?;
         }
-        match work {
-            Work::Switchover { leader, candidate } => {
+        match step {
+            Step::Switchover { leader, candidate } => {
                 let request = Switchover {
                     leader: leader.clone(),
                     candidate: candidate.clone(),
@@ -200,10 +97,10 @@ impl Executor {
                 self.patroni.switchover(&request).await?;
                 Ok(())
             }
-            Work::Drain { member } => self.set_state(member, AdminState::Drain).await,
-            Work::Undrain { member } => self.set_state(member, AdminState::Ready).await,
-            Work::Fence { member } => Ok(self.platform.fence(member).await?),
-            Work::Create { spec } => match self.platform.create(spec).await {
+            Step::Drain { member } => self.set_state(member, AdminState::Drain).await,
+            Step::Undrain { member } => self.set_state(member, AdminState::Ready).await,
+            Step::Fence { member } => Ok(self.platform.fence(member).await?),
+            Step::Create { spec } => match self.platform.create(spec).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind == ErrorKind::Conflict => {
                     // Taken by ourselves, in this very operation (a re-run after a crash)?
@@ -220,19 +117,24 @@ impl Executor {
                 }
                 Err(e) => Err(e.into()),
             },
-            Work::Remove {
+            Step::Remove {
                 member,
                 delete_data,
             } => Ok(self.platform.remove(member, *delete_data).await?),
-            Work::Resize { member, size } => {
+            Step::Resize { member, size } => {
                 self.platform.resize(member, *size).await?;
                 Ok(())
             }
-            Work::PatchConfig { patch } => {
-                self.patroni.patch_config(patch).await?;
+            Step::PatchConfig { patch } => {
+                // A patch is a map of names to strings and numbers: it always serializes.
+                let body = serde_json::to_value(patch).map_err(|e| ExecError {
+                    kind: ErrorKind::Permanent,
+                    message: format!("cannot encode the config patch {patch}: {e}"),
+                })?;
+                self.patroni.patch_config(&body).await?;
                 Ok(())
             }
-            Work::Restart { member } => {
+            Step::RestartMember { member } => {
                 let base = api_urls.get(member).ok_or_else(|| ExecError {
                     kind: ErrorKind::NotFound,
                     message: format!("no patroni api url known for {member}"),

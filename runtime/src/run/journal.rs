@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use steward_model::Timestamp;
 use steward_scaler::Plan;
 
-use super::exec::Work;
+use super::exec::Step;
 
 /// Which loop wrote an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +45,8 @@ pub enum Entry {
         at: Timestamp,
         op: String,
         by: LoopName,
-        work: Work,
+        #[serde(deserialize_with = "step_or_legacy")]
+        work: Step,
     },
     /// The step ended (`result` is `ok` or the error, or how recovery settled it).
     End {
@@ -57,6 +58,27 @@ pub enum Entry {
     Plan { at: Timestamp, plan: Plan },
     /// The plan ended.
     PlanEnd { at: Timestamp, op: String },
+}
+
+/// Journals written before the runtime and the scaler shared one step vocabulary stored a step
+/// as `{"work": "fence", ...}` (tag `work`; `restart` for a restart); now a step is stored as the
+/// model's `Step` (`{"action": "fence", ...}`, `restart_member`). Both read, so an operation that
+/// a Steward of the earlier format left half done is still finished or undone after an upgrade.
+fn step_or_legacy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+    use serde::de::Error;
+    let mut value = serde_json::Value::deserialize(d)?;
+    if let Some(fields) = value.as_object_mut() {
+        if !fields.contains_key("action") {
+            if let Some(tag) = fields.remove("work") {
+                let tag = match tag.as_str() {
+                    Some("restart") => serde_json::Value::from("restart_member"),
+                    _ => tag,
+                };
+                fields.insert("action".into(), tag);
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(D::Error::custom)
 }
 
 /// Why the journal could not be written or read. Writing failures stop the run: a step that
@@ -113,14 +135,14 @@ fn plan_key(id: &str) -> String {
     format!("plan:{id}")
 }
 
-fn kind_of(by: LoopName, work: &Work) -> crate::journal::OperationKind {
+fn kind_of(by: LoopName, work: &Step) -> crate::journal::OperationKind {
     use crate::journal::OperationKind as K;
     match (by, work) {
-        (_, Work::Switchover { .. }) => K::Switchover,
-        (_, Work::Resize { .. }) => K::Resize,
-        (_, Work::PatchConfig { .. } | Work::Restart { .. }) => K::Reconfigure,
+        (_, Step::Switchover { .. }) => K::Switchover,
+        (_, Step::Resize { .. }) => K::Resize,
+        (_, Step::PatchConfig { .. } | Step::RestartMember { .. }) => K::Reconfigure,
         (LoopName::Repair, _) => K::Replace,
-        (LoopName::Scale, Work::Create { .. }) => K::AddMember,
+        (LoopName::Scale, Step::Create { .. }) => K::AddMember,
         (LoopName::Scale, _) => K::RemoveMember,
     }
 }
@@ -314,14 +336,14 @@ impl Journal for MemoryJournal {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pending {
     /// Steps begun and never ended, oldest first.
-    pub steps: Vec<(String, LoopName, Work)>,
+    pub steps: Vec<(String, LoopName, Step)>,
     /// The scaler's plans not ended, each as last journaled.
     pub plans: Vec<Plan>,
 }
 
 impl Pending {
     pub fn from_entries(entries: &[Entry]) -> Pending {
-        let mut steps: BTreeMap<String, (usize, LoopName, Work)> = BTreeMap::new();
+        let mut steps: BTreeMap<String, (usize, LoopName, Step)> = BTreeMap::new();
         let mut plans: BTreeMap<String, (usize, Plan)> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
             match e {
@@ -362,11 +384,11 @@ impl Pending {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Recovery {
     /// Run it again: it is idempotent (fence, drain, remove, resize, a config value).
-    Finish(Work),
+    Finish(Step),
     /// Take it back: a member created for a repair whose state died with the process. The
     /// fresh repairer repairs the old member again from the start, so the half-made replacement
     /// is fenced and removed (its data kept, as for every member that never streamed).
-    Undo(Vec<Work>),
+    Undo(Vec<Step>),
     /// Leave it: Patroni's state says by itself whether it happened (a switchover, a restart),
     /// and the loops judge afresh.
     Abandon,
@@ -375,24 +397,24 @@ pub enum Recovery {
 }
 
 /// The recovery of a half-done step of loop `by`.
-pub fn recovery(by: LoopName, work: &Work) -> Recovery {
+pub fn recovery(by: LoopName, work: &Step) -> Recovery {
     if by == LoopName::Scale {
         return Recovery::WithPlan;
     }
     match work {
-        Work::Create { spec } => Recovery::Undo(vec![
-            Work::Drain {
+        Step::Create { spec } => Recovery::Undo(vec![
+            Step::Drain {
                 member: spec.name.clone(),
             },
-            Work::Fence {
+            Step::Fence {
                 member: spec.name.clone(),
             },
-            Work::Remove {
+            Step::Remove {
                 member: spec.name.clone(),
                 delete_data: false,
             },
         ]),
-        Work::Switchover { .. } | Work::Restart { .. } => Recovery::Abandon,
+        Step::Switchover { .. } | Step::RestartMember { .. } => Recovery::Abandon,
         other => Recovery::Finish(other.clone()),
     }
 }
@@ -406,7 +428,7 @@ mod tests {
             at: Timestamp::from_secs(1),
             op: op.into(),
             by: LoopName::Repair,
-            work: Work::Fence {
+            work: Step::Fence {
                 member: member.into(),
             },
         }
@@ -464,7 +486,7 @@ mod tests {
 
     #[test]
     fn a_repair_create_is_undone_and_a_fence_finished() {
-        let create = Work::Create {
+        let create = Step::Create {
             spec: steward_model::ports::CreateSpec {
                 cluster: "c".into(),
                 role: steward_model::Role::Database,
@@ -478,7 +500,7 @@ mod tests {
             },
         };
         assert!(matches!(recovery(LoopName::Repair, &create), Recovery::Undo(w) if w.len() == 3));
-        let fence = Work::Fence {
+        let fence = Step::Fence {
             member: "pg-3".into(),
         };
         assert_eq!(
@@ -486,5 +508,44 @@ mod tests {
             Recovery::Finish(fence.clone())
         );
         assert_eq!(recovery(LoopName::Scale, &fence), Recovery::WithPlan);
+    }
+
+    /// A journal line of the earlier format (`"work": {"work": ...}`, `restart`) still reads,
+    /// as the same step; a line of the current format reads too.
+    #[test]
+    fn begin_entries_of_the_earlier_step_format_still_read() {
+        let begin = |work: Step| Entry::Begin {
+            at: Timestamp::from_secs(1_000),
+            op: "demo-1/2".into(),
+            by: LoopName::Repair,
+            work,
+        };
+        for (step, old_tag, new_tag) in [
+            (
+                Step::Fence {
+                    member: "pg-3".into(),
+                },
+                "fence",
+                "fence",
+            ),
+            (
+                Step::RestartMember {
+                    member: "pg-1".into(),
+                },
+                "restart",
+                "restart_member",
+            ),
+        ] {
+            let entry = begin(step);
+            let new = serde_json::to_string(&entry).unwrap();
+            assert!(new.contains(&format!(r#""action":"{new_tag}""#)), "{new}");
+            assert_eq!(serde_json::from_str::<Entry>(&new).unwrap(), entry);
+            let old = new.replace(
+                &format!(r#""action":"{new_tag}""#),
+                &format!(r#""work":"{old_tag}""#),
+            );
+            assert_ne!(old, new);
+            assert_eq!(serde_json::from_str::<Entry>(&old).unwrap(), entry, "{old}");
+        }
     }
 }

@@ -338,7 +338,7 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
         .find_map(|e| match e {
             Entry::Begin {
                 op,
-                work: Work::Fence { member },
+                work: Step::Fence { member },
                 ..
             } if member == "pg-1" => Some(op.clone()),
             _ => None,
@@ -383,7 +383,7 @@ async fn a_restart_settles_a_replacement_cut_short() {
     assert!(format!("{err:#}").contains("journaling the end"), "{err:#}");
     let pending = Pending::from_entries(&bench.journal.entries());
     assert!(
-        matches!(pending.steps.as_slice(), [(_, LoopName::Repair, Work::Create { spec })] if spec.name == "pg-3-r1"),
+        matches!(pending.steps.as_slice(), [(_, LoopName::Repair, Step::Create { spec })] if spec.name == "pg-3-r1"),
         "{pending:?}"
     );
     assert!(bench.members().await.iter().any(|m| m.name == "pg-3-r1"));

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use steward_model::observation::PlatformState;
 use steward_model::{Role, Size};
-use steward_scaler::{Action, Command, Event, IntentKind};
+use steward_scaler::{Command, Event, IntentKind, Step};
 
 use crate::safety::assert_one_at_a_time;
 use crate::world::{config, live, quick_policy, restart_only, Harness, World, GIB, MIB, PERIOD};
@@ -81,12 +81,12 @@ fn healthy(world: &World) -> Vec<String> {
 fn check_command(world: &World, c: &Command) -> Result<(), TestCaseError> {
     if let Command::Execute { action, .. } = c {
         match action {
-            Action::Drain { member } | Action::Fence { member } | Action::Remove { member, .. } => {
+            Step::Drain { member } | Step::Fence { member } | Step::Remove { member, .. } => {
                 prop_assert!(
                     world.leader() != Some(member.as_str()),
                     "{action:?} targets the leader"
                 );
-                if matches!(action, Action::Fence { .. }) {
+                if matches!(action, Step::Fence { .. }) {
                     let left = healthy(world).iter().filter(|m| *m != member).count();
                     prop_assert!(left >= 3, "fencing {member} leaves {left} healthy members");
                 }

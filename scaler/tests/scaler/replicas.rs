@@ -3,7 +3,7 @@
 
 use steward_model::{Size, Timestamp};
 use steward_policies::PolicyConfig;
-use steward_scaler::{Action, Command, Outcome};
+use steward_scaler::{Command, Outcome, Step};
 
 use crate::world::{config, executed, labels, live, quick_policy, Harness, World, GIB, MIB};
 
@@ -25,7 +25,7 @@ fn scale_out_creates_one_member_and_waits_until_it_streams() {
     let created: Vec<_> = executed(&first)
         .into_iter()
         .filter_map(|a| match a {
-            Action::Create { spec } => Some(spec),
+            Step::Create { spec } => Some(spec),
             _ => None,
         })
         .collect();
@@ -65,7 +65,7 @@ fn removed(commands: &[Command]) -> Vec<String> {
     executed(commands)
         .into_iter()
         .filter_map(|a| match a {
-            Action::Remove { member, .. } => Some(member),
+            Step::Remove { member, .. } => Some(member),
             _ => None,
         })
         .collect()
@@ -93,7 +93,7 @@ fn scale_in_drains_then_fences_then_removes_the_most_lagging_then_the_newest() {
     assert!(h.commands.iter().all(|c| !matches!(
         c,
         Command::Execute {
-            action: Action::Remove {
+            action: Step::Remove {
                 delete_data: true,
                 ..
             },

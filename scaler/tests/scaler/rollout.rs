@@ -2,7 +2,7 @@
 
 use steward_model::{Resource, Role, Size};
 use steward_policies::PolicyConfig;
-use steward_scaler::{Action, Command, IntentKind, Outcome, ParamValue};
+use steward_scaler::{Command, IntentKind, Outcome, ParamValue, Step};
 
 use crate::world::{config, labels, live, restart_only, Harness, World, GIB};
 
@@ -141,7 +141,7 @@ fn emergency_disk_growth_is_marked_and_rolled_out() {
         .filter_map(|c| match c {
             Command::Execute {
                 emergency,
-                action: Action::Resize { .. },
+                action: Step::Resize { .. },
                 ..
             } => Some(*emergency),
             _ => None,

@@ -3,7 +3,7 @@
 
 use steward_model::Size;
 use steward_policies::PolicyConfig;
-use steward_scaler::{Action, Outcome, ParamValue};
+use steward_scaler::{Outcome, ParamValue, Step};
 
 use crate::world::{config, executed, labels, live, Harness, World, GIB};
 
@@ -111,10 +111,10 @@ fn memory_shrink_patches_settings_before_any_resize() {
     for m in ["pg-1", "pg-2", "pg-3"] {
         let restart = actions
             .iter()
-            .position(|a| matches!(a, Action::RestartMember { member } if member == m));
+            .position(|a| matches!(a, Step::RestartMember { member } if member == m));
         let resize = actions
             .iter()
-            .position(|a| matches!(a, Action::Resize { member, .. } if member == m));
+            .position(|a| matches!(a, Step::Resize { member, .. } if member == m));
         assert!(
             restart < resize,
             "{m}: restart {restart:?} before resize {resize:?}"

@@ -12,8 +12,8 @@ use steward_model::ports::platform::{Capabilities, Change, ErrorKind, PlatformMe
 use steward_model::{Role, Size, Timestamp};
 use steward_policies::{PolicyConfig, RawPolicyConfig};
 use steward_scaler::{
-    Action, ActionError, Command, ConfigPatch, Event, Outcome, RawScalerConfig, Scaler,
-    ScalerConfig, Snapshot,
+    ActionError, Command, ConfigPatch, Event, Outcome, RawScalerConfig, Scaler, ScalerConfig,
+    Snapshot, Step,
 };
 
 pub const GIB: u64 = 1024 * 1024 * 1024;
@@ -49,7 +49,7 @@ pub struct World {
     pub caps: Capabilities,
     pub patches: Vec<ConfigPatch>,
     /// Every action executed, in order.
-    pub executed: Vec<Action>,
+    pub executed: Vec<Step>,
     /// Fail the action with this index in `executed` order (0-based), once.
     pub fail_at: Option<usize>,
     /// Observations a created member needs before it streams.
@@ -251,7 +251,7 @@ impl World {
     }
 
     /// Runs one action as the platform and Patroni would.
-    pub fn apply(&mut self, action: &Action, at: Timestamp) -> Result<(), ActionError> {
+    pub fn apply(&mut self, action: &Step, at: Timestamp) -> Result<(), ActionError> {
         let index = self.executed.len();
         self.executed.push(action.clone());
         if self.fail_at == Some(index) {
@@ -263,7 +263,7 @@ impl World {
         }
         let gone = |w: &World, name: &str| !w.members.iter().any(|m| m.name == name);
         match action {
-            Action::Resize { member, size } => {
+            Step::Resize { member, size } => {
                 if gone(self, member) {
                     return Err(ActionError {
                         kind: ErrorKind::NotFound,
@@ -274,19 +274,22 @@ impl World {
                 // Load is absolute: scale the shares back to the new size.
                 m.size = *size;
             }
-            Action::PatchConfig { patch } => self.patches.push(patch.clone()),
-            Action::Switchover { leader, candidate } => {
+            Step::PatchConfig { patch } => self.patches.push(patch.clone()),
+            Step::Switchover { leader, candidate } => {
                 assert!(
                     self.member(leader).leader,
                     "switchover from a non-leader {leader}"
                 );
+                let candidate = candidate
+                    .as_deref()
+                    .expect("the scaler names its candidate");
                 self.member_mut(leader).leader = false;
                 self.member_mut(leader).streaming = true;
                 self.member_mut(candidate).leader = true;
                 self.member_mut(candidate).streaming = false;
             }
-            Action::RestartMember { .. } | Action::Drain { .. } | Action::Undrain { .. } => {}
-            Action::Create { spec } => {
+            Step::RestartMember { .. } | Step::Drain { .. } | Step::Undrain { .. } => {}
+            Step::Create { spec } => {
                 let mut m = self.databases().next().expect("a database member").clone();
                 m.name = spec.name.clone();
                 m.size = spec.size;
@@ -301,8 +304,8 @@ impl World {
                 }
                 self.members.push(m);
             }
-            Action::Fence { member } => self.member_mut(member).state = PlatformState::Fenced,
-            Action::Remove { member, .. } => self.members.retain(|m| &m.name != member),
+            Step::Fence { member } => self.member_mut(member).state = PlatformState::Fenced,
+            Step::Remove { member, .. } => self.members.retain(|m| &m.name != member),
         }
         Ok(())
     }
@@ -424,7 +427,7 @@ impl Harness {
 }
 
 /// The actions of `commands`, in order.
-pub fn executed(commands: &[Command]) -> Vec<Action> {
+pub fn executed(commands: &[Command]) -> Vec<Step> {
     commands
         .iter()
         .filter_map(|c| match c {
@@ -435,17 +438,22 @@ pub fn executed(commands: &[Command]) -> Vec<Action> {
 }
 
 /// A short name for an action: `resize pg-2`, `switchover pg-1->pg-2`, `patch`.
-pub fn label(a: &Action) -> String {
+pub fn label(a: &Step) -> String {
     match a {
-        Action::Resize { member, .. } => format!("resize {member}"),
-        Action::PatchConfig { .. } => "patch".into(),
-        Action::Switchover { leader, candidate } => format!("switchover {leader}->{candidate}"),
-        Action::RestartMember { member } => format!("restart {member}"),
-        Action::Create { spec } => format!("create {}", spec.name),
-        Action::Drain { member } => format!("drain {member}"),
-        Action::Undrain { member } => format!("undrain {member}"),
-        Action::Fence { member } => format!("fence {member}"),
-        Action::Remove { member, .. } => format!("remove {member}"),
+        Step::Resize { member, .. } => format!("resize {member}"),
+        Step::PatchConfig { .. } => "patch".into(),
+        Step::Switchover { leader, candidate } => {
+            format!(
+                "switchover {leader}->{}",
+                candidate.as_deref().unwrap_or("?")
+            )
+        }
+        Step::RestartMember { member } => format!("restart {member}"),
+        Step::Create { spec } => format!("create {}", spec.name),
+        Step::Drain { member } => format!("drain {member}"),
+        Step::Undrain { member } => format!("undrain {member}"),
+        Step::Fence { member } => format!("fence {member}"),
+        Step::Remove { member, .. } => format!("remove {member}"),
     }
 }
 
