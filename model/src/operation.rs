@@ -24,6 +24,17 @@ use crate::Size;
 #[serde(transparent)]
 pub struct OperationId(pub String);
 
+impl OperationId {
+    /// `<prefix>-<counter>`, e.g. `demo-7` (the repairer's ids: the cluster and a counter).
+    pub fn new(prefix: &str, seq: u64) -> Self {
+        OperationId(format!("{prefix}-{seq}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for OperationId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

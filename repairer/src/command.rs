@@ -2,7 +2,7 @@
 //!
 //! What it is: plain data. A driver feeds events in and carries commands out to the platform,
 //! Patroni and the balancers, then feeds each command's result back as [`Event::ActionDone`]
-//! with the command's [`OpId`].
+//! with the command's [`OperationId`].
 //!
 //! What it is not: the execution of anything. Every command carries a reason sentence for the
 //! decision log, and an operation id that is deterministic (cluster name and a counter), so a
@@ -16,7 +16,7 @@ use steward_model::ports::platform::{ErrorKind, PlatformMember};
 use steward_model::{Role, Timestamp};
 
 use crate::coordinator::Refusal;
-pub use crate::operation::OpId;
+pub use steward_model::operation::OperationId;
 
 /// Why an action failed, as the driver classified it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub enum Event {
     },
     /// The result of a command, by its operation id.
     ActionDone {
-        op: OpId,
+        op: OperationId,
         result: Result<(), ActionError>,
     },
     /// Time passed: windows and timeouts are re-evaluated against `now`.
@@ -132,7 +132,7 @@ pub enum CommandKind {
 /// One command: what, under which operation id, and why.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Command {
-    pub op: OpId,
+    pub op: OperationId,
     #[serde(flatten)]
     pub kind: CommandKind,
     /// One sentence for the decision log and /status.

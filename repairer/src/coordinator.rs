@@ -2,7 +2,7 @@
 //!
 //! What it is: the guards, as pure state, for ONE cluster. A loop asks
 //! [`Coordinator::acquire`] for a [`Grant`] before its first disruptive command and gives it back
-//! with [`Coordinator::release`] and an [`Outcome`]. While a grant is out nothing else starts, so
+//! with [`Coordinator::release`] and an [`GrantOutcome`]. While a grant is out nothing else starts, so
 //! at most one disruptive action runs per cluster (promise 1). Every refusal is a typed
 //! [`Refusal`] that /status can show. The guards, in the order they are checked:
 //!
@@ -31,10 +31,10 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
+use steward_model::operation::OperationId;
 use steward_model::Timestamp;
 
 use crate::config::GuardConfig;
-use crate::operation::OpId;
 
 /// The budget counts repairs over a sliding hour.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60 * 60);
@@ -77,7 +77,7 @@ pub struct ClusterHealth {
 pub enum Refusal {
     Paused,
     Busy {
-        holder: OpId,
+        holder: OperationId,
         purpose: Purpose,
     },
     Degraded {
@@ -177,7 +177,7 @@ fn purpose_name(p: &Purpose) -> &'static str {
 /// How a granted action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum GrantOutcome {
     /// A member was replaced, or the leader moved away from a degraded primary: the breaker
     /// closes (for repairs) and the quiet period starts.
     Recovered,
@@ -209,13 +209,13 @@ pub enum Breaker {
 /// [`Coordinator::release`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct Grant {
-    op: OpId,
+    op: OperationId,
     purpose: Purpose,
     since: Timestamp,
 }
 
 impl Grant {
-    pub fn op(&self) -> &OpId {
+    pub fn op(&self) -> &OperationId {
         &self.op
     }
     pub fn purpose(&self) -> &Purpose {
@@ -231,7 +231,7 @@ impl Grant {
 pub struct Coordinator {
     config: GuardConfig,
     paused: bool,
-    holder: Option<(OpId, Purpose, Timestamp)>,
+    holder: Option<(OperationId, Purpose, Timestamp)>,
     health: ClusterHealth,
     breaker: Breaker,
     /// When each repair in the last hour started.
@@ -278,7 +278,7 @@ impl Coordinator {
     }
 
     /// The operation holding the slot, if any.
-    pub fn holder(&self) -> Option<(&OpId, &Purpose)> {
+    pub fn holder(&self) -> Option<(&OperationId, &Purpose)> {
         self.holder.as_ref().map(|(op, p, _)| (op, p))
     }
 
@@ -363,7 +363,7 @@ impl Coordinator {
     pub fn acquire(
         &mut self,
         purpose: Purpose,
-        op: OpId,
+        op: OperationId,
         now: Timestamp,
     ) -> Result<Grant, Refusal> {
         self.check(&purpose, now)?;
@@ -386,7 +386,7 @@ impl Coordinator {
     }
 
     /// Gives the slot back, with how the action ended.
-    pub fn release(&mut self, grant: Grant, outcome: Outcome, now: Timestamp) {
+    pub fn release(&mut self, grant: Grant, outcome: GrantOutcome, now: Timestamp) {
         if self
             .holder
             .as_ref()
@@ -396,13 +396,13 @@ impl Coordinator {
         }
         let replaces = matches!(grant.purpose, Purpose::Repair { .. });
         match outcome {
-            Outcome::Recovered => {
+            GrantOutcome::Recovered => {
                 if replaces {
                     self.breaker = Breaker::Closed { failures: 0 };
                 }
                 self.quiet_until = Some(now + self.config.quiet_period);
             }
-            Outcome::ReplacementFailed if replaces => {
+            GrantOutcome::ReplacementFailed if replaces => {
                 self.breaker = match self.breaker {
                     Breaker::Closed { failures }
                         if failures + 1 < self.config.breaker_threshold =>
@@ -419,7 +419,7 @@ impl Coordinator {
                     },
                 };
             }
-            Outcome::ReplacementFailed | Outcome::Done => {}
+            GrantOutcome::ReplacementFailed | GrantOutcome::Done => {}
         }
     }
 }
@@ -447,28 +447,28 @@ mod tests {
     #[test]
     fn one_grant_at_a_time() {
         let mut c = coordinator();
-        let grant = c.acquire(repair(), OpId::new("c", 1), t(0)).unwrap();
+        let grant = c.acquire(repair(), OperationId::new("c", 1), t(0)).unwrap();
         let refused = c.acquire(
             Purpose::Scale {
                 emergency_disk: true,
             },
-            OpId::new("c", 2),
+            OperationId::new("c", 2),
             t(1),
         );
         assert_eq!(
             refused,
             Err(Refusal::Busy {
-                holder: OpId::new("c", 1),
+                holder: OperationId::new("c", 1),
                 purpose: repair()
             })
         );
-        c.release(grant, Outcome::Done, t(2));
+        c.release(grant, GrantOutcome::Done, t(2));
         assert!(c
             .acquire(
                 Purpose::Scale {
                     emergency_disk: true
                 },
-                OpId::new("c", 2),
+                OperationId::new("c", 2),
                 t(3)
             )
             .is_ok());
@@ -510,9 +510,9 @@ mod tests {
         let mut now = t(0);
         for i in 0..cfg.breaker_threshold {
             let grant = c
-                .acquire(repair(), OpId::new("c", u64::from(i)), now)
+                .acquire(repair(), OperationId::new("c", u64::from(i)), now)
                 .unwrap();
-            c.release(grant, Outcome::ReplacementFailed, now);
+            c.release(grant, GrantOutcome::ReplacementFailed, now);
             // Spread the repairs so the budget is not what stops them.
             now = now + BUDGET_WINDOW;
         }
@@ -530,9 +530,11 @@ mod tests {
             Err(Refusal::BreakerOpen { .. })
         ));
         let trial_time = opened + cfg.breaker_cooldown;
-        let grant = c.acquire(repair(), OpId::new("c", 9), trial_time).unwrap();
+        let grant = c
+            .acquire(repair(), OperationId::new("c", 9), trial_time)
+            .unwrap();
         assert!(matches!(c.breaker(), Breaker::HalfOpen { .. }));
-        c.release(grant, Outcome::ReplacementFailed, trial_time);
+        c.release(grant, GrantOutcome::ReplacementFailed, trial_time);
         assert!(matches!(c.breaker(), Breaker::Open { since, .. } if since == trial_time));
         c.reset_breaker();
         assert_eq!(c.check(&repair(), trial_time), Ok(()));
@@ -546,9 +548,9 @@ mod tests {
         for i in 0..budget {
             let at = t(i64::from(i) * 600);
             let grant = c
-                .acquire(repair(), OpId::new("c", u64::from(i)), at)
+                .acquire(repair(), OperationId::new("c", u64::from(i)), at)
                 .unwrap();
-            c.release(grant, Outcome::Done, at);
+            c.release(grant, GrantOutcome::Done, at);
         }
         let refused = c.check(&repair(), t(1800));
         assert_eq!(

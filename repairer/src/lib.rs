@@ -56,14 +56,13 @@ pub mod command;
 pub mod config;
 pub mod coordinator;
 pub mod health;
-pub mod operation;
 pub mod repairer;
 pub mod replay;
 pub mod signal;
 
-pub use command::{ActionError, Alert, Command, CommandKind, Event, OpId, OperatorCommand};
+pub use command::{ActionError, Alert, Command, CommandKind, Event, OperationId, OperatorCommand};
 pub use config::{RawRepairConfig, RepairConfig};
-pub use coordinator::{Breaker, ClusterHealth, Coordinator, Grant, Outcome, Purpose, Refusal};
+pub use coordinator::{Breaker, ClusterHealth, Coordinator, Grant, GrantOutcome, Purpose, Refusal};
 pub use health::Health;
 pub use repairer::{RepairKind, Repairer};
 pub use signal::Signal;

@@ -43,9 +43,11 @@ use steward_model::observation::{
 use steward_model::ports::platform::ErrorKind;
 use steward_model::{Role, Timestamp};
 
-use crate::command::{ActionError, Alert, Command, CommandKind, Event, OpId, OperatorCommand};
+use crate::command::{
+    ActionError, Alert, Command, CommandKind, Event, OperationId, OperatorCommand,
+};
 use crate::config::RepairConfig;
-use crate::coordinator::{ClusterHealth, Coordinator, Grant, Outcome, Purpose, Refusal};
+use crate::coordinator::{ClusterHealth, Coordinator, Grant, GrantOutcome, Purpose, Refusal};
 use crate::health::Health;
 use crate::signal::{self, Evidence, Signal};
 
@@ -113,7 +115,7 @@ struct Repair {
     urgent: BTreeMap<String, String>,
     steps: VecDeque<Step>,
     /// The command in flight: its id and the step (still at the front of `steps`).
-    in_flight: Option<OpId>,
+    in_flight: Option<OperationId>,
     /// Commands issued so far (numbers the command ids `<repair>/<n>`).
     issued: u32,
     /// Failed attempts of the front step.
@@ -262,7 +264,7 @@ impl Repairer {
     }
 
     /// The command awaiting its result, if any.
-    pub fn in_flight(&self) -> Option<&OpId> {
+    pub fn in_flight(&self) -> Option<&OperationId> {
         self.repair.as_ref().and_then(|r| r.in_flight.as_ref())
     }
 
@@ -513,8 +515,8 @@ impl Repairer {
     // Deciding.
     // -----------------------------------------------------------------------------------------
 
-    fn next_op(&mut self) -> OpId {
-        let op = OpId::new(&self.cluster, self.next_seq);
+    fn next_op(&mut self) -> OperationId {
+        let op = OperationId::new(&self.cluster, self.next_seq);
         self.next_seq += 1;
         op
     }
@@ -709,7 +711,7 @@ impl Repairer {
         alerts: &mut Vec<(Alert, String)>,
     ) -> bool {
         // The id is taken only when the grant is granted, so refusals do not consume ids.
-        let op = OpId::new(&self.cluster, self.next_seq);
+        let op = OperationId::new(&self.cluster, self.next_seq);
         match self.coordinator.acquire(purpose, op, now) {
             Ok(grant) => {
                 let role = self.role_of(target);
@@ -850,11 +852,11 @@ impl Repairer {
             match r.steps.front().cloned() {
                 None => {
                     let outcome = if r.failed {
-                        Outcome::ReplacementFailed
+                        GrantOutcome::ReplacementFailed
                     } else if r.aborted || r.kind == RepairKind::FenceFormerLeader {
-                        Outcome::Done
+                        GrantOutcome::Done
                     } else {
-                        Outcome::Recovered
+                        GrantOutcome::Recovered
                     };
                     self.finish(r, outcome, now);
                     return;
@@ -1017,7 +1019,7 @@ impl Repairer {
 
     fn issue(&mut self, r: &mut Repair, step: Step, out: &mut Vec<Command>) {
         r.issued += 1;
-        let op = OpId(format!("{}/{}", r.grant.op(), r.issued));
+        let op = OperationId(format!("{}/{}", r.grant.op(), r.issued));
         let urgent = match &step {
             Step::Drain(m) | Step::Fence(m) => r.urgent.get(m).cloned(),
             _ => None,
@@ -1102,7 +1104,7 @@ impl Repairer {
 
     fn action_done(
         &mut self,
-        op: &OpId,
+        op: &OperationId,
         result: Result<(), ActionError>,
         now: Timestamp,
         out: &mut Vec<Command>,
@@ -1230,7 +1232,7 @@ impl Repairer {
         }
     }
 
-    fn finish(&mut self, r: Repair, outcome: Outcome, now: Timestamp) {
+    fn finish(&mut self, r: Repair, outcome: GrantOutcome, now: Timestamp) {
         if let Some(t) = self.members.get_mut(&r.target) {
             if t.health == Health::Retired {
                 self.members.remove(&r.target);
@@ -1251,7 +1253,7 @@ impl Repairer {
                 }
             }
         }
-        if outcome == Outcome::ReplacementFailed && r.replacement_created {
+        if outcome == GrantOutcome::ReplacementFailed && r.replacement_created {
             // Its leftovers were fenced and removed by the cleanup steps.
             self.members.remove(&r.replacement);
         }

@@ -63,9 +63,10 @@ use steward_model::ports::ErrorKind;
 use steward_model::ports::{CreateSpec, Platform, PlatformMember};
 use steward_model::{Role, Size, Timestamp};
 use steward_repairer::{
-    ActionError, Command as RepairCommand, CommandKind, Event, OpId, OperatorCommand, Repairer,
+    ActionError, Command as RepairCommand, CommandKind, Event, OperationId, OperatorCommand,
+    Repairer,
 };
-use steward_repairer::{Grant, Outcome, Purpose};
+use steward_repairer::{Grant, GrantOutcome, Purpose};
 use steward_scaler::{Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -74,7 +75,7 @@ use tracing::{info, info_span, warn, Instrument};
 use self::actions::{ActionLog, Kind, Line};
 use self::balancers::BalancerSync;
 use self::exec::{ActGuard, Balancers, ExecError, Executor, Step};
-use self::journal::{recovery, Entry, Journal, LoopName, Pending, Recovery};
+use self::journal::{recovery, Entry, LoopJournal, LoopName, Pending, Recovery};
 use self::observer::{Observer, Seen};
 use crate::config::Config;
 
@@ -116,7 +117,7 @@ pub struct Ports {
     pub balancers: Option<Balancers>,
     /// Checked before every step (the lease, with several instances); `None` acts alone.
     pub guard: Option<Arc<dyn ActGuard>>,
-    pub journal: Arc<dyn Journal>,
+    pub journal: Arc<dyn LoopJournal>,
     pub decisions: ActionLog,
     /// The HTTP surface's shared status and metrics, and the policy decision log, when served.
     pub telemetry: Option<Telemetry>,
@@ -187,7 +188,7 @@ struct Shared {
     dry_run: bool,
     clock: Clock,
     exec: Executor,
-    journal: Arc<dyn Journal>,
+    journal: Arc<dyn LoopJournal>,
     log: ActionLog,
     telemetry: Option<Telemetry>,
     /// The repairer owns the coordinator; the scale loop takes its leases from it. Locked
@@ -279,11 +280,11 @@ impl Shared {
         self.line(by, Kind::Result, &done.op, done.work.to_string(), result);
         if let Some(t) = &self.telemetry {
             let outcome = match &done.result {
-                Ok(()) => crate::telemetry::Outcome::Success,
+                Ok(()) => crate::telemetry::StepOutcome::Success,
                 Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Conflict) => {
-                    crate::telemetry::Outcome::Transient
+                    crate::telemetry::StepOutcome::Transient
                 }
-                Err(_) => crate::telemetry::Outcome::Permanent,
+                Err(_) => crate::telemetry::StepOutcome::Permanent,
             };
             let kind = work_kind(&done.work);
             crate::telemetry::ActionFinished {
@@ -621,7 +622,7 @@ async fn recover(
         match shared
             .repairer()
             .coordinator_mut()
-            .acquire(purpose, OpId(op.0.clone()), now)
+            .acquire(purpose, op.clone(), now)
         {
             Ok(l) => *grant = Some(l),
             Err(refusal) => warn!(op = %op, %refusal, "resuming a journaled plan without the slot"),
@@ -683,7 +684,7 @@ async fn repair_loop(
                     shared.end_step(LoopName::Repair, &done)?;
                     let now = shared.clock.now();
                     let event = Event::ActionDone {
-                        op: OpId(done.op.clone()),
+                        op: OperationId(done.op.clone()),
                         result: done.result.map_err(|e| ActionError::new(e.kind, e.message)),
                     };
                     let commands = shared.repairer().handle(event, now);
@@ -954,11 +955,10 @@ fn dispatch_scale(
                 let purpose = Purpose::Scale {
                     emergency_disk: plan.intent.emergency,
                 };
-                let granted =
-                    shared
-                        .repairer()
-                        .coordinator_mut()
-                        .acquire(purpose, OpId(op.0.clone()), now);
+                let granted = shared
+                    .repairer()
+                    .coordinator_mut()
+                    .acquire(purpose, op.clone(), now);
                 match granted {
                     Ok(l) => {
                         *grant = Some(l);
@@ -1017,13 +1017,13 @@ fn dispatch_scale(
                     shared
                         .repairer()
                         .coordinator_mut()
-                        .release(l, Outcome::Done, now);
+                        .release(l, GrantOutcome::Done, now);
                 }
-                let refused_dry = matches!(&report.outcome, steward_scaler::Outcome::Refused { reason } if reason == "dry-run");
+                let refused_dry = matches!(&report.outcome, steward_scaler::PlanOutcome::Refused { reason } if reason == "dry-run");
                 if shared.dry_run || refused_dry {
                     continue;
                 }
-                if matches!(report.outcome, steward_scaler::Outcome::Refused { .. }) {
+                if matches!(report.outcome, steward_scaler::PlanOutcome::Refused { .. }) {
                     // Refused proposals never started: nothing was journaled.
                     continue;
                 }
@@ -1035,11 +1035,11 @@ fn dispatch_scale(
                     })
                     .with_context(|| format!("journaling the end of plan {op}"))?;
                 let outcome = match &report.outcome {
-                    steward_scaler::Outcome::Completed => "completed".to_string(),
-                    steward_scaler::Outcome::Failed { step, reason } => {
+                    steward_scaler::PlanOutcome::Completed => "completed".to_string(),
+                    steward_scaler::PlanOutcome::Failed { step, reason } => {
                         format!("failed at step {}: {reason}", step + 1)
                     }
-                    steward_scaler::Outcome::Refused { reason } => format!("refused: {reason}"),
+                    steward_scaler::PlanOutcome::Refused { reason } => format!("refused: {reason}"),
                 };
                 shared.line(
                     LoopName::Scale,

@@ -63,7 +63,7 @@ impl std::fmt::Display for Loop {
     }
 }
 
-impl EncodeLabelValue for Outcome {
+impl EncodeLabelValue for StepOutcome {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         self.as_str().encode(encoder)
     }
@@ -72,7 +72,7 @@ impl EncodeLabelValue for Outcome {
 /// How an action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum StepOutcome {
     Success,
     /// Failed; worth trying again later.
     Transient,
@@ -82,13 +82,13 @@ pub enum Outcome {
     Skipped,
 }
 
-impl Outcome {
+impl StepOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Success => "success",
-            Outcome::Transient => "transient",
-            Outcome::Permanent => "permanent",
-            Outcome::Skipped => "skipped",
+            StepOutcome::Success => "success",
+            StepOutcome::Transient => "transient",
+            StepOutcome::Permanent => "permanent",
+            StepOutcome::Skipped => "skipped",
         }
     }
 }
@@ -103,7 +103,7 @@ struct DecisionLabels {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     kind: String,
-    outcome: Outcome,
+    outcome: StepOutcome,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -291,7 +291,7 @@ pub struct ActionFinished<'a> {
     pub member: Option<&'a str>,
     /// What was done (`resize`, `fence`, `switchover`, ...).
     pub kind: &'a str,
-    pub outcome: Outcome,
+    pub outcome: StepOutcome,
     pub duration: Duration,
     /// The operation the action belongs to.
     pub operation: Option<&'a str>,
@@ -301,7 +301,7 @@ impl ActionFinished<'_> {
     pub fn emit(&self, metrics: &Metrics) {
         let secs = self.duration.as_secs_f64();
         match self.outcome {
-            Outcome::Success | Outcome::Skipped => tracing::info!(
+            StepOutcome::Success | StepOutcome::Skipped => tracing::info!(
                 cluster = self.cluster,
                 member = self.member,
                 operation = self.operation,
@@ -310,7 +310,7 @@ impl ActionFinished<'_> {
                 duration_seconds = secs,
                 "action finished"
             ),
-            Outcome::Transient | Outcome::Permanent => tracing::warn!(
+            StepOutcome::Transient | StepOutcome::Permanent => tracing::warn!(
                 cluster = self.cluster,
                 member = self.member,
                 operation = self.operation,

@@ -100,12 +100,12 @@ pub enum Command {
 pub struct Report {
     pub op: OperationId,
     pub intent: Intent,
-    pub outcome: Outcome,
+    pub outcome: PlanOutcome,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
-pub enum Outcome {
+pub enum PlanOutcome {
     Completed,
     /// Step `step` failed (its action, its guard, or its check in time); later steps did not run.
     Failed {
@@ -316,7 +316,7 @@ impl Scaler {
                         report: Report {
                             op,
                             intent: plan.intent,
-                            outcome: Outcome::Refused { reason },
+                            outcome: PlanOutcome::Refused { reason },
                         },
                     });
                 }
@@ -354,7 +354,7 @@ impl Scaler {
                     report: Report {
                         op: plan.id,
                         intent: plan.intent,
-                        outcome: Outcome::Refused {
+                        outcome: PlanOutcome::Refused {
                             reason: "no answer from the coordinator in time".into(),
                         },
                     },
@@ -403,7 +403,7 @@ impl Scaler {
             report: Report {
                 op: plan.id,
                 intent: plan.intent,
-                outcome: Outcome::Failed {
+                outcome: PlanOutcome::Failed {
                     step: plan.cursor,
                     reason,
                 },
@@ -527,7 +527,7 @@ impl Scaler {
                     report: Report {
                         op: plan.id,
                         intent: plan.intent,
-                        outcome: Outcome::Completed,
+                        outcome: PlanOutcome::Completed,
                     },
                 });
                 return;

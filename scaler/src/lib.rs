@@ -32,7 +32,7 @@ pub mod settings;
 pub mod view;
 
 pub use crate::config::{RawScalerConfig, ScalerConfig};
-pub use crate::core::{ActionError, Command, Event, Outcome, Report, ResumeError, Scaler};
+pub use crate::core::{ActionError, Command, Event, PlanOutcome, Report, ResumeError, Scaler};
 pub use crate::plan::{
     Check, Guard, Intent, IntentKind, OperationId, Phase, Plan, PlanError, PlanStep, Step,
 };

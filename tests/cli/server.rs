@@ -20,7 +20,7 @@ use steward_runtime::server::{
 };
 use steward_runtime::telemetry::{
     ActionFinished, DecisionLog, DecisionMade, GuardChanged, LeadershipChanged, Loop, LoopFailed,
-    LoopTicked, Metrics, ObservationUsed, Outcome,
+    LoopTicked, Metrics, ObservationUsed, StepOutcome,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -303,7 +303,7 @@ async fn metrics_are_prometheus_text_with_the_documented_names_and_labels() {
         cluster: "pg",
         member: Some("pg-2"),
         kind: "resize",
-        outcome: Outcome::Success,
+        outcome: StepOutcome::Success,
         duration: Duration::from_millis(1500),
         operation: None,
     }

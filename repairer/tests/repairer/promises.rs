@@ -513,7 +513,7 @@ fn scaling_requested_during_a_repair_is_refused_with_the_reason() {
             Purpose::Scale {
                 emergency_disk: true,
             },
-            steward_repairer::OpId("scaler-1".into()),
+            steward_repairer::OperationId("scaler-1".into()),
             t(71),
         )
         .unwrap_err();

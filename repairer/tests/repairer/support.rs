@@ -4,7 +4,9 @@ use steward_model::observation::{
     Figure, MemberObservation, Observation, PatroniRole, PlatformState, Source,
 };
 use steward_model::{Role, Size, Timestamp};
-use steward_repairer::{ActionError, Command, CommandKind, Event, OpId, RepairConfig, Repairer};
+use steward_repairer::{
+    ActionError, Command, CommandKind, Event, OperationId, RepairConfig, Repairer,
+};
 
 pub const CLUSTER: &str = "demo";
 
@@ -153,7 +155,7 @@ impl Driver {
 
     /// Completes the command in flight with `result`.
     pub fn complete(&mut self, now: Timestamp, result: Result<(), ActionError>) -> Vec<Command> {
-        let op: OpId = self
+        let op: OperationId = self
             .in_flight
             .as_ref()
             .expect("a command in flight")

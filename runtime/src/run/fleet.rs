@@ -36,7 +36,7 @@ use tracing::{info, warn, Instrument};
 use super::actions::ActionLog;
 use super::config::{FleetSettings, PlatformSettings, SimSettings};
 use super::exec::ActGuard;
-use super::journal::{Journal, MemoryJournal, StateJournal};
+use super::journal::{LoopJournal, MemoryJournal, StateJournal};
 use super::options::{runtime, RunOptions, ACTIONS_FILE};
 use super::sim::SimWorld;
 use super::{run, shutdown_channel, Clock, Options, Ports, Shutdown, ShutdownTrigger};
@@ -325,7 +325,7 @@ async fn look_after(
 impl Member {
     /// The ports of one run of this cluster's loops.
     fn ports(&self, dry_run: bool, guard: Option<Arc<dyn ActGuard>>) -> anyhow::Result<Ports> {
-        let journal: Arc<dyn Journal> = if dry_run {
+        let journal: Arc<dyn LoopJournal> = if dry_run {
             Arc::new(MemoryJournal::default())
         } else {
             Arc::new(

@@ -2,7 +2,7 @@
 //! runs, its end after; the scaler's plans are written whole. At start-up, [`Pending`] says what
 //! a crash left half-done, and [`recovery`] says what to do about each step (promise 7).
 //!
-//! What it is: a small port ([`Journal`]: append an entry, read them all) with a file
+//! What it is: a small port ([`LoopJournal`]: append an entry, read them all) with a file
 //! implementation over the project's state-directory journal ([`StateJournal`] over
 //! [`crate::journal::Journal`]: atomic, fsync'd records) and an in-memory one ([`MemoryJournal`]).
 //!
@@ -84,7 +84,7 @@ fn step_or_legacy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Step, D::Err
 /// Why the journal could not be written or read. Writing failures stop the run: a step that
 /// cannot be journaled must not run.
 #[derive(Debug, thiserror::Error)]
-pub enum JournalError {
+pub enum LoopJournalError {
     /// The state directory's journal failed.
     #[error("the operation journal failed")]
     State(#[source] Box<crate::journal::JournalError>),
@@ -97,18 +97,18 @@ pub enum JournalError {
 }
 
 /// Where entries go.
-pub trait Journal: Send + Sync {
+pub trait LoopJournal: Send + Sync {
     /// Appends one entry durably (returns once it is on disk).
-    fn append(&self, entry: &Entry) -> Result<(), JournalError>;
+    fn append(&self, entry: &Entry) -> Result<(), LoopJournalError>;
     /// Every entry, oldest first.
-    fn read(&self) -> Result<Vec<Entry>, JournalError>;
+    fn read(&self) -> Result<Vec<Entry>, LoopJournalError>;
 }
 
 /// The project's state-directory journal ([`crate::journal::Journal`]: one fsync'd record per
 /// operation, rewritten atomically) behind this port. Each repair step is one record, begun
 /// before the step runs and finished (or rolled back, for an undone create) after; each scaler
 /// plan is one record whose `next_step` follows the plan's cursor. The record's `plan` field
-/// holds the [`Entry`] that began it, so [`Journal::read`] after a crash gives back exactly the
+/// holds the [`Entry`] that began it, so [`LoopJournal::read`] after a crash gives back exactly the
 /// half-done steps and plans.
 pub struct StateJournal {
     cluster: String,
@@ -151,11 +151,11 @@ impl StateJournal {
     /// Opens the journal under `dir` for `cluster`. Records that could not be read are set
     /// aside by the journal and returned as an error: an operation in an unknown state needs a
     /// person before Steward acts on the cluster.
-    pub fn open(dir: &Path, cluster: &str) -> Result<StateJournal, JournalError> {
+    pub fn open(dir: &Path, cluster: &str) -> Result<StateJournal, LoopJournalError> {
         let opened = crate::journal::Journal::open(dir, crate::journal::DEFAULT_KEEP_ARCHIVED)
-            .map_err(|e| JournalError::State(Box::new(e)))?;
+            .map_err(|e| LoopJournalError::State(Box::new(e)))?;
         if let Some(c) = opened.corrupt.first() {
-            return Err(JournalError::Corrupt {
+            return Err(LoopJournalError::Corrupt {
                 path: c.quarantined.clone(),
                 count: opened.corrupt.len(),
             });
@@ -198,11 +198,11 @@ impl StateJournal {
     }
 }
 
-impl Journal for StateJournal {
-    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+impl LoopJournal for StateJournal {
+    fn append(&self, entry: &Entry) -> Result<(), LoopJournalError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let StateInner { journal, open, .. } = &mut *inner;
-        let state = |e| JournalError::State(Box::new(e));
+        let state = |e| LoopJournalError::State(Box::new(e));
         let record = |e: &Entry| serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
         match entry {
             Entry::Begin { at, op, by, work } => {
@@ -262,7 +262,7 @@ impl Journal for StateJournal {
         Ok(())
     }
 
-    fn read(&self) -> Result<Vec<Entry>, JournalError> {
+    fn read(&self) -> Result<Vec<Entry>, LoopJournalError> {
         Ok(self
             .inner
             .lock()
@@ -308,8 +308,8 @@ impl MemoryJournal {
     }
 }
 
-impl Journal for MemoryJournal {
-    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+impl LoopJournal for MemoryJournal {
+    fn append(&self, entry: &Entry) -> Result<(), LoopJournalError> {
         if let Some(refuse) = self
             .refuse
             .lock()
@@ -317,7 +317,7 @@ impl Journal for MemoryJournal {
             .as_ref()
         {
             if refuse(entry) {
-                return Err(JournalError::Refused(format!("{entry:?}")));
+                return Err(LoopJournalError::Refused(format!("{entry:?}")));
             }
         }
         self.entries
@@ -327,7 +327,7 @@ impl Journal for MemoryJournal {
         Ok(())
     }
 
-    fn read(&self) -> Result<Vec<Entry>, JournalError> {
+    fn read(&self) -> Result<Vec<Entry>, LoopJournalError> {
         Ok(self.entries())
     }
 }

@@ -21,7 +21,7 @@ use tracing::info;
 
 use super::actions::ActionLog;
 use super::config::PlatformSettings;
-use super::journal::{Journal, MemoryJournal, StateJournal};
+use super::journal::{LoopJournal, MemoryJournal, StateJournal};
 use super::options::{runtime, RunOptions, ACTIONS_FILE};
 use super::sim::SimWorld;
 use super::{run, shutdown_channel, Clock, Options, Ports, Telemetry};
@@ -127,7 +127,7 @@ async fn async_main(
         )),
         None => None,
     };
-    let journal: Arc<dyn Journal> = if args.dry_run {
+    let journal: Arc<dyn LoopJournal> = if args.dry_run {
         // A dry run journals nothing; it still reads nothing from a real journal either.
         Arc::new(MemoryJournal::default())
     } else {

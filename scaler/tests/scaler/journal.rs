@@ -2,7 +2,7 @@
 
 use steward_model::Size;
 use steward_policies::PolicyConfig;
-use steward_scaler::{Outcome, Plan};
+use steward_scaler::{Plan, PlanOutcome};
 
 use crate::world::{config, labels, restart_only, Harness, World, GIB};
 
@@ -18,7 +18,7 @@ fn original() -> Harness {
     );
     world.load_databases(Some(0.6), Some(0.95));
     let mut h = Harness::new(config(PolicyConfig::default()), world);
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     h
 }
 
@@ -44,7 +44,7 @@ fn a_plan_resumes_from_any_step() {
         r.scaler.resume(plan, r.now).unwrap();
         assert_eq!(
             r.run_until_finished(20),
-            Some(Outcome::Completed),
+            Some(PlanOutcome::Completed),
             "resumed at {k}"
         );
         assert_eq!(labels(&r.commands), all[k..], "resumed at {k}");
@@ -68,7 +68,7 @@ fn a_step_already_applied_is_not_run_again() {
         r.scaler.resume(plan, r.now).unwrap();
         assert_eq!(
             r.run_until_finished(20),
-            Some(Outcome::Completed),
+            Some(PlanOutcome::Completed),
             "resumed at {k}"
         );
         let resumed = labels(&r.commands);

@@ -3,7 +3,7 @@
 
 use steward_model::{Size, Timestamp};
 use steward_policies::PolicyConfig;
-use steward_scaler::{Command, Outcome, Step};
+use steward_scaler::{Command, PlanOutcome, Step};
 
 use crate::world::{config, executed, labels, live, quick_policy, Harness, World, GIB, MIB};
 
@@ -42,7 +42,7 @@ fn scale_out_creates_one_member_and_waits_until_it_streams() {
     }
     let done = h.observe();
     assert!(
-        matches!(&done[..], [Command::Finished { report }] if report.outcome == Outcome::Completed),
+        matches!(&done[..], [Command::Finished { report }] if report.outcome == PlanOutcome::Completed),
         "{done:?}"
     );
     // Three members now: the HA minimum holds, no second create.
@@ -76,13 +76,13 @@ fn scale_in_drains_then_fences_then_removes_the_most_lagging_then_the_newest() {
     let mut h = low_load(5);
     h.world.member_mut("pg-3").lag = MIB as f64;
     h.world.member_mut("pg-4").created_at = Timestamp::from_secs(100);
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert_eq!(
         labels(&h.commands),
         ["drain pg-3", "fence pg-3", "remove pg-3"]
     );
     // Equal lag: the newest goes (pg-4 was created last).
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert_eq!(removed(&h.commands), ["pg-3", "pg-4"]);
     // Three left: the HA minimum stops it there.
     for _ in 0..40 {
@@ -137,7 +137,7 @@ fn a_failover_during_scale_in_stops_it_before_fencing_the_new_leader() {
     h.world.member_mut("pg-4").leader = true;
     let out = h.observe();
     assert!(
-        matches!(&out[..], [Command::Execute { .. }, Command::Finished { report }] if matches!(report.outcome, Outcome::Failed { step: 1, .. })),
+        matches!(&out[..], [Command::Execute { .. }, Command::Finished { report }] if matches!(report.outcome, PlanOutcome::Failed { step: 1, .. })),
         "{out:?}"
     );
     // Not fenced, and put back into the balancers: it is the primary now.

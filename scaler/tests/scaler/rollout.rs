@@ -2,7 +2,7 @@
 
 use steward_model::{Resource, Role, Size};
 use steward_policies::PolicyConfig;
-use steward_scaler::{Command, IntentKind, Outcome, ParamValue, Step};
+use steward_scaler::{Command, IntentKind, ParamValue, PlanOutcome, Step};
 
 use crate::world::{config, labels, live, restart_only, Harness, World, GIB};
 
@@ -23,7 +23,7 @@ fn cpu_pressure(caps: steward_model::ports::platform::Capabilities) -> Harness {
 #[test]
 fn cpu_pressure_resizes_replica_replica_primary_then_patches() {
     let mut h = cpu_pressure(live());
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert_eq!(
         labels(&h.commands),
         ["resize pg-2", "resize pg-3", "resize pg-1", "patch"]
@@ -79,7 +79,7 @@ fn each_step_waits_for_the_member_to_be_healthy_again() {
 #[test]
 fn a_restart_only_platform_switches_over_before_the_primary() {
     let mut h = cpu_pressure(restart_only());
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert_eq!(
         labels(&h.commands),
         [
@@ -121,7 +121,7 @@ fn balancers_are_resized_one_at_a_time() {
         world.member_mut(lb).cpu_used = Some(0.95);
     }
     let mut h = Harness::new(config(PolicyConfig::default()), world);
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert_eq!(labels(&h.commands), ["resize lb-1", "resize lb-2"]);
     assert!(
         h.world.patches.is_empty(),
@@ -134,7 +134,7 @@ fn emergency_disk_growth_is_marked_and_rolled_out() {
     let mut world = World::new(3, small(), live());
     world.member_mut("pg-1").disk_used = Some(97.0 * GIB as f64);
     let mut h = Harness::new(config(PolicyConfig::default()), world);
-    assert_eq!(h.run_until_finished(5), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(5), Some(PlanOutcome::Completed));
     let emergency: Vec<bool> = h
         .commands
         .iter()
@@ -178,6 +178,6 @@ fn an_oom_kill_grows_memory_at_once() {
         }
     );
     assert_eq!(labels(&out), ["resize pg-2"]);
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert!(h.world.databases().all(|m| m.size.memory_bytes == 5 * GIB));
 }

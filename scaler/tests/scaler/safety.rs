@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use steward_model::Size;
 use steward_policies::{PolicyConfig, RawPolicyConfig};
-use steward_scaler::{Command, Event, OperationId, Outcome};
+use steward_scaler::{Command, Event, OperationId, PlanOutcome};
 
 use crate::world::{config, labels, live, restart_only, Harness, World, GIB};
 
@@ -114,7 +114,7 @@ fn an_unanswered_proposal_blocks_everything_until_it_expires() {
     h.now = h.now + Duration::from_secs(61);
     let out = h.scaler.handle(Event::Tick, h.now);
     assert!(
-        matches!(&out[..], [Command::Finished { report }] if report.op == op && matches!(report.outcome, Outcome::Refused { .. })),
+        matches!(&out[..], [Command::Finished { report }] if report.op == op && matches!(report.outcome, PlanOutcome::Refused { .. })),
         "{out:?}"
     );
     // A late permission for the expired proposal starts nothing.
@@ -130,7 +130,7 @@ fn a_failed_step_stops_the_plan() {
     let mut h = Harness::new(config(no_scale_out()), world);
     assert!(matches!(
         h.run_until_finished(40),
-        Some(Outcome::Failed { step: 1, .. })
+        Some(PlanOutcome::Failed { step: 1, .. })
     ));
     assert_eq!(labels(&h.commands), ["resize pg-2", "resize pg-3"]);
     // The role is now half resized: no new resize is started over it.
@@ -149,7 +149,7 @@ fn a_failure_is_not_retried_before_the_cooldown() {
     let mut h = Harness::new(config(no_scale_out()), world);
     assert!(matches!(
         h.run_until_finished(40),
-        Some(Outcome::Failed { step: 0, .. })
+        Some(PlanOutcome::Failed { step: 0, .. })
     ));
     let failed_at = h.now;
     let mut retry_at = None;
@@ -193,7 +193,7 @@ fn a_step_that_never_verifies_times_out() {
         }
     }
     assert!(
-        matches!(outcome, Some(Outcome::Failed { step: 0, .. })),
+        matches!(outcome, Some(PlanOutcome::Failed { step: 0, .. })),
         "{outcome:?}"
     );
     assert_eq!(labels(&h.commands), ["resize pg-2"]);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use steward_model::Size;
 use steward_policies::PolicyConfig;
-use steward_scaler::{Command, Outcome};
+use steward_scaler::{Command, PlanOutcome};
 
 use crate::world::{config, labels, live, restart_only, Harness, World};
 
@@ -58,8 +58,8 @@ fn check(path: &Path, s: Scenario) {
     let mut h = Harness::new(config(PolicyConfig::default()), world);
     let outcome = h.run_until_finished(s.max_observations);
     let outcome = match outcome {
-        Some(Outcome::Completed) => "completed",
-        Some(Outcome::Failed { .. }) => "failed",
+        Some(PlanOutcome::Completed) => "completed",
+        Some(PlanOutcome::Failed { .. }) => "failed",
         _ => "none",
     };
     assert_eq!(outcome, s.expect.outcome, "{path}");

@@ -3,7 +3,7 @@
 
 use steward_model::Size;
 use steward_policies::PolicyConfig;
-use steward_scaler::{Outcome, ParamValue, Step};
+use steward_scaler::{ParamValue, PlanOutcome, Step};
 
 use crate::world::{config, executed, labels, live, Harness, World, GIB};
 
@@ -20,7 +20,7 @@ fn memory_grow_resizes_first_then_restarts_then_reloads() {
     );
     world.load_databases(Some(0.6), Some(0.95));
     let mut h = Harness::new(config(PolicyConfig::default()), world);
-    assert_eq!(h.run_until_finished(40), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert_eq!(
         labels(&h.commands),
         [
@@ -74,7 +74,7 @@ fn memory_shrink_patches_settings_before_any_resize() {
     world.load_databases(Some(0.6), Some(0.2));
     let mut h = Harness::new(config(PolicyConfig::default()), world);
     // The memory down window is 30 min: 120 observations and then some.
-    assert_eq!(h.run_until_finished(200), Some(Outcome::Completed));
+    assert_eq!(h.run_until_finished(200), Some(PlanOutcome::Completed));
     assert_eq!(
         labels(&h.commands),
         [

@@ -12,7 +12,7 @@ use steward_model::ports::platform::{Capabilities, Change, ErrorKind, PlatformMe
 use steward_model::{Role, Size, Timestamp};
 use steward_policies::{PolicyConfig, RawPolicyConfig};
 use steward_scaler::{
-    ActionError, Command, ConfigPatch, Event, Outcome, RawScalerConfig, Scaler, ScalerConfig,
+    ActionError, Command, ConfigPatch, Event, PlanOutcome, RawScalerConfig, Scaler, ScalerConfig,
     Snapshot, Step,
 };
 
@@ -412,11 +412,11 @@ impl Harness {
     }
 
     /// Observes until an operation finishes (or `max` observations), returning its outcome.
-    pub fn run_until_finished(&mut self, max: usize) -> Option<Outcome> {
+    pub fn run_until_finished(&mut self, max: usize) -> Option<PlanOutcome> {
         for _ in 0..max {
             for c in self.observe() {
                 if let Command::Finished { report } = c {
-                    if !matches!(report.outcome, Outcome::Refused { .. }) {
+                    if !matches!(report.outcome, PlanOutcome::Refused { .. }) {
                         return Some(report.outcome);
                     }
                 }
