@@ -45,6 +45,7 @@ use steward_adapters::platform::simulated::{SimClock, SimConfig, SimulatedPlatfo
 use steward_adapters::prometheus::{
     judge, Metric, MetricReading, MetricsSource, PrometheusClient, PrometheusSettings,
 };
+use steward_coordinator::Coordinator;
 use steward_model::observation::Observation;
 use steward_model::ports::{CreateSpec, Platform};
 use steward_model::{Role, Size, Timestamp};
@@ -172,6 +173,8 @@ struct Cluster {
     leader_status: MemberStatus,
     scaler: Scaler,
     repairer: Repairer,
+    /// The cluster's coordinator, which the runtime owns beside the repairer.
+    coordinator: Coordinator,
 }
 
 /// Builds the fleet, noting the RSS after each kind of part (platforms with Patroni's answers,
@@ -247,9 +250,13 @@ async fn build_fleet(
         .map(|_| Scaler::new(Arc::clone(&shared)))
         .collect();
     stages.push(("scalers", status_kb("VmRSS")));
-    let repairers: Vec<Repairer> = parts
+    let repairers: Vec<(Repairer, Coordinator)> = parts
         .iter()
-        .map(|(name, ..)| Repairer::new(name.clone(), RepairConfig::default()))
+        .map(|(name, ..)| {
+            let config = RepairConfig::default();
+            let coordinator = Coordinator::new(config.guards.clone());
+            (Repairer::new(name.clone(), config), coordinator)
+        })
         .collect();
     stages.push(("repairers", status_kb("VmRSS")));
     let fleet = parts
@@ -257,13 +264,16 @@ async fn build_fleet(
         .zip(scalers)
         .zip(repairers)
         .map(
-            |(((name, platform, patroni, leader_status), scaler), repairer)| Cluster {
-                name,
-                platform,
-                patroni,
-                leader_status,
-                scaler,
-                repairer,
+            |(((name, platform, patroni, leader_status), scaler), (repairer, coordinator))| {
+                Cluster {
+                    name,
+                    platform,
+                    patroni,
+                    leader_status,
+                    scaler,
+                    repairer,
+                    coordinator,
+                }
             },
         )
         .collect();
@@ -447,14 +457,14 @@ async fn tick(
 
         // 6. the repairers: the platform's list, the observation, a tick.
         for ((cluster, listed), observation) in chunk.iter_mut().zip(listed).zip(observations) {
-            let r = &mut cluster.repairer;
+            let (r, c) = (&mut cluster.repairer, &mut cluster.coordinator);
             let listed = RepairEvent::PlatformListed {
                 at: now,
                 members: listed,
             };
-            out.repair_commands += r.handle(listed, now).len();
-            out.repair_commands += r.handle(RepairEvent::Observed(observation), now).len();
-            out.repair_commands += r.handle(RepairEvent::Tick, now).len();
+            out.repair_commands += r.handle(listed, now, c).len();
+            out.repair_commands += r.handle(RepairEvent::Observed(observation), now, c).len();
+            out.repair_commands += r.handle(RepairEvent::Tick, now, c).len();
         }
         lap(&mut fig, 6);
     }

@@ -15,7 +15,7 @@ use steward_model::observation::Observation;
 use steward_model::ports::platform::{ErrorKind, PlatformMember};
 use steward_model::{Role, Timestamp};
 
-use crate::coordinator::Refusal;
+use steward_coordinator::Refusal;
 pub use steward_model::operation::OperationId;
 
 /// Why an action failed, as the driver classified it.

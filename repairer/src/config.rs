@@ -37,17 +37,10 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60);
 /// A replacement must stream within 15 minutes: a 1 GiB member streams in about 11 s here
 /// (ENVIRONMENT.md), pg_basebackup runs at about 250 MB/s, so this covers ~200 GB.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Three repairs per cluster per hour: more means something larger than one member is wrong.
-pub const DEFAULT_REPAIR_BUDGET_PER_HOUR: u32 = 3;
-/// Three failed replacements in a row open the circuit breaker.
-pub const DEFAULT_BREAKER_THRESHOLD: u32 = 3;
-/// An open breaker allows one trial (half-open) after an hour.
-pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(60 * 60);
-/// Five minutes without a new repair after a recovery, so the cluster (and its metrics, which
-/// lag by a scrape or two) settle first.
-pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(5 * 60);
-/// Half of the members or more looking bad at once points at the observer (DESIGN.md 5).
-pub const DEFAULT_UNHEALTHY_MAJORITY: f64 = 0.5;
+pub use steward_coordinator::{
+    DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_THRESHOLD, DEFAULT_QUIET_PERIOD,
+    DEFAULT_REPAIR_BUDGET_PER_HOUR, DEFAULT_UNHEALTHY_MAJORITY,
+};
 
 /// The `[repair]` section as written. Every field may be left out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -130,17 +123,7 @@ pub struct SignalConfig {
     pub stale_after: Duration,
 }
 
-/// What the coordinator enforces. Built only by [`RawRepairConfig::validate`]: budget and
-/// threshold at least 1, durations above zero, `unhealthy_majority` in (0, 1].
-#[derive(Clone, Debug, PartialEq)]
-pub struct GuardConfig {
-    pub repair_budget_per_hour: u32,
-    pub breaker_threshold: u32,
-    pub breaker_cooldown: Duration,
-    pub quiet_period: Duration,
-    pub unhealthy_majority: f64,
-    pub paused: bool,
-}
+pub use steward_coordinator::GuardConfig;
 
 /// The validated repairer config.
 #[derive(Clone, Debug, PartialEq)]

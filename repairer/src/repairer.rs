@@ -47,9 +47,9 @@ use crate::command::{
     ActionError, Alert, Command, CommandKind, Event, OperationId, OperatorCommand,
 };
 use crate::config::RepairConfig;
-use crate::coordinator::{ClusterHealth, Coordinator, Grant, GrantOutcome, Purpose, Refusal};
 use crate::health::Health;
 use crate::signal::{self, Evidence, Signal};
+use steward_coordinator::{ClusterHealth, Coordinator, Grant, GrantOutcome, Purpose, Refusal};
 
 /// A step that failed with a transient error or a conflict is tried this many times in all.
 const MAX_ATTEMPTS: u32 = 3;
@@ -158,7 +158,6 @@ impl Tracked {
 pub struct Repairer {
     cluster: String,
     config: RepairConfig,
-    coordinator: Coordinator,
     members: BTreeMap<String, Tracked>,
     last: Option<Observation>,
     /// The member last known to hold the leader lock.
@@ -190,7 +189,6 @@ impl Repairer {
     pub fn new(cluster: impl Into<String>, config: RepairConfig) -> Self {
         Repairer {
             cluster: cluster.into(),
-            coordinator: Coordinator::new(config.guards.clone()),
             config,
             members: BTreeMap::new(),
             last: None,
@@ -203,8 +201,15 @@ impl Repairer {
         }
     }
 
-    /// Feeds one event in; returns what to do now.
-    pub fn handle(&mut self, event: Event, now: Timestamp) -> Vec<Command> {
+    /// Feeds one event in; returns what to do now. `coordinator` is the cluster's one
+    /// coordinator (the runtime's, shared with the scale loop): the repairer feeds it the
+    /// cluster's health and asks it before a repair starts.
+    pub fn handle(
+        &mut self,
+        event: Event,
+        now: Timestamp,
+        coordinator: &mut Coordinator,
+    ) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
             Event::Observed(observation) => self.observe(observation),
@@ -221,12 +226,12 @@ impl Repairer {
             }
             Event::ActionDone { op, result } => self.action_done(&op, result, now, &mut out),
             Event::Tick => {}
-            Event::Operator(OperatorCommand::Pause) => self.coordinator.set_paused(true),
-            Event::Operator(OperatorCommand::Resume) => self.coordinator.set_paused(false),
-            Event::Operator(OperatorCommand::ResetBreaker) => self.coordinator.reset_breaker(),
+            Event::Operator(OperatorCommand::Pause) => coordinator.set_paused(true),
+            Event::Operator(OperatorCommand::Resume) => coordinator.set_paused(false),
+            Event::Operator(OperatorCommand::ResetBreaker) => coordinator.reset_breaker(),
         }
-        self.judge(now);
-        self.decide(now, &mut out);
+        self.judge(now, coordinator);
+        self.decide(now, &mut out, coordinator);
         out
     }
 
@@ -271,16 +276,6 @@ impl Repairer {
     /// The repair in progress: its kind and the member it repairs.
     pub fn current_repair(&self) -> Option<(RepairKind, &str)> {
         self.repair.as_ref().map(|r| (r.kind, r.target.as_str()))
-    }
-
-    pub fn coordinator(&self) -> &Coordinator {
-        &self.coordinator
-    }
-
-    /// The guards, for the scaler to acquire its grant from (repair outranks scaling because
-    /// a degraded cluster refuses scaling).
-    pub fn coordinator_mut(&mut self) -> &mut Coordinator {
-        &mut self.coordinator
     }
 
     // -----------------------------------------------------------------------------------------
@@ -340,7 +335,7 @@ impl Repairer {
     }
 
     /// Recomputes every present member's signals and health at `now`, then the leader.
-    fn judge(&mut self, now: Timestamp) {
+    fn judge(&mut self, now: Timestamp, coordinator: &mut Coordinator) {
         let Some(observation) = &self.last else {
             return;
         };
@@ -361,7 +356,7 @@ impl Repairer {
         }
         self.update_leader();
         let health = self.cluster_health();
-        self.coordinator.set_health(health);
+        coordinator.set_health(health);
     }
 
     fn update_leader(&mut self) {
@@ -521,35 +516,45 @@ impl Repairer {
         op
     }
 
-    fn decide(&mut self, now: Timestamp, out: &mut Vec<Command>) {
-        if self.coordinator.is_paused() {
+    fn decide(&mut self, now: Timestamp, out: &mut Vec<Command>, coordinator: &mut Coordinator) {
+        if coordinator.is_paused() {
             // Like Patroni's pause: observe and judge, nothing else. A step in flight still
             // reports back, but no new step starts.
             return;
         }
         if self.repair.is_some() {
-            self.advance(now, out);
+            self.advance(now, out, coordinator);
             if self.repair.is_some() {
                 return;
             }
         }
-        self.start_next(now, out);
+        self.start_next(now, out, coordinator);
     }
 
-    fn start_next(&mut self, now: Timestamp, out: &mut Vec<Command>) {
+    fn start_next(
+        &mut self,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+        coordinator: &mut Coordinator,
+    ) {
         if self.last.is_none() {
             return;
         }
         let mut alerts: Vec<(Alert, String)> = Vec::new();
-        let started = self.try_start(now, &mut alerts);
+        let started = self.try_start(now, &mut alerts, coordinator);
         self.emit_alerts(alerts, out);
         if started {
-            self.advance(now, out);
+            self.advance(now, out, coordinator);
         }
     }
 
     /// Picks the one repair to start, if any guard allows it. Returns whether one started.
-    fn try_start(&mut self, now: Timestamp, alerts: &mut Vec<(Alert, String)>) -> bool {
+    fn try_start(
+        &mut self,
+        now: Timestamp,
+        alerts: &mut Vec<(Alert, String)>,
+        coordinator: &mut Coordinator,
+    ) -> bool {
         // 1. A former primary that may thaw: at once, before anything else.
         if let Some(zombie) = self.zombie() {
             let holder = self.leader.clone().unwrap_or_default();
@@ -570,6 +575,7 @@ impl Repairer {
                 steps,
                 now,
                 alerts,
+                coordinator,
             );
         }
 
@@ -614,6 +620,7 @@ impl Repairer {
                             steps,
                             now,
                             alerts,
+                            coordinator,
                         ) {
                             return true;
                         }
@@ -656,6 +663,7 @@ impl Repairer {
                 steps,
                 now,
                 alerts,
+                coordinator,
             );
         }
         if let Some(name) = confirmed {
@@ -676,7 +684,16 @@ impl Repairer {
                     Step::Fence(name.clone()),
                     Step::Remove(name.clone()),
                 ];
-                self.start(purpose, RepairKind::Surge, &name, why, steps, now, alerts)
+                self.start(
+                    purpose,
+                    RepairKind::Surge,
+                    &name,
+                    why,
+                    steps,
+                    now,
+                    alerts,
+                    coordinator,
+                )
             } else {
                 let steps = [
                     Step::Drain(name.clone()),
@@ -693,6 +710,7 @@ impl Repairer {
                     steps,
                     now,
                     alerts,
+                    coordinator,
                 )
             };
         }
@@ -709,10 +727,11 @@ impl Repairer {
         steps: [Step; N],
         now: Timestamp,
         alerts: &mut Vec<(Alert, String)>,
+        coordinator: &mut Coordinator,
     ) -> bool {
         // The id is taken only when the grant is granted, so refusals do not consume ids.
         let op = OperationId::new(&self.cluster, self.next_seq);
-        match self.coordinator.acquire(purpose, op, now) {
+        match coordinator.acquire(purpose, op, now) {
             Ok(grant) => {
                 let role = self.role_of(target);
                 self.next_seq += 1;
@@ -836,7 +855,7 @@ impl Repairer {
     // -----------------------------------------------------------------------------------------
 
     /// Issues the next step of the repair, passes finished waits, or finishes it.
-    fn advance(&mut self, now: Timestamp, out: &mut Vec<Command>) {
+    fn advance(&mut self, now: Timestamp, out: &mut Vec<Command>, coordinator: &mut Coordinator) {
         let Some(mut r) = self.repair.take() else {
             return;
         };
@@ -858,7 +877,7 @@ impl Repairer {
                     } else {
                         GrantOutcome::Recovered
                     };
-                    self.finish(r, outcome, now);
+                    self.finish(r, outcome, now, coordinator);
                     return;
                 }
                 Some(Step::AwaitStreaming) => match self.verify(&r, now) {
@@ -1232,7 +1251,13 @@ impl Repairer {
         }
     }
 
-    fn finish(&mut self, r: Repair, outcome: GrantOutcome, now: Timestamp) {
+    fn finish(
+        &mut self,
+        r: Repair,
+        outcome: GrantOutcome,
+        now: Timestamp,
+        coordinator: &mut Coordinator,
+    ) {
         if let Some(t) = self.members.get_mut(&r.target) {
             if t.health == Health::Retired {
                 self.members.remove(&r.target);
@@ -1257,6 +1282,6 @@ impl Repairer {
             // Its leftovers were fenced and removed by the cleanup steps.
             self.members.remove(&r.replacement);
         }
-        self.coordinator.release(r.grant, outcome, now);
+        coordinator.release(r.grant, outcome, now);
     }
 }

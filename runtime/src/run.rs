@@ -3,8 +3,8 @@
 //! What it is: [`run`] starts, on one task, two loops that share ONE observer and ONE
 //! coordinator:
 //! - the repair loop ticks, asks the [`observer::Observer`] for the cluster, publishes the view,
-//!   feeds the [`Repairer`] and carries its commands out;
-//! - the scale loop receives every published view, feeds the [`Scaler`], asks the repairer's
+//!   feeds the [`Repairer`] (handing it the coordinator) and carries its commands out;
+//! - the scale loop receives every published view, feeds the [`Scaler`], asks the same
 //!   coordinator for a grant before a plan starts (so one disruptive action runs per cluster,
 //!   and scaling waits while a repair runs or the cluster is degraded: repair outranks scaling),
 //!   and carries the plan's steps out.
@@ -59,6 +59,7 @@ use std::time::Duration;
 use anyhow::Context;
 use steward_adapters::patroni::PatroniApi;
 use steward_adapters::prometheus::MetricsSource;
+use steward_coordinator::{Coordinator, Grant, GrantOutcome, Purpose};
 use steward_model::ports::ErrorKind;
 use steward_model::ports::{CreateSpec, Platform, PlatformMember};
 use steward_model::{Role, Size, Timestamp};
@@ -66,7 +67,6 @@ use steward_repairer::{
     ActionError, Command as RepairCommand, CommandKind, Event, OperationId, OperatorCommand,
     Repairer,
 };
-use steward_repairer::{Grant, GrantOutcome, Purpose};
 use steward_scaler::{Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -191,16 +191,30 @@ struct Shared {
     journal: Arc<dyn LoopJournal>,
     log: ActionLog,
     telemetry: Option<Telemetry>,
-    /// The repairer owns the coordinator; the scale loop takes its leases from it. Locked
-    /// briefly, never across an await.
-    repairer: Mutex<Repairer>,
+    /// The repairer's core and the cluster's coordinator. Locked briefly, never across an await.
+    cores: Mutex<Cores>,
     /// The guards' states last published to `/metrics`.
     published_guards: Mutex<BTreeMap<String, bool>>,
 }
 
+/// The repairer's core and the cluster's one coordinator, behind one lock. The coordinator is
+/// the runtime's: the repairer is handed it on every event (it feeds it the cluster's health and
+/// asks it before a repair), and the scale loop asks it for a grant directly. Repair outranks
+/// scaling because a degraded cluster refuses scaling.
+struct Cores {
+    repairer: Repairer,
+    coordinator: Coordinator,
+}
+
+impl Cores {
+    fn handle(&mut self, event: Event, now: Timestamp) -> Vec<RepairCommand> {
+        self.repairer.handle(event, now, &mut self.coordinator)
+    }
+}
+
 impl Shared {
-    fn repairer(&self) -> MutexGuard<'_, Repairer> {
-        self.repairer.lock().unwrap_or_else(|p| p.into_inner())
+    fn cores(&self) -> MutexGuard<'_, Cores> {
+        self.cores.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn line(&self, by: LoopName, kind: Kind, op: &str, what: String, reason: String) {
@@ -307,8 +321,8 @@ impl Shared {
         let now = self.clock.now();
         let paused = t.server.is_paused();
         let guards = {
-            let mut r = self.repairer();
-            if r.coordinator().is_paused() != paused {
+            let mut r = self.cores();
+            if r.coordinator.is_paused() != paused {
                 let op = if paused {
                     OperatorCommand::Pause
                 } else {
@@ -430,9 +444,9 @@ fn work_kind(work: &Step) -> &'static str {
 }
 
 /// The coordinator's guards as `/status` shows them.
-fn guard_status(r: &Repairer) -> BTreeMap<String, crate::server::GuardStatus> {
-    use steward_repairer::Breaker;
-    let c = r.coordinator();
+fn guard_status(cores: &Cores) -> BTreeMap<String, crate::server::GuardStatus> {
+    use steward_coordinator::Breaker;
+    let c = &cores.coordinator;
     let mut guards = BTreeMap::new();
     let (open, why) = match c.breaker() {
         Breaker::Closed { failures } => (false, format!("closed ({failures} failure(s))")),
@@ -474,7 +488,7 @@ fn guard_status(r: &Repairer) -> BTreeMap<String, crate::server::GuardStatus> {
             since: None,
         },
     );
-    if let Some(refusal) = r.last_refusal() {
+    if let Some(refusal) = cores.repairer.last_refusal() {
         guards.insert(
             refusal.key().to_string(),
             crate::server::GuardStatus {
@@ -520,7 +534,10 @@ pub async fn run(
         journal: Arc::clone(&ports.journal),
         log: ports.decisions.clone(),
         telemetry: ports.telemetry.clone(),
-        repairer: Mutex::new(Repairer::new(cluster.clone(), config.repair.clone())),
+        cores: Mutex::new(Cores {
+            repairer: Repairer::new(cluster.clone(), config.repair.clone()),
+            coordinator: Coordinator::new(config.repair.guards.clone()),
+        }),
         published_guards: Mutex::default(),
     });
     let mut scaler = Scaler::new(Arc::clone(&config.scaler));
@@ -619,11 +636,7 @@ async fn recover(
             emergency_disk: plan.intent.emergency,
         };
         // The plan was permitted before the crash; take the slot again so a repair waits for it.
-        match shared
-            .repairer()
-            .coordinator_mut()
-            .acquire(purpose, op.clone(), now)
-        {
+        match shared.cores().coordinator.acquire(purpose, op.clone(), now) {
             Ok(l) => *grant = Some(l),
             Err(refusal) => warn!(op = %op, %refusal, "resuming a journaled plan without the slot"),
         }
@@ -687,7 +700,7 @@ async fn repair_loop(
                         op: OperationId(done.op.clone()),
                         result: done.result.map_err(|e| ActionError::new(e.kind, e.message)),
                     };
-                    let commands = shared.repairer().handle(event, now);
+                    let commands = shared.cores().handle(event, now);
                     dispatch_repair(&shared, commands, last.as_deref(), &mut inflight)?;
                 }
                 _ = interval.tick() => {
@@ -699,7 +712,7 @@ async fn repair_loop(
                         tracing::debug!(parent: &span, %note, "observation note");
                     }
                     let commands = {
-                        let mut r = shared.repairer();
+                        let mut r = shared.cores();
                         let mut c = r.handle(
                             Event::PlatformListed { at: now, members: seen.platform.clone() },
                             now,
@@ -814,7 +827,7 @@ fn dispatch_repair(
                         )),
                     };
                     let now = shared.clock.now();
-                    let more = shared.repairer().handle(event, now);
+                    let more = shared.cores().handle(event, now);
                     dispatch_repair(shared, more, seen, inflight)?;
                     continue;
                 };
@@ -955,10 +968,7 @@ fn dispatch_scale(
                 let purpose = Purpose::Scale {
                     emergency_disk: plan.intent.emergency,
                 };
-                let granted = shared
-                    .repairer()
-                    .coordinator_mut()
-                    .acquire(purpose, op.clone(), now);
+                let granted = shared.cores().coordinator.acquire(purpose, op.clone(), now);
                 match granted {
                     Ok(l) => {
                         *grant = Some(l);
@@ -1015,8 +1025,8 @@ fn dispatch_scale(
                 if let Some(l) = grant.take() {
                     // A scaling step is no recovery: nothing for the breaker or the quiet period.
                     shared
-                        .repairer()
-                        .coordinator_mut()
+                        .cores()
+                        .coordinator
                         .release(l, GrantOutcome::Done, now);
                 }
                 let refused_dry = matches!(&report.outcome, steward_scaler::PlanOutcome::Refused { reason } if reason == "dry-run");

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use steward_coordinator::{Purpose, Refusal};
 use steward_model::ports::platform::ErrorKind;
 use steward_repairer::{
-    ActionError, Alert, CommandKind, Event, Health, OperatorCommand, Purpose, RawRepairConfig,
-    Refusal, RepairConfig,
+    ActionError, Alert, CommandKind, Event, Health, OperatorCommand, RawRepairConfig, RepairConfig,
 };
 
 use crate::support::*;
@@ -485,7 +485,7 @@ fn scaling_requested_during_a_repair_is_refused_with_the_reason() {
     let scale = Purpose::Scale {
         emergency_disk: false,
     };
-    let c = d.repairer.coordinator_mut();
+    let c = &mut d.coordinator;
     assert_eq!(
         c.check(&scale, t(10)),
         Err(Refusal::Degraded { looking_bad: 1 })
@@ -507,8 +507,7 @@ fn scaling_requested_during_a_repair_is_refused_with_the_reason() {
     ));
     let holder = d.in_flight.as_ref().unwrap().op.clone();
     let refusal = d
-        .repairer
-        .coordinator_mut()
+        .coordinator
         .acquire(
             Purpose::Scale {
                 emergency_disk: true,

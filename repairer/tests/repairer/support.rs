@@ -1,5 +1,6 @@
 //! Builders for observations and a driver that plays the executor's part.
 
+use steward_coordinator::Coordinator;
 use steward_model::observation::{
     Figure, MemberObservation, Observation, PatroniRole, PlatformState, Source,
 };
@@ -110,6 +111,8 @@ pub fn obs(at: Timestamp, members: Vec<MemberObservation>) -> Observation {
 /// when none is in flight, and never two at once.
 pub struct Driver {
     pub repairer: Repairer,
+    /// The cluster's coordinator, which a runtime owns beside the repairer.
+    pub coordinator: Coordinator,
     pub in_flight: Option<Command>,
     pub log: Vec<(Timestamp, Command)>,
 }
@@ -117,6 +120,7 @@ pub struct Driver {
 impl Driver {
     pub fn new(config: RepairConfig) -> Self {
         Driver {
+            coordinator: Coordinator::new(config.guards.clone()),
             repairer: Repairer::new(CLUSTER, config),
             in_flight: None,
             log: Vec::new(),
@@ -129,7 +133,7 @@ impl Driver {
                 self.in_flight = None;
             }
         }
-        let out = self.repairer.handle(event, now);
+        let out = self.repairer.handle(event, now, &mut self.coordinator);
         let disruptive: Vec<&Command> = out.iter().filter(|c| c.is_disruptive()).collect();
         assert!(
             disruptive.len() <= 1,

@@ -23,8 +23,9 @@
 //!
 //! What it is not: a distributed lock. With several Steward instances, only the lease holder of
 //! the etcd/Kubernetes election runs loops at all (promise 8); this is the in-process slot.
-//! Its owner (today the [`crate::Repairer`]; the scaler reaches it through
-//! `Repairer::coordinator_mut`) feeds it the cluster's health with [`Coordinator::set_health`].
+//! Nor does it do I/O or judge health: the runtime owns one per cluster, beside both loops; the
+//! repairer's core is handed it on every event (it feeds the cluster's health with
+//! [`Coordinator::set_health`] and asks for repairs), and the scale loop asks it directly.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -34,7 +35,42 @@ use serde::Serialize;
 use steward_model::operation::OperationId;
 use steward_model::Timestamp;
 
-use crate::config::GuardConfig;
+/// Three repairs per cluster per hour: more means something larger than one member is wrong.
+pub const DEFAULT_REPAIR_BUDGET_PER_HOUR: u32 = 3;
+/// Three failed replacements in a row open the circuit breaker.
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 3;
+/// An open breaker allows one trial (half-open) after an hour.
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(60 * 60);
+/// Five minutes without a new repair after a recovery, so the cluster (and its metrics, which
+/// lag by a scrape or two) settle first.
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(5 * 60);
+/// Half of the members or more looking bad at once points at the observer (DESIGN.md 5).
+pub const DEFAULT_UNHEALTHY_MAJORITY: f64 = 0.5;
+
+/// What the coordinator enforces. Built only by the repairer config's validation (`RawRepairConfig::validate`): budget and
+/// threshold at least 1, durations above zero, `unhealthy_majority` in (0, 1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuardConfig {
+    pub repair_budget_per_hour: u32,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    pub quiet_period: Duration,
+    pub unhealthy_majority: f64,
+    pub paused: bool,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            repair_budget_per_hour: DEFAULT_REPAIR_BUDGET_PER_HOUR,
+            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
+            breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
+            quiet_period: DEFAULT_QUIET_PERIOD,
+            unhealthy_majority: DEFAULT_UNHEALTHY_MAJORITY,
+            paused: false,
+        }
+    }
+}
 
 /// The budget counts repairs over a sliding hour.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60 * 60);
@@ -427,10 +463,9 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RepairConfig;
 
     fn coordinator() -> Coordinator {
-        Coordinator::new(RepairConfig::default().guards)
+        Coordinator::new(GuardConfig::default())
     }
 
     fn repair() -> Purpose {
@@ -506,7 +541,7 @@ mod tests {
     #[test]
     fn breaker_opens_half_opens_and_reopens() {
         let mut c = coordinator();
-        let cfg = RepairConfig::default().guards;
+        let cfg = GuardConfig::default();
         let mut now = t(0);
         for i in 0..cfg.breaker_threshold {
             let grant = c
@@ -544,7 +579,7 @@ mod tests {
     #[test]
     fn budget_is_a_sliding_hour() {
         let mut c = coordinator();
-        let budget = RepairConfig::default().guards.repair_budget_per_hour;
+        let budget = GuardConfig::default().repair_budget_per_hour;
         for i in 0..budget {
             let at = t(i64::from(i) * 600);
             let grant = c
