@@ -67,6 +67,40 @@ struct Gaps {
 }
 
 impl Gaps {
+    /// Records the missing-data and stale-data rules (sorted, each name once); whether nothing
+    /// was missing or stale.
+    fn record(self, d: &mut Decision, current: f64, stale_after: Duration) -> bool {
+        let Gaps {
+            mut missing,
+            mut stale,
+        } = self;
+        missing.sort_unstable();
+        missing.dedup();
+        stale.sort_unstable();
+        stale.dedup();
+        if !missing.is_empty() {
+            d.rules.push(rule(
+                Rule::MissingData,
+                current,
+                current,
+                format!("missing: {}", missing.join(", ")),
+            ));
+        }
+        if !stale.is_empty() {
+            d.rules.push(rule(
+                Rule::StaleData,
+                current,
+                current,
+                format!(
+                    "older than {}: {}",
+                    format_duration(stale_after),
+                    stale.join(", ")
+                ),
+            ));
+        }
+        missing.is_empty() && stale.is_empty()
+    }
+
     fn see(&mut self, name: &'static str, f: Freshness) -> Option<f64> {
         match f {
             Freshness::Fresh(v) => Some(v),
@@ -110,18 +144,15 @@ impl ReplicaPolicy {
         self.below_since = None;
     }
 
+    /// One decision, in named steps: [`Self::assess`] the members and signals (what is capacity,
+    /// what is missing or stale, where each signal stands against its band), then [`Self::grow`]
+    /// (below the HA minimum, or a signal above `high`), [`Self::hold_in_band`], or
+    /// [`Self::shrink`] (every signal below `low`).
     pub fn decide(&mut self, now: Timestamp, observation: &Observation) -> ReplicaDecision {
-        let cfg = self.config.clone();
         let members: Vec<&MemberObservation> = observation.members_of(Role::Database).collect();
-        let count = members.len();
-        let current = count as f64;
+        let current = members.len() as f64;
         let mut d = Decision::hold(now, Knob::Replicas, current);
-        // Every decision but a scale-in removes no one.
-        let keep_all = |d: Decision| ReplicaDecision {
-            decision: d,
-            remove: None,
-        };
-        if count == 0 {
+        if members.is_empty() {
             d.rules.push(rule(
                 Rule::MissingData,
                 current,
@@ -131,7 +162,29 @@ impl ReplicaPolicy {
             d.summary = "database replicas: no database member observed: hold".into();
             return keep_all(d);
         }
+        let a = self.assess(now, members, &mut d);
+        // The HA minimum comes first: below it, add a member whatever the load says.
+        let under_min = a.count < self.config.min_members as usize;
+        if under_min || !a.above.is_empty() {
+            return keep_all(self.grow(now, &a, under_min, d));
+        }
+        if !a.below {
+            return keep_all(hold_in_band(&a, d));
+        }
+        self.shrink(now, &a, d)
+    }
 
+    /// What the members and signals say, with the missing-data, stale-data and not-capacity
+    /// rules recorded in `d`; moves the up and down windows.
+    fn assess<'a>(
+        &mut self,
+        now: Timestamp,
+        members: Vec<&'a MemberObservation>,
+        d: &mut Decision,
+    ) -> Assessment<'a> {
+        let cfg = &self.config;
+        let count = members.len();
+        let current = count as f64;
         let fresh = |f: &Option<Figure>| Figure::freshness(f.as_ref(), now, cfg.stale_after);
         let leader = members.iter().find(|m| is_leader(m)).copied();
         let mut gaps = Gaps::default();
@@ -216,36 +269,8 @@ impl ReplicaPolicy {
         if leader.is_none() {
             gaps.missing.push("leader");
         }
-        let Gaps {
-            mut missing,
-            mut stale,
-        } = gaps;
-        missing.sort_unstable();
-        missing.dedup();
-        stale.sort_unstable();
-        stale.dedup();
-        if !missing.is_empty() {
-            d.rules.push(rule(
-                Rule::MissingData,
-                current,
-                current,
-                format!("missing: {}", missing.join(", ")),
-            ));
-        }
-        if !stale.is_empty() {
-            d.rules.push(rule(
-                Rule::StaleData,
-                current,
-                current,
-                format!(
-                    "older than {}: {}",
-                    format_duration(cfg.stale_after),
-                    stale.join(", ")
-                ),
-            ));
-        }
-        let complete =
-            missing.is_empty() && stale.is_empty() && signals.iter().all(|s| s.value.is_some());
+        let gaps_complete = gaps.record(d, current, cfg.stale_after);
+        let complete = gaps_complete && signals.iter().all(|s| s.value.is_some());
         d.statistic = signals[0].value;
 
         let mut state = format!(
@@ -263,9 +288,10 @@ impl ReplicaPolicy {
             }
         }
 
-        let above: Vec<&Signal> = signals
+        let above: Vec<Signal> = signals
             .iter()
             .filter(|s| s.value.is_some_and(|v| v > s.band.high))
+            .copied()
             .collect();
         let all_below = signals
             .iter()
@@ -281,137 +307,142 @@ impl ReplicaPolicy {
         } else {
             None
         };
+        Assessment {
+            members,
+            count,
+            current,
+            capacity,
+            signals,
+            complete,
+            state,
+            above,
+            all_below,
+            below,
+        }
+    }
 
-        // The HA minimum comes first: below it, add a member whatever the load says.
-        let under_min = count < cfg.min_members as usize;
-        // Members needed to bring the worst signal back to the middle of its band.
-        let needed = |signals: &[Signal]| -> f64 {
-            let worst = signals
-                .iter()
-                .filter_map(|s| s.value.map(|v| v / ((s.band.low + s.band.high) / 2.0)))
-                .fold(0.0_f64, f64::max);
-            (count - capacity.len()) as f64 + (capacity.len() as f64 * worst).ceil()
-        };
-
-        let in_cooldown = self
-            .last_change
+    /// How long ago the last change was, while that is inside the cooldown.
+    fn in_cooldown(&self, now: Timestamp) -> Option<Duration> {
+        self.last_change
             .map(|t| now.since(t))
-            .filter(|e| *e < cfg.cooldown);
-        let cooldown_rule = |d: &mut Decision, raw: f64, e: Duration| {
-            d.rules.push(rule(
-                Rule::Cooldown,
-                raw,
-                current,
-                format!(
-                    "last change {} ago, cooldown {}",
-                    format_duration(e),
-                    format_duration(cfg.cooldown)
-                ),
-            ));
+            .filter(|e| *e < self.config.cooldown)
+    }
+
+    fn cooldown_rule(&self, d: &mut Decision, raw: f64, elapsed: Duration) {
+        d.rules.push(rule(
+            Rule::Cooldown,
+            raw,
+            d.current,
+            format!(
+                "last change {} ago, cooldown {}",
+                format_duration(elapsed),
+                format_duration(self.config.cooldown)
+            ),
+        ));
+    }
+
+    /// Below the HA minimum, or a signal above `high`: one member more, once the up window has
+    /// passed (the minimum does not wait for it), outside the cooldown, within `max_members`.
+    fn grow(
+        &self,
+        now: Timestamp,
+        a: &Assessment<'_>,
+        under_min: bool,
+        mut d: Decision,
+    ) -> Decision {
+        let cfg = &self.config;
+        let (count, current, state) = (a.count, a.current, &a.state);
+        let raw = if under_min {
+            cfg.min_members as f64
+        } else {
+            a.needed().max(current + 1.0)
         };
-
-        if under_min || !above.is_empty() {
-            let raw = if under_min {
-                cfg.min_members as f64
-            } else {
-                needed(&signals).max(current + 1.0)
-            };
-            d.raw = Some(raw);
-            let why = if under_min {
-                d.rules.push(rule(
-                    Rule::HaMinimum,
-                    current,
-                    cfg.min_members as f64,
-                    format!("{count} members, HA minimum {}", cfg.min_members),
-                ));
-                format!("below the HA minimum {}", cfg.min_members)
-            } else {
-                let held = self.above_since.map_or(Duration::ZERO, |s| now.since(s));
-                let names: Vec<String> = above
-                    .iter()
-                    .map(|s| format!("{} above {:.2}", s.name, s.band.high))
-                    .collect();
-                if held < cfg.up_window {
-                    d.rules.push(rule(
-                        Rule::UpWindow,
-                        raw,
-                        current,
-                        format!(
-                            "{} for {} of {}",
-                            names.join(", "),
-                            format_duration(held),
-                            format_duration(cfg.up_window)
-                        ),
-                    ));
-                    d.summary = format!(
-                        "{state}: {} for {}: hold {count}",
-                        names.join(", "),
-                        format_duration(held)
-                    );
-                    return keep_all(d);
-                }
-                format!("{} for {}", names.join(", "), format_duration(held))
-            };
-            if let Some(e) = in_cooldown {
-                cooldown_rule(&mut d, raw, e);
-                d.summary = format!(
-                    "{state}: {why}, but in cooldown ({}): hold {count}",
-                    format_duration(e)
-                );
-                return keep_all(d);
-            }
-            let mut target = raw;
-            if target > current + 1.0 {
-                d.rules.push(rule(
-                    Rule::StepLimit,
-                    target,
-                    current + 1.0,
-                    "one member at a time".into(),
-                ));
-                target = current + 1.0;
-            }
-            if target > cfg.max_members as f64 {
-                d.rules.push(rule(
-                    Rule::Bounds,
-                    target,
-                    cfg.max_members as f64,
-                    format!("at most {} members", cfg.max_members),
-                ));
-                target = cfg.max_members as f64;
-            }
-            if target <= current {
-                d.summary = format!(
-                    "{state}: {why}, but already at max {} members: hold {count}",
-                    cfg.max_members
-                );
-                return keep_all(d);
-            }
-            d.action = Action::Grow;
-            d.target = target;
-            d.summary = format!("{state}: {why}: add one member, {count} -> {target}");
-            return keep_all(d);
-        }
-
-        if !below {
-            let some_low = signals
-                .iter()
-                .any(|s| s.value.is_some_and(|v| v < s.band.low));
-            if all_below || some_low && !complete {
-                d.summary = format!("{state}: data is missing or stale: no scale-in, hold {count}");
-            } else {
-                d.rules.push(rule(
-                    Rule::Band,
-                    current,
-                    current,
-                    "no signal above high, not all below low".into(),
-                ));
-                d.summary = format!("{state}: inside the bands: hold {count}");
-            }
-            return keep_all(d);
-        }
-        let raw = needed(&signals).min(current - 1.0);
         d.raw = Some(raw);
-        if !complete {
+        let why = if under_min {
+            d.rules.push(rule(
+                Rule::HaMinimum,
+                current,
+                cfg.min_members as f64,
+                format!("{count} members, HA minimum {}", cfg.min_members),
+            ));
+            format!("below the HA minimum {}", cfg.min_members)
+        } else {
+            let held = self.above_since.map_or(Duration::ZERO, |s| now.since(s));
+            let names: Vec<String> = a
+                .above
+                .iter()
+                .map(|s| format!("{} above {:.2}", s.name, s.band.high))
+                .collect();
+            if held < cfg.up_window {
+                d.rules.push(rule(
+                    Rule::UpWindow,
+                    raw,
+                    current,
+                    format!(
+                        "{} for {} of {}",
+                        names.join(", "),
+                        format_duration(held),
+                        format_duration(cfg.up_window)
+                    ),
+                ));
+                d.summary = format!(
+                    "{state}: {} for {}: hold {count}",
+                    names.join(", "),
+                    format_duration(held)
+                );
+                return d;
+            }
+            format!("{} for {}", names.join(", "), format_duration(held))
+        };
+        if let Some(e) = self.in_cooldown(now) {
+            self.cooldown_rule(&mut d, raw, e);
+            d.summary = format!(
+                "{state}: {why}, but in cooldown ({}): hold {count}",
+                format_duration(e)
+            );
+            return d;
+        }
+        let mut target = raw;
+        if target > current + 1.0 {
+            d.rules.push(rule(
+                Rule::StepLimit,
+                target,
+                current + 1.0,
+                "one member at a time".into(),
+            ));
+            target = current + 1.0;
+        }
+        if target > cfg.max_members as f64 {
+            d.rules.push(rule(
+                Rule::Bounds,
+                target,
+                cfg.max_members as f64,
+                format!("at most {} members", cfg.max_members),
+            ));
+            target = cfg.max_members as f64;
+        }
+        if target <= current {
+            d.summary = format!(
+                "{state}: {why}, but already at max {} members: hold {count}",
+                cfg.max_members
+            );
+            return d;
+        }
+        d.action = Action::Grow;
+        d.target = target;
+        d.summary = format!("{state}: {why}: add one member, {count} -> {target}");
+        d
+    }
+
+    /// Every signal below `low`: one member less (the one that matters least), once the data is
+    /// complete and the down window has passed, outside the cooldown, never below the HA minimum,
+    /// and not where the same load would scale out again.
+    fn shrink(&self, now: Timestamp, a: &Assessment<'_>, mut d: Decision) -> ReplicaDecision {
+        let cfg = &self.config;
+        let (count, current, state) = (a.count, a.current, &a.state);
+        let raw = a.needed().min(current - 1.0);
+        d.raw = Some(raw);
+        if !a.complete {
             d.summary = format!(
                 "{state}: all signals low, but data is missing or stale: no scale-in, hold {count}"
             );
@@ -435,8 +466,8 @@ impl ReplicaPolicy {
             );
             return keep_all(d);
         }
-        if let Some(e) = in_cooldown {
-            cooldown_rule(&mut d, raw, e);
+        if let Some(e) = self.in_cooldown(now) {
+            self.cooldown_rule(&mut d, raw, e);
             d.summary = format!(
                 "{state}: all signals low, but in cooldown ({}): hold {count}",
                 format_duration(e)
@@ -466,38 +497,15 @@ impl ReplicaPolicy {
             );
             return keep_all(d);
         }
-        let Some(victim) = choose_removal(&members) else {
+        let Some(victim) = choose_removal(&a.members) else {
             d.summary =
                 format!("{state}: all signals low, but no replica can be removed: hold {count}");
             return keep_all(d);
         };
-        let victim_is_capacity = capacity.iter().any(|m| m.name == victim.name);
-        if victim_is_capacity {
-            // The removed member's load spreads over the others: it must not push a signal over high.
-            for s in &signals {
-                let Some(v) = s.value else { continue };
-                // Spread over one member fewer; with none left the load has nowhere to go.
-                let projected = if s.per > 1 {
-                    v * s.per as f64 / (s.per - 1) as f64
-                } else {
-                    f64::INFINITY
-                };
-                if projected > s.band.high {
-                    d.rules.push(rule(
-                        Rule::NoRegrow,
-                        target,
-                        current,
-                        format!(
-                            "{} would be {projected:.2} > high {:.2} with one member fewer",
-                            s.name, s.band.high
-                        ),
-                    ));
-                    d.summary = format!(
-                        "{state}: all signals low, but with one member fewer {} would be {projected:.2}, above high: hold {count}",
-                        s.name
-                    );
-                    return keep_all(d);
-                }
+        if a.capacity.iter().any(|m| m.name == victim.name) {
+            if let Some(hold) = a.regrow_after_removal(target, &mut d) {
+                d.summary = hold;
+                return keep_all(d);
             }
         }
         d.action = Action::Shrink;
@@ -511,6 +519,98 @@ impl ReplicaPolicy {
             decision: d,
             remove: Some(victim.name.clone()),
         }
+    }
+}
+
+/// Neither a signal above `high` nor every signal below `low`: hold, and say whether it is the
+/// band or the data that holds.
+fn hold_in_band(a: &Assessment<'_>, mut d: Decision) -> Decision {
+    let (count, current, state) = (a.count, a.current, &a.state);
+    let some_low = a
+        .signals
+        .iter()
+        .any(|s| s.value.is_some_and(|v| v < s.band.low));
+    if a.all_below || some_low && !a.complete {
+        d.summary = format!("{state}: data is missing or stale: no scale-in, hold {count}");
+    } else {
+        d.rules.push(rule(
+            Rule::Band,
+            current,
+            current,
+            "no signal above high, not all below low".into(),
+        ));
+        d.summary = format!("{state}: inside the bands: hold {count}");
+    }
+    d
+}
+
+/// Every decision but a scale-in removes no one.
+fn keep_all(decision: Decision) -> ReplicaDecision {
+    ReplicaDecision {
+        decision,
+        remove: None,
+    }
+}
+
+/// What one observation says about the replica count (see [`ReplicaPolicy::assess`]).
+struct Assessment<'a> {
+    members: Vec<&'a MemberObservation>,
+    count: usize,
+    current: f64,
+    /// Replicas that serve reads: streaming, lag known to be under the limit (or unknown).
+    capacity: Vec<&'a MemberObservation>,
+    signals: Vec<Signal>,
+    /// Every figure present and fresh, every signal known.
+    complete: bool,
+    /// The decision summary's opening: the members and each signal's value.
+    state: String,
+    /// The signals above their `high`.
+    above: Vec<Signal>,
+    /// Every signal below its `low`.
+    all_below: bool,
+    /// Every signal below its `low` and none above its `high`.
+    below: bool,
+}
+
+impl Assessment<'_> {
+    /// Members needed to bring the worst signal back to the middle of its band.
+    fn needed(&self) -> f64 {
+        let worst = self
+            .signals
+            .iter()
+            .filter_map(|s| s.value.map(|v| v / ((s.band.low + s.band.high) / 2.0)))
+            .fold(0.0_f64, f64::max);
+        (self.count - self.capacity.len()) as f64 + (self.capacity.len() as f64 * worst).ceil()
+    }
+
+    /// The removed capacity member's load spreads over the others: the summary of a hold (with
+    /// its rule recorded) when that would push a signal over `high`.
+    fn regrow_after_removal(&self, target: f64, d: &mut Decision) -> Option<String> {
+        for s in &self.signals {
+            let Some(v) = s.value else { continue };
+            // Spread over one member fewer; with none left the load has nowhere to go.
+            let projected = if s.per > 1 {
+                v * s.per as f64 / (s.per - 1) as f64
+            } else {
+                f64::INFINITY
+            };
+            if projected > s.band.high {
+                d.rules.push(rule(
+                    Rule::NoRegrow,
+                    target,
+                    self.current,
+                    format!(
+                        "{} would be {projected:.2} > high {:.2} with one member fewer",
+                        s.name, s.band.high
+                    ),
+                ));
+                return Some(format!(
+                    "{}: all signals low, but with one member fewer {} would be {projected:.2}, above high: hold {}",
+                    self.state, s.name, self.count
+                ));
+            }
+        }
+        None
     }
 }
 
