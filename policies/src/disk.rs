@@ -30,6 +30,7 @@ use steward_model::size::human_bytes;
 use steward_model::{Action, Decision, Resource, Role, Rule, Timestamp};
 
 use crate::config::DiskConfig;
+use crate::figures::{ceil_step, millis, Tally};
 use crate::rules::rule;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -81,10 +82,6 @@ fn slope(points: impl Iterator<Item = (f64, f64)> + Clone, min_span_s: f64) -> O
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
-fn ceil_step(v: f64, step: f64) -> f64 {
-    (v / step - 1e-9).ceil() * step
-}
-
 fn pct(v: f64) -> String {
     format!("{:.0}%", v * 100.0)
 }
@@ -118,6 +115,10 @@ impl DiskPolicy {
 
     /// Decides on the role's disk size. `used[i]` and `wal[i]` are member i's used bytes and WAL
     /// bytes (`None` = missing); `current_size` is the role's disk size in bytes.
+    ///
+    /// In named steps: the missing-data hold, [`Self::remember`] the busiest member's figures,
+    /// [`Self::trend`] (fill, growth, time to full, WAL's share), the triggers (threshold,
+    /// forecast), the WAL alarm, [`Self::increment`], the daily budget, [`Self::clamp`].
     pub fn decide(
         &mut self,
         now: Timestamp,
@@ -130,23 +131,12 @@ impl DiskPolicy {
         let mut d = Decision::hold(now, self.knob(), current_size);
 
         // The busiest fresh member, and its WAL figure if fresh.
-        let fresh = |f: &Option<Figure>| {
-            f.filter(|f| f.value.is_finite() && f.value >= 0.0)
-                .map(|f| (f.value, f.age(now) <= cfg.stale_after))
-        };
-        let (mut missing, mut stale) = (0, 0);
-        let mut busiest: Option<(usize, f64)> = None;
-        for (i, f) in used.iter().enumerate() {
-            match fresh(f) {
-                None => missing += 1,
-                Some((_, false)) => stale += 1,
-                Some((v, true)) => {
-                    if busiest.is_none_or(|(_, b)| v > b) {
-                        busiest = Some((i, v));
-                    }
-                }
-            }
-        }
+        let stale_ms = millis(cfg.stale_after);
+        let Tally {
+            missing,
+            stale,
+            busiest,
+        } = Tally::of(used, now, stale_ms);
         if missing > 0 {
             d.rules.push(rule(
                 Rule::MissingData,
@@ -198,10 +188,131 @@ impl DiskPolicy {
         };
         let wal_now = wal
             .get(index)
-            .and_then(fresh)
-            .and_then(|(v, ok)| ok.then_some(v));
+            .map(std::slice::from_ref)
+            .and_then(|w| Tally::of(w, now, stale_ms).busiest)
+            .map(|(_, v)| v);
+        self.remember(now, used_now, wal_now);
 
-        // History for the regression.
+        let trend = self.trend(current_size, used_now);
+        d.statistic = Some(trend.fill);
+        let state = format!(
+            "{name} {} used (high {}), {}",
+            pct(trend.fill),
+            pct(cfg.high),
+            trend.full_in
+        );
+
+        let over = trend.fill >= cfg.high;
+        let forecast = trend.time_to_full.is_some_and(|t| t < cfg.horizon);
+        if over {
+            d.rules.push(rule(
+                Rule::Threshold,
+                current_size,
+                current_size,
+                format!("{} used >= high {}", pct(trend.fill), pct(cfg.high)),
+            ));
+        }
+        if forecast {
+            d.rules.push(rule(
+                Rule::Forecast,
+                current_size,
+                current_size,
+                format!(
+                    "{}, within the horizon {}",
+                    trend.full_in,
+                    format_duration(cfg.horizon)
+                ),
+            ));
+        }
+        if !over && !forecast {
+            d.summary = format!("{state}: hold {}", human_bytes(current_size));
+            return d;
+        }
+
+        let wal_alarm = trend.wal_share.filter(|s| *s >= cfg.wal_share_alert);
+        let critical = trend.fill >= cfg.critical;
+        let mut wal_note = String::new();
+        if let Some(share) = wal_alarm {
+            d.rules.push(rule(
+                Rule::WalGrowth,
+                current_size,
+                current_size,
+                format!(
+                    "WAL makes {} of the growth over {} (alert at {})",
+                    pct(share.min(9.99)),
+                    format_duration(cfg.regression_window),
+                    pct(cfg.wal_share_alert)
+                ),
+            ));
+            wal_note = format!(
+                "WAL IS FILLING THE DISK ({} of the growth): check replication slots and WAL archiving",
+                pct(share.min(9.99))
+            );
+            if !critical {
+                d.summary = format!(
+                    "{state}: {wal_note}; not growing below critical {}",
+                    pct(cfg.critical)
+                );
+                return d;
+            }
+        }
+
+        let (raw, why) = self.increment(current_size, &trend);
+        d.raw = Some(raw);
+
+        if self.changes.len() >= cfg.max_changes_per_day as usize {
+            d.rules.push(rule(
+                Rule::Budget,
+                raw,
+                current_size,
+                format!(
+                    "{} changes in the last 24 h, at most {}",
+                    self.changes.len(),
+                    cfg.max_changes_per_day
+                ),
+            ));
+            d.summary = format!(
+                "{state}: WANTS TO GROW but the budget of {} changes per 24 h is spent: hold {}",
+                cfg.max_changes_per_day,
+                human_bytes(current_size)
+            );
+            if !wal_note.is_empty() {
+                let _ = write!(d.summary, "; {wal_note}");
+            }
+            return d;
+        }
+
+        let target = self.clamp(raw, current_size, &mut d);
+        if target <= current_size {
+            d.summary = format!(
+                "{state}: DISK AT MAX {}: cannot grow; raise max or free space",
+                human_bytes(current_size)
+            );
+            return d;
+        }
+        d.action = Action::Grow;
+        d.target = target;
+        d.summary = format!(
+            "{state}: grow {} -> {} (+{}: {why})",
+            human_bytes(current_size),
+            human_bytes(target),
+            human_bytes(target - current_size)
+        );
+        if !wal_note.is_empty() {
+            let _ = write!(
+                d.summary,
+                "; above critical {}, but {wal_note}",
+                pct(cfg.critical)
+            );
+        }
+        d
+    }
+
+    /// Keeps the busiest member's figures for the regression (one sample per `now`, at most
+    /// [`MAX_SAMPLES`], none older than the regression window) and forgets changes older than a
+    /// day (the budget's window).
+    fn remember(&mut self, now: Timestamp, used_now: f64, wal_now: Option<f64>) {
+        let cfg = &self.config;
         if self.samples.back().is_none_or(|s| s.at <= now) {
             if self.samples.len() >= MAX_SAMPLES {
                 self.samples.pop_front();
@@ -220,9 +331,12 @@ impl DiskPolicy {
         while self.changes.front().is_some_and(|t| *t <= day_start) {
             self.changes.pop_front();
         }
+    }
 
+    /// Where the disk stands and where it is going, from the remembered samples.
+    fn trend(&self, current_size: f64, used_now: f64) -> Trend {
+        let cfg = &self.config;
         let fill = used_now / current_size;
-        d.statistic = Some(fill);
         let min_span = cfg.regression_window.as_secs_f64() * MIN_SPAN_SHARE;
         let t0 = self.samples.front().map_or(0.0, |s| s.at.as_secs_f64());
         let used_slope = slope(
@@ -253,97 +367,38 @@ impl DiskPolicy {
                 format_duration(Duration::from_secs(t.as_secs()))
             )
         });
-        let state = format!(
-            "{name} {} used (high {}), {full_in}",
-            pct(fill),
-            pct(cfg.high)
-        );
+        Trend {
+            fill,
+            growth,
+            time_to_full,
+            wal_share,
+            full_in,
+        }
+    }
 
-        let over = fill >= cfg.high;
-        let forecast = time_to_full.is_some_and(|t| t < cfg.horizon);
-        if over {
-            d.rules.push(rule(
-                Rule::Threshold,
-                current_size,
-                current_size,
-                format!("{} used >= high {}", pct(fill), pct(cfg.high)),
-            ));
-        }
-        if forecast {
-            d.rules.push(rule(
-                Rule::Forecast,
-                current_size,
-                current_size,
-                format!(
-                    "{full_in}, within the horizon {}",
-                    format_duration(cfg.horizon)
-                ),
-            ));
-        }
-        if !over && !forecast {
-            d.summary = format!("{state}: hold {}", human_bytes(current_size));
-            return d;
-        }
-
-        let wal_alarm = wal_share.filter(|s| *s >= cfg.wal_share_alert);
-        let critical = fill >= cfg.critical;
-        let mut wal_note = String::new();
-        if let Some(share) = wal_alarm {
-            d.rules.push(rule(
-                Rule::WalGrowth,
-                current_size,
-                current_size,
-                format!(
-                    "WAL makes {} of the growth over {} (alert at {})",
-                    pct(share.min(9.99)),
-                    format_duration(cfg.regression_window),
-                    pct(cfg.wal_share_alert)
-                ),
-            ));
-            wal_note = format!(
-                "WAL IS FILLING THE DISK ({} of the growth): check replication slots and WAL archiving",
-                pct(share.min(9.99))
-            );
-            if !critical {
-                d.summary = format!(
-                    "{state}: {wal_note}; not growing below critical {}",
-                    pct(cfg.critical)
-                );
-                return d;
-            }
-        }
-
-        // The increment: the largest of the fixed minimum, the percentage and the forecast.
-        let forecast_growth = growth.map_or(0.0, |g| g * cfg.horizon.as_secs_f64());
+    /// The new size before rounding: the size plus the largest of the fixed minimum, the
+    /// percentage and the forecast growth over the horizon; and which of them it was.
+    fn increment(&self, current_size: f64, trend: &Trend) -> (f64, String) {
+        let cfg = &self.config;
+        let forecast_growth = trend.growth.map_or(0.0, |g| g * cfg.horizon.as_secs_f64());
         let increment = cfg
             .min_increment
             .max(cfg.increment_pct * current_size)
             .max(forecast_growth);
-        let raw = current_size + increment;
-        d.raw = Some(raw);
+        let why = if forecast_growth >= cfg.min_increment.max(cfg.increment_pct * current_size) {
+            format!("forecast growth over {}", format_duration(cfg.horizon))
+        } else if cfg.increment_pct * current_size >= cfg.min_increment {
+            format!("{} of the size", pct(cfg.increment_pct))
+        } else {
+            "the minimum increment".to_string()
+        };
+        (current_size + increment, why)
+    }
 
-        if self.changes.len() >= cfg.max_changes_per_day as usize {
-            d.rules.push(rule(
-                Rule::Budget,
-                raw,
-                current_size,
-                format!(
-                    "{} changes in the last 24 h, at most {}",
-                    self.changes.len(),
-                    cfg.max_changes_per_day
-                ),
-            ));
-            d.summary = format!(
-                "{state}: WANTS TO GROW but the budget of {} changes per 24 h is spent: hold {}",
-                cfg.max_changes_per_day,
-                human_bytes(current_size)
-            );
-            if !wal_note.is_empty() {
-                let _ = write!(d.summary, "; {wal_note}");
-            }
-            return d;
-        }
-
+    /// Rounded up to the step, at most `max`, never below the current size (a disk never
+    /// shrinks); each rule that changed it recorded in `d`.
+    fn clamp(&self, raw: f64, current_size: f64, d: &mut Decision) -> f64 {
+        let cfg = &self.config;
         let mut target = ceil_step(raw, cfg.step);
         if target != raw {
             d.rules.push(rule(
@@ -374,37 +429,21 @@ impl DiskPolicy {
             ));
             target = current_size;
         }
-        if target <= current_size {
-            d.summary = format!(
-                "{state}: DISK AT MAX {}: cannot grow; raise max or free space",
-                human_bytes(current_size)
-            );
-            return d;
-        }
-        d.action = Action::Grow;
-        d.target = target;
-        let why = if forecast_growth >= cfg.min_increment.max(cfg.increment_pct * current_size) {
-            format!("forecast growth over {}", format_duration(cfg.horizon))
-        } else if cfg.increment_pct * current_size >= cfg.min_increment {
-            format!("{} of the size", pct(cfg.increment_pct))
-        } else {
-            "the minimum increment".to_string()
-        };
-        d.summary = format!(
-            "{state}: grow {} -> {} (+{}: {why})",
-            human_bytes(current_size),
-            human_bytes(target),
-            human_bytes(target - current_size)
-        );
-        if !wal_note.is_empty() {
-            let _ = write!(
-                d.summary,
-                "; above critical {}, but {wal_note}",
-                pct(cfg.critical)
-            );
-        }
-        d
+        target
     }
+}
+
+/// Where a disk stands and where it is going (see [`DiskPolicy::trend`]).
+struct Trend {
+    /// Used over size, of the busiest member.
+    fill: f64,
+    /// Bytes a second, when the regression says the disk grows.
+    growth: Option<f64>,
+    time_to_full: Option<Duration>,
+    /// WAL's growth over the used bytes' growth.
+    wal_share: Option<f64>,
+    /// `full in 3h 20m at 1.2 GiB/h` or `not growing`.
+    full_in: String,
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 pub mod amount;
 pub mod config;
 pub mod disk;
+mod figures;
 pub mod replicas;
 pub mod rules;
 pub mod vertical;

@@ -29,6 +29,7 @@ use steward_model::size::human_amount;
 use steward_model::{Action, Decision, Resource, Role, Rule, Timestamp};
 
 use crate::config::{OomConfig, VerticalConfig};
+use crate::figures::{ceil_step, floor_step, millis, Tally};
 use crate::rules::rule;
 use crate::rules::RuleSet;
 use crate::window::Window;
@@ -167,19 +168,6 @@ pub struct VerticalPolicy {
 /// period of CloudWatch's basic monitoring, the coarsest resolution metrics are commonly kept at.
 /// Live, Steward samples every few seconds and `stale_after` is the bound that matters.
 const MAX_SAMPLE_INTERVAL_MS: i64 = 5 * 60 * 1000;
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Rounds up to a multiple of `step`, ignoring float dust (2.0000000001 stays 2.0 at step 0.5).
-fn ceil_step(v: f64, step: f64) -> f64 {
-    (v / step - 1e-9).ceil() * step
-}
-
-fn floor_step(v: f64, step: f64) -> f64 {
-    (v / step + 1e-9).floor() * step
-}
 
 impl VerticalPolicy {
     /// A policy with the default OOM emergency settings (see [`VerticalPolicy::with_oom`]).
@@ -336,20 +324,9 @@ impl VerticalPolicy {
         let mut t = Trace::new(current, usage.len());
 
         // The busiest fresh member; count the others.
-        let mut busiest: Option<f64> = None;
-        for figure in usage {
-            match figure {
-                Some(f) if f.value.is_finite() && f.value >= 0.0 => {
-                    if now.0.saturating_sub(f.at.0) > self.stale_ms {
-                        t.stale += 1;
-                    } else {
-                        busiest = Some(busiest.map_or(f.value, |b: f64| b.max(f.value)));
-                    }
-                }
-                // Absent, NaN or negative: not a measurement.
-                _ => t.missing += 1,
-            }
-        }
+        let tally = Tally::of(usage, now, self.stale_ms);
+        (t.missing, t.stale) = (tally.missing, tally.stale);
+        let busiest = tally.busiest.map(|(_, v)| v);
         if t.missing > 0 {
             t.record(Rule::MissingData, current, current);
         }
@@ -372,7 +349,7 @@ impl VerticalPolicy {
             return t;
         };
 
-        let complete = t.missing == 0 && t.stale == 0;
+        let complete = tally.complete();
         self.window.push(now.0, busiest, complete);
         self.window
             .evict_through(now.0.saturating_sub(self.window_ms));
