@@ -112,8 +112,9 @@ impl Clock {
 pub struct Ports {
     pub platform: Arc<dyn Platform>,
     pub patroni: Arc<dyn PatroniApi>,
-    /// Prometheus, when configured; the platform's usage fills in otherwise.
-    pub metrics: Option<Arc<dyn MetricsSource>>,
+    /// The metric sources (Prometheus, when configured), asked in order; the platform's usage
+    /// fills in what none of them answers.
+    pub metrics: Vec<Arc<dyn MetricsSource>>,
     pub balancers: Option<Balancers>,
     /// Checked before every step (the lease, with several instances); `None` acts alone.
     pub guard: Option<Arc<dyn ActGuard>>,

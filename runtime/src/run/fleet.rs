@@ -339,7 +339,7 @@ impl Member {
             platform: Arc::clone(&self.world.platform) as Arc<dyn Platform>,
             patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
             // A simulated cluster's figures come from its simulated platform.
-            metrics: None,
+            metrics: Vec::new(),
             balancers: None,
             guard,
             journal,

@@ -505,7 +505,7 @@ mod tests {
                 acting: Ports {
                     platform: Arc::clone(&self.world.platform) as Arc<dyn Platform>,
                     patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
-                    metrics: None,
+                    metrics: Vec::new(),
                     balancers: None,
                     guard: None,
                     journal: Arc::new(self.journal.clone()),

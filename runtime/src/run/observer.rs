@@ -55,7 +55,8 @@ pub struct Observer {
     cluster: String,
     platform: Arc<dyn Platform>,
     patroni: Arc<dyn PatroniApi>,
-    metrics: Option<Arc<dyn MetricsSource>>,
+    /// Asked in order; a metric two sources answer is taken from the first.
+    metrics: Vec<Arc<dyn MetricsSource>>,
     /// The last usage figures by member, kept across a platform that stops answering.
     last_usage: BTreeMap<String, Usage>,
     /// The longest one source may take in one pass (see the module doc).
@@ -67,7 +68,7 @@ impl Observer {
         cluster: impl Into<String>,
         platform: Arc<dyn Platform>,
         patroni: Arc<dyn PatroniApi>,
-        metrics: Option<Arc<dyn MetricsSource>>,
+        metrics: Vec<Arc<dyn MetricsSource>>,
     ) -> Self {
         Observer {
             cluster: cluster.into(),
@@ -157,11 +158,14 @@ impl Observer {
             )),
         }
         let mut metrics = BTreeMap::new();
-        if let Some(source) = &self.metrics {
-            // One bound for all queries: they go one after another, and a hung Prometheus
-            // would otherwise cost the limit once per metric.
+        for source in &self.metrics {
+            // One bound for all of a source's queries: they go one after another, and a hung
+            // Prometheus would otherwise cost the limit once per metric.
             let asked = within(limit, async {
                 for metric in source.metrics() {
+                    if metrics.contains_key(&metric) {
+                        continue; // an earlier source answered it
+                    }
                     match source.instant(metric, now).await {
                         Ok(r) => {
                             metrics.insert(metric, r);
@@ -231,7 +235,8 @@ mod tests {
         ActionOutcome, ClusterView, MemberStatus, PatroniError, RestartConditions, Switchover,
     };
 
-    use steward_model::observation::PatroniRole;
+    use steward_adapters::prometheus::{Metric, MetricReading, PrometheusError, Reading};
+    use steward_model::observation::{Figure, PatroniRole, Source};
 
     use super::*;
     use crate::run::config::RawSimulated;
@@ -294,7 +299,7 @@ mod tests {
             "demo",
             world.platform.clone(),
             Arc::new(HungCluster(patroni)),
-            None,
+            Vec::new(),
         )
         .with_time_limit(limit);
         let began = tokio::time::Instant::now();
@@ -322,9 +327,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answering_patroni_is_not_cut_short() {
         let world = world().await;
-        let mut observer =
-            Observer::new("demo", world.platform.clone(), world.patroni.clone(), None)
-                .with_time_limit(Duration::from_secs(3));
+        let mut observer = Observer::new(
+            "demo",
+            world.platform.clone(),
+            world.patroni.clone(),
+            Vec::new(),
+        )
+        .with_time_limit(Duration::from_secs(3));
         let seen = observer.observe(world.clock.now()).await;
         assert!(
             seen.observation
@@ -339,5 +348,98 @@ mod tests {
             .members
             .iter()
             .any(|m| m.patroni_role == Some(PatroniRole::Leader)));
+    }
+
+    /// A metrics source that answers the same value for every member it is told of.
+    struct Fixed {
+        members: Vec<String>,
+        answers: Vec<(Metric, f64)>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricsSource for Fixed {
+        fn metrics(&self) -> Vec<Metric> {
+            self.answers.iter().map(|(m, _)| *m).collect()
+        }
+        async fn instant(
+            &self,
+            metric: Metric,
+            now: Timestamp,
+        ) -> Result<MetricReading, PrometheusError> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let value = self.answers.iter().find(|(m, _)| *m == metric).unwrap().1;
+            Ok(MetricReading {
+                metric,
+                label: "member".into(),
+                values: self
+                    .members
+                    .iter()
+                    .map(|n| {
+                        let figure = Figure::new(value, Source::Prometheus, now);
+                        (n.clone(), Reading::Fresh(figure))
+                    })
+                    .collect(),
+            })
+        }
+        async fn range(
+            &self,
+            _: Metric,
+            _: Timestamp,
+            _: Timestamp,
+            _: Duration,
+        ) -> Result<BTreeMap<String, Vec<Figure>>, PrometheusError> {
+            Ok(BTreeMap::new())
+        }
+    }
+
+    /// The observer asks every metrics source in order; a metric the first one answered is not
+    /// asked of the second, and the second fills in what the first lacks.
+    #[tokio::test(start_paused = true)]
+    async fn metrics_come_from_every_source_the_first_answer_winning() {
+        let world = world().await;
+        let names: Vec<String> = world
+            .platform
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        let first = Arc::new(Fixed {
+            members: names.clone(),
+            answers: vec![(Metric::CpuUsed, 0.25)],
+            asked: Default::default(),
+        });
+        let second = Arc::new(Fixed {
+            members: names,
+            answers: vec![(Metric::CpuUsed, 9.0), (Metric::Connections, 42.0)],
+            asked: Default::default(),
+        });
+        let mut observer = Observer::new(
+            "demo",
+            world.platform.clone(),
+            world.patroni.clone(),
+            vec![first.clone() as Arc<dyn MetricsSource>, second.clone()],
+        );
+        let seen = observer.observe(world.clock.now()).await;
+        let m = &seen.observation.members[0];
+        assert_eq!(
+            m.cpu_used.map(|f| f.value),
+            Some(0.25),
+            "the first source's answer"
+        );
+        assert_eq!(
+            m.connections.map(|f| f.value),
+            Some(42.0),
+            "the second fills in"
+        );
+        assert_eq!(first.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            second.asked.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "cpu was not asked again"
+        );
     }
 }

@@ -121,12 +121,12 @@ async fn async_main(
         }
     };
     let clock = Clock::starting_at(start);
-    let metrics: Option<Arc<dyn MetricsSource>> = match &config.prometheus {
-        Some(p) => Some(Arc::new(
+    let mut metrics: Vec<Arc<dyn MetricsSource>> = Vec::new();
+    if let Some(p) = &config.prometheus {
+        metrics.push(Arc::new(
             PrometheusClient::new(p).context("setting up the prometheus client")?,
-        )),
-        None => None,
-    };
+        ));
+    }
     let journal: Arc<dyn LoopJournal> = if args.dry_run {
         // A dry run journals nothing; it still reads nothing from a real journal either.
         Arc::new(MemoryJournal::default())

@@ -104,7 +104,7 @@ impl Bench {
         let ports = Ports {
             platform,
             patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
-            metrics: None,
+            metrics: Vec::new(),
             balancers: None,
             guard: None,
             journal: Arc::new(self.journal.clone()),
