@@ -27,7 +27,7 @@
 //! not rebalance clusters when an instance joins (an owner keeps what it holds until it resigns or
 //! dies), and it speaks plain HTTP to loopback etcd only (no TLS).
 
-use crate::patroni::Secret;
+use crate::http::Secret;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

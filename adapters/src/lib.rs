@@ -12,6 +12,7 @@
 
 pub mod haproxy;
 pub mod host;
+pub mod http;
 pub mod lease;
 pub mod patroni;
 pub mod platform;

@@ -10,28 +10,22 @@
 //! What this module is not: it does not assemble the observation (the binary's `observe` does)
 //! and makes no decision. It judges nothing about health beyond what Patroni says.
 //!
-//! Also here, because both HTTP sources need them and this crate has no shared `http` module
-//! yet: [`Secret`] (redacted debug) and [`TlsConfig`].
+//! The HTTP plumbing it shares with the Prometheus client (client builder, TLS, secrets, URL
+//! checks) is `crate::http`.
 
 mod client;
 mod config;
 mod error;
-mod secret;
-pub(crate) mod tls;
 pub mod types;
 
 use async_trait::async_trait;
 
 pub use client::PatroniClient;
-pub(crate) use config::check_url;
 pub use config::{
     BasicAuth, PatroniConfig, PatroniSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,
 };
 pub use error::PatroniError;
-pub(crate) use secret::resolve_secret;
-pub use secret::Secret;
-pub use tls::{TlsConfig, TlsSettings};
 pub use types::{
     normalize_role, normalize_state, ActionOutcome, ClusterMember, ClusterView, HistoryEntry,
     MemberStatus, MetricSample, Probe, RestartConditions, Switchover, WalPositions, Walsender,

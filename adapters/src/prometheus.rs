@@ -28,8 +28,7 @@ use steward_model::observation::{Figure, Source};
 use steward_model::{ConfigErrors, Timestamp};
 use tracing::debug;
 
-use crate::patroni::tls::build_client;
-use crate::patroni::{resolve_secret, Secret, TlsConfig, TlsSettings};
+use crate::http::{build_client, check_url, resolve_secret, Secret, TlsConfig, TlsSettings};
 use steward_model::ports::ErrorKind;
 
 /// Prometheus evaluates a query in milliseconds to seconds; 10 s bounds a slow range query.
@@ -265,7 +264,7 @@ impl PrometheusConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<PrometheusSettings, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        let url = match self.url.as_deref().map(crate::patroni::check_url) {
+        let url = match self.url.as_deref().map(check_url) {
             None => {
                 errors.push("url", "required, e.g. http://127.0.0.1:9090");
                 String::new()

@@ -25,9 +25,9 @@ use tracing::{debug, warn};
 use super::config::DEFAULT_RETRY_DELAY;
 use super::config::{BasicAuth, PatroniSettings};
 use super::error::PatroniError;
-use super::tls::build_client;
 use super::types::*;
 use super::PatroniApi;
+use crate::http::build_client;
 use steward_model::ports::ErrorKind;
 
 /// How much of an error body is kept in [`PatroniError::Status`]: Patroni's messages are one

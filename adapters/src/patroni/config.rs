@@ -11,8 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use steward_model::ConfigErrors;
 
-use super::secret::{resolve_secret, Secret};
-use super::tls::{TlsConfig, TlsSettings};
+use crate::http::{check_url, resolve_secret, Secret, TlsConfig, TlsSettings};
 
 /// Patroni's REST API answers in milliseconds; 5 s tolerates a busy member, and a paused one
 /// (which accepts the connection and never answers) costs at most this per request.
@@ -225,28 +224,6 @@ fn positive(errors: &mut ConfigErrors, path: &str, d: Duration) -> Duration {
         errors.push(path, "must be more than zero");
     }
     d
-}
-
-/// Checks a base URL (`http(s)://host[:port][/prefix]`) and returns it without a trailing `/`.
-/// Credentials in the URL are refused: they would end up in logs and error messages.
-pub(crate) fn check_url(text: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme `{}` is not http or https", url.scheme()));
-    }
-    if url.host_str().is_none() {
-        return Err("the URL has no host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // Do not echo the URL: it holds the credentials.
-        return Err(
-            "credentials in the URL are not allowed; use username and password_file".into(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("a base URL takes no query or fragment".into());
-    }
-    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 #[cfg(test)]

@@ -1,0 +1,38 @@
+//! The HTTP plumbing every HTTP source shares (Patroni, Prometheus; etcd's secrets too): one
+//! client builder with the connect and request timeouts and the TLS settings ([`TlsConfig`] ->
+//! [`TlsSettings`], [`build_client`]), base-URL checking that refuses credentials in a URL
+//! ([`check_url`]), and secrets read from files or the environment that never print themselves
+//! ([`Secret`], DESIGN.md promise 9).
+//!
+//! What it is not: a client of any one service. Retries, body limits and error classes belong to
+//! each client (Patroni's `client.rs`, `prometheus.rs`), which build on this.
+
+mod secret;
+mod tls;
+
+pub(crate) use secret::resolve_secret;
+pub use secret::Secret;
+pub(crate) use tls::build_client;
+pub use tls::{TlsConfig, TlsSettings};
+
+/// Checks a base URL (`http(s)://host[:port][/prefix]`) and returns it without a trailing `/`.
+/// Credentials in the URL are refused: they would end up in logs and error messages.
+pub(crate) fn check_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme `{}` is not http or https", url.scheme()));
+    }
+    if url.host_str().is_none() {
+        return Err("the URL has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Do not echo the URL: it holds the credentials.
+        return Err(
+            "credentials in the URL are not allowed; use username and password_file".into(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a base URL takes no query or fragment".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
