@@ -3,7 +3,7 @@
 //!
 //! Each [`Metric`] has a PromQL query (configurable, with defaults for the usual stack:
 //! cAdvisor for container CPU/memory/OOM, postgres_exporter for connections/size/read rate,
-//! Patroni's `/metrics` for lag; see [`Metric::default_query`]) and the label that names the
+//! Patroni's `/metrics` for lag; see [`default_query`]) and the label that names the
 //! member in its answer. A query
 //! answers for every member at once; results are keyed by that label's value, and the
 //! observation matches them to members by name or address. Never one query per member.
@@ -29,6 +29,9 @@ use steward_model::{ConfigErrors, Timestamp};
 use tracing::debug;
 
 use crate::http::{build_client, check_url, resolve_secret, Secret, TlsConfig, TlsSettings};
+pub use steward_model::ports::metrics::{
+    Metric, MetricReading, MetricsError, MetricsSource, Reading,
+};
 use steward_model::ports::ErrorKind;
 
 /// Prometheus evaluates a query in milliseconds to seconds; 10 s bounds a slow range query.
@@ -38,107 +41,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Two scrape intervals of Prometheus's default 1 min, plus slack: older means the pipeline
 /// behind the figure has stopped, not that the figure is a bit late.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(150);
-
-/// What Steward reads from Prometheus, one query each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// vCPUs in use.
-    CpuUsed,
-    /// Working set: RSS + mapped shared memory, not page cache (ENVIRONMENT.md), bytes.
-    MemoryUsed,
-    /// Data disk used, bytes.
-    DiskUsed,
-    /// WAL bytes on disk.
-    WalBytes,
-    /// Client connections.
-    Connections,
-    /// Transactions per second.
-    ReadRate,
-    /// Bytes behind the leader.
-    LagBytes,
-    /// OOM kills (a counter).
-    OomKills,
-}
-
-impl Metric {
-    pub const ALL: [Metric; 8] = [
-        Metric::CpuUsed,
-        Metric::MemoryUsed,
-        Metric::DiskUsed,
-        Metric::WalBytes,
-        Metric::Connections,
-        Metric::ReadRate,
-        Metric::LagBytes,
-        Metric::OomKills,
-    ];
-
-    /// The key in `[prometheus.queries]`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::CpuUsed => "cpu_used",
-            Metric::MemoryUsed => "memory_used",
-            Metric::DiskUsed => "disk_used",
-            Metric::WalBytes => "wal_bytes",
-            Metric::Connections => "connections",
-            Metric::ReadRate => "read_rate",
-            Metric::LagBytes => "lag_bytes",
-            Metric::OomKills => "oom_kills",
-        }
-    }
-
-    pub fn from_key(key: &str) -> Option<Metric> {
-        Metric::ALL.into_iter().find(|m| m.as_str() == key)
-    }
-
-    /// The default query for the usual stack, or `None` where the stack has no such metric.
-    ///
-    /// - Scrape targets carry a `member` label naming the Patroni member (Steward's HTTP
-    ///   service discovery sets it, DESIGN.md 7; the lab sets it with file_sd), so exporter
-    ///   queries group `by (member)`: postgres_exporter for connections, size and read rate,
-    ///   Patroni's `/metrics` for lag (the query the lab recorded against Prometheus 2.42).
-    /// - cAdvisor is one target per host, not per member: it exports Docker labels as
-    ///   `container_label_<name>`, so Steward's `io.steward.member` becomes the member label
-    ///   (and only owned containers count). Memory is RSS + mapped files, which holds the
-    ///   touched part of shared_buffers, never the page cache (ENVIRONMENT.md).
-    /// - `pg_database_size_bytes` is a lower bound of disk used (no WAL, no overhead): point
-    ///   `disk_used` at node_exporter's filesystem metrics where the data disk is a mount.
-    /// - WAL bytes need a custom exporter query (`pg_ls_waldir()`), so there is no default.
-    /// - With several clusters in one Prometheus, narrow the queries (e.g. `{scope="..."}`).
-    pub fn default_query(self) -> Option<MetricQuery> {
-        let cadvisor = |expr: &str| {
-            MetricQuery {
-            query: format!(
-                "sum by (member) (label_replace({expr}, \"member\", \"$1\", \"container_label_io_steward_member\", \"(.+)\"))"
-            ),
-            label: "member".into(),
-        }
-        };
-        let owned = "{container_label_io_steward_member!=\"\"}";
-        let by_member = |query: &str| MetricQuery {
-            query: query.into(),
-            label: "member".into(),
-        };
-        Some(match self {
-            Metric::CpuUsed => cadvisor(&format!("rate(container_cpu_usage_seconds_total{owned}[1m])")),
-            Metric::MemoryUsed => {
-                cadvisor(&format!("container_memory_rss{owned} + container_memory_mapped_file{owned}"))
-            }
-            Metric::OomKills => cadvisor(&format!("container_oom_events_total{owned}")),
-            Metric::DiskUsed => by_member("sum by (member) (pg_database_size_bytes)"),
-            Metric::Connections => by_member("sum by (member) (pg_stat_activity_count)"),
-            Metric::ReadRate => by_member(
-                "sum by (member) (rate(pg_stat_database_xact_commit[1m]) + rate(pg_stat_database_xact_rollback[1m]))",
-            ),
-            // clamp_min: with no primary (etcd down, Patroni demoted it) the leader's position
-            // is stale and the difference went negative (-169 MB measured on the lab).
-            Metric::LagBytes => by_member(
-                "clamp_min(scalar(max(patroni_xlog_location)) - max by (member) (patroni_xlog_replayed_location and on (member) patroni_replica == 1), 0)",
-            ),
-            Metric::WalBytes => return None,
-        })
-    }
-}
 
 /// A PromQL query and the label naming the member in its result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +86,7 @@ pub struct PrometheusConfig {
     /// A sample older than this is stale. Default [`DEFAULT_MAX_AGE`].
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Duration,
-    /// Per-metric overrides of [`Metric::default_query`], keyed by [`Metric::as_str`]. An empty
+    /// Per-metric overrides of [`default_query`], keyed by [`Metric::as_str`]. An empty
     /// `query` turns the metric off.
     #[serde(default)]
     pub queries: BTreeMap<String, MetricQuery>,
@@ -319,7 +221,7 @@ impl PrometheusConfig {
         };
         let mut queries: BTreeMap<Metric, MetricQuery> = Metric::ALL
             .into_iter()
-            .filter_map(|m| m.default_query().map(|q| (m, q)))
+            .filter_map(|m| default_query(m).map(|q| (m, q)))
             .collect();
         for (key, q) in &self.queries {
             let Some(metric) = Metric::from_key(key) else {
@@ -424,60 +326,52 @@ impl PrometheusError {
     }
 }
 
-// ---- readings ----------------------------------------------------------------------------
-
-/// One member's value of one metric, judged.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Reading {
-    Fresh(Figure),
-    /// Present but older than `max_age` at the time asked: never acted upon.
-    Stale(Figure),
-    /// NaN or ±Inf: not a number, so not a figure.
-    Missing,
-}
-
-impl Reading {
-    /// The figure, when fresh.
-    pub fn fresh(&self) -> Option<Figure> {
-        match self {
-            Reading::Fresh(f) => Some(*f),
-            _ => None,
-        }
+/// The default query for the usual stack, or `None` where the stack has no such metric.
+///
+/// - Scrape targets carry a `member` label naming the Patroni member (Steward's HTTP
+///   service discovery sets it, DESIGN.md 7; the lab sets it with file_sd), so exporter
+///   queries group `by (member)`: postgres_exporter for connections, size and read rate,
+///   Patroni's `/metrics` for lag (the query the lab recorded against Prometheus 2.42).
+/// - cAdvisor is one target per host, not per member: it exports Docker labels as
+///   `container_label_<name>`, so Steward's `io.steward.member` becomes the member label
+///   (and only owned containers count). Memory is RSS + mapped files, which holds the
+///   touched part of shared_buffers, never the page cache (ENVIRONMENT.md).
+/// - `pg_database_size_bytes` is a lower bound of disk used (no WAL, no overhead): point
+///   `disk_used` at node_exporter's filesystem metrics where the data disk is a mount.
+/// - WAL bytes need a custom exporter query (`pg_ls_waldir()`), so there is no default.
+/// - With several clusters in one Prometheus, narrow the queries (e.g. `{scope="..."}`).
+pub fn default_query(metric: Metric) -> Option<MetricQuery> {
+    let cadvisor = |expr: &str| {
+        MetricQuery {
+        query: format!(
+            "sum by (member) (label_replace({expr}, \"member\", \"$1\", \"container_label_io_steward_member\", \"(.+)\"))"
+        ),
+        label: "member".into(),
     }
-}
-
-/// The answer to one metric's query, for all members at once.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MetricReading {
-    pub metric: Metric,
-    /// The label the keys come from.
-    pub label: String,
-    /// By the member label's value. An empty map is an empty answer: every member missing.
-    pub values: BTreeMap<String, Reading>,
-}
-
-/// What the loops and `observe` ask of a metrics store.
-#[async_trait]
-pub trait MetricsSource: Send + Sync {
-    /// The metrics this source has a query for.
-    fn metrics(&self) -> Vec<Metric>;
-
-    /// One instant query for `metric`, all members, judged at `now`.
-    async fn instant(
-        &self,
-        metric: Metric,
-        now: Timestamp,
-    ) -> Result<MetricReading, PrometheusError>;
-
-    /// One range query for `metric`, all members; non-finite points are dropped (missing).
-    async fn range(
-        &self,
-        metric: Metric,
-        start: Timestamp,
-        end: Timestamp,
-        step: Duration,
-    ) -> Result<BTreeMap<String, Vec<Figure>>, PrometheusError>;
+    };
+    let owned = "{container_label_io_steward_member!=\"\"}";
+    let by_member = |query: &str| MetricQuery {
+        query: query.into(),
+        label: "member".into(),
+    };
+    Some(match metric {
+        Metric::CpuUsed => cadvisor(&format!("rate(container_cpu_usage_seconds_total{owned}[1m])")),
+        Metric::MemoryUsed => {
+            cadvisor(&format!("container_memory_rss{owned} + container_memory_mapped_file{owned}"))
+        }
+        Metric::OomKills => cadvisor(&format!("container_oom_events_total{owned}")),
+        Metric::DiskUsed => by_member("sum by (member) (pg_database_size_bytes)"),
+        Metric::Connections => by_member("sum by (member) (pg_stat_activity_count)"),
+        Metric::ReadRate => by_member(
+            "sum by (member) (rate(pg_stat_database_xact_commit[1m]) + rate(pg_stat_database_xact_rollback[1m]))",
+        ),
+        // clamp_min: with no primary (etcd down, Patroni demoted it) the leader's position
+        // is stale and the difference went negative (-169 MB measured on the lab).
+        Metric::LagBytes => by_member(
+            "clamp_min(scalar(max(patroni_xlog_location)) - max by (member) (patroni_xlog_replayed_location and on (member) patroni_replica == 1), 0)",
+        ),
+        Metric::WalBytes => return None,
+    })
 }
 
 /// The Prometheus HTTP API client.
@@ -524,7 +418,7 @@ impl PrometheusClient {
         let results = futures::future::join_all(
             self.queries
                 .keys()
-                .map(|&m| async move { (m, self.instant(m, now).await) }),
+                .map(|&m| async move { (m, self.instant_query(m, now).await) }),
         )
         .await;
         let mut readings = BTreeMap::new();
@@ -592,13 +486,9 @@ pub fn judge(value: f64, sample_secs: f64, now: Timestamp, max_age: Duration) ->
     }
 }
 
-#[async_trait]
-impl MetricsSource for PrometheusClient {
-    fn metrics(&self) -> Vec<Metric> {
-        self.queries.keys().copied().collect()
-    }
-
-    async fn instant(
+impl PrometheusClient {
+    /// [`MetricsSource::instant`], with Prometheus' own error.
+    pub async fn instant_query(
         &self,
         metric: Metric,
         now: Timestamp,
@@ -646,7 +536,8 @@ impl MetricsSource for PrometheusClient {
         })
     }
 
-    async fn range(
+    /// [`MetricsSource::range`], with Prometheus' own error.
+    pub async fn range_query(
         &self,
         metric: Metric,
         start: Timestamp,
@@ -698,6 +589,33 @@ impl MetricsSource for PrometheusClient {
             out.entry(key.clone()).or_default().extend(points);
         }
         Ok(out)
+    }
+}
+
+impl From<PrometheusError> for MetricsError {
+    fn from(e: PrometheusError) -> Self {
+        MetricsError::new(e.class(), e)
+    }
+}
+
+#[async_trait]
+impl MetricsSource for PrometheusClient {
+    fn metrics(&self) -> Vec<Metric> {
+        self.queries.keys().copied().collect()
+    }
+
+    async fn instant(&self, metric: Metric, now: Timestamp) -> Result<MetricReading, MetricsError> {
+        Ok(self.instant_query(metric, now).await?)
+    }
+
+    async fn range(
+        &self,
+        metric: Metric,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Result<BTreeMap<String, Vec<Figure>>, MetricsError> {
+        Ok(self.range_query(metric, start, end, step).await?)
     }
 }
 

@@ -58,8 +58,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use steward_adapters::patroni::PatroniApi;
-use steward_adapters::prometheus::MetricsSource;
 use steward_coordinator::{Coordinator, Grant, GrantOutcome, Purpose};
+use steward_model::ports::metrics::MetricsSource;
 use steward_model::ports::ErrorKind;
 use steward_model::ports::{CreateSpec, Platform, PlatformMember};
 use steward_model::{Role, Size, Timestamp};

@@ -21,7 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use steward_adapters::prometheus::{
-    Metric, MetricQuery, MetricsSource, PrometheusClient, PrometheusError, PrometheusSettings,
+    Metric, MetricQuery, MetricsError, MetricsSource, PrometheusClient, PrometheusError,
+    PrometheusSettings,
 };
 use steward_model::observation::{Figure, PatroniRole};
 use steward_model::ports::ErrorKind;
@@ -93,7 +94,7 @@ pub enum HistoryError {
     AllFailed {
         failed: usize,
         #[source]
-        source: PrometheusError,
+        source: MetricsError,
     },
     #[error("prometheus has no sample of any member between {start} and {end}")]
     Empty { start: Timestamp, end: Timestamp },
@@ -103,7 +104,8 @@ impl HistoryError {
     /// Transient (Prometheus down or slow: try again) or permanent (fix the flags or queries).
     pub fn class(&self) -> ErrorKind {
         match self {
-            HistoryError::AllFailed { source, .. } | HistoryError::Client(source) => source.class(),
+            HistoryError::AllFailed { source, .. } => source.class(),
+            HistoryError::Client(source) => source.class(),
             HistoryError::Step(_) | HistoryError::Since { .. } | HistoryError::Empty { .. } => {
                 ErrorKind::Permanent
             }
@@ -139,7 +141,7 @@ pub async fn fetch(
     span: Span,
 ) -> Result<Answers, HistoryError> {
     let mut answers = Answers::default();
-    let mut failures: Vec<(&'static str, PrometheusError)> = Vec::new();
+    let mut failures: Vec<(&'static str, MetricsError)> = Vec::new();
     let mut asked = 0usize;
     let metrics: Vec<(&dyn MetricsSource, Metric, Option<&'static str>)> = source
         .metrics()

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use steward_adapters::prometheus::{
-    Metric, MetricsSource, PrometheusClient, PrometheusConfig, PrometheusError, PrometheusSettings,
-    Reading,
+    Metric, MetricsError, MetricsSource, PrometheusClient, PrometheusConfig, PrometheusError,
+    PrometheusSettings, Reading,
 };
 use steward_model::ports::ErrorKind;
 use steward_model::Timestamp;
@@ -55,7 +55,9 @@ fn client(server: &MockServer, extra: serde_json::Value) -> PrometheusClient {
 }
 
 fn default_query(m: Metric) -> String {
-    m.default_query().unwrap().query
+    steward_adapters::prometheus::default_query(m)
+        .unwrap()
+        .query
 }
 
 #[tokio::test]
@@ -200,7 +202,7 @@ async fn a_configured_query_and_label_replace_the_default() {
     );
     let r = c.instant(Metric::LagBytes, NOW).await.unwrap();
     assert_eq!(r.values.len(), 3);
-    let err = c.instant(Metric::WalBytes, NOW).await.unwrap_err();
+    let err = c.instant_query(Metric::WalBytes, NOW).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -290,7 +292,8 @@ async fn errors_are_classified() {
         .mount(&server)
         .await;
     let c = client(&server, json!({ "timeout": "300ms" }));
-    let class = |r: Result<_, PrometheusError>| r.map(|_| ()).unwrap_err().class();
+    // Through the port: the metrics port's error keeps Prometheus' classification.
+    let class = |r: Result<_, MetricsError>| r.map(|_| ()).unwrap_err().class();
     assert_eq!(
         class(c.instant(Metric::CpuUsed, NOW).await),
         ErrorKind::Permanent
@@ -311,7 +314,7 @@ async fn errors_are_classified() {
         class(c.instant(Metric::DiskUsed, NOW).await),
         ErrorKind::Permanent
     );
-    let scalar = c.instant(Metric::LagBytes, NOW).await.unwrap_err();
+    let scalar = c.instant_query(Metric::LagBytes, NOW).await.unwrap_err();
     assert!(
         matches!(scalar, PrometheusError::ResultType { got: "scalar", .. }),
         "{scalar:?}"

@@ -3,6 +3,7 @@
 //! Vendor types never cross these traits; errors are classified ([`ErrorKind`]) so that a loop
 //! can choose between backing off and giving up.
 
+pub mod metrics;
 pub mod platform;
 
 pub use platform::{

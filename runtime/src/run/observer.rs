@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steward_adapters::patroni::PatroniApi;
-use steward_adapters::prometheus::MetricsSource;
 use steward_model::observation::{Figure, Observation, Source};
+use steward_model::ports::metrics::MetricsSource;
 use steward_model::ports::{Capabilities, Platform, PlatformMember, Usage};
 use steward_model::Timestamp;
 use tracing::debug;
@@ -235,8 +235,8 @@ mod tests {
         ActionOutcome, ClusterView, MemberStatus, PatroniError, RestartConditions, Switchover,
     };
 
-    use steward_adapters::prometheus::{Metric, MetricReading, PrometheusError, Reading};
     use steward_model::observation::{Figure, PatroniRole, Source};
+    use steward_model::ports::metrics::{Metric, MetricReading, MetricsError, Reading};
 
     use super::*;
     use crate::run::config::RawSimulated;
@@ -366,7 +366,7 @@ mod tests {
             &self,
             metric: Metric,
             now: Timestamp,
-        ) -> Result<MetricReading, PrometheusError> {
+        ) -> Result<MetricReading, MetricsError> {
             self.asked
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let value = self.answers.iter().find(|(m, _)| *m == metric).unwrap().1;
@@ -389,7 +389,7 @@ mod tests {
             _: Timestamp,
             _: Timestamp,
             _: Duration,
-        ) -> Result<BTreeMap<String, Vec<Figure>>, PrometheusError> {
+        ) -> Result<BTreeMap<String, Vec<Figure>>, MetricsError> {
             Ok(BTreeMap::new())
         }
     }
