@@ -10,8 +10,10 @@
 //! 2. one grant at a time;
 //! 3. scaling waits while the cluster is degraded, except emergency disk growth (so a repair,
 //!    which is due exactly when the cluster is degraded, outranks scaling);
-//! 4. unhealthy majority: half of the members or more look bad, so the observer is suspect and
-//!    repairs freeze;
+//! 4. unhealthy majority: half of the members or more look bad and not every one of them is
+//!    reported down by two independent sources (the platform and Patroni), so the observer is
+//!    suspect and repairs freeze; members that both sources report down are repaired, one at a
+//!    time (guard 2);
 //! 5. circuit breaker after consecutive failed replacements, half-open after a cooldown;
 //! 6. repair budget per hour;
 //! 7. quiet period after a recovery.
@@ -103,6 +105,12 @@ pub struct ClusterHealth {
     pub members: usize,
     /// Of those, how many show a signal right now.
     pub looking_bad: usize,
+    /// Of those, how many two independent sources report down: the platform (the member is
+    /// exited, dead or paused) AND Patroni (it reports the member down, not streaming, or no
+    /// longer lists it in an answering `/cluster`). Such a member is down whatever the observer's
+    /// health; a suspect observer (a DCS outage, a network cut from Steward) shows members that
+    /// look bad to one source only.
+    pub corroborated: usize,
     /// Whether any member at all is not healthy (including those under repair).
     pub degraded: bool,
 }
@@ -346,8 +354,13 @@ impl Coordinator {
             }
             Purpose::Repair { .. } | Purpose::Switchover { .. } => {
                 let h = self.health;
+                // The guard judges the evidence, not the count: when every member that looks bad
+                // is reported down by two independent sources, the observer is not what is wrong,
+                // and the members are repaired (one at a time: the slot still holds).
+                let all_corroborated = h.corroborated >= h.looking_bad;
                 if h.members > 0
                     && h.looking_bad as f64 >= self.config.unhealthy_majority * h.members as f64
+                    && !all_corroborated
                 {
                     return Err(Refusal::UnhealthyMajority {
                         looking_bad: h.looking_bad,
@@ -516,6 +529,7 @@ mod tests {
         c.set_health(ClusterHealth {
             members: 3,
             looking_bad: 1,
+            corroborated: 0,
             degraded: true,
         });
         let normal = Purpose::Scale {
@@ -606,6 +620,7 @@ mod tests {
         c.set_health(ClusterHealth {
             members: 3,
             looking_bad: 2,
+            corroborated: 0,
             degraded: true,
         });
         let fence = Purpose::FenceFormerLeader {
@@ -618,5 +633,36 @@ mod tests {
         assert_eq!(c.check(&fence, t(0)), Ok(()));
         c.set_paused(true);
         assert_eq!(c.check(&fence, t(0)), Err(Refusal::Paused));
+    }
+
+    /// The majority guard judges the evidence: most members looking bad freezes repairs while
+    /// any of them looks bad to one source only (the observer is suspect); when the platform and
+    /// Patroni both report every one of them down, repairs go on, one at a time.
+    #[test]
+    fn a_majority_down_by_two_sources_is_repaired_one_at_a_time() {
+        let mut c = coordinator();
+        let health = |corroborated| ClusterHealth {
+            members: 3,
+            looking_bad: 2,
+            corroborated,
+            degraded: true,
+        };
+        c.set_health(health(1));
+        assert_eq!(
+            c.check(&repair(), t(0)),
+            Err(Refusal::UnhealthyMajority {
+                looking_bad: 2,
+                members: 3
+            }),
+            "one of the two looks bad to one source only: the observer is suspect"
+        );
+        c.set_health(health(2));
+        let grant = c.acquire(repair(), OperationId::new("c", 1), t(0)).unwrap();
+        assert!(
+            matches!(c.check(&repair(), t(0)), Err(Refusal::Busy { .. })),
+            "still one repair at a time"
+        );
+        c.release(grant, GrantOutcome::Done, t(1));
+        assert_eq!(c.check(&repair(), t(1) + DEFAULT_QUIET_PERIOD), Ok(()));
     }
 }

@@ -437,6 +437,12 @@ impl Repairer {
                 .as_ref()
                 .is_some_and(|r| r.target == name || r.replacement == name)
         };
+        // Patroni's `/cluster` answered when it named anyone: only then does a member's absence
+        // from it say something.
+        let cluster_answered = observation
+            .members
+            .iter()
+            .any(|m| m.patroni_state.is_some());
         let mut health = ClusterHealth::default();
         for m in &observation.members {
             let Some(t) = self.members.get(&m.name) else {
@@ -451,6 +457,9 @@ impl Repairer {
             health.members += 1;
             if !t.signals.is_empty() {
                 health.looking_bad += 1;
+                if signal::corroborated(&t.signals, m, cluster_answered) {
+                    health.corroborated += 1;
+                }
             }
         }
         if self.members.values().any(|t| t.health.is_under_repair()) {

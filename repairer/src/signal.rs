@@ -73,6 +73,21 @@ impl Signal {
     }
 }
 
+/// Whether two independent sources report the member down: the platform (its container, VM or
+/// pod exited, died or is paused) AND Patroni (it reports PostgreSQL down, the leader does not
+/// list the replica as streaming, or an answering `/cluster` no longer lists the member). A
+/// member that looks bad to one source only (its REST API silent, the platform says running) may
+/// be a fault of the observer (a DCS outage, a network cut from Steward), which the majority
+/// guard must not mistake for dead members.
+pub fn corroborated(signals: &[Signal], m: &MemberObservation, cluster_answered: bool) -> bool {
+    let platform = signals.iter().any(|s| matches!(s, Signal::Platform { .. }));
+    let patroni = signals
+        .iter()
+        .any(|s| matches!(s, Signal::Patroni { .. } | Signal::NotStreaming))
+        || (cluster_answered && m.patroni_state.is_none());
+    platform && patroni
+}
+
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -113,6 +113,59 @@ fn two_members_fail_together_one_repair_at_a_time() {
     assert_eq!(summary(&d.observe(t(381), after())), ["drain pg-5"]);
 }
 
+/// The majority guard judges the evidence, not the count (issue 14): both replicas of three dead
+/// at once, reported so by the platform (exited) AND by Patroni (its answering `/cluster` no longer
+/// lists them), is not a suspect observer. They are repaired one at a time, without an
+/// unhealthy-majority alert, until three members stream again.
+#[test]
+fn both_replicas_dead_by_two_sources_are_repaired_one_at_a_time() {
+    let mut d = Driver::new(RepairConfig::default());
+    d.observe(t(0), vec![leader("pg-1"), replica("pg-2"), replica("pg-3")]);
+    let dead = || vec![leader("pg-1"), exited("pg-2"), exited("pg-3")];
+    for s in [10, 40] {
+        assert!(d.observe(t(s), dead()).is_empty());
+    }
+    assert_eq!(summary(&d.observe(t(70), dead())), ["drain pg-2"]);
+    assert_eq!(
+        summary(&d.ack_all(t(71))),
+        ["fence pg-2", "create database pg-2-r1 replacing pg-2"]
+    );
+    let one_back = || vec![leader("pg-1"), replica("pg-2-r1"), exited("pg-3")];
+    assert_eq!(
+        summary(&d.observe(t(80), one_back())),
+        ["remove pg-2 delete-data"]
+    );
+    assert!(
+        d.ack_all(t(81)).is_empty(),
+        "quiet period after the recovery"
+    );
+    assert!(d.observe(t(380), one_back()).is_empty());
+    assert_eq!(summary(&d.observe(t(381), one_back())), ["drain pg-3"]);
+    assert_eq!(
+        summary(&d.ack_all(t(382))),
+        ["fence pg-3", "create database pg-3-r2 replacing pg-3"]
+    );
+    let all_back = || vec![leader("pg-1"), replica("pg-2-r1"), replica("pg-3-r2")];
+    assert_eq!(
+        summary(&d.observe(t(390), all_back())),
+        ["remove pg-3 delete-data"]
+    );
+    assert!(d.ack_all(t(391)).is_empty());
+    assert!(
+        alerts(&d.log).is_empty(),
+        "no unhealthy-majority freeze: {:#?}",
+        alerts(&d.log)
+    );
+    assert_eq!(
+        disruptive_summary(&d.log)
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count(),
+        2,
+        "exactly one replacement each"
+    );
+}
+
 /// Unhealthy-majority guard: two of three members unreachable at once -> no repair, one alert
 /// (raised once, not at every observation).
 #[test]
