@@ -186,11 +186,7 @@ impl DiskPolicy {
             );
             return d;
         };
-        let wal_now = wal
-            .get(index)
-            .map(std::slice::from_ref)
-            .and_then(|w| Tally::of(w, now, stale_ms).busiest)
-            .map(|(_, v)| v);
+        let wal_now = Tally::fresh(wal.get(index).and_then(Option::as_ref), now, stale_ms);
         self.remember(now, used_now, wal_now);
 
         let trend = self.trend(current_size, used_now);

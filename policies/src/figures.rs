@@ -37,23 +37,50 @@ impl Tally {
     pub fn of(figures: &[Option<Figure>], now: Timestamp, stale_ms: i64) -> Tally {
         let mut t = Tally::default();
         for (i, figure) in figures.iter().enumerate() {
-            match figure {
-                Some(f) if f.value.is_finite() && f.value >= 0.0 => {
-                    if now.0.saturating_sub(f.at.0) > stale_ms {
-                        t.stale += 1;
-                    } else if t.busiest.is_none_or(|(_, b)| f.value > b) {
-                        t.busiest = Some((i, f.value));
+            match judge(figure.as_ref(), now, stale_ms) {
+                Judged::Missing => t.missing += 1,
+                Judged::Stale => t.stale += 1,
+                Judged::Fresh(v) => {
+                    if t.busiest.is_none_or(|(_, b)| v > b) {
+                        t.busiest = Some((i, v));
                     }
                 }
-                _ => t.missing += 1,
             }
         }
         t
     }
 
+    /// One figure's value when it is a fresh measurement.
+    pub fn fresh(figure: Option<&Figure>, now: Timestamp, stale_ms: i64) -> Option<f64> {
+        match judge(figure, now, stale_ms) {
+            Judged::Fresh(v) => Some(v),
+            Judged::Missing | Judged::Stale => None,
+        }
+    }
+
     /// Every figure present and fresh.
     pub fn complete(&self) -> bool {
         self.missing == 0 && self.stale == 0
+    }
+}
+
+enum Judged {
+    Missing,
+    Stale,
+    Fresh(f64),
+}
+
+/// Absent, NaN, infinite or negative: not a measurement; older than `stale_ms`: stale.
+fn judge(figure: Option<&Figure>, now: Timestamp, stale_ms: i64) -> Judged {
+    match figure {
+        Some(f) if f.value.is_finite() && f.value >= 0.0 => {
+            if now.0.saturating_sub(f.at.0) > stale_ms {
+                Judged::Stale
+            } else {
+                Judged::Fresh(f.value)
+            }
+        }
+        _ => Judged::Missing,
     }
 }
 
@@ -93,6 +120,17 @@ mod tests {
         assert!(!t.complete());
         assert!(Tally::of(&[fig(1.0, 100)], now, 30_000).complete());
         assert_eq!(Tally::of(&[], now, 0), Tally::default());
+        assert_eq!(Tally::fresh(fig(3.0, 99).as_ref(), now, 30_000), Some(3.0));
+        assert_eq!(
+            Tally::fresh(fig(3.0, 10).as_ref(), now, 30_000),
+            None,
+            "stale"
+        );
+        assert_eq!(
+            Tally::fresh(fig(f64::INFINITY, 99).as_ref(), now, 30_000),
+            None
+        );
+        assert_eq!(Tally::fresh(None, now, 30_000), None);
     }
 
     #[test]

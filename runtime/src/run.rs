@@ -59,6 +59,7 @@ use std::time::Duration;
 use anyhow::Context;
 use steward_adapters::patroni::PatroniApi;
 use steward_coordinator::{Coordinator, Grant, GrantOutcome, Purpose};
+use steward_model::operation::Step;
 use steward_model::ports::metrics::MetricsSource;
 use steward_model::ports::ErrorKind;
 use steward_model::ports::{CreateSpec, Platform, PlatformMember};
@@ -74,7 +75,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use self::actions::{ActionLog, Kind, Line};
 use self::balancers::BalancerSync;
-use self::exec::{ActGuard, Balancers, ExecError, Executor, Step};
+use self::exec::{ActGuard, Balancers, ExecError, Executor};
 use self::journal::{recovery, Entry, LoopJournal, LoopName, Pending, Recovery};
 use self::observer::{Observer, Seen};
 use crate::config::Config;
@@ -1003,11 +1004,13 @@ fn dispatch_scale(
                         .with_context(|| format!("journaling plan {}", plan.id))?;
                 }
             }
+            // The scaler's step is what the executor runs: no translation.
             ScaleCommand::Execute {
-                op, step, action, ..
+                op,
+                step,
+                action: work,
+                ..
             } => {
-                // The scaler's step is what the executor runs: no translation.
-                let work = action;
                 shared.line(
                     LoopName::Scale,
                     Kind::Command,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use steward_adapters::haproxy::{AdminState, BalancerSet, Change};
 use steward_adapters::patroni::{PatroniApi, PatroniError, RestartConditions, Switchover};
-pub use steward_model::operation::Step;
+use steward_model::operation::Step;
 use steward_model::ports::{ErrorKind, Platform, PlatformError, LABEL_OPERATION};
 
 /// A failed step, classified.

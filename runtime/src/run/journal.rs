@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use steward_model::operation::Step;
 use steward_model::Timestamp;
 use steward_scaler::Plan;
-
-use super::exec::Step;
 
 /// Which loop wrote an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
