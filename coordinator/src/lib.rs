@@ -434,6 +434,35 @@ impl Coordinator {
         })
     }
 
+    /// Takes the slot again for an operation granted before a restart (journaled, half done):
+    /// only a holder refuses it. The guards judged it when it began; stopping it halfway would
+    /// leave the cluster worse than finishing it (a fenced member with no replacement), and a
+    /// pause still holds its steps back. A repair counts against the budget again, so restarts
+    /// in a loop cannot repair without bound.
+    pub fn resume(
+        &mut self,
+        purpose: Purpose,
+        op: OperationId,
+        now: Timestamp,
+    ) -> Result<Grant, Refusal> {
+        if let Some((holder, p, _)) = &self.holder {
+            return Err(Refusal::Busy {
+                holder: holder.clone(),
+                purpose: p.clone(),
+            });
+        }
+        if purpose.is_repair() {
+            self.repairs.retain(|t| now.since(*t) < BUDGET_WINDOW);
+            self.repairs.push_back(now);
+        }
+        self.holder = Some((op.clone(), purpose.clone(), now));
+        Ok(Grant {
+            op,
+            purpose,
+            since: now,
+        })
+    }
+
     /// Gives the slot back, with how the action ended.
     pub fn release(&mut self, grant: Grant, outcome: GrantOutcome, now: Timestamp) {
         if self

@@ -33,6 +33,28 @@ impl OperationId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id as a platform label value (what [`CreateSpec::operation_id`] carries) for an
+    /// operation started at `started`: `1392388200-demo-1`. The start (seconds) goes in front
+    /// because a core's counter restarts with every process; `/` (not allowed in a Kubernetes
+    /// label value) becomes `.`; at most 63 characters, keeping the distinctive end. The same
+    /// operation resumed after a restart gets the same label, so a create it re-runs recognizes
+    /// the member it made before the crash.
+    pub fn label(&self, started: crate::Timestamp) -> String {
+        let label = format!(
+            "{}-{}",
+            started.as_millis().div_euclid(1000),
+            self.0.replace('/', ".")
+        );
+        let skip = label.len().saturating_sub(63);
+        let mut start = skip;
+        while !label.is_char_boundary(start) {
+            start += 1;
+        }
+        label[start..]
+            .trim_start_matches(['-', '.', '_'])
+            .to_string()
+    }
 }
 
 impl fmt::Display for OperationId {
@@ -255,6 +277,22 @@ impl<'de> Deserialize<'de> for ConfigPatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_labels_are_valid_label_values_and_differ_between_starts() {
+        let op = OperationId::new("demo", 1);
+        let a = op.label(crate::Timestamp::from_secs(1_000));
+        assert_eq!(a, "1000-demo-1");
+        assert_ne!(a, op.label(crate::Timestamp::from_secs(2_000)));
+        let step = OperationId("demo-1/3".into());
+        assert_eq!(
+            step.label(crate::Timestamp::from_secs(1_000)),
+            "1000-demo-1.3"
+        );
+        let long = OperationId(format!("{}-1", "c".repeat(70)));
+        let label = long.label(crate::Timestamp::from_secs(1));
+        assert!(label.len() <= 63 && label.ends_with("c-1"), "{label}");
+    }
 
     /// Journals written before `candidate` became optional (a plain string) still read.
     #[test]

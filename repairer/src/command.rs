@@ -117,11 +117,14 @@ pub enum CommandKind {
     Drain { member: String },
     /// Make the member unable to serve or write (stop, destroy, delete the pod).
     Fence { member: String },
-    /// Create a member named `name` that joins as a replica, replacing `replacing`.
+    /// Create a member named `name` that joins as a replica, replacing `replacing`. `label` is
+    /// the repair's platform label ([`OperationId::label`]): the same after a restart, so a
+    /// create run again finds the member it made before and counts it as done.
     Create {
         role: Role,
         name: String,
         replacing: String,
+        label: String,
     },
     /// Remove a fenced member. `delete_data` is false until its replacement has streamed.
     Remove { member: String, delete_data: bool },
@@ -173,6 +176,7 @@ impl fmt::Display for CommandKind {
                 role,
                 name,
                 replacing,
+                ..
             } => {
                 write!(f, "create {role} {name} replacing {replacing}")
             }

@@ -66,5 +66,5 @@ pub mod signal;
 pub use command::{ActionError, Alert, Command, CommandKind, Event, OperationId, OperatorCommand};
 pub use config::{RawRepairConfig, RepairConfig};
 pub use health::Health;
-pub use repairer::{RepairKind, Repairer};
+pub use repairer::{RepairKind, RepairRecord, RepairStep, Repairer};
 pub use signal::Signal;

@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use steward_model::observation::{
     Figure, Freshness, MemberObservation, Observation, PatroniRole, PlatformState,
 };
@@ -60,7 +60,7 @@ const RETRY_DELAY: Duration = Duration::from_secs(10);
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Which plan a repair follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RepairKind {
     /// Drain, fence, create, await streaming, remove.
@@ -75,19 +75,29 @@ pub enum RepairKind {
     Switchover,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Step {
+/// One step of a repair's plan, waits included. Every step is idempotent against the world
+/// (draining, fencing or removing what is already so is done; a create that finds the member it
+/// made is done), so a repair resumed after a crash runs its first step again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairStep {
     Drain(String),
     Fence(String),
+    /// Create the replacement (its name is the repair's `replacement`).
     Create,
+    /// Wait for the replacement to stream with a small lag (or, for a balancer, to run).
     AwaitStreaming,
     Remove(String),
-    AskSwitchover { to: Option<String> },
+    AskSwitchover {
+        to: Option<String>,
+    },
     AwaitLeaderMove,
 }
 
-impl Step {
-    fn name(&self) -> &'static str {
+use RepairStep as Step;
+
+impl RepairStep {
+    pub fn name(&self) -> &'static str {
         match self {
             Step::Drain(_) => "drain",
             Step::Fence(_) => "fence",
@@ -98,12 +108,56 @@ impl Step {
             Step::AwaitLeaderMove => "await leader move",
         }
     }
+
+    fn is_wait(&self) -> bool {
+        matches!(self, Step::AwaitStreaming | Step::AwaitLeaderMove)
+    }
+}
+
+/// A repair as a whole operation, as the journal stores it: its id, its plan and, through the
+/// steps not done yet, its cursor. The driver journals it before any of its steps runs and
+/// after each one; a Steward that starts again hands it back with [`Repairer::resume`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairRecord {
+    pub id: OperationId,
+    /// When the coordinator granted it (with `id`, the platform label of what it creates).
+    pub started_at: Timestamp,
+    pub kind: RepairKind,
+    pub target: String,
+    pub role: Role,
+    /// The name the replacement gets (used only by plans that create).
+    pub replacement: String,
+    /// Why the repair started.
+    pub why: String,
+    /// Former primaries fenced in the middle of this repair, with why.
+    #[serde(default)]
+    pub urgent: BTreeMap<String, String>,
+    /// The steps not done yet; the first may have started (it is run again on resume).
+    pub steps: Vec<RepairStep>,
+    /// Commands issued so far.
+    pub issued: u32,
+    pub target_fenced: bool,
+    pub replacement_created: bool,
+    pub replacement_streams: bool,
+    /// The replacement failed: the remaining steps clean it up.
+    pub failed: bool,
+    /// Given up for a reason that says nothing about replacements.
+    pub aborted: bool,
+}
+
+impl RepairRecord {
+    /// The platform label of what this repair creates.
+    pub fn label(&self) -> String {
+        self.id.label(self.started_at)
+    }
 }
 
 /// The repair in progress.
 #[derive(Debug)]
 struct Repair {
     grant: Grant,
+    started_at: Timestamp,
     kind: RepairKind,
     target: String,
     role: Role,
@@ -276,6 +330,104 @@ impl Repairer {
     /// The repair in progress: its kind and the member it repairs.
     pub fn current_repair(&self) -> Option<(RepairKind, &str)> {
         self.repair.as_ref().map(|r| (r.kind, r.target.as_str()))
+    }
+
+    /// The repair in progress as a whole operation, for the journal: written before any of
+    /// its steps runs and after each one (the driver compares snapshots and writes the changed).
+    pub fn ongoing(&self) -> Option<RepairRecord> {
+        self.repair.as_ref().map(|r| RepairRecord {
+            id: r.grant.op().clone(),
+            started_at: r.started_at,
+            kind: r.kind,
+            target: r.target.clone(),
+            role: r.role,
+            replacement: r.replacement.clone(),
+            why: r.why.clone(),
+            urgent: r.urgent.clone(),
+            steps: r.steps.iter().cloned().collect(),
+            issued: r.issued,
+            target_fenced: r.target_fenced,
+            replacement_created: r.replacement_created,
+            replacement_streams: r.replacement_streams,
+            failed: r.failed,
+            aborted: r.aborted,
+        })
+    }
+
+    /// Takes back a repair a previous Steward journaled and did not finish: the coordinator's
+    /// slot is taken again ([`Coordinator::resume`]) and the repair goes on from its first step
+    /// not known done, which runs again (every step is idempotent). A wait it was in starts its
+    /// window afresh. Refused only when the slot is held (by another resumed operation).
+    pub fn resume(
+        &mut self,
+        record: RepairRecord,
+        now: Timestamp,
+        coordinator: &mut Coordinator,
+    ) -> Result<(), Refusal> {
+        let purpose = match record.kind {
+            RepairKind::FenceFirst | RepairKind::Surge | RepairKind::ReplaceFenced => {
+                Purpose::Repair {
+                    member: record.target.clone(),
+                }
+            }
+            RepairKind::FenceFormerLeader => Purpose::FenceFormerLeader {
+                member: record.target.clone(),
+            },
+            RepairKind::Switchover => Purpose::Switchover {
+                from: record.target.clone(),
+            },
+        };
+        let grant = coordinator.resume(purpose, record.id.clone(), now)?;
+        if let Some(seq) = record
+            .id
+            .as_str()
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+        {
+            self.next_seq = self.next_seq.max(seq + 1);
+        }
+        let target = self
+            .members
+            .entry(record.target.clone())
+            .or_insert_with(Tracked::new);
+        target.role = Some(record.role);
+        target.health = if record.replacement_created {
+            Health::Verifying {
+                replacement: record.replacement.clone(),
+                since: now,
+            }
+        } else if record.target_fenced {
+            Health::Fenced
+        } else {
+            Health::Fencing
+        };
+        if record.kind == RepairKind::Switchover || record.kind == RepairKind::FenceFormerLeader {
+            // Nothing of the member is replaced: what it is, the observations say afresh.
+            target.health = Health::Confirmed { since: now };
+        }
+        let waiting = record.steps.first().is_some_and(RepairStep::is_wait);
+        self.repair = Some(Repair {
+            grant,
+            started_at: record.started_at,
+            kind: record.kind,
+            target: record.target,
+            role: record.role,
+            replacement: record.replacement,
+            why: record.why,
+            urgent: record.urgent,
+            steps: record.steps.into(),
+            in_flight: None,
+            issued: record.issued,
+            attempts: 0,
+            retry_after: None,
+            waiting_since: (waiting || record.replacement_created).then_some(now),
+            target_fenced: record.target_fenced,
+            replacement_created: record.replacement_created,
+            replacement_streams: record.replacement_streams,
+            failed: record.failed,
+            aborted: record.aborted,
+        });
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -525,6 +677,24 @@ impl Repairer {
         op
     }
 
+    /// `<base>-r<n>` for the replacement of `target`, with `n` the first from `from` that no
+    /// member seen (in the platform's list or Patroni's) already has: a Steward started again
+    /// counts from 1, and the name of a member made before must not be planned again.
+    fn free_name(&self, target: &str, from: u64) -> String {
+        let base = base_name(target);
+        let taken = |name: &str| {
+            self.members.contains_key(name)
+                || self
+                    .last
+                    .as_ref()
+                    .is_some_and(|o| o.members.iter().any(|m| m.name == name))
+        };
+        (from..)
+            .map(|n| format!("{base}-r{n}"))
+            .find(|name| !taken(name))
+            .unwrap_or_else(|| format!("{base}-r{from}"))
+    }
+
     fn decide(&mut self, now: Timestamp, out: &mut Vec<Command>, coordinator: &mut Coordinator) {
         if coordinator.is_paused() {
             // Like Patroni's pause: observe and judge, nothing else. A step in flight still
@@ -745,9 +915,10 @@ impl Repairer {
                 let role = self.role_of(target);
                 self.next_seq += 1;
                 self.last_refusal = None;
-                let replacement = format!("{}-r{}", base_name(target), self.next_seq - 1);
+                let replacement = self.free_name(target, self.next_seq - 1);
                 self.repair = Some(Repair {
                     grant,
+                    started_at: now,
                     kind,
                     target: target.to_string(),
                     role,
@@ -865,6 +1036,11 @@ impl Repairer {
 
     /// Issues the next step of the repair, passes finished waits, or finishes it.
     fn advance(&mut self, now: Timestamp, out: &mut Vec<Command>, coordinator: &mut Coordinator) {
+        if self.last.is_none() {
+            // A repair resumed after a restart waits for the cluster to be seen once: its
+            // steps are judged against what is there now.
+            return;
+        }
         let Some(mut r) = self.repair.take() else {
             return;
         };
@@ -924,6 +1100,13 @@ impl Repairer {
                     } else {
                         break;
                     }
+                }
+                Some(Step::AskSwitchover { .. })
+                    if self.leader.is_some() && self.leader.as_deref() != Some(&r.target) =>
+                {
+                    // The lock already moved (asked before a restart, or Patroni's own doing):
+                    // nothing to ask.
+                    r.steps.pop_front();
                 }
                 Some(Step::Drain(m) | Step::Fence(m) | Step::Remove(m))
                     if self.leader.as_deref() == Some(m.as_str()) =>
@@ -1073,6 +1256,7 @@ impl Repairer {
                     role: r.role,
                     name: r.replacement.clone(),
                     replacing: r.target.clone(),
+                    label: r.grant.op().label(r.started_at),
                 },
                 format!("create {} to replace {}", r.replacement, r.target),
             ),

@@ -463,6 +463,28 @@ impl Journal {
         )
     }
 
+    /// Records an operation's progress with its plan as it now stands (an operation whose plan
+    /// changes as it runs, like a repair that appends clean-up steps): `next_step` is where it
+    /// stands, for diagnosis; the plan says what is left.
+    pub fn progress(
+        &mut self,
+        op: &mut Operation,
+        plan: serde_json::Value,
+        next_step: u32,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        let previous = std::mem::replace(&mut op.plan, plan);
+        let state = match next_step.checked_sub(1) {
+            Some(step) => OperationState::StepDone { step },
+            None => OperationState::Started,
+        };
+        let result = self.transition(op, state, next_step, now);
+        if result.is_err() {
+            op.plan = previous;
+        }
+        result
+    }
+
     /// Records that step `step` failed; the operation stays unfinished until rolled back.
     pub fn fail(
         &mut self,

@@ -37,21 +37,6 @@ pub mod start;
 #[cfg(test)]
 mod tests;
 
-#[cfg(test)]
-mod label_tests {
-    use super::*;
-
-    #[test]
-    fn operation_labels_are_valid_label_values_and_differ_between_runs() {
-        let a = operation_label(Timestamp::from_secs(1_000), "demo-1/3");
-        let b = operation_label(Timestamp::from_secs(2_000), "demo-1/3");
-        assert_eq!(a, "1000-demo-1.3");
-        assert_ne!(a, b);
-        let long = operation_label(Timestamp::from_secs(1), &format!("{}-1/2", "c".repeat(70)));
-        assert!(long.len() <= 63 && long.ends_with("c-1.2"), "{long}");
-    }
-}
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -66,7 +51,7 @@ use steward_model::ports::{CreateSpec, Platform, PlatformMember};
 use steward_model::{Role, Size, Timestamp};
 use steward_repairer::{
     ActionError, Command as RepairCommand, CommandKind, Event, OperationId, OperatorCommand,
-    Repairer,
+    RepairRecord, Repairer,
 };
 use steward_scaler::{Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot};
 use tokio::sync::watch;
@@ -197,6 +182,8 @@ struct Shared {
     cores: Mutex<Cores>,
     /// The guards' states last published to `/metrics`.
     published_guards: Mutex<BTreeMap<String, bool>>,
+    /// The repair as last journaled (to write it only when it changed).
+    journaled_repair: Mutex<Option<RepairRecord>>,
 }
 
 /// The repairer's core and the cluster's one coordinator, behind one lock. The coordinator is
@@ -219,6 +206,53 @@ impl Shared {
         self.cores.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Journals the repair in progress as it now stands, if it changed since the last write:
+    /// called after every turn of the repairer's core and before any of its commands runs, so
+    /// the record names the step about to run (promise 7). A repair that ended is archived.
+    fn journal_repair(&self) -> anyhow::Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let current = self.cores().repairer.ongoing();
+        let mut journaled = self
+            .journaled_repair
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *journaled == current {
+            return Ok(());
+        }
+        if let Some(previous) = journaled.as_ref() {
+            let ended = current.as_ref().is_none_or(|c| c.id != previous.id);
+            if ended {
+                let outcome = if previous.failed {
+                    "the replacement failed and was cleaned up"
+                } else if previous.aborted {
+                    "given up"
+                } else {
+                    "finished"
+                };
+                self.journal
+                    .append(&Entry::RepairEnd {
+                        at: now,
+                        op: previous.id.to_string(),
+                        outcome: outcome.to_string(),
+                    })
+                    .with_context(|| format!("journaling the end of repair {}", previous.id))?;
+            }
+        }
+        if let Some(repair) = &current {
+            self.journal
+                .append(&Entry::Repair {
+                    at: now,
+                    repair: repair.clone(),
+                })
+                .with_context(|| format!("journaling repair {} before its next step", repair.id))?;
+        }
+        *journaled = current;
+        Ok(())
+    }
+
     fn line(&self, by: LoopName, kind: Kind, op: &str, what: String, reason: String) {
         self.log.write(&Line {
             at: self.clock.now(),
@@ -231,7 +265,8 @@ impl Shared {
         });
     }
 
-    /// Journals `work` and starts it as a task whose result comes back through `inflight`.
+    /// Starts `work` as a task whose result comes back through `inflight`. Its operation (the
+    /// scaler's plan, the repair) is journaled with the step as its cursor before this is called.
     fn start_step(
         &self,
         by: LoopName,
@@ -240,15 +275,7 @@ impl Shared {
         work: Step,
         api_urls: BTreeMap<String, String>,
         inflight: &mut JoinSet<StepDone>,
-    ) -> anyhow::Result<()> {
-        self.journal
-            .append(&Entry::Begin {
-                at: self.clock.now(),
-                op: op.clone(),
-                by,
-                work: work.clone(),
-            })
-            .with_context(|| format!("journaling {work} (operation {op}) before running it"))?;
+    ) {
         let span = info_span!(
             "action",
             loop = by.as_str(),
@@ -277,22 +304,15 @@ impl Shared {
             }
             .instrument(span),
         );
-        Ok(())
     }
 
-    /// Journals a step's end and logs its result.
-    fn end_step(&self, by: LoopName, done: &StepDone) -> anyhow::Result<()> {
+    /// Logs a step's result (its operation's record, rewritten by the core's next turn, is the
+    /// journal of it).
+    fn end_step(&self, by: LoopName, done: &StepDone) {
         let result = match &done.result {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("error: {e}"),
         };
-        self.journal
-            .append(&Entry::End {
-                at: self.clock.now(),
-                op: done.op.clone(),
-                result: result.clone(),
-            })
-            .with_context(|| format!("journaling the end of operation {}", done.op))?;
         self.line(by, Kind::Result, &done.op, done.work.to_string(), result);
         if let Some(t) = &self.telemetry {
             let outcome = match &done.result {
@@ -313,7 +333,6 @@ impl Shared {
             }
             .emit(t.server.metrics());
         }
-        Ok(())
     }
 
     /// After a repair tick: members, guards and the tick for `/status` and `/healthz`; the
@@ -416,18 +435,6 @@ impl Shared {
         }
         .emit(t.server.metrics());
     }
-}
-
-/// The repairer's op id as a platform label value: the core's ids (`demo-1/3`) restart at 1
-/// with every process, so the run's start (seconds) goes in front, and `/` (not allowed in a
-/// Kubernetes label value) becomes `.`: `1392388200-demo-1.3`.
-fn operation_label(run_start: Timestamp, op: &str) -> String {
-    let label = format!("{}-{}", run_start.as_millis() / 1000, op.replace('/', "."));
-    // Label values are at most 63 characters; keep the distinctive end.
-    let skip = label.len().saturating_sub(63);
-    label[skip..]
-        .trim_start_matches(['-', '.', '_'])
-        .to_string()
 }
 
 /// A short, bounded name for a step (a metrics label).
@@ -541,6 +548,7 @@ pub async fn run(
             coordinator: Coordinator::new(config.repair.guards.clone()),
         }),
         published_guards: Mutex::default(),
+        journaled_repair: Mutex::default(),
     });
     let mut scaler = Scaler::new(Arc::clone(&config.scaler));
     let mut grant = None;
@@ -591,9 +599,58 @@ async fn recover(
         warn!(
             steps = pending.steps.len(),
             plans = pending.plans.len(),
+            repairs = pending.repairs.len(),
             "the journal holds unfinished operations; a dry run leaves them alone"
         );
         return Ok(());
+    }
+    let now = shared.clock.now();
+    for repair in pending.repairs {
+        let id = repair.id.to_string();
+        let what = format!("resume repair of {}", repair.target);
+        let next = repair
+            .steps
+            .first()
+            .map_or("its end", steward_repairer::RepairStep::name);
+        let resumed = {
+            let mut cores = shared.cores();
+            let Cores {
+                repairer,
+                coordinator,
+            } = &mut *cores;
+            repairer.resume(repair.clone(), now, coordinator)
+        };
+        match resumed {
+            Ok(()) => {
+                *shared
+                    .journaled_repair
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(repair);
+                shared.line(
+                    LoopName::Repair,
+                    Kind::Recovery,
+                    &id,
+                    what,
+                    format!("journaled before the restart; it goes on from its {next} step"),
+                );
+            }
+            Err(refusal) => {
+                // Only a held slot refuses: two repairs cannot both have been under way.
+                warn!(op = %id, %refusal, "cannot resume a journaled repair; the loops judge afresh");
+                shared.journal.append(&Entry::RepairEnd {
+                    at: now,
+                    op: id.clone(),
+                    outcome: format!("not resumed: {refusal}"),
+                })?;
+                shared.line(
+                    LoopName::Repair,
+                    Kind::Recovery,
+                    &id,
+                    what,
+                    format!("not resumed ({refusal}); the loops judge the member afresh"),
+                );
+            }
+        }
     }
     let none = BTreeMap::new();
     for (op, by, work) in pending.steps {
@@ -631,7 +688,6 @@ async fn recover(
         })?;
         shared.line(by, Kind::Recovery, &op, work.to_string(), result);
     }
-    let now = shared.clock.now();
     for plan in pending.plans {
         let op = plan.id.clone();
         let purpose = Purpose::Scale {
@@ -696,7 +752,7 @@ async fn repair_loop(
                 _ = shutdown.wait() => break,
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
                     let done = joined.context("a repair step's task failed")?;
-                    shared.end_step(LoopName::Repair, &done)?;
+                    shared.end_step(LoopName::Repair, &done);
                     let now = shared.clock.now();
                     let event = Event::ActionDone {
                         op: OperationId(done.op.clone()),
@@ -748,23 +804,20 @@ async fn repair_loop(
     result
 }
 
-/// On the way out: await the steps in flight for a while and journal their ends; a step that
-/// does not end stays begun in the journal, for the next start to settle.
+/// On the way out: await the steps in flight for a while and log their results. Their
+/// operations stay journaled with the step as the cursor: the next start runs it again (every
+/// step is idempotent) and goes on.
 async fn finish_in_flight(shared: &Shared, by: LoopName, inflight: &mut JoinSet<StepDone>) {
     let drain = async {
         while let Some(joined) = inflight.join_next().await {
             match joined {
-                Ok(done) => {
-                    if let Err(e) = shared.end_step(by, &done) {
-                        warn!(error = %format!("{e:#}"), "cannot journal a step's end while stopping");
-                    }
-                }
+                Ok(done) => shared.end_step(by, &done),
                 Err(e) => warn!(error = %e, "a step's task failed while stopping"),
             }
         }
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        warn!(loop = by.as_str(), "a step did not finish in time; the journal keeps it for the next start");
+        warn!(loop = by.as_str(), "a step did not finish in time; its operation's record keeps it for the next start");
         inflight.abort_all();
     }
 }
@@ -775,6 +828,7 @@ fn dispatch_repair(
     seen: Option<&Seen>,
     inflight: &mut JoinSet<StepDone>,
 ) -> anyhow::Result<()> {
+    shared.journal_repair()?;
     for c in commands {
         let op = c.op.to_string();
         if let CommandKind::Alert { alert } = &c.kind {
@@ -818,6 +872,7 @@ fn dispatch_repair(
                 role,
                 name,
                 replacing,
+                label,
             } => {
                 let Some(size) = replacement_size(listed, &replacing, role) else {
                     // Nothing to size it from: report the step failed for good.
@@ -839,14 +894,14 @@ fn dispatch_repair(
                         role,
                         name,
                         size,
-                        operation_id: operation_label(shared.clock.start(), &op),
+                        operation_id: label,
                     },
                 }
             }
             CommandKind::Alert { .. } => unreachable!("alerts are handled above"),
         };
         let urls = seen.map(|s| s.api_urls.clone()).unwrap_or_default();
-        shared.start_step(LoopName::Repair, op, None, work, urls, inflight)?;
+        shared.start_step(LoopName::Repair, op, None, work, urls, inflight);
     }
     Ok(())
 }
@@ -868,7 +923,7 @@ async fn scale_loop(
                 _ = shutdown.wait() => break,
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
                     let done = joined.context("a scaling step's task failed")?;
-                    shared.end_step(LoopName::Scale, &done)?;
+                    shared.end_step(LoopName::Scale, &done);
                     let now = shared.clock.now();
                     let event = ScaleEvent::ActionDone {
                         op: steward_scaler::OperationId(done.op.clone()),
@@ -1022,7 +1077,7 @@ fn dispatch_scale(
                     continue;
                 }
                 let urls = seen.map(|s| s.api_urls.clone()).unwrap_or_default();
-                shared.start_step(LoopName::Scale, op.0, Some(step), work, urls, inflight)?;
+                shared.start_step(LoopName::Scale, op.0, Some(step), work, urls, inflight);
             }
             ScaleCommand::Finished { report } => {
                 let op = report.op.0.clone();

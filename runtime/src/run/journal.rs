@@ -1,6 +1,9 @@
-//! The operation journal as the loops use it: every step is written (and fsync'd) BEFORE it
-//! runs, its end after; the scaler's plans are written whole. At start-up, [`Pending`] says what
-//! a crash left half-done, and [`recovery`] says what to do about each step (promise 7).
+//! The operation journal as the loops use it: every operation is journaled whole (the scaler's
+//! plans, the repairer's repairs), with its cursor, BEFORE any of its steps runs and again after
+//! each one, so a crash at any point leaves a record saying which step was last known done. At
+//! start-up, [`Pending`] says what a crash left half-done: the loops resume each operation from
+//! its cursor (every step is idempotent). Journals of Stewards from before whole-operation
+//! records hold single steps; [`recovery`] still settles those (promise 7).
 //!
 //! What it is: a small port ([`LoopJournal`]: append an entry, read them all) with a file
 //! implementation over the project's state-directory journal ([`StateJournal`] over
@@ -16,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use steward_model::operation::Step;
 use steward_model::Timestamp;
+use steward_repairer::RepairRecord;
 use steward_scaler::Plan;
 
 /// Which loop wrote an entry.
@@ -39,7 +43,8 @@ impl LoopName {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
 pub enum Entry {
-    /// A step is about to run.
+    /// A step is about to run (written by Stewards before whole-operation records; read so that
+    /// what they left half done is settled after an upgrade).
     Begin {
         at: Timestamp,
         op: String,
@@ -57,6 +62,16 @@ pub enum Entry {
     Plan { at: Timestamp, plan: Plan },
     /// The plan ended.
     PlanEnd { at: Timestamp, op: String },
+    /// The repair in progress, as of now (the newest one of an id wins): written before its
+    /// first step and after each one.
+    Repair { at: Timestamp, repair: RepairRecord },
+    /// The repair ended (finished, cleaned up after a failure, or given up).
+    RepairEnd {
+        at: Timestamp,
+        op: String,
+        /// How it ended, in a few words.
+        outcome: String,
+    },
 }
 
 /// Journals written before the runtime and the scaler shared one step vocabulary stored a step
@@ -104,11 +119,11 @@ pub trait LoopJournal: Send + Sync {
 }
 
 /// The project's state-directory journal ([`crate::journal::Journal`]: one fsync'd record per
-/// operation, rewritten atomically) behind this port. Each repair step is one record, begun
-/// before the step runs and finished (or rolled back, for an undone create) after; each scaler
-/// plan is one record whose `next_step` follows the plan's cursor. The record's `plan` field
-/// holds the [`Entry`] that began it, so [`LoopJournal::read`] after a crash gives back exactly the
-/// half-done steps and plans.
+/// operation, rewritten atomically) behind this port. Each scaler plan and each repair is one
+/// record, rewritten as it goes (its `next_step` follows the cursor; a repair's `plan` field is
+/// its latest [`RepairRecord`]) and archived when it ends. The record's `plan` field holds the
+/// [`Entry`] that last wrote it, so [`LoopJournal::read`] after a crash gives back exactly the
+/// half-done operations. Single-step records of earlier Stewards read back as steps.
 pub struct StateJournal {
     cluster: String,
     inner: Mutex<StateInner>,
@@ -132,6 +147,10 @@ impl std::fmt::Debug for StateJournal {
 
 fn plan_key(id: &str) -> String {
     format!("plan:{id}")
+}
+
+fn repair_key(id: &str) -> String {
+    format!("repair:{id}")
 }
 
 fn kind_of(by: LoopName, work: &Step) -> crate::journal::OperationKind {
@@ -183,7 +202,11 @@ impl StateJournal {
                     open.insert(plan_key(&plan.id.0), op);
                     found.push(Entry::Plan { at, plan });
                 }
-                Entry::End { .. } | Entry::PlanEnd { .. } => {}
+                Entry::Repair { ref repair, .. } => {
+                    open.insert(repair_key(repair.id.as_str()), op);
+                    found.push(entry);
+                }
+                Entry::End { .. } | Entry::PlanEnd { .. } | Entry::RepairEnd { .. } => {}
             }
         }
         Ok(StateJournal {
@@ -257,6 +280,33 @@ impl LoopJournal for StateJournal {
                     journal.finish(&mut record, *at).map_err(state)?;
                 }
             }
+            Entry::Repair { at, repair } => {
+                let key = repair_key(repair.id.as_str());
+                if let Some(open_record) = open.get_mut(&key) {
+                    journal
+                        .progress(open_record, record(entry), repair.issued, *at)
+                        .map_err(state)?;
+                } else {
+                    use crate::journal::OperationKind as K;
+                    let kind = match repair.kind {
+                        steward_repairer::RepairKind::Switchover => K::Switchover,
+                        _ => K::Replace,
+                    };
+                    let new = crate::journal::NewOperation {
+                        kind,
+                        cluster: self.cluster.clone(),
+                        targets: vec![repair.target.clone()],
+                        plan: record(entry),
+                    };
+                    let made = journal.begin(new, *at).map_err(state)?;
+                    open.insert(key, made);
+                }
+            }
+            Entry::RepairEnd { at, op, .. } => {
+                if let Some(mut record) = open.remove(&repair_key(op)) {
+                    journal.finish(&mut record, *at).map_err(state)?;
+                }
+            }
         }
         Ok(())
     }
@@ -279,6 +329,8 @@ pub type RefuseFn = dyn Fn(&Entry) -> bool + Send + Sync;
 pub struct MemoryJournal {
     entries: Arc<Mutex<Vec<Entry>>>,
     refuse: Arc<Mutex<Option<Box<RefuseFn>>>>,
+    /// Whether a refused entry is kept all the same (a crash right after the write).
+    keep_refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for MemoryJournal {
@@ -302,8 +354,38 @@ impl MemoryJournal {
         *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(refuse));
     }
 
+    /// Like [`MemoryJournal::refuse_when`], but the entry is kept before the write fails: the
+    /// run stops as if it died right after the record reached the disk.
+    pub fn fail_after_when(&self, refuse: impl Fn(&Entry) -> bool + Send + Sync + 'static) {
+        self.refuse_when(refuse);
+        self.keep_refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops the run at a [`CrashPoint`]: the `write`-th operation record of its loop fails
+    /// (before: not kept; after: kept).
+    pub fn crash_at(&self, point: CrashPoint) {
+        let seen = std::sync::atomic::AtomicU32::new(0);
+        let hit = move |e: &Entry| {
+            let by = match e {
+                Entry::Repair { .. } | Entry::RepairEnd { .. } => LoopName::Repair,
+                Entry::Plan { .. } | Entry::PlanEnd { .. } => LoopName::Scale,
+                Entry::Begin { .. } | Entry::End { .. } => return false,
+            };
+            by == point.by
+                && seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == point.write
+        };
+        if point.after {
+            self.fail_after_when(hit);
+        } else {
+            self.refuse_when(hit);
+        }
+    }
+
     pub fn accept_all(&self) {
         *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.keep_refused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -316,6 +398,12 @@ impl LoopJournal for MemoryJournal {
             .as_ref()
         {
             if refuse(entry) {
+                if self.keep_refused.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.entries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(entry.clone());
+                }
                 return Err(LoopJournalError::Refused(format!("{entry:?}")));
             }
         }
@@ -331,19 +419,124 @@ impl LoopJournal for MemoryJournal {
     }
 }
 
+/// The test-only fault injection: with this variable set, `steward run` aborts (as if killed)
+/// at one operation-record boundary, so an end-to-end test can kill it between any two steps
+/// of a real operation. Its value is a [`CrashPoint`].
+pub const CRASH_AT_ENV: &str = "STEWARD_TEST_CRASH_AT";
+
+/// Where to die: `<loop>:<before|after>:<n>`: just before or just after the `n`-th (1-based)
+/// write of an operation record by the loop (`repair` or `scale`) in this process. A record is
+/// written before an operation's first step, after each step (naming the next), and at its end;
+/// so `after:k` dies with the journal naming step k as about to run and nothing of it done,
+/// and `before:k+1` dies with step k done in the world but not in the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashPoint {
+    pub by: LoopName,
+    pub after: bool,
+    pub write: u32,
+}
+
+impl std::str::FromStr for CrashPoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || format!("`{s}` is not <repair|scale>:<before|after>:<n> (n from 1)");
+        let mut parts = s.split(':');
+        let (Some(by), Some(when), Some(n), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(usage());
+        };
+        let by = match by {
+            "repair" => LoopName::Repair,
+            "scale" => LoopName::Scale,
+            _ => return Err(usage()),
+        };
+        let after = match when {
+            "before" => false,
+            "after" => true,
+            _ => return Err(usage()),
+        };
+        let write = n.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(usage)?;
+        Ok(CrashPoint { by, after, write })
+    }
+}
+
+/// A journal that aborts the process at a [`CrashPoint`] (see [`CRASH_AT_ENV`]).
+pub struct CrashingJournal {
+    inner: Arc<dyn LoopJournal>,
+    point: CrashPoint,
+    writes: Mutex<(u32, u32)>,
+}
+
+impl CrashingJournal {
+    pub fn new(inner: Arc<dyn LoopJournal>, point: CrashPoint) -> Self {
+        CrashingJournal {
+            inner,
+            point,
+            writes: Mutex::new((0, 0)),
+        }
+    }
+
+    fn die(&self, when: &str, n: u32) -> ! {
+        tracing::warn!(
+            "{CRASH_AT_ENV}: aborting {when} operation record {n} of the {} loop",
+            self.point.by.as_str()
+        );
+        std::process::abort()
+    }
+}
+
+impl LoopJournal for CrashingJournal {
+    fn append(&self, entry: &Entry) -> Result<(), LoopJournalError> {
+        let by = match entry {
+            Entry::Repair { .. } | Entry::RepairEnd { .. } => LoopName::Repair,
+            Entry::Plan { .. } | Entry::PlanEnd { .. } => LoopName::Scale,
+            Entry::Begin { .. } | Entry::End { .. } => return self.inner.append(entry),
+        };
+        if by != self.point.by {
+            return self.inner.append(entry);
+        }
+        let n = {
+            let mut w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let count = if by == LoopName::Repair {
+                &mut w.0
+            } else {
+                &mut w.1
+            };
+            *count += 1;
+            *count
+        };
+        if n == self.point.write && !self.point.after {
+            self.die("before", n);
+        }
+        self.inner.append(entry)?;
+        if n == self.point.write && self.point.after {
+            self.die("after", n);
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Vec<Entry>, LoopJournalError> {
+        self.inner.read()
+    }
+}
+
 /// What a crash left behind.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pending {
-    /// Steps begun and never ended, oldest first.
+    /// Single steps begun and never ended, oldest first (journals of earlier Stewards).
     pub steps: Vec<(String, LoopName, Step)>,
     /// The scaler's plans not ended, each as last journaled.
     pub plans: Vec<Plan>,
+    /// The repairs not ended, each as last journaled.
+    pub repairs: Vec<RepairRecord>,
 }
 
 impl Pending {
     pub fn from_entries(entries: &[Entry]) -> Pending {
         let mut steps: BTreeMap<String, (usize, LoopName, Step)> = BTreeMap::new();
         let mut plans: BTreeMap<String, (usize, Plan)> = BTreeMap::new();
+        let mut repairs: BTreeMap<String, (usize, RepairRecord)> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
             match e {
                 Entry::Begin { op, by, work, .. } => {
@@ -359,8 +552,18 @@ impl Pending {
                 Entry::PlanEnd { op, .. } => {
                     plans.remove(op);
                 }
+                Entry::Repair { repair, .. } => {
+                    let key = repair.id.as_str();
+                    let first = repairs.get(key).map_or(i, |(f, _)| *f);
+                    repairs.insert(key.to_string(), (first, repair.clone()));
+                }
+                Entry::RepairEnd { op, .. } => {
+                    repairs.remove(op);
+                }
             }
         }
+        let mut repairs: Vec<_> = repairs.into_values().collect();
+        repairs.sort_by_key(|(i, _)| *i);
         let mut steps: Vec<_> = steps.into_iter().collect();
         steps.sort_by_key(|(_, (i, _, _))| *i);
         let mut plans: Vec<_> = plans.into_values().collect();
@@ -371,15 +574,16 @@ impl Pending {
                 .map(|(op, (_, by, work))| (op, by, work))
                 .collect(),
             plans: plans.into_iter().map(|(_, p)| p).collect(),
+            repairs: repairs.into_iter().map(|(_, r)| r).collect(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty() && self.plans.is_empty()
+        self.steps.is_empty() && self.plans.is_empty() && self.repairs.is_empty()
     }
 }
 
-/// What start-up does about one half-done step.
+/// What start-up does about one half-done single step (a journal of an earlier Steward).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Recovery {
     /// Run it again: it is idempotent (fence, drain, remove, resize, a config value).

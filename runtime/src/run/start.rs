@@ -22,7 +22,9 @@ use tracing::info;
 
 use super::actions::ActionLog;
 use super::config::PlatformSettings;
-use super::journal::{LoopJournal, MemoryJournal, StateJournal};
+use super::journal::{
+    CrashPoint, CrashingJournal, LoopJournal, MemoryJournal, StateJournal, CRASH_AT_ENV,
+};
 use super::options::{runtime, RunOptions, ACTIONS_FILE};
 use super::sim::SimWorld;
 use super::{run, shutdown_channel, Clock, Options, Ports, Telemetry};
@@ -132,10 +134,20 @@ async fn async_main(
         // A dry run journals nothing; it still reads nothing from a real journal either.
         Arc::new(MemoryJournal::default())
     } else {
-        Arc::new(
+        let journal: Arc<dyn LoopJournal> = Arc::new(
             StateJournal::open(&config.cluster.state_dir, &config.cluster.name)
                 .context("opening the journal")?,
-        )
+        );
+        match std::env::var(CRASH_AT_ENV) {
+            Ok(spec) => {
+                let point: CrashPoint = spec
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{CRASH_AT_ENV}: {e}"))?;
+                tracing::warn!(crash_at = %spec, "test fault injection armed: this process will abort");
+                Arc::new(CrashingJournal::new(journal, point))
+            }
+            Err(_) => journal,
+        }
     };
     let json_path = args
         .decision_log

@@ -18,7 +18,7 @@ use steward_model::Size;
 
 use super::actions::ActionLog;
 use super::config::{FaultKind, RawFault, RawSimulated};
-use super::journal::{Entry, LoopName, MemoryJournal, Pending};
+use super::journal::{CrashPoint, Entry, LoopName, MemoryJournal, Pending};
 use super::sim::SimWorld;
 use super::*;
 use crate::config::parse_raw;
@@ -154,15 +154,33 @@ impl Bench {
             .collect()
     }
 
+    /// The steps run, in order, as (operation, loop, what), from the action log's commands.
     fn begun(&self) -> Vec<(String, LoopName, String)> {
-        self.journal
-            .entries()
+        self.lines_of("command")
             .into_iter()
-            .filter_map(|e| match e {
-                Entry::Begin { op, by, work, .. } => Some((op, by, work.to_string())),
-                _ => None,
+            .map(|l| {
+                let by = if l["loop"] == "repair" {
+                    LoopName::Repair
+                } else {
+                    LoopName::Scale
+                };
+                let text = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                (text("op"), by, text("what"))
             })
             .collect()
+    }
+
+    /// The operation-record writes of `by` in the journal (a record before each step, after the
+    /// last, and the end).
+    fn record_writes(&self, by: LoopName) -> usize {
+        self.journal
+            .entries()
+            .iter()
+            .filter(|e| match by {
+                LoopName::Repair => matches!(e, Entry::Repair { .. } | Entry::RepairEnd { .. }),
+                LoopName::Scale => matches!(e, Entry::Plan { .. } | Entry::PlanEnd { .. }),
+            })
+            .count()
     }
 }
 
@@ -240,19 +258,16 @@ async fn two_members_failing_together_are_repaired_one_at_a_time() {
         }
     }
     assert_eq!(groups.len(), 2, "{ops:?}");
-    // And never two steps in flight: every Begin is followed by its End before the next Begin.
+    // And never two steps in flight: every command's result comes before the next command.
     let mut open: Option<String> = None;
-    for e in bench.journal.entries() {
-        match e {
-            Entry::Begin { op, .. } => {
-                assert!(open.is_none(), "{op} began while {open:?} was in flight");
-                open = Some(op);
-            }
-            Entry::End { op, .. } => {
-                assert_eq!(open.as_deref(), Some(op.as_str()));
-                open = None;
-            }
-            _ => {}
+    for l in bench.log.lines() {
+        let op = l["op"].as_str().unwrap_or_default().to_string();
+        if l["kind"] == "command" {
+            assert!(open.is_none(), "{op} began while {open:?} was in flight");
+            open = Some(op);
+        } else if l["kind"] == "result" {
+            assert_eq!(open.as_deref(), Some(op.as_str()));
+            open = None;
         }
     }
 }
@@ -351,24 +366,16 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
     })
     .await;
     bench.run(minutes(10), false).await.unwrap();
-    let entries = bench.journal.entries();
-    let fence_op = entries
+    let lines = bench.log.lines();
+    let fence_op = lines
         .iter()
-        .find_map(|e| match e {
-            Entry::Begin {
-                op,
-                work: Step::Fence { member },
-                ..
-            } if member == "pg-1" => Some(op.clone()),
-            _ => None,
-        })
+        .find(|l| l["kind"] == "command" && l["what"] == "fence pg-1")
+        .map(|l| l["op"].clone())
         .expect("pg-1 was fenced");
-    let fenced_at = entries
+    let fenced_at: Timestamp = lines
         .iter()
-        .find_map(|e| match e {
-            Entry::End { at, op, result } if *op == fence_op && result == "ok" => Some(*at),
-            _ => None,
-        })
+        .find(|l| l["kind"] == "result" && l["op"] == fence_op && l["reason"] == "ok")
+        .map(|l| serde_json::from_value(l["at"].clone()).unwrap())
         .expect("the fence ended well");
     let h = bench.actions();
     assert_eq!(h.first().map(String::as_str), Some("fence pg-1"), "{h:?}");
@@ -387,48 +394,78 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
     assert_ne!(leaders[0], "pg-1");
 }
 
-/// Promise 7: Steward dies mid-replacement (the journal cannot record the end of the create,
-/// so the run stops there); a restart undoes the half-made replacement and repairs afresh.
+/// Promise 7, for a replacement: Steward dies at every boundary between two steps of the
+/// replacement of a crashed replica (just before and just after each write of the repair's
+/// record: before a step runs, after it ran but before the journal knows, before its end), and
+/// starts again. Every time the run converges on exactly one replacement that streams, the old
+/// member removed, no alert and nothing left in the journal: the repair resumes from its record
+/// (a create run again finds the member it made and counts it done).
 #[tokio::test(start_paused = true)]
-async fn a_restart_settles_a_replacement_cut_short() {
-    let bench = Bench::new(RawSimulated {
+async fn a_replacement_killed_at_every_step_boundary_converges_after_a_restart() {
+    let crashed = || RawSimulated {
         faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
         ..RawSimulated::default()
-    })
-    .await;
-    let created = |e: &Entry| matches!(e, Entry::End { op, .. } if op.ends_with("/3"));
-    bench.journal.refuse_when(created);
-    let err = bench.run(minutes(10), false).await.unwrap_err();
-    assert!(format!("{err:#}").contains("journaling the end"), "{err:#}");
-    let pending = Pending::from_entries(&bench.journal.entries());
-    assert!(
-        matches!(pending.steps.as_slice(), [(_, LoopName::Repair, Step::Create { spec })] if spec.name == "pg-3-r1"),
-        "{pending:?}"
-    );
-    assert!(bench.members().await.iter().any(|m| m.name == "pg-3-r1"));
+    };
+    let clean = Bench::new(crashed()).await;
+    clean.run(minutes(10), false).await.unwrap();
+    let writes = clean.record_writes(LoopName::Repair);
+    // Drain, fence, create, verify, remove: a record before each, and the end.
+    assert!(writes >= 5, "{:?}", clean.journal.entries());
+    for write in 1..=writes as u32 {
+        for after in [false, true] {
+            let point = CrashPoint {
+                by: LoopName::Repair,
+                after,
+                write,
+            };
+            let bench = Bench::new(crashed()).await;
+            bench.journal.crash_at(point);
+            let err = bench.run(minutes(10), false).await.unwrap_err();
+            assert!(
+                format!("{err:#}").contains("journaling"),
+                "{point:?}: {err:#}"
+            );
+            bench.journal.accept_all();
+            bench.run(minutes(10), false).await.unwrap();
 
-    bench.journal.accept_all();
-    bench.run(minutes(15), false).await.unwrap();
-    let recoveries = bench.lines_of("recovery");
-    assert!(
-        recoveries[0]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("recovered: undid"),
-        "{recoveries:?}"
-    );
-    assert!(Pending::from_entries(&bench.journal.entries()).is_empty());
-    let members = bench.members().await;
-    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["pg-1", "pg-2", "pg-3-r1"]);
-    assert!(members.iter().all(|m| m.state == PlatformState::Running));
-    let h = bench.actions();
-    // The half-made replacement was taken back before it was made again.
-    let undo = position(&h, "remove pg-3-r1");
-    assert!(
-        h[undo + 1..].contains(&"create pg-3-r1".to_string()),
-        "{h:?}"
-    );
+            let members = bench.members().await;
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            assert_eq!(names, ["pg-1", "pg-2", "pg-3-r1"], "{point:?}");
+            assert!(
+                members.iter().all(|m| m.state == PlatformState::Running),
+                "{point:?}: {members:?}"
+            );
+            let h = bench.actions();
+            let creates = h.iter().filter(|a| a.starts_with("create")).count();
+            assert_eq!(creates, 1, "{point:?}: exactly one replacement: {h:?}");
+            assert!(h.contains(&"remove pg-3".to_string()), "{point:?}: {h:?}");
+            assert!(
+                bench.lines_of("alert").is_empty(),
+                "{point:?}: {:?}",
+                bench.lines_of("alert")
+            );
+            let view = bench.world.patroni.cluster().await.unwrap();
+            assert_eq!(
+                view.member("pg-3-r1").map(|m| m.state.as_str()),
+                Some("streaming"),
+                "{point:?}"
+            );
+            assert!(
+                Pending::from_entries(&bench.journal.entries()).is_empty(),
+                "{point:?}"
+            );
+            if write > 1 && write < writes as u32 {
+                assert!(
+                    bench
+                        .lines_of("recovery")
+                        .iter()
+                        .any(|l| l["what"] == "resume repair of pg-3"),
+                    "{point:?}: {:?}",
+                    bench.log.lines()
+                );
+            }
+        }
+    }
 }
 
 /// A platform whose new members crash at once (a broken image).
@@ -673,44 +710,42 @@ async fn check(name: &str, bench: &Bench, expect: &Expect) {
     );
 }
 
-/// Promise 7 for the scaler: Steward dies during a CPU rollout (the end of its first resize
-/// cannot be journaled); the restart resumes the journaled plan and finishes the rollout, so
-/// the role ends at one size.
+/// Promise 7 for the scaler: Steward dies at every boundary of a CPU rollout (before and after
+/// each write of the plan's record) and starts again; the rollout is resumed from its cursor and
+/// every member ends at one size, larger than before, with nothing left in the journal.
 #[tokio::test(start_paused = true)]
-async fn a_restart_resumes_a_rollout_cut_short() {
-    let bench = Bench::new(hot()).await;
-    bench
-        .journal
-        .refuse_when(|e| matches!(e, Entry::End { op, .. } if op.contains("scale")));
-    let err = bench.run(minutes(15), false).await.unwrap_err();
-    assert!(format!("{err:#}").contains("journaling the end"), "{err:#}");
+async fn a_rollout_killed_at_every_step_boundary_converges_after_a_restart() {
+    let clean = Bench::new(hot()).await;
+    clean.run(minutes(15), false).await.unwrap();
+    let writes = clean.record_writes(LoopName::Scale);
+    assert!(writes >= 3, "{:?}", clean.journal.entries());
     let sizes =
         |members: &[PlatformMember]| -> Vec<f64> { members.iter().map(|m| m.size.cpus).collect() };
-    let before = sizes(&bench.members().await);
-    assert_eq!(
-        before.iter().filter(|c| **c > 2.0).count(),
-        1,
-        "one member resized when the run died: {before:?}"
-    );
-    assert_eq!(
-        Pending::from_entries(&bench.journal.entries()).plans.len(),
-        1
-    );
-
-    bench.journal.accept_all();
-    bench.run(minutes(5), false).await.unwrap();
-    let after = sizes(&bench.members().await);
-    assert!(
-        after.iter().all(|c| *c == after[0] && *c > 2.0),
-        "{after:?}"
-    );
-    assert!(
-        bench
-            .lines_of("recovery")
-            .iter()
-            .any(|l| l["what"] == "resume plan"),
-        "{:?}",
-        bench.log.lines()
-    );
-    assert!(Pending::from_entries(&bench.journal.entries()).is_empty());
+    for write in 1..=writes as u32 {
+        for after in [false, true] {
+            let point = CrashPoint {
+                by: LoopName::Scale,
+                after,
+                write,
+            };
+            let bench = Bench::new(hot()).await;
+            bench.journal.crash_at(point);
+            let err = bench.run(minutes(15), false).await.unwrap_err();
+            assert!(
+                format!("{err:#}").contains("journaling"),
+                "{point:?}: {err:#}"
+            );
+            bench.journal.accept_all();
+            bench.run(minutes(5), false).await.unwrap();
+            let after_sizes = sizes(&bench.members().await);
+            assert!(
+                after_sizes.iter().all(|c| *c == after_sizes[0] && *c > 2.0),
+                "{point:?}: {after_sizes:?}"
+            );
+            assert!(
+                Pending::from_entries(&bench.journal.entries()).is_empty(),
+                "{point:?}"
+            );
+        }
+    }
 }
