@@ -6,6 +6,7 @@ use steward_coordinator::{Purpose, Refusal};
 use steward_model::ports::platform::ErrorKind;
 use steward_repairer::{
     ActionError, Alert, CommandKind, Event, Health, OperatorCommand, RawRepairConfig, RepairConfig,
+    RepairRecord, RepairStep,
 };
 
 use crate::support::*;
@@ -822,4 +823,95 @@ fn a_member_gone_from_the_platform_but_still_in_patroni_is_not_repaired() {
         );
     }
     assert!(!disruptive_summary(&d.log).is_empty(), "{:#?}", d.log);
+}
+
+/// Promise 7 in the core: a repair is one operation whose record (id, plan, cursor) survives
+/// the process. A fresh repairer handed the record of a repair cut short after its create was
+/// issued waits to see the cluster, runs the create again under the same name and label (so the
+/// platform recognizes the member it made), and goes on to the end: nothing is planned afresh.
+#[test]
+fn a_repair_resumed_from_its_record_goes_on_from_its_cursor() {
+    let mut d = Driver::new(RepairConfig::default());
+    d.observe(t(0), three(replica("pg-3")));
+    for s in [10, 40, 70] {
+        d.observe(t(s), three(exited("pg-3")));
+    }
+    assert_eq!(summary(&d.complete(t(71), Ok(()))), ["fence pg-3"]);
+    assert_eq!(
+        summary(&d.complete(t(72), Ok(()))),
+        ["create database pg-3-r1 replacing pg-3"]
+    );
+    let replacement = "pg-3-r1";
+    let Some(CommandKind::Create { label, .. }) = d.in_flight_kind().cloned() else {
+        panic!("the create is in flight: {:?}", d.in_flight);
+    };
+    let record = d.repairer.ongoing().expect("a repair in progress");
+    assert_eq!(record.steps.first(), Some(&RepairStep::Create), "{record:?}");
+    assert!(record.target_fenced);
+    // What the journal stores reads back as the same record.
+    let stored = serde_json::to_string(&record).unwrap();
+    let record: RepairRecord = serde_json::from_str(&stored).unwrap();
+
+    // The process dies; a new one starts with the journal.
+    let mut fresh = Driver::new(RepairConfig::default());
+    fresh
+        .repairer
+        .resume(record.clone(), t(200), &mut fresh.coordinator)
+        .unwrap();
+    assert!(
+        fresh.handle(Event::Tick, t(200)).is_empty(),
+        "nothing runs before the cluster is seen"
+    );
+    let out = fresh.observe(t(205), vec![leader("pg-1"), replica("pg-2"), exited("pg-3")]);
+    assert_eq!(
+        summary(&out),
+        [format!("create database {replacement} replacing pg-3")]
+    );
+    let Some(CommandKind::Create { label: again, .. }) = fresh.in_flight_kind().cloned() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(again, label, "the same operation label after the restart");
+    // The slot is the resumed repair's: nothing else may start.
+    assert!(matches!(
+        fresh.coordinator.check(&Purpose::Scale { emergency_disk: false }, t(205)),
+        Err(Refusal::Busy { .. })
+    ));
+    fresh.ack_all(t(206));
+    let out = fresh.observe(
+        t(230),
+        vec![
+            leader("pg-1"),
+            replica("pg-2"),
+            exited("pg-3"),
+            replica(replacement),
+        ],
+    );
+    assert_eq!(summary(&out), ["remove pg-3 delete-data"]);
+    fresh.ack_all(t(231));
+    assert!(fresh.repairer.ongoing().is_none());
+    // The repair ended: the slot is free again, and it counted as a recovery.
+    assert!(fresh.coordinator.holder().is_none());
+    assert!(matches!(
+        fresh.coordinator.breaker(),
+        steward_coordinator::Breaker::Closed { failures: 0 }
+    ));
+}
+
+/// A Steward started again counts its replacements from 1; the name of a member an earlier
+/// process made is never planned again (issue 14: "create lab-pg-3-r1 failed: exists already").
+#[test]
+fn a_replacement_is_never_named_after_a_member_that_exists() {
+    let mut d = Driver::new(RepairConfig::default());
+    let members = |third| vec![leader("pg-1"), replica("pg-2"), third];
+    d.observe(t(0), members(replica("pg-3-r1")));
+    for s in [10, 40] {
+        d.observe(t(s), members(exited("pg-3-r1")));
+    }
+    let out = d.observe(t(70), members(exited("pg-3-r1")));
+    assert_eq!(summary(&out), ["drain pg-3-r1"]);
+    let out = d.ack_all(t(71));
+    assert_eq!(
+        summary(&out),
+        ["fence pg-3-r1", "create database pg-3-r2 replacing pg-3-r1"]
+    );
 }
