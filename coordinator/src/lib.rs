@@ -7,9 +7,13 @@
 //! [`Refusal`] that /status can show. The guards, in the order they are checked:
 //!
 //! 1. pause switch: nothing starts (like Patroni's pause);
-//! 2. one grant at a time;
-//! 3. scaling waits while the cluster is degraded, except emergency disk growth (so a repair,
-//!    which is due exactly when the cluster is degraded, outranks scaling);
+//! 2. one grant at a time, except a live emergency ([`Purpose::Scale`] with `emergency` and not
+//!    `disruptive`: a disk over its critical ratio or an OOM-killed member's memory, grown without
+//!    a restart) beside a repair: it disrupts nothing and prevents an outage, so it does not wait
+//!    for a repair that may itself be waiting (it never runs beside another scaling plan, which
+//!    the scaler preempts itself, nor beside another emergency);
+//! 3. scaling waits while the cluster is degraded, except emergencies (so a repair, which is due
+//!    exactly when the cluster is degraded, outranks ordinary scaling only);
 //! 4. unhealthy majority: half of the members or more look bad and not every one of them is
 //!    reported down by two independent sources (the platform and Patroni), so the observer is
 //!    suspect and repairs freeze; members that both sources report down are repaired, one at a
@@ -87,13 +91,25 @@ pub enum Purpose {
     FenceFormerLeader { member: String },
     /// Ask Patroni to move the leader lock away from a degraded primary.
     Switchover { from: String },
-    /// A scaling step of the scaler.
-    Scale { emergency_disk: bool },
+    /// A plan of the scaler. `emergency`: it prevents an outage (a disk over its critical ratio,
+    /// an OOM-killed member's memory); `disruptive`: it restarts or switches over a member.
+    Scale { emergency: bool, disruptive: bool },
 }
 
 impl Purpose {
     fn is_repair(&self) -> bool {
         matches!(self, Purpose::Repair { .. } | Purpose::Switchover { .. })
+    }
+
+    /// An emergency that disrupts nothing: it may run beside a repair.
+    fn is_live_emergency(&self) -> bool {
+        matches!(
+            self,
+            Purpose::Scale {
+                emergency: true,
+                disruptive: false
+            }
+        )
     }
 }
 
@@ -276,6 +292,8 @@ pub struct Coordinator {
     config: GuardConfig,
     paused: bool,
     holder: Option<(OperationId, Purpose, Timestamp)>,
+    /// A live emergency granted beside the holder (see guard 2).
+    beside: Option<OperationId>,
     health: ClusterHealth,
     breaker: Breaker,
     /// When each repair in the last hour started.
@@ -289,6 +307,7 @@ impl Coordinator {
             paused: config.paused,
             config,
             holder: None,
+            beside: None,
             health: ClusterHealth::default(),
             breaker: Breaker::Closed { failures: 0 },
             repairs: VecDeque::new(),
@@ -332,18 +351,23 @@ impl Coordinator {
             return Err(Refusal::Paused);
         }
         if let Some((op, p, _)) = &self.holder {
-            return Err(Refusal::Busy {
-                holder: op.clone(),
-                purpose: p.clone(),
-            });
+            let beside_a_repair = purpose.is_live_emergency()
+                && !matches!(p, Purpose::Scale { .. })
+                && self.beside.is_none();
+            if !beside_a_repair {
+                return Err(Refusal::Busy {
+                    holder: op.clone(),
+                    purpose: p.clone(),
+                });
+            }
         }
         match purpose {
             Purpose::FenceFormerLeader { .. } => Ok(()),
             Purpose::Scale {
-                emergency_disk: true,
+                emergency: true, ..
             } => Ok(()),
             Purpose::Scale {
-                emergency_disk: false,
+                emergency: false, ..
             } => {
                 if self.health.degraded {
                     return Err(Refusal::Degraded {
@@ -426,7 +450,12 @@ impl Coordinator {
                 self.breaker = Breaker::HalfOpen { failures };
             }
         }
-        self.holder = Some((op.clone(), purpose.clone(), now));
+        if self.holder.is_some() {
+            // `check` let a live emergency through beside a repair.
+            self.beside = Some(op.clone());
+        } else {
+            self.holder = Some((op.clone(), purpose.clone(), now));
+        }
         Ok(Grant {
             op,
             purpose,
@@ -471,6 +500,9 @@ impl Coordinator {
             .is_some_and(|(op, _, _)| *op == grant.op)
         {
             self.holder = None;
+        }
+        if self.beside.as_ref() == Some(&grant.op) {
+            self.beside = None;
         }
         let replaces = matches!(grant.purpose, Purpose::Repair { .. });
         match outcome {
@@ -520,40 +552,72 @@ mod tests {
         Timestamp::from_secs(s)
     }
 
+    fn scale(emergency: bool, disruptive: bool) -> Purpose {
+        Purpose::Scale {
+            emergency,
+            disruptive,
+        }
+    }
+
     /// Promise 1: one grant at a time; the second asker is told who holds it.
     #[test]
     fn one_grant_at_a_time() {
         let mut c = coordinator();
         let grant = c.acquire(repair(), OperationId::new("c", 1), t(0)).unwrap();
-        let refused = c.acquire(
-            Purpose::Scale {
-                emergency_disk: true,
-            },
-            OperationId::new("c", 2),
-            t(1),
-        );
-        assert_eq!(
-            refused,
-            Err(Refusal::Busy {
-                holder: OperationId::new("c", 1),
-                purpose: repair()
-            })
-        );
+        for purpose in [scale(false, false), scale(true, true), repair()] {
+            let refused = c.acquire(purpose, OperationId::new("c", 2), t(1));
+            assert_eq!(
+                refused,
+                Err(Refusal::Busy {
+                    holder: OperationId::new("c", 1),
+                    purpose: repair()
+                })
+            );
+        }
         c.release(grant, GrantOutcome::Done, t(2));
         assert!(c
-            .acquire(
-                Purpose::Scale {
-                    emergency_disk: true
-                },
-                OperationId::new("c", 2),
-                t(3)
-            )
+            .acquire(scale(false, false), OperationId::new("c", 2), t(3))
             .is_ok());
     }
 
-    /// Scaling waits while degraded, except emergency disk growth.
+    /// Emergencies first (issue 14): a live emergency (a disk or memory grown without a restart)
+    /// runs beside a repair that holds the slot, one at a time, and never beside a scaling plan;
+    /// the repair's slot is untouched by it.
     #[test]
-    fn scaling_waits_while_degraded_except_emergency_disk() {
+    fn a_live_emergency_runs_beside_a_repair_and_only_one() {
+        let mut c = coordinator();
+        let repairing = c.acquire(repair(), OperationId::new("c", 1), t(0)).unwrap();
+        let disk = c
+            .acquire(scale(true, false), OperationId::new("c", 2), t(1))
+            .expect("a live emergency beside a repair");
+        assert!(matches!(
+            c.acquire(scale(true, false), OperationId::new("c", 3), t(2)),
+            Err(Refusal::Busy { .. })
+        ));
+        c.release(disk, GrantOutcome::Done, t(3));
+        assert_eq!(
+            c.holder().map(|(op, _)| op.clone()),
+            Some(OperationId::new("c", 1))
+        );
+        assert!(c
+            .acquire(scale(true, false), OperationId::new("c", 4), t(4))
+            .is_ok());
+        c.release(repairing, GrantOutcome::Done, t(5));
+        assert!(c.holder().is_none());
+
+        let mut c = coordinator();
+        let _plan = c
+            .acquire(scale(false, false), OperationId::new("c", 1), t(0))
+            .unwrap();
+        assert!(matches!(
+            c.acquire(scale(true, false), OperationId::new("c", 2), t(1)),
+            Err(Refusal::Busy { .. })
+        ));
+    }
+
+    /// Scaling waits while degraded, except emergencies.
+    #[test]
+    fn scaling_waits_while_degraded_except_emergencies() {
         let mut c = coordinator();
         c.set_health(ClusterHealth {
             members: 3,
@@ -561,22 +625,12 @@ mod tests {
             corroborated: 0,
             degraded: true,
         });
-        let normal = Purpose::Scale {
-            emergency_disk: false,
-        };
         assert_eq!(
-            c.check(&normal, t(0)),
+            c.check(&scale(false, false), t(0)),
             Err(Refusal::Degraded { looking_bad: 1 })
         );
-        assert_eq!(
-            c.check(
-                &Purpose::Scale {
-                    emergency_disk: true
-                },
-                t(0)
-            ),
-            Ok(())
-        );
+        assert_eq!(c.check(&scale(true, false), t(0)), Ok(()));
+        assert_eq!(c.check(&scale(true, true), t(0)), Ok(()));
     }
 
     /// The breaker opens after the threshold, lets one trial through after the cooldown, and

@@ -51,7 +51,7 @@ use steward_model::ports::{CreateSpec, Platform, PlatformMember};
 use steward_model::{Role, Size, Timestamp};
 use steward_repairer::{
     ActionError, Command as RepairCommand, CommandKind, Event, OperationId, OperatorCommand,
-    RepairRecord, Repairer,
+    RepairKind, RepairRecord, Repairer,
 };
 use steward_scaler::{Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot};
 use tokio::sync::watch;
@@ -552,7 +552,7 @@ pub async fn run(
     });
     let mut scaler = Scaler::new(Arc::clone(&config.scaler));
     let mut grant = None;
-    recover(&shared, &mut scaler, &mut grant).await?;
+    let concerned = recover(&shared, &mut scaler, &mut grant).await?;
     info!(cluster = %cluster, dry_run = options.dry_run, platform = ports.platform.kind(), "steward runs");
 
     let observer = Observer::new(
@@ -562,13 +562,18 @@ pub async fn run(
         ports.metrics.clone(),
     );
     let sync = match (&config.balancers, &ports.balancers) {
-        (Some(settings), Some(set)) if !options.dry_run => Some(BalancerSync::new(
-            set.clone(),
-            settings,
-            ports.decisions.clone(),
-            options.clock,
-            config.cluster.name.clone(),
-        )),
+        (Some(settings), Some(set)) if !options.dry_run => {
+            let sync = BalancerSync::new(
+                set.clone(),
+                settings,
+                ports.decisions.clone(),
+                options.clock,
+                config.cluster.name.clone(),
+            );
+            sync.know(concerned.members);
+            sync.enable_left_over(concerned.joining);
+            Some(sync)
+        }
         _ => None,
     };
     let (tx, rx) = watch::channel(None);
@@ -585,15 +590,25 @@ pub async fn run(
     r.and(s)
 }
 
+/// The members the operations resumed at start-up concern: their balancer servers are ours to
+/// delete when the member is gone, and the new ones' to enable.
+#[derive(Debug, Default)]
+struct Concerned {
+    members: Vec<String>,
+    /// Members the operations were adding (a replacement, a scale-out's new member).
+    joining: Vec<String>,
+}
+
 /// Start-up: settle what a crash left in the journal (nothing in dry-run: it acts on nothing).
 async fn recover(
     shared: &Shared,
     scaler: &mut Scaler,
     grant: &mut Option<Grant>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Concerned> {
     let pending = Pending::from_entries(&shared.journal.read().context("reading the journal")?);
+    let mut concerned = Concerned::default();
     if pending.is_empty() {
-        return Ok(());
+        return Ok(concerned);
     }
     if shared.dry_run {
         warn!(
@@ -602,10 +617,19 @@ async fn recover(
             repairs = pending.repairs.len(),
             "the journal holds unfinished operations; a dry run leaves them alone"
         );
-        return Ok(());
+        return Ok(concerned);
     }
     let now = shared.clock.now();
     for repair in pending.repairs {
+        concerned.members.push(repair.target.clone());
+        concerned.members.extend(repair.urgent.keys().cloned());
+        if matches!(
+            repair.kind,
+            RepairKind::FenceFirst | RepairKind::Surge | RepairKind::ReplaceFenced
+        ) {
+            concerned.members.push(repair.replacement.clone());
+            concerned.joining.push(repair.replacement.clone());
+        }
         let id = repair.id.to_string();
         let what = format!("resume repair of {}", repair.target);
         let next = repair
@@ -689,9 +713,18 @@ async fn recover(
         shared.line(by, Kind::Recovery, &op, work.to_string(), result);
     }
     for plan in pending.plans {
+        match &plan.intent.kind {
+            IntentKind::ScaleOut { member } => {
+                concerned.members.push(member.clone());
+                concerned.joining.push(member.clone());
+            }
+            IntentKind::ScaleIn { member } => concerned.members.push(member.clone()),
+            IntentKind::Resize { .. } => {}
+        }
         let op = plan.id.clone();
         let purpose = Purpose::Scale {
-            emergency_disk: plan.intent.emergency,
+            emergency: plan.intent.emergency,
+            disruptive: plan.intent.disruptive,
         };
         // The plan was permitted before the crash; take the slot again so a repair waits for it.
         match shared.cores().coordinator.acquire(purpose, op.clone(), now) {
@@ -714,7 +747,7 @@ async fn recover(
             }
         }
     }
-    Ok(())
+    Ok(concerned)
 }
 
 /// The size a replacement of `member` gets: the member's own, else the most common of its role.
@@ -1023,7 +1056,8 @@ fn dispatch_scale(
                     continue;
                 }
                 let purpose = Purpose::Scale {
-                    emergency_disk: plan.intent.emergency,
+                    emergency: plan.intent.emergency,
+                    disruptive: plan.intent.disruptive,
                 };
                 let granted = shared.cores().coordinator.acquire(purpose, op.clone(), now);
                 match granted {

@@ -287,6 +287,7 @@ impl Scaler {
                 let busy = self.plan.is_some() || self.pending.is_some();
                 let candidates = self.decide(&snap, now, busy);
                 self.last = Some(snap);
+                self.yield_to_emergency(&candidates, now, &mut out);
                 if self.plan.is_some() {
                     self.advance(now, true, &mut out);
                 } else if self.pending.is_none() {
@@ -343,6 +344,42 @@ impl Scaler {
             Event::Tick => self.check_timeouts(now, &mut out),
         }
         out
+    }
+
+    /// Emergencies first: an ordinary plan (or proposal) gives way to an emergency (a disk over
+    /// its critical ratio, an OOM-killed member's memory) when nothing of it is in flight: it
+    /// ends as failed, saying why, and the emergency is proposed at once. A plan with an action
+    /// running is left to get its answer first (a step is never cut in half).
+    fn yield_to_emergency(
+        &mut self,
+        candidates: &[Candidate],
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(urgent) = candidates.iter().find(|c| c.intent.emergency) else {
+            return;
+        };
+        let why = format!("preempted: {}", urgent.intent.decision.summary);
+        if let Some((plan, _)) = self.pending.as_ref().filter(|(p, _)| !p.intent.emergency) {
+            let plan = plan.clone();
+            self.pending = None;
+            out.push(Command::Finished {
+                report: Report {
+                    op: plan.id,
+                    intent: plan.intent,
+                    outcome: PlanOutcome::Refused {
+                        reason: why.clone(),
+                    },
+                },
+            });
+        }
+        let idle = self
+            .plan
+            .as_ref()
+            .is_some_and(|p| !p.intent.emergency && !matches!(p.phase, Phase::Issued { .. }));
+        if idle {
+            self.fail(now, why, out);
+        }
     }
 
     fn check_timeouts(&mut self, now: Timestamp, out: &mut Vec<Command>) {
@@ -671,21 +708,30 @@ impl Scaler {
                 }
             };
             let role_rank = u8::from(role == Role::Balancer);
+            // A disk grow needs the disks alike, not the whole sizes: a CPU rollout stopped
+            // half-way must not keep a disk from growing (each member keeps its own CPU and
+            // memory; only the disk changes).
+            let disks_alike = snap
+                .members(role)
+                .iter()
+                .filter_map(|m| snap.size_of(m))
+                .all(|s| s.disk_bytes == current.disk_bytes);
+            if disks_alike && disk_d.action == Direction::Grow {
+                let emergency = fill >= critical;
+                let priority = if emergency { 0 } else { 5 };
+                candidates.push(resize(
+                    &disk_d,
+                    Resource::Disk,
+                    caps.disk_grow,
+                    false,
+                    priority,
+                    emergency,
+                ));
+            }
             if !rs.mixed {
-                if disk_d.action == Direction::Grow {
-                    let emergency = fill >= critical;
-                    let priority = if emergency { 0 } else { 5 };
-                    candidates.push(resize(
-                        &disk_d,
-                        Resource::Disk,
-                        caps.disk_grow,
-                        false,
-                        priority,
-                        emergency,
-                    ));
-                }
                 if let Some(d) = oom_d.as_ref().filter(|d| d.action == Direction::Grow) {
-                    candidates.push(resize(d, Resource::Memory, caps.memory, true, 1, false));
+                    // An OOM-killed member is an outage in the making, like a full disk.
+                    candidates.push(resize(d, Resource::Memory, caps.memory, true, 1, true));
                 }
                 if cpu_d.changes() {
                     candidates.push(resize(
@@ -774,7 +820,20 @@ impl Scaler {
                     how,
                     diff,
                     grow,
-                } => match resize_steps(&snap, role, resource, target, how, &diff, grow) {
+                } => match resize_steps(
+                    &snap,
+                    role,
+                    resource,
+                    target,
+                    how,
+                    &diff,
+                    grow,
+                    &snap
+                        .members(role)
+                        .into_iter()
+                        .filter(|m| snap.healthy(m, lag, stale))
+                        .collect(),
+                ) {
                     Ok(steps) if !steps.is_empty() => steps,
                     _ => continue,
                 },

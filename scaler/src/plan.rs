@@ -23,6 +23,8 @@
 //! - `max_worker_processes` going down on replicas before the primary is safe: Patroni starts a
 //!   replica with the larger of its configured value and the primary's (from pg_controldata).
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 pub use steward_model::operation::{OperationId, Step};
 use steward_model::ports::platform::{Change, CreateSpec};
@@ -174,24 +176,32 @@ pub enum PlanError {
     NoMember { role: Role },
 }
 
-fn resize_step(member: &str, size: Size, guard: Guard) -> PlanStep {
+/// A resize verifies what it changed: the size, and the member's health only when the member was
+/// healthy before (`check_health`): a step must not wait for a fault it did not cause (a replica
+/// already stuck would hold the rollout, and the cluster's one slot, until the step timed out).
+fn resize_step(member: &str, size: Size, guard: Guard, check_health: bool) -> PlanStep {
     let at_size = Check::Size {
         member: member.into(),
         size,
     };
-    PlanStep {
-        action: Step::Resize {
-            member: member.into(),
-            size,
-        },
-        verify: Check::All {
+    let verify = if check_health {
+        Check::All {
             checks: vec![
                 at_size.clone(),
                 Check::Healthy {
                     member: member.into(),
                 },
             ],
+        }
+    } else {
+        at_size.clone()
+    };
+    PlanStep {
+        action: Step::Resize {
+            member: member.into(),
+            size,
         },
+        verify,
         applied: Some(at_size),
         guard,
     }
@@ -223,6 +233,11 @@ fn patch_step(patch: ConfigPatch) -> PlanStep {
 ///
 /// `how` is how the platform changes that resource; `diff` the settings that follow (empty for
 /// balancers and disks); `grow` orders the settings around the resize (see the module doc).
+///
+/// `healthy`: the members healthy now (their steps also wait for them to be healthy after).
+/// A live disk grow (nothing restarts, nobody is switched over) goes fullest member first: the
+/// disk nearest to full is the one an outage comes from.
+#[allow(clippy::too_many_arguments)]
 pub fn resize_steps(
     snap: &Snapshot,
     role: Role,
@@ -231,6 +246,7 @@ pub fn resize_steps(
     how: Change,
     diff: &SettingsDiff,
     grow: bool,
+    healthy: &BTreeSet<String>,
 ) -> Result<Vec<PlanStep>, PlanError> {
     if how == Change::Unsupported {
         return Err(PlanError::Unsupported { resource });
@@ -245,13 +261,37 @@ pub fn resize_steps(
             .ok_or_else(|| PlanError::UnknownSize { member: m.into() })
     };
     let needs = |m: &str, t: &Size| snap.size_of(m).is_none_or(|s| !same_size(&s, t));
+    let step = |m: &str, t: Size, guard: Guard| resize_step(m, t, guard, healthy.contains(m));
     if role == Role::Balancer {
         // No Patroni, no settings: one balancer at a time, each checked (the other keeps serving).
         let mut steps = Vec::new();
         for m in &members {
             let t = target_of(m)?;
             if needs(m, &t) {
-                steps.push(resize_step(m, t, Guard::None));
+                steps.push(step(m, t, Guard::None));
+            }
+        }
+        return Ok(steps);
+    }
+    if resource == Resource::Disk && grow && how == Change::Live {
+        let fill = |m: &str| -> f64 {
+            let used = snap
+                .observation
+                .members
+                .iter()
+                .find(|o| o.name == m)
+                .and_then(|o| o.disk_used)
+                .map_or(0.0, |f| f.value);
+            let size = snap.size_of(m).map_or(1, |s| s.disk_bytes.max(1));
+            used / size as f64
+        };
+        let mut by_fill: Vec<(f64, &String)> = members.iter().map(|m| (fill(m), m)).collect();
+        by_fill.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let mut steps = Vec::new();
+        for (_, m) in by_fill {
+            let t = target_of(m)?;
+            if needs(m, &t) {
+                steps.push(step(m, t, Guard::None));
             }
         }
         return Ok(steps);
@@ -298,7 +338,7 @@ pub fn resize_steps(
     if grow {
         for (r, t) in &candidates {
             if needs(r, t) {
-                steps.push(resize_step(r, *t, Guard::None));
+                steps.push(step(r, *t, Guard::None));
             }
         }
         if restart_settings {
@@ -311,7 +351,7 @@ pub fn resize_steps(
             steps.push(switchover());
         }
         if needs(&leader, &leader_target) {
-            steps.push(resize_step(&leader, leader_target, leader_guard()));
+            steps.push(step(&leader, leader_target, leader_guard()));
         }
         if restart_settings {
             steps.push(restart_step(&leader, leader_guard()));
@@ -328,7 +368,7 @@ pub fn resize_steps(
                 steps.push(restart_step(r, Guard::None));
             }
             if needs(r, t) {
-                steps.push(resize_step(r, *t, Guard::None));
+                steps.push(step(r, *t, Guard::None));
             }
         }
         if disruptive {
@@ -338,7 +378,7 @@ pub fn resize_steps(
             steps.push(restart_step(&leader, leader_guard()));
         }
         if needs(&leader, &leader_target) {
-            steps.push(resize_step(&leader, leader_target, leader_guard()));
+            steps.push(step(&leader, leader_target, leader_guard()));
         }
     }
     Ok(steps)

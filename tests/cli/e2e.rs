@@ -238,12 +238,31 @@ impl Steward {
     }
 
     pub(crate) fn start(config: &Path, dir: tempfile::TempDir, state_dir: PathBuf) -> Steward {
+        Steward::start_with_env(config, dir, state_dir, &[])
+    }
+
+    /// [`Steward::start`] with extra environment variables (a test's fault injection). Its
+    /// output is appended to the files of an earlier run in the same folder.
+    pub(crate) fn start_with_env(
+        config: &Path,
+        dir: tempfile::TempDir,
+        state_dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Steward {
         let out = dir.path().join("steward.out");
         let err = dir.path().join("steward.err");
+        let append = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap()
+        };
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_steward"))
             .args(["run", "--config", config.to_str().unwrap(), "--log", "info"])
-            .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-            .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(append(&out)))
+            .stderr(Stdio::from(append(&err)))
             // A failing test must not leave a steward acting on the lab.
             .kill_on_drop(true)
             .spawn()
@@ -271,6 +290,23 @@ impl Steward {
     pub(crate) fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("steward exited early ({status}):\n{}", self.output());
+        }
+    }
+
+    /// Waits up to `timeout` for it to exit by itself (a fault injection that aborts it): its
+    /// status, its output, and its folder and state folder to start it again on; None (after
+    /// killing it) when it is still running.
+    pub(crate) async fn wait_exit(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(std::process::ExitStatus, tempfile::TempDir, PathBuf), String> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ok((status.expect("wait for steward"), self._dir, self.state_dir)),
+            Err(_) => {
+                let output = self.output();
+                let _ = self.child.kill().await;
+                Err(output)
+            }
         }
     }
 
@@ -397,14 +433,14 @@ pub(crate) async fn lab_sh(args: &[&str]) {
 }
 
 /// The lab's balancers: container, Runtime API (scripts/lab.sh BALANCER_ADDR, port 9999).
-const LAB_BALANCERS: [(&str, &str); 2] = [
+pub(crate) const LAB_BALANCERS: [(&str, &str); 2] = [
     ("lab-haproxy-1", "127.0.0.21:9999"),
     ("lab-haproxy-2", "127.0.0.22:9999"),
 ];
 
 /// A balancer's servers per its Runtime API (`show servers state`): (backend, server, admin
 /// state) sorted; None when it does not answer.
-async fn balancer_servers(api: &str) -> Option<Vec<(String, String, String)>> {
+pub(crate) async fn balancer_servers(api: &str) -> Option<Vec<(String, String, String)>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let talk = async {
         let mut stream = tokio::net::TcpStream::connect(api).await?;

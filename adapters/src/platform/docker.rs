@@ -43,8 +43,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
-    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    Capabilities, Change, CreateSpec, ErrorKind, Placement, Platform, PlatformError,
+    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
 };
 use steward_model::{ConfigErrors, Role, Size, Timestamp};
 
@@ -88,6 +88,10 @@ pub struct RawDockerConfig {
     /// The template of balancer members; without it, balancers cannot be created.
     #[serde(default)]
     pub balancer: Option<RawTemplate>,
+    /// `required` (default): one member of a role per host, a create with no such host left is
+    /// refused. `preferred`: spread when possible, else the host with the fewest (with a warning).
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 fn default_fence_grace() -> Duration {
@@ -252,6 +256,7 @@ pub struct DockerConfig {
     pub volumes: VolumeKind,
     pub database: Template,
     pub balancer: Option<Template>,
+    pub placement: Placement,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -507,6 +512,7 @@ impl RawDockerConfig {
             volumes,
             database,
             balancer,
+            placement: self.placement,
         })
     }
 }
@@ -1018,21 +1024,33 @@ impl DockerPlatform {
                 format!("member `{}` exists already", spec.name),
             ));
         }
-        let host = (0..self.engines.len())
-            .find(|h| {
-                !owned
+        let per_host: Vec<usize> = (0..self.engines.len())
+            .map(|h| {
+                owned
                     .iter()
-                    .any(|f| f.host == *h && f.role == Some(spec.role))
+                    .filter(|f| f.host == h && f.role == Some(spec.role))
+                    .count()
             })
-            .ok_or_else(|| {
-                let msg = format!(
-                    "no host left without a {} member of cluster `{}` ({} hosts, each holds one)",
-                    spec.role,
-                    self.config.cluster,
-                    self.engines.len()
-                );
-                PlatformError::new(ErrorKind::Refused, op.clone(), msg)
-            })?;
+            .collect();
+        let (host, shared) = self.config.placement.pick(&per_host).ok_or_else(|| {
+            let msg = format!(
+                "no host left without a {} member of cluster `{}` ({} hosts, each holds one; \
+                 `placement = \"preferred\"` lets members share a host)",
+                spec.role,
+                self.config.cluster,
+                self.engines.len()
+            );
+            PlatformError::new(ErrorKind::Refused, op.clone(), msg)
+        })?;
+        if shared {
+            tracing::warn!(
+                member = %spec.name,
+                host = %self.engines[host].name,
+                sharing_with = per_host[host],
+                "no host without a {} member is left: placed beside another (placement = preferred)",
+                spec.role
+            );
+        }
         let taken: BTreeSet<&str> = owned.iter().filter_map(|f| f.address.as_deref()).collect();
         let address = self
             .config

@@ -7,6 +7,6 @@ pub mod metrics;
 pub mod platform;
 
 pub use platform::{
-    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
-    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    Capabilities, Change, CreateSpec, ErrorKind, Placement, Platform, PlatformError,
+    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
 };

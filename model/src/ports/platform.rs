@@ -22,6 +22,37 @@ pub const LABEL_MEMBER: &str = "io.steward.member";
 /// Label carrying the id of the operation that created or last changed the resource.
 pub const LABEL_OPERATION: &str = "io.steward.operation";
 
+/// Where a platform puts a new member among its hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// One member of a role per host: a create with no such host left is refused.
+    #[default]
+    Required,
+    /// Spread when a host without a member of the role is left, else the host with the fewest
+    /// (the first of them): a replacement is never refused for want of a free host, and the
+    /// platform says (a warning) that two members of a role now share a host.
+    Preferred,
+}
+
+impl Placement {
+    /// The host a new member of a role goes to, given how many members of the role each host
+    /// holds, and whether it shares a host with one; `None` when the placement refuses.
+    pub fn pick(self, members_per_host: &[usize]) -> Option<(usize, bool)> {
+        if let Some(free) = members_per_host.iter().position(|n| *n == 0) {
+            return Some((free, false));
+        }
+        match self {
+            Placement::Required => None,
+            Placement::Preferred => members_per_host
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, n)| (**n, *i))
+                .map(|(i, _)| (i, true)),
+        }
+    }
+}
+
 /// How the platform can change one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -215,4 +246,19 @@ pub trait Platform: Send + Sync {
 
     /// Resource usage of each running member, by name.
     async fn usage(&self) -> Result<BTreeMap<String, Usage>, PlatformError>;
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::Placement;
+
+    #[test]
+    fn required_spreads_or_refuses_and_preferred_falls_back_to_the_least_loaded_host() {
+        assert_eq!(Placement::Required.pick(&[1, 0, 1]), Some((1, false)));
+        assert_eq!(Placement::Preferred.pick(&[1, 0, 1]), Some((1, false)));
+        assert_eq!(Placement::Required.pick(&[2, 1]), None);
+        assert_eq!(Placement::Preferred.pick(&[2, 1]), Some((1, true)));
+        assert_eq!(Placement::Preferred.pick(&[1, 1]), Some((0, true)));
+        assert_eq!(Placement::Preferred.pick(&[]), None);
+    }
 }

@@ -530,14 +530,16 @@ fn paused_means_nothing_but_observing() {
 }
 
 /// Repair outranks scaling: a scaling step asked for during a repair is refused, saying which
-/// operation holds the cluster; while the cluster is degraded, only emergency disk growth may go.
+/// operation holds the cluster; while the cluster is degraded, only emergencies may go, and only
+/// one that disrupts nothing (a live disk or memory grow) runs beside the repair.
 #[test]
 fn scaling_requested_during_a_repair_is_refused_with_the_reason() {
     let mut d = Driver::new(RepairConfig::default());
     d.observe(t(0), three(replica("pg-3")));
     d.observe(t(10), three(exited("pg-3")));
     let scale = Purpose::Scale {
-        emergency_disk: false,
+        emergency: false,
+        disruptive: false,
     };
     let c = &mut d.coordinator;
     assert_eq!(
@@ -547,7 +549,8 @@ fn scaling_requested_during_a_repair_is_refused_with_the_reason() {
     assert_eq!(
         c.check(
             &Purpose::Scale {
-                emergency_disk: true
+                emergency: true,
+                disruptive: true,
             },
             t(10)
         ),
@@ -564,7 +567,8 @@ fn scaling_requested_during_a_repair_is_refused_with_the_reason() {
         .coordinator
         .acquire(
             Purpose::Scale {
-                emergency_disk: true,
+                emergency: true,
+                disruptive: true,
             },
             steward_repairer::OperationId("scaler-1".into()),
             t(71),
@@ -846,7 +850,11 @@ fn a_repair_resumed_from_its_record_goes_on_from_its_cursor() {
         panic!("the create is in flight: {:?}", d.in_flight);
     };
     let record = d.repairer.ongoing().expect("a repair in progress");
-    assert_eq!(record.steps.first(), Some(&RepairStep::Create), "{record:?}");
+    assert_eq!(
+        record.steps.first(),
+        Some(&RepairStep::Create),
+        "{record:?}"
+    );
     assert!(record.target_fenced);
     // What the journal stores reads back as the same record.
     let stored = serde_json::to_string(&record).unwrap();
@@ -862,7 +870,10 @@ fn a_repair_resumed_from_its_record_goes_on_from_its_cursor() {
         fresh.handle(Event::Tick, t(200)).is_empty(),
         "nothing runs before the cluster is seen"
     );
-    let out = fresh.observe(t(205), vec![leader("pg-1"), replica("pg-2"), exited("pg-3")]);
+    let out = fresh.observe(
+        t(205),
+        vec![leader("pg-1"), replica("pg-2"), exited("pg-3")],
+    );
     assert_eq!(
         summary(&out),
         [format!("create database {replacement} replacing pg-3")]
@@ -873,7 +884,13 @@ fn a_repair_resumed_from_its_record_goes_on_from_its_cursor() {
     assert_eq!(again, label, "the same operation label after the restart");
     // The slot is the resumed repair's: nothing else may start.
     assert!(matches!(
-        fresh.coordinator.check(&Purpose::Scale { emergency_disk: false }, t(205)),
+        fresh.coordinator.check(
+            &Purpose::Scale {
+                emergency: false,
+                disruptive: false
+            },
+            t(205)
+        ),
         Err(Refusal::Busy { .. })
     ));
     fresh.ack_all(t(206));

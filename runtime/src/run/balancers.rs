@@ -18,7 +18,8 @@
 //!
 //! What it is not: a judge of health (Patroni's `OPTIONS /primary|/replica` checks in HAProxy
 //! route the traffic), nor an owner of servers it did not see come and go: a server of a name the
-//! platform never listed in this run is left alone (an operator's, or a previous run's).
+//! platform never listed in this run is left alone (an operator's, or a previous run's), unless
+//! an operation this run resumed from the journal concerned it ([`BalancerSync::know`]).
 //!
 //! The sync runs as one background task at a time; a tick while it still works is skipped, so
 //! a slow check never holds up the loops.
@@ -75,7 +76,9 @@ impl Held {
 }
 
 /// The jobs that bring the balancers in line with `listed`. `known`: members listed earlier in
-/// this run (only those may leave); `pending`: members added whose enabling has not finished.
+/// this run (only those may leave); `pending`: members added whose enabling has not finished;
+/// `left_over`: members a previous run was adding, whose servers may be left in maintenance or
+/// warming up in drain ([`BalancerSync::enable_left_over`]).
 ///
 /// Pure: the tests below drive it with plain values.
 pub fn plan(
@@ -83,6 +86,7 @@ pub fn plan(
     held: &Held,
     known: &BTreeSet<String>,
     pending: &BTreeSet<String>,
+    left_over: &BTreeSet<String>,
     port: u16,
 ) -> Vec<Job> {
     let mut jobs = Vec::new();
@@ -97,7 +101,13 @@ pub fn plan(
         let states = held.servers.get(&m.name).map(Vec::as_slice).unwrap_or(&[]);
         let missing = states.len() < held.listings;
         let in_maintenance = states.iter().any(|s| s.status() == Status::Maint);
-        if missing || (pending.contains(&m.name) && in_maintenance) {
+        // A previous run's member left warming up in drain (it died in the middle of the
+        // enabling); only those: a drain of this run is a plan's, never undone here.
+        let left_warming = left_over.contains(&m.name)
+            && states
+                .iter()
+                .any(|s| matches!(s.status(), Status::Maint | Status::Drain));
+        if missing || (pending.contains(&m.name) && in_maintenance) || left_warming {
             jobs.push(Job::Join {
                 member: m.name.clone(),
                 addr: SocketAddr::new(ip, port),
@@ -134,6 +144,8 @@ pub fn build(config: &BalancersConfig) -> Balancers {
 struct Memory {
     known: BTreeSet<String>,
     pending: BTreeSet<String>,
+    /// Members a previous run was adding, until their servers are enabled.
+    left_over: BTreeSet<String>,
 }
 
 struct Inner {
@@ -154,6 +166,30 @@ pub struct BalancerSync {
 }
 
 impl BalancerSync {
+    /// Members an operation of a previous run concerned (a resumed repair's old member and
+    /// replacement): their servers are ours to delete when the member is gone, though this run
+    /// never listed them (it may have started after the member was removed).
+    pub fn know(&self, members: impl IntoIterator<Item = String>) {
+        self.inner
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .known
+            .extend(members);
+    }
+
+    /// Members a previous run was adding (a resumed repair's replacement, a resumed scale-out's
+    /// new member): their servers, if left in maintenance or warming up in drain, are enabled
+    /// after their check, as this run's own would be.
+    pub fn enable_left_over(&self, members: impl IntoIterator<Item = String>) {
+        self.inner
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .left_over
+            .extend(members);
+    }
+
     pub fn new(
         balancers: Balancers,
         config: &BalancersConfig,
@@ -228,7 +264,14 @@ impl Inner {
         let jobs = {
             let mut memory = self.memory();
             memory.known.extend(listed.iter().map(|m| m.name.clone()));
-            let jobs = plan(listed, &held, &memory.known, &memory.pending, self.port);
+            let jobs = plan(
+                listed,
+                &held,
+                &memory.known,
+                &memory.pending,
+                &memory.left_over,
+                self.port,
+            );
             // A pending member that is no longer in maintenance anywhere has been enabled.
             let joining: BTreeSet<&str> = jobs
                 .iter()
@@ -238,6 +281,8 @@ impl Inner {
                 })
                 .collect();
             memory.pending.retain(|m| joining.contains(m.as_str()));
+            // A previous run's member is looked at once: enabled now, or it needs nothing.
+            memory.left_over.retain(|m| joining.contains(m.as_str()));
             jobs
         };
         let results = futures::future::join_all(jobs.iter().map(|job| self.carry_out(job))).await;
@@ -246,6 +291,7 @@ impl Inner {
             match (job, result) {
                 (Job::Join { member, .. }, Ok(())) => {
                     memory.pending.remove(member);
+                    memory.left_over.remove(member);
                 }
                 (Job::Join { member, .. }, Err(_)) => {
                     memory.pending.insert(member.clone());
@@ -444,6 +490,7 @@ mod tests {
             &held(&[server("m1", false, false)]),
             &names(&["m1"]),
             &names(&[]),
+            &names(&[]),
             5432,
         );
         assert_eq!(
@@ -462,7 +509,7 @@ mod tests {
         h.add_listing(vec![server("m1", false, false)]);
         h.add_listing(vec![]);
         let listed = [member("m1", "127.0.0.11", PlatformState::Running)];
-        let jobs = plan(&listed, &h, &names(&["m1"]), &names(&[]), 5432);
+        let jobs = plan(&listed, &h, &names(&["m1"]), &names(&[]), &names(&[]), 5432);
         assert!(
             matches!(&jobs[..], [Job::Join { add: true, .. }]),
             "{jobs:?}"
@@ -481,6 +528,7 @@ mod tests {
             &held(&[server("m1", false, true)]),
             &names(&["m1", "m2"]),
             &names(&["m1"]),
+            &names(&[]),
             5432,
         );
         assert_eq!(jobs, vec![]);
@@ -493,7 +541,35 @@ mod tests {
             member("m2", "127.0.0.12", PlatformState::Running),
         ];
         let h = held(&[server("m1", true, false), server("m2", true, false)]);
-        let jobs = plan(&listed, &h, &names(&["m1", "m2"]), &names(&["m1"]), 5432);
+        let jobs = plan(
+            &listed,
+            &h,
+            &names(&["m1", "m2"]),
+            &names(&["m1"]),
+            &names(&[]),
+            5432,
+        );
+        assert_eq!(
+            jobs,
+            vec![Job::Join {
+                member: "m1".into(),
+                addr: "127.0.0.11:5432".parse().unwrap(),
+                add: false
+            }]
+        );
+    }
+
+    /// A run that died while enabling a new member's server left it warming up in drain; the
+    /// next run, told the member was being added, enables it. A drained server of a member it
+    /// was not adding is left alone (a repair's drain before its fence, an operator's).
+    #[test]
+    fn a_server_left_warming_up_by_a_previous_run_is_enabled() {
+        let listed = [
+            member("m1", "127.0.0.11", PlatformState::Running),
+            member("m2", "127.0.0.12", PlatformState::Running),
+        ];
+        let h = held(&[server("m1", false, true), server("m2", false, true)]);
+        let jobs = plan(&listed, &h, &names(&[]), &names(&[]), &names(&["m1"]), 5432);
         assert_eq!(
             jobs,
             vec![Job::Join {
@@ -512,7 +588,14 @@ mod tests {
             server("m2", false, false),
             server("theirs", false, false),
         ]);
-        let jobs = plan(&listed, &h, &names(&["m1", "m2"]), &names(&[]), 5432);
+        let jobs = plan(
+            &listed,
+            &h,
+            &names(&["m1", "m2"]),
+            &names(&[]),
+            &names(&[]),
+            5432,
+        );
         assert_eq!(
             jobs,
             vec![Job::Leave {
@@ -524,7 +607,14 @@ mod tests {
     #[test]
     fn a_member_without_an_ip_is_not_pointed_at() {
         let listed = [member("m1", "db-1.example", PlatformState::Running)];
-        let jobs = plan(&listed, &held(&[]), &names(&[]), &names(&[]), 5432);
+        let jobs = plan(
+            &listed,
+            &held(&[]),
+            &names(&[]),
+            &names(&[]),
+            &names(&[]),
+            5432,
+        );
         assert_eq!(jobs, vec![]);
     }
 }

@@ -148,11 +148,81 @@ fn emergency_disk_growth_is_marked_and_rolled_out() {
         })
         .collect();
     assert_eq!(emergency, [true, true, true]);
+    // A live disk grow disrupts nothing: the fullest disk (the primary's) goes first.
     assert_eq!(
         labels(&h.commands),
-        ["resize pg-2", "resize pg-3", "resize pg-1"]
+        ["resize pg-1", "resize pg-2", "resize pg-3"]
     );
     assert!(h.world.databases().all(|m| m.size.disk_bytes > 100 * GIB));
+}
+
+/// Emergencies first (issue 14): an ordinary rollout that waits for a member gives way to an
+/// emergency disk grow: it ends as failed ("preempted", with the emergency's reason), and the
+/// disk plan is proposed on the same observation, fullest member first.
+#[test]
+fn an_ordinary_rollout_waiting_gives_way_to_an_emergency() {
+    let mut h = cpu_pressure(live());
+    let mut first = Vec::new();
+    for _ in 0..40 {
+        first = labels(&h.observe());
+        if !first.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(first, ["resize pg-2"]);
+    // pg-2 stops streaming after its resize: the rollout waits for it.
+    h.world.member_mut("pg-2").streaming = false;
+    assert!(h.observe().is_empty());
+    // Meanwhile the primary's disk fills past the critical ratio.
+    h.world.member_mut("pg-1").disk_used = Some(97.0 * GIB as f64);
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        out = h.observe();
+        if !out.is_empty() {
+            break;
+        }
+    }
+    let preempted = out.iter().find_map(|c| match c {
+        Command::Finished { report } => Some(report.outcome.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(&preempted, Some(PlanOutcome::Failed { reason, .. }) if reason.starts_with("preempted")),
+        "{out:?}"
+    );
+    let proposed = out.iter().find_map(|c| match c {
+        Command::Propose { plan } => Some(plan.clone()),
+        _ => None,
+    });
+    let plan = proposed.expect("the emergency is proposed at once");
+    assert!(plan.intent.emergency, "{plan:?}");
+    assert!(matches!(
+        plan.intent.kind,
+        IntentKind::Resize {
+            resource: Resource::Disk,
+            ..
+        }
+    ));
+    assert_eq!(labels(&out), ["resize pg-1"], "fullest first");
+}
+
+/// A step waits for what it changed: a disk grow of a member that was already not streaming is
+/// verified by its size (a stuck replica must not hold a rollout, and the cluster's slot, until
+/// the step times out); a healthy member's step still waits for it to be healthy again.
+#[test]
+fn a_step_does_not_wait_for_a_fault_it_did_not_cause() {
+    let mut world = World::new(3, small(), live());
+    for m in ["pg-1", "pg-2", "pg-3"] {
+        world.member_mut(m).disk_used = Some(85.0 * GIB as f64);
+    }
+    world.member_mut("pg-3").streaming = false;
+    let mut h = Harness::new(config(PolicyConfig::default()), world);
+    assert_eq!(h.run_until_finished(20), Some(PlanOutcome::Completed));
+    assert!(h.world.databases().all(|m| m.size.disk_bytes > 100 * GIB));
+    assert!(
+        !h.world.member("pg-3").streaming,
+        "still stuck, still grown"
+    );
 }
 
 #[test]

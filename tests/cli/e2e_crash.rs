@@ -1,0 +1,288 @@
+//! End-to-end CRASH tests (DESIGN.md promise 7, issue 14): `steward run` (the built binary) is
+//! killed at every step boundary of a real replacement on the lab (scripts/lab.sh; a Patroni
+//! 4.1.5 cluster in Docker), started again on the same config and state folder, and the cluster
+//! must converge as if nothing had happened to Steward.
+//!
+//! How it dies: the binary's test-only fault injection `STEWARD_TEST_CRASH_AT=repair:<before|
+//! after>:<n>` aborts the process (SIGABRT: no clean-up, like a kill) just before or just after
+//! the n-th write of the repair's journal record. A replacement of a killed replica writes six:
+//! before its drain, its fence, its create, after the create (the wait for streaming), before its
+//! remove, and its end. So `after:k` dies with step k announced and not run, and `before:k+1`
+//! with step k done in the world but not in the journal. Each of the twelve points is one round:
+//! a streaming replica is `docker kill`ed (on whichever engine it lives), Steward dies at the
+//! point, starts again, and the round checks, within `REPAIR_TIMEOUT`:
+//! - exactly one replacement: three database members on the platform, none fenced, the killed
+//!   one gone (no container, no `.fenced` container on either engine, no disk image left);
+//! - Patroni lists those three, one leader and two streaming;
+//! - both balancers hold exactly those members in both backends, none drained or in maintenance
+//!   (`[balancers]` is on, so Steward keeps them in step);
+//! - the journal has no operation open, and the decision log no alert (no "failed for good", no
+//!   breaker);
+//! - the restarted Steward stops cleanly.
+//!
+//! The rounds run one after the other on one lab: every replacement is a new member on the host
+//! with the fewest (`placement = "preferred"`), so the lab hosts all twelve. About 10-12 minutes.
+//!
+//! Needs what tests/cli/e2e.rs needs (root, the lab up, `STEWARD_LAB=1`, the lab lock):
+//! `flock /tmp/steward-lab.lock cargo nextest run -p steward --test cli -E 'test(/^e2e_crash::/)'`.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use steward_adapters::patroni::PatroniApi;
+use steward_model::observation::PlatformState;
+use steward_model::ports::Platform;
+use tokio::time::Instant;
+
+use crate::e2e::{
+    balancer_servers, lab, leader_and_streaming, open_journal_records, patroni, platform, sh,
+    with_lab, write_config_with, Steward, LAB_BALANCERS, REPAIR_TIMEOUT,
+};
+
+/// The journal records a replacement of a killed replica writes (see the module docs).
+const REPLACEMENT_WRITES: u32 = 6;
+/// The lab's engines by the platform's host names (tests/data/e2e/lab.toml).
+const ENGINES: [(&str, &str); 2] = [
+    ("host-a", "unix:///var/run/docker.sock"),
+    ("host-b", "unix:///run/steward-docker2.sock"),
+];
+/// Where the lab's platform keeps members' disk images (`<member>.img`).
+const DISKS: &str = "/var/lib/steward-lab/disks";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steward_killed_at_every_step_boundary_of_a_replacement_converges() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    with_lab(urls, |urls| async move {
+        for write in 1..=REPLACEMENT_WRITES {
+            for when in ["before", "after"] {
+                round(&urls, &format!("repair:{when}:{write}")).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// One kill point: a replica killed, Steward dead at `point`, started again, the cluster checked.
+async fn round(urls: &[String], point: &str) {
+    let client = patroni(urls.to_vec());
+    let platform = platform().await;
+    let (leader, streaming) = settled(&client, &platform).await;
+    let victim = streaming
+        .iter()
+        .find(|n| **n != leader)
+        .expect("a streaming replica")
+        .clone();
+    let engine = engine_of(&platform, &victim).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let config = write_config_with(dir.path(), &state_dir, |doc| {
+        let mut balancers = toml::Table::new();
+        let apis: Vec<toml::Value> = LAB_BALANCERS.iter().map(|(_, a)| (*a).into()).collect();
+        balancers.insert("runtime_apis".into(), toml::Value::Array(apis));
+        // A new replica never passes the primary backend's check: it is set ready (drained of
+        // nothing, down by its check) once this wait is over. Short, so a round is short.
+        balancers.insert("enable_timeout".into(), "10s".into());
+        doc.insert("balancers".into(), toml::Value::Table(balancers));
+    });
+    let mut steward = Steward::start_with_env(
+        &config,
+        dir,
+        state_dir.clone(),
+        &[("STEWARD_TEST_CRASH_AT", point)],
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    steward.assert_alive();
+    let out = sh("docker", &["-H", engine, "kill", &victim]).await;
+    assert!(
+        out.status.success(),
+        "{point}: docker kill {victim}: {out:?}"
+    );
+    eprintln!("e2e-crash {point}: killed {victim} (leader {leader})");
+
+    let (status, dir, state_dir) =
+        steward
+            .wait_exit(REPAIR_TIMEOUT)
+            .await
+            .unwrap_or_else(|output| {
+                panic!("{point}: steward never reached its crash point\n{output}")
+            });
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "{point}: steward did not abort at its crash point: {status}"
+    );
+    let steward = Steward::start(&config, dir, state_dir.clone());
+    let converged = converge(point, &client, &platform, &victim, &state_dir, steward).await;
+    eprintln!(
+        "e2e-crash {point}: converged {:.1} s after the restart",
+        converged.as_secs_f64()
+    );
+}
+
+/// Waits for one leader and two streaming replicas with the platform's three members running
+/// (a previous round's Steward may have left Patroni a moment to catch up).
+async fn settled(
+    client: &steward_adapters::patroni::PatroniClient,
+    platform: &steward_adapters::platform::docker::DockerPlatform,
+) -> (String, Vec<String>) {
+    let deadline = Instant::now() + REPAIR_TIMEOUT;
+    loop {
+        let members = database_members(platform).await;
+        if let Some((leader, streaming)) = leader_and_streaming(client).await {
+            if streaming.len() == 2 && members.len() == 3 {
+                return (leader, streaming);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lab did not settle at one leader and two streaming replicas: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The database members the platform lists, with their state.
+async fn database_members(
+    platform: &steward_adapters::platform::docker::DockerPlatform,
+) -> Vec<(String, PlatformState)> {
+    platform
+        .list()
+        .await
+        .map(|l| {
+            l.into_iter()
+                .filter(|m| m.role == steward_model::Role::Database)
+                .map(|m| (m.name, m.state))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Docker endpoint of the engine `member` runs on.
+async fn engine_of(
+    platform: &steward_adapters::platform::docker::DockerPlatform,
+    member: &str,
+) -> &'static str {
+    let listed = platform.list().await.expect("the platform lists the lab");
+    let host = listed
+        .iter()
+        .find(|m| m.name == member)
+        .map(|m| m.host.clone())
+        .unwrap_or_else(|| panic!("{member} is not on the platform: {listed:?}"));
+    ENGINES
+        .iter()
+        .find(|(name, _)| *name == host)
+        .map(|(_, endpoint)| *endpoint)
+        .unwrap_or_else(|| panic!("{member} is on an unknown host {host}"))
+}
+
+/// What is wrong with the lab after a round, or None when it converged.
+async fn unconverged(
+    client: &steward_adapters::patroni::PatroniClient,
+    platform: &steward_adapters::platform::docker::DockerPlatform,
+    victim: &str,
+    state_dir: &Path,
+) -> Option<String> {
+    let members = database_members(platform).await;
+    if members.len() != 3 || members.iter().any(|(_, s)| *s != PlatformState::Running) {
+        return Some(format!("the platform lists {members:?}"));
+    }
+    let names: BTreeSet<String> = members.into_iter().map(|(n, _)| n).collect();
+    if names.contains(victim) {
+        return Some(format!("{victim} is still a member"));
+    }
+    let view = match client.cluster().await {
+        Ok(view) => view,
+        Err(e) => return Some(format!("patroni's /cluster does not answer: {e}")),
+    };
+    let in_patroni: BTreeSet<String> = view.members.iter().map(|m| m.name.clone()).collect();
+    if in_patroni != names {
+        return Some(format!(
+            "patroni lists {in_patroni:?}, the platform {names:?}"
+        ));
+    }
+    match leader_and_streaming(client).await {
+        Some((_, streaming)) if streaming.len() == 2 => {}
+        other => return Some(format!("not two streaming replicas: {other:?}")),
+    }
+    for (container, api) in LAB_BALANCERS {
+        let Some(servers) = balancer_servers(api).await else {
+            return Some(format!("{container} does not answer"));
+        };
+        for backend in ["primary", "replicas"] {
+            let held: BTreeSet<String> = servers
+                .iter()
+                .filter(|(b, _, _)| b == backend)
+                .map(|(_, s, _)| s.clone())
+                .collect();
+            if held != names {
+                return Some(format!(
+                    "{container} {backend} holds {held:?}, not {names:?}"
+                ));
+            }
+            if let Some((_, s, state)) = servers
+                .iter()
+                .find(|(b, _, state)| b == backend && state != "0")
+            {
+                return Some(format!(
+                    "{container} {backend}: {s} has admin state {state}"
+                ));
+            }
+        }
+    }
+    let open = open_journal_records(state_dir);
+    if !open.is_empty() {
+        return Some(format!("operations open in the journal: {open:?}"));
+    }
+    for (_, engine) in ENGINES {
+        for name in [victim.to_string(), format!("{victim}.fenced")] {
+            let out = sh("docker", &["-H", engine, "inspect", "-f", "{{.Id}}", &name]).await;
+            if out.status.success() {
+                return Some(format!("container {name} is still on {engine}"));
+            }
+        }
+    }
+    if Path::new(DISKS).join(format!("{victim}.img")).exists() {
+        return Some(format!("the disk of {victim} is still in {DISKS}"));
+    }
+    None
+}
+
+/// Waits for the lab to converge after the restart, then checks the decision log and stops
+/// Steward; the time it took.
+async fn converge(
+    point: &str,
+    client: &steward_adapters::patroni::PatroniClient,
+    platform: &steward_adapters::platform::docker::DockerPlatform,
+    victim: &str,
+    state_dir: &Path,
+    mut steward: Steward,
+) -> Duration {
+    let restarted = Instant::now();
+    let deadline = restarted + REPAIR_TIMEOUT;
+    loop {
+        steward.assert_alive();
+        let Some(why) = unconverged(client, platform, victim, state_dir).await else {
+            break;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{point}: no convergence {REPAIR_TIMEOUT:?} after the restart: {why}\n{}",
+            steward.output()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let took = restarted.elapsed();
+    let alerts: Vec<serde_json::Value> = steward
+        .actions()
+        .into_iter()
+        .filter(|l| l["kind"] == "alert")
+        .collect();
+    assert!(alerts.is_empty(), "{point}: alerts: {alerts:?}");
+    steward.stop_cleanly().await;
+    took
+}
