@@ -590,8 +590,8 @@ pub async fn run(
     r.and(s)
 }
 
-/// The members the operations resumed at start-up concern: their balancer servers are ours to
-/// delete when the member is gone, and the new ones' to enable.
+/// The members the operations resumed at start-up, or ended recently, concern: their balancer
+/// servers are ours to delete when the member is gone, and the new ones' to enable.
 #[derive(Debug, Default)]
 struct Concerned {
     members: Vec<String>,
@@ -606,7 +606,12 @@ async fn recover(
     grant: &mut Option<Grant>,
 ) -> anyhow::Result<Concerned> {
     let pending = Pending::from_entries(&shared.journal.read().context("reading the journal")?);
-    let mut concerned = Concerned::default();
+    let mut concerned = Concerned {
+        // A run that died right after an operation ended may have left the servers of the
+        // members it removed in the balancers.
+        members: shared.journal.recent_members(),
+        ..Concerned::default()
+    };
     if pending.is_empty() {
         return Ok(concerned);
     }

@@ -116,6 +116,12 @@ pub trait LoopJournal: Send + Sync {
     fn append(&self, entry: &Entry) -> Result<(), LoopJournalError>;
     /// Every entry, oldest first.
     fn read(&self) -> Result<Vec<Entry>, LoopJournalError>;
+    /// The members the recently ended operations concerned (old members replaced or removed,
+    /// replacements, new members), newest operations' first: what a previous run may have left
+    /// a balancer server of. A journal that keeps no history has none.
+    fn recent_members(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The project's state-directory journal ([`crate::journal::Journal`]: one fsync'd record per
@@ -318,6 +324,25 @@ impl LoopJournal for StateJournal {
             .unwrap_or_else(|p| p.into_inner())
             .found
             .clone())
+    }
+
+    fn recent_members(&self) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let archived = match inner.journal.archived(&self.cluster) {
+            Ok(ops) => ops,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the journal's archive; balancer servers of earlier runs' members are left alone");
+                return Vec::new();
+            }
+        };
+        let mut members = Vec::new();
+        for op in archived.iter().rev() {
+            members.extend(op.targets.iter().cloned());
+            if let Ok(Entry::Repair { repair, .. }) = serde_json::from_value(op.plan.clone()) {
+                members.push(repair.replacement);
+            }
+        }
+        members
     }
 }
 
@@ -685,6 +710,64 @@ mod tests {
         // Another cluster's journal in the same directory is not ours.
         let other = StateJournal::open(dir.path(), "other").unwrap();
         assert!(other.read().unwrap().is_empty());
+    }
+
+    /// A repair is one record from its first step to its end; after a restart a repair not
+    /// ended comes back as a whole (its latest record), and one that ended names its members
+    /// (what a balancer may still hold a server of).
+    #[test]
+    fn a_repair_is_one_record_and_ended_ones_name_their_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |steps: Vec<steward_repairer::RepairStep>| RepairRecord {
+            id: steward_model::operation::OperationId::new("demo", 1),
+            started_at: Timestamp::from_secs(1),
+            kind: steward_repairer::RepairKind::FenceFirst,
+            target: "pg-3".into(),
+            role: steward_model::Role::Database,
+            replacement: "pg-3-r1".into(),
+            why: "it crashed".into(),
+            urgent: Default::default(),
+            steps,
+            issued: 0,
+            target_fenced: false,
+            replacement_created: false,
+            replacement_streams: false,
+            failed: false,
+            aborted: false,
+        };
+        use steward_repairer::RepairStep as S;
+        let first = record(vec![S::Drain("pg-3".into()), S::Fence("pg-3".into())]);
+        let second = record(vec![S::Fence("pg-3".into())]);
+        {
+            let j = StateJournal::open(dir.path(), "demo").unwrap();
+            for repair in [&first, &second] {
+                j.append(&Entry::Repair {
+                    at: Timestamp::from_secs(2),
+                    repair: repair.clone(),
+                })
+                .unwrap();
+            }
+        }
+        let j = StateJournal::open(dir.path(), "demo").unwrap();
+        let pending = Pending::from_entries(&j.read().unwrap());
+        assert_eq!(pending.repairs, vec![second.clone()]);
+        let records = std::fs::read_dir(dir.path().join("active"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            records, 2,
+            "one record (and its previous version), not one per step"
+        );
+        j.append(&Entry::RepairEnd {
+            at: Timestamp::from_secs(3),
+            op: second.id.to_string(),
+            outcome: "finished".into(),
+        })
+        .unwrap();
+        drop(j);
+        let j = StateJournal::open(dir.path(), "demo").unwrap();
+        assert!(Pending::from_entries(&j.read().unwrap()).is_empty());
+        assert_eq!(j.recent_members(), ["pg-3", "pg-3-r1"]);
     }
 
     #[test]
