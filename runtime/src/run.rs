@@ -61,7 +61,7 @@ use tracing::{info, info_span, warn, Instrument};
 use self::actions::{ActionLog, Kind, Line};
 use self::balancers::BalancerSync;
 use self::exec::{ActGuard, Balancers, ExecError, Executor};
-use self::journal::{recovery, Entry, LoopJournal, LoopName, Pending, Recovery};
+use self::journal::{recovery, Concerned, Entry, LoopJournal, LoopName, Pending, Recovery};
 use self::observer::{Observer, Seen};
 use crate::config::Config;
 
@@ -590,28 +590,17 @@ pub async fn run(
     r.and(s)
 }
 
-/// The members the operations resumed at start-up, or ended recently, concern: their balancer
-/// servers are ours to delete when the member is gone, and the new ones' to enable.
-#[derive(Debug, Default)]
-struct Concerned {
-    members: Vec<String>,
-    /// Members the operations were adding (a replacement, a scale-out's new member).
-    joining: Vec<String>,
-}
-
 /// Start-up: settle what a crash left in the journal (nothing in dry-run: it acts on nothing).
+/// Returns the members the operations resumed, or ended recently, concerned.
 async fn recover(
     shared: &Shared,
     scaler: &mut Scaler,
     grant: &mut Option<Grant>,
 ) -> anyhow::Result<Concerned> {
     let pending = Pending::from_entries(&shared.journal.read().context("reading the journal")?);
-    let mut concerned = Concerned {
-        // A run that died right after an operation ended may have left the servers of the
-        // members it removed in the balancers.
-        members: shared.journal.recent_members(),
-        ..Concerned::default()
-    };
+    // A run that died right after an operation ended may have left the servers of the members
+    // it removed in the balancers, or its new member's still warming up.
+    let mut concerned = shared.journal.recent_members();
     if pending.is_empty() {
         return Ok(concerned);
     }

@@ -119,9 +119,18 @@ pub trait LoopJournal: Send + Sync {
     /// The members the recently ended operations concerned (old members replaced or removed,
     /// replacements, new members), newest operations' first: what a previous run may have left
     /// a balancer server of. A journal that keeps no history has none.
-    fn recent_members(&self) -> Vec<String> {
-        Vec::new()
+    fn recent_members(&self) -> Concerned {
+        Concerned::default()
     }
+}
+
+/// Members that operations concerned: their balancer servers are ours to delete when the
+/// member is gone, and the added ones' to enable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Concerned {
+    pub members: Vec<String>,
+    /// Members the operations were adding (a replacement, a scale-out's new member).
+    pub joining: Vec<String>,
 }
 
 /// The project's state-directory journal ([`crate::journal::Journal`]: one fsync'd record per
@@ -326,23 +335,33 @@ impl LoopJournal for StateJournal {
             .clone())
     }
 
-    fn recent_members(&self) -> Vec<String> {
+    fn recent_members(&self) -> Concerned {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let archived = match inner.journal.archived(&self.cluster) {
             Ok(ops) => ops,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the journal's archive; balancer servers of earlier runs' members are left alone");
-                return Vec::new();
+                return Concerned::default();
             }
         };
-        let mut members = Vec::new();
-        for op in archived.iter().rev() {
-            members.extend(op.targets.iter().cloned());
+        let mut concerned = Concerned::default();
+        for (age, op) in archived.iter().rev().enumerate() {
+            // Only the newest operation can have ended with its new member's server still
+            // warming up (the sync enables it within a tick or two of the operation's end); an
+            // older one's drained server is someone's decision, not a left-over.
+            let newest = age == 0;
+            concerned.members.extend(op.targets.iter().cloned());
+            if newest && op.kind == crate::journal::OperationKind::AddMember {
+                concerned.joining.extend(op.targets.iter().cloned());
+            }
             if let Ok(Entry::Repair { repair, .. }) = serde_json::from_value(op.plan.clone()) {
-                members.push(repair.replacement);
+                if newest && repair.replacement_created && !repair.failed {
+                    concerned.joining.push(repair.replacement.clone());
+                }
+                concerned.members.push(repair.replacement);
             }
         }
-        members
+        concerned
     }
 }
 
@@ -767,7 +786,12 @@ mod tests {
         drop(j);
         let j = StateJournal::open(dir.path(), "demo").unwrap();
         assert!(Pending::from_entries(&j.read().unwrap()).is_empty());
-        assert_eq!(j.recent_members(), ["pg-3", "pg-3-r1"]);
+        let recent = j.recent_members();
+        assert_eq!(recent.members, ["pg-3", "pg-3-r1"]);
+        assert!(
+            recent.joining.is_empty(),
+            "no replacement was created: {recent:?}"
+        );
     }
 
     #[test]
