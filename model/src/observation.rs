@@ -111,6 +111,11 @@ pub struct MemberObservation {
     pub streaming: Option<bool>,
     /// Replication lag behind the leader, bytes.
     pub lag_bytes: Option<Figure>,
+    /// Where the member is in the WAL, bytes (an LSN): on the leader the position written, on a
+    /// replica the position received (Patroni's own `/patroni` `xlog`). A replica whose position
+    /// stands still while the leader's moves on is stuck, whatever its lag in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_position: Option<Figure>,
     /// CPU in use, vCPUs.
     pub cpu_used: Option<Figure>,
     /// Memory working set (RSS + shared memory, not page cache), bytes.

@@ -32,6 +32,10 @@ pub const DEFAULT_RESTART_LOOP_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// 95 % of the data disk used: PostgreSQL stops accepting writes when WAL cannot be written, and
 /// the disk policy (which grows at 80 %) has evidently not managed to.
 pub const DEFAULT_DISK_FULL_RATIO: f64 = 0.95;
+/// A replica whose received WAL position has not moved for 60 s while the leader's has is stuck:
+/// PostgreSQL's own `wal_sender_timeout` (60 s by default) would cut its connection by then, so
+/// a replica still not receiving is frozen or wedged, not slow.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
 /// A figure older than 60 s (four missed 15 s scrapes) is stale and is no evidence (promise 3).
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60);
 /// A replacement must stream within 15 minutes: a 1 GiB member streams in about 11 s here
@@ -64,6 +68,10 @@ pub struct RawRepairConfig {
     pub restart_loop_window: Duration,
     /// Disk used / disk size at or above this ratio (0..1] is a full disk.
     pub disk_full_ratio: f64,
+    /// A replica whose received WAL position stands still this long while the leader's moves
+    /// on is stuck (a zombie), however small its lag in bytes.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
     /// A figure older than this is no evidence either way.
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
@@ -96,6 +104,7 @@ impl Default for RawRepairConfig {
             restart_loop_count: DEFAULT_RESTART_LOOP_COUNT,
             restart_loop_window: DEFAULT_RESTART_LOOP_WINDOW,
             disk_full_ratio: DEFAULT_DISK_FULL_RATIO,
+            stall_after: DEFAULT_STALL_AFTER,
             stale_after: DEFAULT_STALE_AFTER,
             verify_timeout: DEFAULT_VERIFY_TIMEOUT,
             repair_budget_per_hour: DEFAULT_REPAIR_BUDGET_PER_HOUR,
@@ -120,6 +129,7 @@ pub struct SignalConfig {
     pub restart_loop_count: u32,
     pub restart_loop_window: Duration,
     pub disk_full_ratio: f64,
+    pub stall_after: Duration,
     pub stale_after: Duration,
 }
 
@@ -151,6 +161,7 @@ impl RawRepairConfig {
             ("silence_limit", self.silence_limit),
             ("lag_window", self.lag_window),
             ("restart_loop_window", self.restart_loop_window),
+            ("stall_after", self.stall_after),
             ("stale_after", self.stale_after),
             ("verify_timeout", self.verify_timeout),
             ("breaker_cooldown", self.breaker_cooldown),
@@ -191,6 +202,7 @@ impl RawRepairConfig {
                 restart_loop_count: self.restart_loop_count,
                 restart_loop_window: self.restart_loop_window,
                 disk_full_ratio: self.disk_full_ratio,
+                stall_after: self.stall_after,
                 stale_after: self.stale_after,
             },
             guards: GuardConfig {

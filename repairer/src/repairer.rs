@@ -457,6 +457,7 @@ impl Repairer {
         let ours = |m: &&MemberObservation| {
             m.in_platform != Some(false) || concerned.contains(m.name.as_str())
         };
+        let leader_position = observation.leader().and_then(|l| l.wal_position);
         for m in observation.members.iter().filter(ours) {
             let tracked = self
                 .members
@@ -465,9 +466,12 @@ impl Repairer {
             if m.role.is_some() {
                 tracked.role = m.role;
             }
-            tracked
-                .evidence
-                .observe(m, observation.at, &self.config.signals);
+            tracked.evidence.observe(
+                m,
+                leader_position.as_ref(),
+                observation.at,
+                &self.config.signals,
+            );
         }
         let present: BTreeSet<&str> = observation
             .members

@@ -56,6 +56,13 @@ pub enum Signal {
     RestartLoop { restarts: u32, window_ms: u64 },
     /// The data disk is full (used / size at or above the limit).
     DiskFull { used_bytes: f64, disk_bytes: u64 },
+    /// A replica whose received WAL position (Patroni's `/patroni` xlog) has stood still since
+    /// `since` while the leader's written position moved on: stuck, whatever its lag in bytes.
+    Stalled {
+        received: u64,
+        leader: u64,
+        since: Timestamp,
+    },
 }
 
 impl Signal {
@@ -123,8 +130,24 @@ impl fmt::Display for Signal {
                     "its disk is full ({used_bytes:.0} of {disk_bytes} bytes)"
                 )
             }
+            Signal::Stalled {
+                received,
+                leader,
+                since,
+            } => write!(
+                f,
+                "it is stuck: the WAL it received stands at {} since {since} while the leader \
+                 wrote on to {} (patroni's /patroni xlog positions)",
+                lsn(*received),
+                lsn(*leader)
+            ),
         }
     }
+}
+
+/// A WAL position as PostgreSQL writes it: `0/4000060`.
+fn lsn(position: u64) -> String {
+    format!("{:X}/{:X}", position >> 32, position & 0xFFFF_FFFF)
 }
 
 /// Joins signals into one clause for a reason sentence.
@@ -146,6 +169,11 @@ pub struct Evidence {
     restart_count: Option<u32>,
     /// When the counter went up, one entry per restart, pruned to the restart-loop window.
     restarts: VecDeque<Timestamp>,
+    /// A replica's received WAL position, since when it has stood there, and the leader's
+    /// position then.
+    received: Option<(f64, Timestamp, f64)>,
+    /// The leader's position at the last observation that had one.
+    leader_position: Option<f64>,
 }
 
 fn is_replica(m: &MemberObservation) -> bool {
@@ -161,9 +189,17 @@ fn is_database(m: &MemberObservation) -> bool {
 }
 
 impl Evidence {
-    /// Folds one observation of the member, made at `at`, into the memory.
-    pub fn observe(&mut self, m: &MemberObservation, at: Timestamp, config: &SignalConfig) {
+    /// Folds one observation of the member, made at `at`, into the memory. `leader_position`
+    /// is the leader's WAL position in the same observation, if it answered.
+    pub fn observe(
+        &mut self,
+        m: &MemberObservation,
+        leader_position: Option<&Figure>,
+        at: Timestamp,
+        config: &SignalConfig,
+    ) {
         self.first_seen.get_or_insert(at);
+        self.observe_progress(m, leader_position, at, config);
         // Any answer from Patroni about the member counts as being heard.
         if m.patroni_state.is_some() || m.patroni_role.is_some() {
             self.last_heard = Some(at);
@@ -181,6 +217,37 @@ impl Evidence {
             }
         } else {
             self.lag_over_since = None;
+        }
+    }
+
+    /// Whether a replica's received WAL position moves: a fresh position further on than the
+    /// one remembered starts a new "standing since"; the same one keeps it. Missing or stale
+    /// figures are no evidence and leave the memory as it is.
+    fn observe_progress(
+        &mut self,
+        m: &MemberObservation,
+        leader_position: Option<&Figure>,
+        at: Timestamp,
+        config: &SignalConfig,
+    ) {
+        if !is_replica(m) {
+            self.received = None;
+            return;
+        }
+        let fresh = |f: Option<&Figure>| match Figure::freshness(f, at, config.stale_after) {
+            Freshness::Fresh(v) => Some(v),
+            _ => None,
+        };
+        let leader = fresh(leader_position);
+        if leader.is_some() {
+            self.leader_position = leader;
+        }
+        let Some(position) = fresh(m.wal_position.as_ref()) else {
+            return;
+        };
+        match self.received {
+            Some((was, _, _)) if position <= was => {}
+            _ => self.received = Some((position, at, self.leader_position.unwrap_or(0.0))),
         }
     }
 
@@ -263,6 +330,18 @@ impl Evidence {
                 window_ms: duration_ms(config.restart_loop_window),
             });
         }
+        if let (true, Some((received, since, leader_then)), Some(leader)) =
+            (is_replica(m), self.received, self.leader_position)
+        {
+            // Stuck: standing still for the whole window while the leader wrote past it.
+            if now.since(since) >= config.stall_after && leader > received && leader > leader_then {
+                signals.push(Signal::Stalled {
+                    received: received as u64,
+                    leader: leader as u64,
+                    since,
+                });
+            }
+        }
         if let (Freshness::Fresh(used), Some(size)) = (
             Figure::freshness(m.disk_used.as_ref(), now, config.stale_after),
             m.size,
@@ -324,18 +403,73 @@ mod tests {
         }
     }
 
+    /// Issue 14: a replica stuck by progress, not bytes. Its received position stands still
+    /// while the leader writes on: a signal once it has stood for `stall_after`, with a lag far
+    /// under the byte limit. A replica that stands still because the leader wrote nothing is
+    /// fine, and one that moves again is fine at once.
+    #[test]
+    fn a_replica_whose_received_wal_stands_still_while_the_leader_writes_is_stalled() {
+        let c = config();
+        let at = |s: i64| Timestamp::from_secs(1000 + s);
+        let observe = |e: &mut Evidence, s: i64, received: f64, leader: f64| {
+            let mut m = replica(at(s), 1024.0);
+            m.wal_position = Some(Figure::new(received, Source::Patroni, at(s)));
+            let leader = Figure::new(leader, Source::Patroni, at(s));
+            e.observe(&m, Some(&leader), at(s), &c);
+            e.signals(&m, at(s), &c)
+        };
+        let stall = c.stall_after.as_secs() as i64;
+
+        // Idle leader: nothing moves, nothing is wrong.
+        let mut idle = Evidence::default();
+        for s in (0..=stall * 2).step_by(10) {
+            assert!(observe(&mut idle, s, 5_000.0, 5_000.0).is_empty());
+        }
+
+        // The leader writes, the replica's position stands: stalled after the window.
+        let mut stuck = Evidence::default();
+        for s in (0..stall).step_by(10) {
+            assert!(observe(&mut stuck, s, 5_000.0, 5_000.0 + s as f64 * 100.0).is_empty());
+        }
+        let signals = observe(&mut stuck, stall, 5_000.0, 20_000.0);
+        assert!(
+            matches!(
+                signals.as_slice(),
+                [Signal::Stalled {
+                    received: 5_000,
+                    leader: 20_000,
+                    ..
+                }]
+            ),
+            "{signals:?}"
+        );
+        assert!(signals[0].to_string().contains("0/1388"), "{}", signals[0]);
+        // It moves again: fine at once.
+        assert!(observe(&mut stuck, stall + 10, 6_000.0, 21_000.0).is_empty());
+
+        // A stale position is no evidence either way.
+        let mut unknown = Evidence::default();
+        let m = replica(at(0), 1024.0);
+        unknown.observe(&m, None, at(0), &c);
+        let later = unknown.signals(&m, at(stall * 2), &c);
+        assert!(
+            !later.iter().any(|s| matches!(s, Signal::Stalled { .. })),
+            "{later:?}"
+        );
+    }
+
     #[test]
     fn lag_is_a_signal_only_after_the_whole_window() {
         let c = config();
         let mut e = Evidence::default();
         let over = c.lag_limit_bytes as f64 * 2.0;
         let t0 = Timestamp::from_secs(1000);
-        e.observe(&replica(t0, over), t0, &c);
+        e.observe(&replica(t0, over), None, t0, &c);
         let almost = t0 + c.lag_window - Duration::from_secs(1);
-        e.observe(&replica(almost, over), almost, &c);
+        e.observe(&replica(almost, over), None, almost, &c);
         assert!(e.signals(&replica(almost, over), almost, &c).is_empty());
         let full = t0 + c.lag_window;
-        e.observe(&replica(full, over), full, &c);
+        e.observe(&replica(full, over), None, full, &c);
         let signals = e.signals(&replica(full, over), full, &c);
         assert_eq!(
             signals,
@@ -345,8 +479,8 @@ mod tests {
             }]
         );
         // One reading under the limit restarts the window.
-        e.observe(&replica(full, 0.0), full, &c);
-        e.observe(&replica(full, over), full, &c);
+        e.observe(&replica(full, 0.0), None, full, &c);
+        e.observe(&replica(full, over), None, full, &c);
         assert!(e.signals(&replica(full, over), full, &c).is_empty());
     }
 
@@ -356,7 +490,7 @@ mod tests {
         let mut e = Evidence::default();
         let t0 = Timestamp::from_secs(1000);
         let over = c.lag_limit_bytes as f64 * 2.0;
-        e.observe(&replica(t0, over), t0, &c);
+        e.observe(&replica(t0, over), None, t0, &c);
         let later = t0 + c.lag_window + c.stale_after + Duration::from_secs(1);
         // The figure still says t0: too old to count (the member is silent by now, which is
         // its own signal).
@@ -376,13 +510,13 @@ mod tests {
         let c = config();
         let mut e = Evidence::default();
         let t0 = Timestamp::from_secs(1000);
-        e.observe(&replica(t0, 0.0), t0, &c);
+        e.observe(&replica(t0, 0.0), None, t0, &c);
         let mut mute = replica(t0, 0.0);
         mute.patroni_role = None;
         mute.patroni_state = None;
         mute.streaming = None;
         let later = t0 + c.silence_limit + Duration::from_secs(1);
-        e.observe(&mute, later, &c);
+        e.observe(&mute, None, later, &c);
         assert!(matches!(
             e.signals(&mute, later, &c).as_slice(),
             [Signal::Silent { last_heard: Some(t), .. }] if *t == t0
@@ -403,7 +537,7 @@ mod tests {
         }
         let t = t0 + Duration::from_secs(10);
         let fresh = replica(t, 0.0);
-        e.observe(&fresh, t, &c);
+        e.observe(&fresh, None, t, &c);
         assert!(e
             .signals(&m, t, &c)
             .iter()

@@ -932,3 +932,40 @@ fn a_replacement_is_never_named_after_a_member_that_exists() {
         ["fence pg-3-r1", "create database pg-3-r2 replacing pg-3-r1"]
     );
 }
+
+/// Issue 14: a zombie replica found by progress, not bytes. Its received WAL position stands
+/// still while the leader writes on, its lag far under the byte limit and Patroni still calling
+/// it streaming: it is stalled after `stall_after`, confirmed after the grace window, and fenced
+/// first (it may thaw), the reason saying which figures showed it.
+#[test]
+fn a_replica_that_receives_nothing_while_the_leader_writes_is_replaced() {
+    let config = RepairConfig::default();
+    let (stall, grace) = (
+        config.signals.stall_after.as_secs() as i64,
+        config.signals.grace_window.as_secs() as i64,
+    );
+    let mut d = Driver::new(config);
+    let members = |s: i64| {
+        vec![
+            at_wal(leader("pg-1"), 1e6 + s as f64 * 1e4),
+            at_wal(replica("pg-2"), 1e6 + s as f64 * 1e4),
+            // Stands at the position it had at t=0.
+            at_wal(with_lag(replica("pg-3"), 4096.0), 1e6),
+        ]
+    };
+    let mut first = None;
+    for s in (0..=stall + grace + 20).step_by(5) {
+        let out = d.observe(t(s), members(s));
+        if !out.is_empty() {
+            first = Some((s, out));
+            break;
+        }
+    }
+    let (at, out) = first.expect("the stuck replica is repaired");
+    assert_eq!(summary(&out), ["drain pg-3"], "fence first");
+    assert!(
+        at >= stall + grace && at <= stall + grace + 5,
+        "repaired at +{at}s, stall {stall}s + grace {grace}s"
+    );
+    assert!(out[0].reason.contains("stuck"), "{}", out[0].reason);
+}

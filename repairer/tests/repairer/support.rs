@@ -77,6 +77,12 @@ pub fn with_lag(mut m: MemberObservation, bytes: f64) -> MemberObservation {
     m
 }
 
+/// The member's WAL position (written on a leader, received on a replica).
+pub fn at_wal(mut m: MemberObservation, position: f64) -> MemberObservation {
+    m.wal_position = Some(Figure::new(position, Source::Patroni, Timestamp::default()));
+    m
+}
+
 pub fn with_full_disk(mut m: MemberObservation) -> MemberObservation {
     m.size = Some(Size {
         cpus: 1.0,
@@ -92,7 +98,10 @@ pub fn obs(at: Timestamp, members: Vec<MemberObservation>) -> Observation {
     let members = members
         .into_iter()
         .map(|mut m| {
-            for f in [&mut m.lag_bytes, &mut m.disk_used].into_iter().flatten() {
+            for f in [&mut m.lag_bytes, &mut m.disk_used, &mut m.wal_position]
+                .into_iter()
+                .flatten()
+            {
                 f.at = at;
             }
             m

@@ -102,6 +102,13 @@ pub fn assemble(cluster_name: &str, now: Timestamp, answers: &Answers<'_>) -> Ob
             if pm.role != PatroniRole::Leader {
                 m.streaming = streaming.as_ref().map(|s| s.contains(name));
             }
+            // The leader's written position, a replica's received one (its own answer).
+            m.wal_position = status
+                .and_then(|s| match s.role {
+                    PatroniRole::Leader | PatroniRole::StandbyLeader => s.wal.location,
+                    _ => s.wal.received,
+                })
+                .map(|lsn| Figure::new(lsn as f64, Source::Patroni, now));
         }
         if let Some(p) = platform {
             m.platform_state = Some(p.state);
@@ -299,6 +306,35 @@ mod tests {
         assert_eq!(by("pg2").in_patroni, Some(true));
         assert_eq!(by("pg2").in_platform, None, "no platform was asked");
         assert!(obs.notes.is_empty(), "{:?}", obs.notes);
+    }
+
+    /// Each member's WAL position is its own answer's: the leader's written location, a
+    /// replica's received one (recorded Patroni 4.1.5 `/patroni`); without its answer, missing.
+    #[test]
+    fn wal_positions_are_the_leaders_written_and_the_replicas_received() {
+        let c = cluster("patroni-4.1.5/cluster.leader.http200.json");
+        let mut a = Answers {
+            cluster: Some(&c),
+            ..Default::default()
+        };
+        let leader = status("patroni-4.1.5/patroni.leader.http200.json");
+        let replica = status("patroni-4.1.5/patroni.replica.http200.json");
+        let (written, received) = (leader.wal.location, replica.wal.received);
+        assert!(written.is_some() && received.is_some());
+        a.statuses.insert("pg1".into(), leader);
+        a.statuses.insert("pg2".into(), replica);
+        let obs = assemble("pglab", NOW, &a);
+        let by = |n: &str| obs.members.iter().find(|m| m.name == n).unwrap();
+        let position = |n: &str| by(n).wal_position.map(|f| (f.value as u64, f.source, f.at));
+        assert_eq!(
+            position("pg1"),
+            Some((written.unwrap(), Source::Patroni, NOW))
+        );
+        assert_eq!(
+            position("pg2"),
+            Some((received.unwrap(), Source::Patroni, NOW))
+        );
+        assert_eq!(position("pg3"), None, "pg3's /patroni was not asked");
     }
 
     #[test]
