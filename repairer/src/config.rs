@@ -41,6 +41,9 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60);
 /// A replacement must stream within 15 minutes: a 1 GiB member streams in about 11 s here
 /// (ENVIRONMENT.md), pg_basebackup runs at about 250 MB/s, so this covers ~200 GB.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Patroni hands the leader lock over within seconds when the candidate is healthy; two minutes
+/// without a move means the switchover did not happen.
+pub const DEFAULT_SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(120);
 pub use steward_coordinator::{
     DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_THRESHOLD, DEFAULT_QUIET_PERIOD,
     DEFAULT_REPAIR_BUDGET_PER_HOUR, DEFAULT_UNHEALTHY_MAJORITY,
@@ -78,6 +81,10 @@ pub struct RawRepairConfig {
     /// How long a replacement may take to stream before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub verify_timeout: Duration,
+    /// How long a switchover asked of Patroni may take to move the leader lock before the repair
+    /// waiting for it is given up (with an alert) and the slot freed.
+    #[serde(with = "humantime_serde")]
+    pub switchover_timeout: Duration,
     /// Repairs that may start per cluster in any hour.
     pub repair_budget_per_hour: u32,
     /// Consecutive failed replacements that open the circuit breaker.
@@ -107,6 +114,7 @@ impl Default for RawRepairConfig {
             stall_after: DEFAULT_STALL_AFTER,
             stale_after: DEFAULT_STALE_AFTER,
             verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+            switchover_timeout: DEFAULT_SWITCHOVER_TIMEOUT,
             repair_budget_per_hour: DEFAULT_REPAIR_BUDGET_PER_HOUR,
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
@@ -141,6 +149,7 @@ pub struct RepairConfig {
     pub signals: SignalConfig,
     pub guards: GuardConfig,
     pub verify_timeout: Duration,
+    pub switchover_timeout: Duration,
 }
 
 impl Default for RepairConfig {
@@ -164,6 +173,7 @@ impl RawRepairConfig {
             ("stall_after", self.stall_after),
             ("stale_after", self.stale_after),
             ("verify_timeout", self.verify_timeout),
+            ("switchover_timeout", self.switchover_timeout),
             ("breaker_cooldown", self.breaker_cooldown),
             ("quiet_period", self.quiet_period),
         ] {
@@ -214,6 +224,7 @@ impl RawRepairConfig {
                 paused: self.paused,
             },
             verify_timeout: self.verify_timeout,
+            switchover_timeout: self.switchover_timeout,
         })
     }
 }

@@ -55,9 +55,6 @@ use steward_coordinator::{ClusterHealth, Coordinator, Grant, GrantOutcome, Purpo
 const MAX_ATTEMPTS: u32 = 3;
 /// ... and not sooner than this after the failure (the driver ticks; the core has no timer).
 const RETRY_DELAY: Duration = Duration::from_secs(10);
-/// Patroni hands the lock over within seconds when the candidate is healthy; two minutes without
-/// a move means the switchover did not happen.
-const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Which plan a repair follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -1082,7 +1079,7 @@ impl Repairer {
                         r.steps.pop_front();
                     } else if r
                         .waiting_since
-                        .is_some_and(|t| now.since(t) > SWITCHOVER_TIMEOUT)
+                        .is_some_and(|t| now.since(t) > self.config.switchover_timeout)
                     {
                         let op = self.next_op();
                         out.push(Command {
@@ -1096,7 +1093,7 @@ impl Repairer {
                                 "a switchover away from {} was asked for but the leader lock \
                                  did not move within {} s",
                                 r.target,
-                                SWITCHOVER_TIMEOUT.as_secs()
+                                self.config.switchover_timeout.as_secs()
                             ),
                         });
                         r.steps.clear();

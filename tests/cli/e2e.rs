@@ -616,6 +616,95 @@ async fn a_killed_replica_is_fenced_replaced_and_removed_by_steward_run() {
     .await;
 }
 
+/// Issue 14: both replicas killed at once. The platform reports them exited and Patroni lists
+/// only the leader: two independent sources agree, so the unhealthy-majority guard (there for an
+/// observer that is wrong) does not freeze repairs; they are replaced one at a time and the
+/// cluster is back to three members, two streaming, the killed ones removed, with no
+/// unhealthy-majority alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_replicas_killed_at_once_are_replaced_one_at_a_time() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    with_lab(urls, |urls| async move {
+        let client = patroni(urls);
+        let (leader, streaming) = leader_and_streaming(&client)
+            .await
+            .expect("the lab has a leader");
+        assert_eq!(streaming.len(), 2, "two streaming replicas: {streaming:?}");
+        let mut victims = Vec::new();
+        for name in &streaming {
+            victims.push((name.clone(), container_id(name).await));
+        }
+        let mut steward = Steward::start_on_lab().await;
+        let killed = Instant::now();
+        for (name, _) in &victims {
+            let out = sh("docker", &["kill", name]).await;
+            assert!(out.status.success(), "docker kill {name}: {out:?}");
+        }
+        eprintln!("e2e: killed both replicas {streaming:?} (leader {leader})");
+
+        let deadline = killed + 2 * REPAIR_TIMEOUT;
+        loop {
+            steward.assert_alive();
+            let mut gone = true;
+            for (_, id) in &victims {
+                gone &= container_state(id).await.is_none();
+            }
+            let now_streaming = leader_and_streaming(&client).await;
+            let replaced = now_streaming.as_ref().is_some_and(|(l, s)| {
+                *l == leader && s.len() == 2 && s.iter().all(|n| !streaming.contains(n))
+            });
+            if gone && replaced {
+                eprintln!(
+                    "e2e: both replicas replaced ({:?}) and removed {:.1} s after the kill",
+                    now_streaming.map(|(_, s)| s),
+                    killed.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not back to two new streaming replicas within {:?} (old ones removed: {gone}, \
+                 now: {now_streaming:?})\n{}",
+                2 * REPAIR_TIMEOUT,
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let lines = steward.actions();
+        let frozen: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "alert" && l["what"] == "alert unhealthy_majority")
+            .collect();
+        assert!(frozen.is_empty(), "repairs froze: {frozen:?}");
+        // One at a time: the second repair's first step comes after the first one's last.
+        let acting: Vec<String> = lines
+            .iter()
+            .filter(|l| l["kind"] == "command" && l["loop"] == "repair")
+            .map(|l| l["what"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let removes: Vec<usize> = acting
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.starts_with("remove"))
+            .map(|(i, _)| i)
+            .collect();
+        let drains: Vec<usize> = acting
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.starts_with("drain"))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            removes.len() == 2 && drains.len() == 2 && removes[0] < drains[1],
+            "{acting:?}"
+        );
+        steward.stop_cleanly().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_primary_is_fenced_before_it_thaws() {
     let Some(urls) = lab() else {

@@ -225,6 +225,46 @@ fn a_step_does_not_wait_for_a_fault_it_did_not_cause() {
     );
 }
 
+/// Promise 11, nothing waits forever: a member frozen in the middle of a rollout (healthy when
+/// its resize went out, never healthy again) holds the step only until `step_timeout`; then the
+/// plan fails with the reason and ends, so the driver gives the cluster's slot back.
+#[test]
+fn a_member_frozen_in_the_middle_of_a_rollout_fails_the_step_at_its_deadline() {
+    let mut h = cpu_pressure(live());
+    let mut first = Vec::new();
+    for _ in 0..40 {
+        first = labels(&h.observe());
+        if !first.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(first, ["resize pg-2"]);
+    h.world.member_mut("pg-2").streaming = false;
+    let timeout = steward_scaler::config::DEFAULT_STEP_TIMEOUT;
+    let began = h.now;
+    let mut ended = None;
+    while ended.is_none() && h.now.since(began) < timeout * 2 {
+        let mut out = h.observe();
+        out.extend(h.feed(steward_scaler::Event::Tick));
+        ended = out.into_iter().find_map(|c| match c {
+            Command::Finished { report } => Some(report.outcome),
+            _ => None,
+        });
+    }
+    let waited = h.now.since(began);
+    match ended {
+        Some(PlanOutcome::Failed { step: 0, reason }) => {
+            assert!(reason.contains("did not pass within"), "{reason}")
+        }
+        other => panic!("the rollout did not end at its deadline: {other:?}"),
+    }
+    assert!(
+        waited > timeout && waited <= timeout + std::time::Duration::from_secs(30),
+        "ended after {waited:?}, deadline {timeout:?}"
+    );
+    assert!(h.scaler.in_flight().is_none(), "the slot is free again");
+}
+
 #[test]
 fn an_oom_kill_grows_memory_at_once() {
     let mut world = World::new(3, small(), live());
