@@ -360,18 +360,12 @@ impl Scaler {
             return;
         };
         let why = format!("preempted: {}", urgent.intent.decision.summary);
-        if let Some((plan, _)) = self.pending.as_ref().filter(|(p, _)| !p.intent.emergency) {
-            let plan = plan.clone();
-            self.pending = None;
-            out.push(Command::Finished {
-                report: Report {
-                    op: plan.id,
-                    intent: plan.intent,
-                    outcome: PlanOutcome::Refused {
-                        reason: why.clone(),
-                    },
-                },
-            });
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|(p, _)| !p.intent.emergency)
+        {
+            self.drop_proposal(why.clone(), out);
         }
         let idle = self
             .plan
@@ -382,21 +376,26 @@ impl Scaler {
         }
     }
 
+    /// Drops the proposal waiting for the coordinator: it ends as refused, with `reason`.
+    fn drop_proposal(&mut self, reason: String, out: &mut Vec<Command>) {
+        if let Some((plan, _)) = self.pending.take() {
+            out.push(Command::Finished {
+                report: Report {
+                    op: plan.id,
+                    intent: plan.intent,
+                    outcome: PlanOutcome::Refused { reason },
+                },
+            });
+        }
+    }
+
     fn check_timeouts(&mut self, now: Timestamp, out: &mut Vec<Command>) {
-        if let Some((plan, at)) = &self.pending {
-            if now.since(*at) > self.config.proposal_timeout {
-                let plan = plan.clone();
-                self.pending = None;
-                out.push(Command::Finished {
-                    report: Report {
-                        op: plan.id,
-                        intent: plan.intent,
-                        outcome: PlanOutcome::Refused {
-                            reason: "no answer from the coordinator in time".into(),
-                        },
-                    },
-                });
-            }
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|(_, at)| now.since(*at) > self.config.proposal_timeout)
+        {
+            self.drop_proposal("no answer from the coordinator in time".into(), out);
         }
         let Some(plan) = &self.plan else { return };
         let started = match plan.phase {

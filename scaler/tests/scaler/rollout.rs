@@ -20,6 +20,17 @@ fn cpu_pressure(caps: steward_model::ports::platform::Capabilities) -> Harness {
     Harness::new(config(PolicyConfig::default()), world)
 }
 
+/// Observes until the first step goes out (at most 40 observations); its labels.
+fn first_step(h: &mut Harness) -> Vec<String> {
+    for _ in 0..40 {
+        let out = labels(&h.observe());
+        if !out.is_empty() {
+            return out;
+        }
+    }
+    Vec::new()
+}
+
 #[test]
 fn cpu_pressure_resizes_replica_replica_primary_then_patches() {
     let mut h = cpu_pressure(live());
@@ -54,14 +65,7 @@ fn cpu_pressure_resizes_replica_replica_primary_then_patches() {
 fn each_step_waits_for_the_member_to_be_healthy_again() {
     let mut h = cpu_pressure(live());
     // Until the first resize goes out.
-    let mut first = Vec::new();
-    for _ in 0..40 {
-        first = labels(&h.observe());
-        if !first.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(first, ["resize pg-2"]);
+    assert_eq!(first_step(&mut h), ["resize pg-2"]);
     // pg-2 came back but does not stream: the rollout waits.
     h.world.member_mut("pg-2").streaming = false;
     for _ in 0..5 {
@@ -162,14 +166,7 @@ fn emergency_disk_growth_is_marked_and_rolled_out() {
 #[test]
 fn an_ordinary_rollout_waiting_gives_way_to_an_emergency() {
     let mut h = cpu_pressure(live());
-    let mut first = Vec::new();
-    for _ in 0..40 {
-        first = labels(&h.observe());
-        if !first.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(first, ["resize pg-2"]);
+    assert_eq!(first_step(&mut h), ["resize pg-2"]);
     // pg-2 stops streaming after its resize: the rollout waits for it.
     h.world.member_mut("pg-2").streaming = false;
     assert!(h.observe().is_empty());
@@ -231,14 +228,7 @@ fn a_step_does_not_wait_for_a_fault_it_did_not_cause() {
 #[test]
 fn a_member_frozen_in_the_middle_of_a_rollout_fails_the_step_at_its_deadline() {
     let mut h = cpu_pressure(live());
-    let mut first = Vec::new();
-    for _ in 0..40 {
-        first = labels(&h.observe());
-        if !first.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(first, ["resize pg-2"]);
+    assert_eq!(first_step(&mut h), ["resize pg-2"]);
     h.world.member_mut("pg-2").streaming = false;
     let timeout = steward_scaler::config::DEFAULT_STEP_TIMEOUT;
     let began = h.now;
