@@ -55,6 +55,10 @@ use steward_coordinator::{ClusterHealth, Coordinator, Grant, GrantOutcome, Purpo
 const MAX_ATTEMPTS: u32 = 3;
 /// ... and not sooner than this after the failure (the driver ticks; the core has no timer).
 const RETRY_DELAY: Duration = Duration::from_secs(10);
+/// A replacement the platform refused (no host left, a size larger than any host) cannot succeed
+/// before the topology changes: the member is not repaired again for this long. It is no failed
+/// replacement (nothing was made), so it counts neither for the breaker nor as a retry.
+const REFUSED_HOLD: Duration = Duration::from_secs(10 * 60);
 
 /// Which plan a repair follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +224,8 @@ pub struct Repairer {
     /// Keys of the condition alerts raised and not yet cleared.
     raised: BTreeSet<String>,
     last_refusal: Option<Refusal>,
+    /// Members whose replacement the platform refused, and until when they are left alone.
+    held_back: BTreeMap<String, Timestamp>,
 }
 
 enum Verification {
@@ -249,6 +255,7 @@ impl Repairer {
             next_seq: 1,
             raised: BTreeSet::new(),
             last_refusal: None,
+            held_back: BTreeMap::new(),
         }
     }
 
@@ -814,15 +821,17 @@ impl Repairer {
         // 3. Members to replace: already fenced ones first (they serve nobody), then confirmed
         // ones, by name. Never the lock holder, and no database member while nobody is known to
         // hold the lock (we could not tell whom fencing would hit).
+        self.held_back.retain(|_, until| now < *until);
+        let held = |n: &String| self.held_back.contains_key(n);
         let fenced = self
             .members
             .iter()
-            .find(|(_, t)| t.health == Health::Fenced)
+            .find(|(n, t)| t.health == Health::Fenced && !held(n))
             .map(|(n, _)| n.clone());
         let confirmed = self
             .members
             .iter()
-            .filter(|(n, t)| t.health.is_confirmed() && Some(*n) != holder.as_ref())
+            .filter(|(n, t)| t.health.is_confirmed() && Some(*n) != holder.as_ref() && !held(n))
             .map(|(n, _)| n.clone())
             .find(|n| holder.is_some() || self.role_of(n) == Role::Balancer);
         if let Some(name) = fenced {
@@ -1365,8 +1374,17 @@ impl Repairer {
                 };
                 let member = urgent.clone().unwrap_or_else(|| r.target.clone());
                 let op = self.next_op();
+                let refused = e.kind == ErrorKind::Refused && step == Step::Create;
                 let consequence = if urgent.is_some() {
                     format!("the repair of {} goes on", r.target)
+                } else if refused {
+                    format!(
+                        "the platform refused it, which will not change before the topology \
+                         does (add a host, or set placement = \"preferred\"); {} is left as it \
+                         is for {} s, and this counts as no failed replacement",
+                        r.target,
+                        REFUSED_HOLD.as_secs()
+                    )
                 } else {
                     "the repair is given up".to_string()
                 };
@@ -1398,7 +1416,10 @@ impl Repairer {
                     return;
                 }
                 r.steps.clear();
-                if step == Step::Create && !r.failed {
+                if refused && !r.failed {
+                    self.held_back.insert(r.target.clone(), now + REFUSED_HOLD);
+                    r.aborted = true;
+                } else if step == Step::Create && !r.failed {
                     r.failed = true;
                 } else if !r.failed {
                     r.aborted = true;

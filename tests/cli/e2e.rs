@@ -786,7 +786,8 @@ async fn replacement_time_idle_and_under_a_write_load() {
     with_lab(urls, |urls| async move {
         let client = patroni(urls);
         let pgbench = format!("{PG_BIN}/pgbench");
-        let init = sh(&pgbench, &["-i", "-s", "4", "-q"]).await;
+        // Scale 2 (~30 MB): enough rows for a write load, small enough for the lab's disks.
+        let init = sh(&pgbench, &["-i", "-s", "2", "-q"]).await;
         assert!(init.status.success(), "pgbench -i: {init:?}");
         let mut steward = Steward::start_on_lab().await;
 

@@ -969,3 +969,60 @@ fn a_replica_that_receives_nothing_while_the_leader_writes_is_replaced() {
     );
     assert!(out[0].reason.contains("stuck"), "{}", out[0].reason);
 }
+
+/// Issue 15: a replacement the platform refuses (no host left) is no failed replacement: one
+/// alert that says why and what to do, the breaker stays closed, and the member is left alone
+/// for a while instead of being tried again tick after tick (which spent the budget and opened
+/// the breaker on the lab); later it is tried again.
+#[test]
+fn a_replacement_the_platform_refuses_does_not_open_the_breaker_nor_loop() {
+    let mut d = Driver::new(RepairConfig::default());
+    d.observe(t(0), three(replica("pg-3")));
+    for s in [10, 40, 70] {
+        d.observe(t(s), three(exited("pg-3")));
+    }
+    assert_eq!(summary(&d.complete(t(71), Ok(()))), ["fence pg-3"]);
+    assert_eq!(
+        summary(&d.complete(t(72), Ok(()))),
+        ["create database pg-3-r1 replacing pg-3"]
+    );
+    let out = d.complete(
+        t(73),
+        Err(ActionError::new(
+            ErrorKind::Refused,
+            "no host left without a database member",
+        )),
+    );
+    let said: Vec<&str> = out.iter().map(|c| c.reason.as_str()).collect();
+    assert!(
+        matches!(alerts(&d.log).as_slice(), [Alert::RepairFailed { step, .. }] if step == "create"),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|r| r.contains("topology")), "{said:?}");
+    assert!(matches!(
+        d.coordinator.breaker(),
+        steward_coordinator::Breaker::Closed { failures: 0 }
+    ));
+    // Left alone for a while: nothing is issued tick after tick.
+    for s in (80..600).step_by(10) {
+        let out = d.observe(t(s), three(exited("pg-3")));
+        assert!(
+            out.iter().all(|c| !c.is_disruptive()),
+            "at +{s}s: {:?}",
+            summary(&out)
+        );
+    }
+    // Later, tried again (it is fenced: create first).
+    let mut again = Vec::new();
+    for s in (600..1000).step_by(10) {
+        again = d.observe(t(s), three(exited("pg-3")));
+        if again.iter().any(|c| c.is_disruptive()) {
+            break;
+        }
+    }
+    let again = summary(&again);
+    assert!(
+        matches!(again.as_slice(), [c] if c.starts_with("create database pg-3-r") && c.ends_with("replacing pg-3")),
+        "{again:?}"
+    );
+}
