@@ -189,9 +189,11 @@ pub async fn observe_once(
         }
     }
 
+    // Patroni 4.x says its scope in /cluster, 3.x only in each member's /patroni.
     let name = cluster_name
         .map(str::to_string)
         .or(cluster.scope.clone())
+        .or_else(|| statuses.values().find_map(|s| s.scope.clone()))
         .unwrap_or_else(|| FALLBACK_CLUSTER_NAME.into());
     let answers = Answers {
         cluster: Some(&cluster),

@@ -8,8 +8,8 @@
 //!
 //! 1. pause switch: nothing starts (like Patroni's pause);
 //! 2. one grant at a time, except a live emergency ([`Purpose::Scale`] with `emergency` and not
-//!    `disruptive`: a disk over its critical ratio or an OOM-killed member's memory, grown without
-//!    a restart) beside a repair: it disrupts nothing and prevents an outage, so it does not wait
+//!    `disruptive`: a disk grown, or an OOM-killed member's memory grown without a restart)
+//!    beside a repair: it disrupts nothing and prevents an outage, so it does not wait
 //!    for a repair that may itself be waiting (it never runs beside another scaling plan, which
 //!    the scaler preempts itself, nor beside another emergency);
 //! 3. scaling waits while the cluster is degraded, except emergencies (so a repair, which is due
@@ -91,8 +91,8 @@ pub enum Purpose {
     FenceFormerLeader { member: String },
     /// Ask Patroni to move the leader lock away from a degraded primary.
     Switchover { from: String },
-    /// A plan of the scaler. `emergency`: it prevents an outage (a disk over its critical ratio,
-    /// an OOM-killed member's memory); `disruptive`: it restarts or switches over a member.
+    /// A plan of the scaler. `emergency`: it prevents an outage (a disk grown, an OOM-killed
+    /// member's memory); `disruptive`: it restarts or switches over a member.
     Scale { emergency: bool, disruptive: bool },
 }
 

@@ -717,7 +717,7 @@ async fn recover(
         }
         let op = plan.id.clone();
         let purpose = Purpose::Scale {
-            emergency: plan.intent.emergency,
+            emergency: plan.intent.prevents_outage(),
             disruptive: plan.intent.disruptive,
         };
         // The plan was permitted before the crash; take the slot again so a repair waits for it.
@@ -1050,7 +1050,7 @@ fn dispatch_scale(
                     continue;
                 }
                 let purpose = Purpose::Scale {
-                    emergency: plan.intent.emergency,
+                    emergency: plan.intent.prevents_outage(),
                     disruptive: plan.intent.disruptive,
                 };
                 let granted = shared.cores().coordinator.acquire(purpose, op.clone(), now);

@@ -54,13 +54,26 @@ pub enum IntentKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     pub kind: IntentKind,
-    /// Emergency disk growth (a disk past its critical fill): the coordinator lets it through even
-    /// while the cluster is degraded.
+    /// An emergency (a disk past its critical fill, an OOM-killed member's memory): it goes
+    /// first, preempting an ordinary plan that waits.
     pub emergency: bool,
     /// Interrupts a member (a restart, a switchover, a removal), not only a live change.
     pub disruptive: bool,
     /// The policy decision behind it, with every reason.
     pub decision: Decision,
+}
+
+impl Intent {
+    /// Whether it prevents an outage: an emergency, or any disk grow (a full disk stops
+    /// PostgreSQL). Such an action does not wait for a degraded cluster's repairs, and when it
+    /// disrupts nothing it may run beside one (DESIGN.md promise 12).
+    pub fn prevents_outage(&self) -> bool {
+        self.emergency
+            || matches!(
+                self.kind,
+                IntentKind::Resize { resource: Resource::Disk, from, to, .. } if to > from
+            )
+    }
 }
 
 /// Something a later observation must show.

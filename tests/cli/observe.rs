@@ -225,6 +225,21 @@ async fn json_output_is_the_observation_with_sources() {
     );
 }
 
+/// Patroni 3.x's /cluster has no scope: the name comes from the members' own /patroni, not a
+/// made-up "postgres" (issue 15).
+#[tokio::test]
+async fn a_patroni_3_cluster_is_named_by_its_own_scope() {
+    let base = start(Fake {
+        version: "patroni-3.0.2",
+        silent: vec![],
+    })
+    .await;
+    let mut a = args(vec![base]);
+    a.format = Format::Json;
+    let obs: Observation = serde_json::from_str(&output(&a).await.unwrap()).unwrap();
+    assert_eq!(obs.cluster, "pglab");
+}
+
 #[tokio::test]
 async fn record_appends_one_line_per_member_per_pass() {
     let base = start(Fake {

@@ -203,6 +203,46 @@ fn an_ordinary_rollout_waiting_gives_way_to_an_emergency() {
     assert_eq!(labels(&out), ["resize pg-1"], "fullest first");
 }
 
+/// Promise 12: any disk grow prevents an outage (a full disk stops PostgreSQL) and disrupts
+/// nothing when live, so the driver asks the coordinator for it as such (it does not wait for a
+/// degraded cluster's repairs, and runs beside one); only a disk past `critical` is an emergency
+/// that preempts other plans. A CPU grow is neither.
+#[test]
+fn a_disk_grow_prevents_an_outage_and_only_a_critical_one_is_an_emergency() {
+    let mut world = World::new(3, small(), live());
+    for m in ["pg-1", "pg-2", "pg-3"] {
+        world.member_mut(m).disk_used = Some(85.0 * GIB as f64);
+    }
+    let mut h = Harness::new(config(PolicyConfig::default()), world);
+    h.silent = true;
+    let plan = (0..10)
+        .flat_map(|_| h.observe())
+        .find_map(|c| match c {
+            Command::Propose { plan } => Some(plan),
+            _ => None,
+        })
+        .expect("a disk grow is proposed");
+    assert!(matches!(
+        plan.intent.kind,
+        IntentKind::Resize {
+            resource: Resource::Disk,
+            ..
+        }
+    ));
+    assert!(plan.intent.prevents_outage() && !plan.intent.emergency && !plan.intent.disruptive);
+
+    let mut h = cpu_pressure(live());
+    h.silent = true;
+    let plan = (0..40)
+        .flat_map(|_| h.observe())
+        .find_map(|c| match c {
+            Command::Propose { plan } => Some(plan),
+            _ => None,
+        })
+        .expect("a CPU grow is proposed");
+    assert!(!plan.intent.prevents_outage(), "{:?}", plan.intent.kind);
+}
+
 /// A step waits for what it changed: a disk grow of a member that was already not streaming is
 /// verified by its size (a stuck replica must not hold a rollout, and the cluster's slot, until
 /// the step times out); a healthy member's step still waits for it to be healthy again.
