@@ -870,6 +870,111 @@ async fn replacement_time_idle_and_under_a_write_load() {
     .await;
 }
 
+/// Issue 14, a zombie replica found by progress: a replica's WAL receiver is frozen (SIGSTOP)
+/// while pgbench writes through HAProxy. Patroni still calls it streaming and its lag stays small
+/// for a while; its received WAL position stands still while the leader's moves on. With
+/// `stall_after = 20s` (under PostgreSQL's 60 s `wal_sender_timeout`, after which the leader would
+/// drop it and "not streaming" would say it too), Steward repairs it because it is stuck, and
+/// says so ("stuck", with both positions), within 20 s + the grace window + the fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_wal_receiver_is_frozen_is_replaced_as_stuck() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    with_lab(urls, |urls| async move {
+        let client = patroni(urls);
+        let pgbench = format!("{PG_BIN}/pgbench");
+        let init = sh(&pgbench, &["-i", "-s", "1", "-q"]).await;
+        assert!(init.status.success(), "pgbench -i: {init:?}");
+        let (leader, streaming) = leader_and_streaming(&client)
+            .await
+            .expect("the lab has a leader");
+        let victim = streaming
+            .iter()
+            .find(|n| **n != leader)
+            .expect("a streaming replica")
+            .clone();
+        let victim_id = container_id(&victim).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let config = write_config_with(dir.path(), &state_dir, |doc| {
+            doc["repair"]
+                .as_table_mut()
+                .expect("[repair]")
+                .insert("stall_after".into(), "20s".into());
+        });
+        let mut steward = Steward::start(&config, dir, state_dir);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        steward.assert_alive();
+
+        let load = tokio::process::Command::new(&pgbench)
+            .args(["-n", "-c", "2", "-j", "1", "-T", "600"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("pgbench starts");
+        let top = sh("docker", &["top", &victim, "-eo", "pid,args"]).await;
+        let text = String::from_utf8_lossy(&top.stdout).to_string();
+        let pid = text
+            .lines()
+            .find(|l| l.contains("walreceiver"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no walreceiver in {victim}: {text}"))
+            .to_string();
+        let frozen = Instant::now();
+        let out = sh("kill", &["-STOP", &pid]).await;
+        assert!(out.status.success(), "kill -STOP {pid}: {out:?}");
+        eprintln!("e2e: froze {victim}'s walreceiver (pid {pid}) under pgbench");
+
+        let deadline = frozen + REPAIR_TIMEOUT;
+        let reason = loop {
+            steward.assert_alive();
+            let found = steward.actions().into_iter().find(|l| {
+                l["kind"] == "command"
+                    && l["what"].as_str().is_some_and(|w| w == format!("drain {victim}"))
+            });
+            if let Some(line) = found {
+                break line["reason"].as_str().unwrap_or_default().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{victim} not repaired within {REPAIR_TIMEOUT:?} of the freeze\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let took = frozen.elapsed();
+        eprintln!(
+            "e2e: {victim} repaired as stuck {:.1} s after its walreceiver froze: {reason}",
+            took.as_secs_f64()
+        );
+        let _ = sh("kill", &["-CONT", &pid]).await;
+        drop(load);
+        assert!(reason.contains("stuck"), "{reason}");
+        // The repair runs to its end (the replacement streams, the zombie is removed) before
+        // Steward is stopped: a clean stop leaves no operation open.
+        while container_state(&victim_id).await.is_some() {
+            steward.assert_alive();
+            assert!(
+                Instant::now() < frozen + 2 * REPAIR_TIMEOUT,
+                "{victim} never removed\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let drop = sh(
+            &format!("{PG_BIN}/psql"),
+            &["-c", "drop table if exists pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers"],
+        )
+        .await;
+        assert!(drop.status.success(), "dropping pgbench's tables: {drop:?}");
+        steward.stop_cleanly().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_primary_is_fenced_before_it_thaws() {
     let Some(urls) = lab() else {
