@@ -708,6 +708,23 @@ async fn both_replicas_killed_at_once_are_replaced_one_at_a_time() {
 /// The lab's PostgreSQL programs (pgbench, pg_basebackup, psql).
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// pgbench's tables at `scale` (through HAProxy's primary port, the lab's PG* variables).
+async fn pgbench_tables(scale: u32) {
+    let scale = scale.to_string();
+    let init = sh(&format!("{PG_BIN}/pgbench"), &["-i", "-s", &scale, "-q"]).await;
+    assert!(init.status.success(), "pgbench -i: {init:?}");
+}
+
+/// Drops what [`pgbench_tables`] made.
+async fn drop_pgbench_tables() {
+    let drop = sh(
+        &format!("{PG_BIN}/psql"),
+        &["-c", "drop table if exists pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers"],
+    )
+    .await;
+    assert!(drop.status.success(), "dropping pgbench's tables: {drop:?}");
+}
+
 /// Kills a streaming replica (never the leader) and returns how long until its replacement
 /// streams and the old member is fenced; then waits for the old one to be removed.
 async fn time_one_replacement(client: &PatroniClient, steward: &mut Steward) -> Duration {
@@ -787,8 +804,7 @@ async fn replacement_time_idle_and_under_a_write_load() {
         let client = patroni(urls);
         let pgbench = format!("{PG_BIN}/pgbench");
         // Scale 2 (~30 MB): enough rows for a write load, small enough for the lab's disks.
-        let init = sh(&pgbench, &["-i", "-s", "2", "-q"]).await;
-        assert!(init.status.success(), "pgbench -i: {init:?}");
+        pgbench_tables(2).await;
         let mut steward = Steward::start_on_lab().await;
 
         let idle = time_one_replacement(&client, &mut steward).await;
@@ -859,12 +875,7 @@ async fn replacement_time_idle_and_under_a_write_load() {
             "e2e-time: pg_basebackup --checkpoint=fast of the same data (idle): {:.1} s",
             reference.as_secs_f64()
         );
-        let drop = sh(
-            &format!("{PG_BIN}/psql"),
-            &["-c", "drop table if exists pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers"],
-        )
-        .await;
-        assert!(drop.status.success(), "dropping pgbench's tables: {drop:?}");
+        drop_pgbench_tables().await;
         steward.stop_cleanly().await;
     })
     .await;
@@ -884,8 +895,7 @@ async fn a_replica_whose_wal_receiver_is_frozen_is_replaced_as_stuck() {
     with_lab(urls, |urls| async move {
         let client = patroni(urls);
         let pgbench = format!("{PG_BIN}/pgbench");
-        let init = sh(&pgbench, &["-i", "-s", "1", "-q"]).await;
-        assert!(init.status.success(), "pgbench -i: {init:?}");
+        pgbench_tables(1).await;
         let (leader, streaming) = leader_and_streaming(&client)
             .await
             .expect("the lab has a leader");
@@ -933,7 +943,9 @@ async fn a_replica_whose_wal_receiver_is_frozen_is_replaced_as_stuck() {
             steward.assert_alive();
             let found = steward.actions().into_iter().find(|l| {
                 l["kind"] == "command"
-                    && l["what"].as_str().is_some_and(|w| w == format!("drain {victim}"))
+                    && l["what"]
+                        .as_str()
+                        .is_some_and(|w| w == format!("drain {victim}"))
             });
             if let Some(line) = found {
                 break line["reason"].as_str().unwrap_or_default().to_string();
@@ -964,12 +976,7 @@ async fn a_replica_whose_wal_receiver_is_frozen_is_replaced_as_stuck() {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let drop = sh(
-            &format!("{PG_BIN}/psql"),
-            &["-c", "drop table if exists pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers"],
-        )
-        .await;
-        assert!(drop.status.success(), "dropping pgbench's tables: {drop:?}");
+        drop_pgbench_tables().await;
         steward.stop_cleanly().await;
     })
     .await;

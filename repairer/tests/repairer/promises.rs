@@ -35,6 +35,19 @@ fn disruptive_summary(
         .collect()
 }
 
+/// Drives a repair of `pg-3` (exited from t=10) until its create is in flight (not answered).
+fn repair_pg3_until_create_in_flight(d: &mut Driver) {
+    d.observe(t(0), three(replica("pg-3")));
+    for s in [10, 40, 70] {
+        d.observe(t(s), three(exited("pg-3")));
+    }
+    assert_eq!(summary(&d.complete(t(71), Ok(()))), ["fence pg-3"]);
+    assert_eq!(
+        summary(&d.complete(t(72), Ok(()))),
+        ["create database pg-3-r1 replacing pg-3"]
+    );
+}
+
 /// Drives a repair of `pg-3` (exited from t=10) up to the moment its replacement is awaited.
 fn repair_pg3_until_verifying(d: &mut Driver) -> String {
     d.observe(t(0), three(replica("pg-3")));
@@ -836,15 +849,7 @@ fn a_member_gone_from_the_platform_but_still_in_patroni_is_not_repaired() {
 #[test]
 fn a_repair_resumed_from_its_record_goes_on_from_its_cursor() {
     let mut d = Driver::new(RepairConfig::default());
-    d.observe(t(0), three(replica("pg-3")));
-    for s in [10, 40, 70] {
-        d.observe(t(s), three(exited("pg-3")));
-    }
-    assert_eq!(summary(&d.complete(t(71), Ok(()))), ["fence pg-3"]);
-    assert_eq!(
-        summary(&d.complete(t(72), Ok(()))),
-        ["create database pg-3-r1 replacing pg-3"]
-    );
+    repair_pg3_until_create_in_flight(&mut d);
     let replacement = "pg-3-r1";
     let Some(CommandKind::Create { label, .. }) = d.in_flight_kind().cloned() else {
         panic!("the create is in flight: {:?}", d.in_flight);
@@ -977,15 +982,7 @@ fn a_replica_that_receives_nothing_while_the_leader_writes_is_replaced() {
 #[test]
 fn a_replacement_the_platform_refuses_does_not_open_the_breaker_nor_loop() {
     let mut d = Driver::new(RepairConfig::default());
-    d.observe(t(0), three(replica("pg-3")));
-    for s in [10, 40, 70] {
-        d.observe(t(s), three(exited("pg-3")));
-    }
-    assert_eq!(summary(&d.complete(t(71), Ok(()))), ["fence pg-3"]);
-    assert_eq!(
-        summary(&d.complete(t(72), Ok(()))),
-        ["create database pg-3-r1 replacing pg-3"]
-    );
+    repair_pg3_until_create_in_flight(&mut d);
     let out = d.complete(
         t(73),
         Err(ActionError::new(
