@@ -20,7 +20,7 @@ pub mod types;
 
 use async_trait::async_trait;
 
-pub use client::PatroniClient;
+pub use client::{parse_metrics, PatroniClient, WAITING_ACTION_TIMEOUT};
 pub use config::{
     BasicAuth, PatroniConfig, PatroniSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,

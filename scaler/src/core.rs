@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use steward_model::observation::Figure;
@@ -46,6 +47,12 @@ use crate::plan::{
 };
 use crate::settings::SettingsDiff;
 use crate::view::{same_size, Snapshot};
+
+/// How long a step whose answer was lost ([`Phase::Unsure`]) waits for its check before the plan
+/// fails (the step's own `step_timeout` if shorter). Long enough for what Patroni finishes after
+/// answering late (a switchover takes up to 2 x `loop_wait`), short enough that an action that
+/// truly failed does not hold the cluster's one slot for the whole step timeout.
+pub const UNSURE_WAIT: Duration = Duration::from_secs(60);
 
 /// What happens to the scaler.
 #[derive(Clone, Debug, PartialEq)]
@@ -334,6 +341,14 @@ impl Scaler {
                     return out;
                 }
                 match result {
+                    // The request may have been carried out all the same (a switchover whose
+                    // answer outlived the timeout): the next observations tell.
+                    Err(e) if e.kind == ErrorKind::Transient => {
+                        plan.phase = Phase::Unsure {
+                            since: now,
+                            error: e.to_string(),
+                        }
+                    }
                     Err(e) => self.fail(now, e.to_string(), &mut out),
                     // Even a step with nothing to check waits for the next observation: the
                     // next step's guard must be judged on data newer than this action (a drain
@@ -398,14 +413,22 @@ impl Scaler {
             self.drop_proposal("no answer from the coordinator in time".into(), out);
         }
         let Some(plan) = &self.plan else { return };
-        let started = match plan.phase {
-            Phase::Issued { at } => Some((at, "no result for the action")),
-            Phase::Verifying { since } => Some((since, "the check did not pass")),
+        let step_timeout = self.config.step_timeout;
+        let started = match &plan.phase {
+            Phase::Issued { at } => Some((*at, step_timeout, "no result for the action".into())),
+            Phase::Verifying { since } => {
+                Some((*since, step_timeout, "the check did not pass".into()))
+            }
+            Phase::Unsure { since, error } => Some((
+                *since,
+                step_timeout.min(UNSURE_WAIT),
+                format!("{error}, and the check did not pass either"),
+            )),
             Phase::Ready => None,
         };
-        if let Some((at, what)) = started {
-            if now.since(at) > self.config.step_timeout {
-                let reason = format!("{what} within {}s", self.config.step_timeout.as_secs());
+        if let Some((at, limit, what)) = started {
+            if now.since(at) > limit {
+                let reason = format!("{what} within {}s", limit.as_secs());
                 self.fail(now, reason, out);
             }
         }
@@ -570,7 +593,7 @@ impl Scaler {
             };
             match plan.phase {
                 Phase::Issued { .. } => return,
-                Phase::Verifying { .. } => {
+                Phase::Verifying { .. } | Phase::Unsure { .. } => {
                     if !fresh || !self.holds(&snap, &step.verify) {
                         return;
                     }

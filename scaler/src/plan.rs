@@ -141,6 +141,10 @@ pub enum Phase {
     Issued { at: Timestamp },
     /// The action succeeded at `since`; waiting for an observation that passes the check.
     Verifying { since: Timestamp },
+    /// The action's answer at `since` was an error that leaves its outcome unknown (a timeout,
+    /// a 5xx: `error`): it may have worked, so the check decides, for a short while
+    /// ([`crate::core::UNSURE_WAIT`] at most) before the plan fails with that error.
+    Unsure { since: Timestamp, error: String },
 }
 
 /// An operation as a value: journaled before each step, resumable from any step.

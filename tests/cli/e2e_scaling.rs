@@ -23,6 +23,11 @@
 //!   :9999), and a read through 5433 reaches; once the load stops it is removed again (from
 //!   Patroni, both balancers, the platform and its volume), and /cluster never shows fewer than
 //!   the three lab members.
+//! - Rolling restart: tests/data/e2e/scaling-memory.toml's memory policy grows every member by
+//!   one step; the new shared_buffers needs a restart, so each replica is resized and restarted,
+//!   the primary is switched over, and the old primary resized and restarted, while the writer
+//!   commits: every member ends restarted (a new postmaster start time, the same container) with
+//!   the new settings, the leader has moved, and no acknowledged row is lost.
 //!
 //! A trap the load must avoid: `select count(*) from generate_series(1, N)` materializes the
 //! series (a FROM-clause function), spilling hundreds of MiB to pgsql_tmp: on the lab's small
@@ -1148,4 +1153,197 @@ async fn replicas_scenario(urls: Vec<String>) {
     stop_when_idle(steward, &state_dir).await;
     let report = writer.stop().await;
     assert_no_acknowledged_write_lost(&report).await;
+}
+
+/// What the rollout test gives the members back: the lab's memory (scripts/lab.sh MEMBER_MEMORY).
+const LAB_MEMORY: &str = "1073741824";
+/// tests/data/e2e/scaling-memory.toml's maximum: one 256 MiB step above the lab's 1 GiB.
+const GROWN_MEMORY: u64 = 1280 * 1024 * 1024;
+/// From the memory grow to every member restarted and the primary switched over: up window
+/// (12 s), a resize, a PATCH, three PostgreSQL restarts and a switchover, each waited for in
+/// Patroni's 5 s loop, on a loaded 2-core box.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Promise 5 through a rolling restart that switches the primary: a memory grow changes
+/// shared_buffers, which needs a restart, so every member is resized, restarted, and the primary
+/// handed over before its own restart (scaler/src/plan.rs), while the writer commits through
+/// HAProxy. Every member ends at the new size with the new settings in effect, restarted (a new
+/// postmaster start time) in the same container, the leader moved, and no acknowledged row lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_with_a_switchover_loses_no_acknowledged_write() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    let saved = patroni_parameters().await;
+    let cleanup = || async move {
+        // Never panics: a panic here would hide the scenario's own.
+        for m in LAB_MEMBERS {
+            let out = sh(
+                "docker",
+                &[
+                    "update",
+                    "--memory",
+                    LAB_MEMORY,
+                    "--memory-swap",
+                    LAB_MEMORY,
+                    m,
+                ],
+            )
+            .await;
+            if !out.status.success() {
+                eprintln!("e2e-scaling: could not give {m} its 1 GiB back: {out:?}");
+            }
+        }
+        restore_parameters(&saved).await;
+        restart_pending_members().await;
+    };
+    with_lab_and_cleanup(urls, rollout_scenario, cleanup).await;
+}
+
+async fn rollout_scenario(urls: Vec<String>) {
+    let client = patroni(urls.clone());
+    let hosts = member_hosts(&urls).await;
+    let mut before: BTreeMap<&str, (Container, String)> = BTreeMap::new();
+    for m in LAB_MEMBERS {
+        let c = inspect(m).await;
+        assert!(
+            c.memory_bytes < GROWN_MEMORY,
+            "{m} already has {} bytes: nothing to grow",
+            c.memory_bytes
+        );
+        before.insert(m, (c, postmaster_start(&hosts[m]).await));
+    }
+    let (old_leader, _) = crate::e2e::leader_and_streaming(&client)
+        .await
+        .expect("the lab has a leader");
+    let from = before[LAB_MEMBERS[0]].0.clone();
+    let size = |memory_bytes| Size {
+        cpus: from.cpus,
+        memory_bytes,
+        disk_bytes: 0,
+    };
+    let diff = SettingsConfig::default().diff(&size(from.memory_bytes), &size(GROWN_MEMORY));
+    assert!(
+        !diff.restart.is_empty(),
+        "a memory grow {} -> {GROWN_MEMORY} changes no restart-only setting: no rolling restart \
+         to watch",
+        from.memory_bytes
+    );
+    let mut expected = diff.restart.0.clone();
+    expected.extend(diff.reload.0.clone());
+    eprintln!("e2e-scaling: settings expected after the grow: {expected:?}");
+
+    let writer = Writer::start().await;
+    let (mut steward, state_dir) = start_steward("scaling-memory.toml").await;
+    let started = Instant::now();
+    let deadline = started + ROLLOUT_TIMEOUT;
+    let mut last = String::new();
+    let done_at = loop {
+        steward.assert_alive();
+        let mut waiting = Vec::new();
+        for m in LAB_MEMBERS {
+            let c = inspect(m).await;
+            if c.memory_bytes != GROWN_MEMORY {
+                waiting.push(format!("{m} has {} bytes", c.memory_bytes));
+            } else if postmaster_start(&hosts[m]).await == before[m].1 {
+                waiting.push(format!("{m} not restarted yet"));
+            } else if let Some(why) = settings_mismatch(&hosts[m], &expected).await {
+                waiting.push(why);
+            }
+        }
+        let leader = crate::e2e::leader_and_streaming(&client).await;
+        match &leader {
+            Some((l, streaming)) if *l != old_leader && streaming.len() == 2 => {}
+            other => waiting.push(format!("leader and streaming: {other:?}")),
+        }
+        if waiting.is_empty() {
+            break started.elapsed();
+        }
+        last = waiting.join("; ");
+        assert!(
+            Instant::now() < deadline,
+            "the rolling restart did not finish within {ROLLOUT_TIMEOUT:?}: {last}\n{}",
+            steward.output()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!(
+        "e2e-scaling: every member grown, restarted with its settings and the primary moved \
+         {:.1} s after steward started ({last})",
+        done_at.as_secs_f64()
+    );
+    // The same containers: the restarts were PostgreSQL's (through Patroni), not the platform's.
+    for (m, (was, _)) in &before {
+        let now = inspect(m).await;
+        assert_eq!(
+            (&now.id, &now.started_at, now.status.as_str()),
+            (&was.id, &was.started_at, "running"),
+            "{m}'s container was restarted or replaced by the rollout"
+        );
+    }
+    let steps: Vec<String> = steward
+        .actions()
+        .iter()
+        .filter(|l| l["kind"] == "command")
+        .map(|l| l.to_string())
+        .collect();
+    assert!(
+        steps.iter().any(|s| s.contains("switchover")),
+        "no switchover among Steward's commands: {steps:#?}"
+    );
+    stop_when_idle(steward, &state_dir).await;
+    let report = writer.stop().await;
+    assert_no_acknowledged_write_lost(&report).await;
+}
+
+/// `pg_postmaster_start_time()` of the member at `host`: it changes when PostgreSQL restarts.
+async fn postmaster_start(host: &str) -> String {
+    let client = connect_patiently(host, 5432).await;
+    let row = client
+        .query_one("select pg_postmaster_start_time()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{host}: pg_postmaster_start_time(): {e}"));
+    row.get(0)
+}
+
+/// Restarts every lab member that Patroni says has a restart pending (`POST /restart` with
+/// `restart_pending`), so settings put back by [`restore_parameters`] are in effect for the
+/// next test. Patroni notices a changed setting in its next loop (5 s on the lab), so this first
+/// waits two of them, then restarts and looks again for up to a minute. Never panics (a cleanup).
+async fn restart_pending_members() {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = serde_json::json!({ "restart_pending": true });
+    while Instant::now() < deadline {
+        let mut pending = Vec::new();
+        for api in PATRONI_APIS {
+            let Ok(r) = http.get(format!("{api}/cluster")).send().await else {
+                continue;
+            };
+            let Ok(view) = r.json::<serde_json::Value>().await else {
+                continue;
+            };
+            for m in view["members"].as_array().into_iter().flatten() {
+                if m["pending_restart"] == true {
+                    pending.extend(m["api_url"].as_str().map(str::to_string));
+                }
+            }
+            break;
+        }
+        if pending.is_empty() {
+            return;
+        }
+        for url in pending {
+            let restart = url.replace("/patroni", "/restart");
+            if let Err(e) = http.post(&restart).json(&body).send().await {
+                eprintln!("e2e-scaling: POST {restart}: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+    eprintln!("e2e-scaling: lab members still have a restart pending a minute after the cleanup");
 }

@@ -34,6 +34,19 @@ use steward_model::ports::ErrorKind;
 /// line; anything longer is an HTML error page from a proxy.
 const ERROR_BODY_CHARS: usize = 200;
 
+/// How long Steward waits for the answer to an action Patroni carries out before it answers:
+/// `POST /switchover` and `/failover` poll the DCS for the result up to
+/// `2 x max(10 s, loop_wait)` (patroni/api.py `poll_failover_result`: 20 s by default), and
+/// `POST /restart` returns once PostgreSQL is back. Past the client's usual timeout (5 s) the
+/// action is still under way and the answer is lost: the lab's switchovers took 5-10 s. 65 s
+/// covers a `loop_wait` of up to 30 s.
+pub const WAITING_ACTION_TIMEOUT: Duration = Duration::from_secs(65);
+
+/// The timeout of an action on `path`, when it is not the client's own.
+fn answer_timeout(path: &str) -> Option<Duration> {
+    matches!(path, "switchover" | "failover" | "restart").then_some(WAITING_ACTION_TIMEOUT)
+}
+
 /// A Patroni REST client for one cluster. Cheap to share (`Arc`) between tasks.
 #[derive(Debug)]
 pub struct PatroniClient {
@@ -44,6 +57,8 @@ pub struct PatroniClient {
     retries: u32,
     retry_delay: Duration,
     max_body_bytes: u64,
+    /// The usual total timeout of a request (`[patroni] timeout`).
+    timeout: Duration,
     rng: Mutex<StdRng>,
 }
 
@@ -70,6 +85,7 @@ impl PatroniClient {
             retries: settings.retries,
             retry_delay: settings.retry_delay,
             max_body_bytes: settings.max_body_bytes,
+            timeout: settings.timeout,
             rng: Mutex::new(rng),
         })
     }
@@ -218,6 +234,9 @@ impl PatroniClient {
         let url = join(base, path);
         let m = method_name(&method);
         let mut req = self.http.request(method, &url);
+        if let Some(t) = answer_timeout(path) {
+            req = req.timeout(self.timeout.max(t));
+        }
         if let Some(auth) = &self.auth {
             req = req.basic_auth(&auth.username, Some(auth.password.expose()));
         }
@@ -477,11 +496,8 @@ fn parse_json<T: DeserializeOwned>(
 }
 
 /// Parses the Prometheus text format with `prometheus-parse`; histograms and summaries (which
-/// Patroni does not export) are skipped.
-pub(crate) fn parse_metrics(
-    text: &str,
-    now: Timestamp,
-) -> Result<Vec<MetricSample>, std::io::Error> {
+/// Patroni does not export) are skipped. Public for the fuzz targets (`fuzz/`).
+pub fn parse_metrics(text: &str, now: Timestamp) -> Result<Vec<MetricSample>, std::io::Error> {
     let at: DateTime<Utc> = DateTime::from_timestamp_millis(now.as_millis()).unwrap_or_default();
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse_at(lines, at)?;

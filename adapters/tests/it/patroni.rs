@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use serde_json::json;
 use steward_adapters::patroni::{
     PatroniApi, PatroniClient, PatroniConfig, PatroniError, PatroniSettings, RestartConditions,
-    Switchover,
+    Switchover, WAITING_ACTION_TIMEOUT,
 };
 use steward_model::observation::PatroniRole;
 use steward_model::Timestamp;
@@ -356,6 +356,52 @@ async fn switchover_sends_leader_candidate_and_time_and_412_is_a_conflict_not_re
         err.to_string().contains("leader name does not match"),
         "{err}"
     );
+    server.verify().await;
+}
+
+/// Patroni answers `POST /switchover` and `/restart` only once they are done (a switchover polls
+/// the DCS up to 20 s): past the client's usual timeout the action is still under way, so those
+/// wait longer (`WAITING_ACTION_TIMEOUT`); a GET with the same delay still times out. The lab's
+/// rolling restart lost a switchover's answer to the 5 s timeout and failed a plan that had worked.
+#[tokio::test]
+async fn a_switchover_or_restart_answered_after_the_usual_timeout_is_waited_for() {
+    let server = MockServer::start().await;
+    let slow = Duration::from_millis(600);
+    for p in ["/switchover", "/restart"] {
+        Mock::given(method("POST"))
+            .and(path(p))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_string("done")
+                    .set_delay(slow),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/patroni"))
+        .respond_with(json_body(200, "patroni-4.1.5/patroni.leader.http200.json").set_delay(slow))
+        .mount(&server)
+        .await;
+    let c = client(&server, json!({ "timeout": "200ms", "retries": 1 }));
+    assert!(WAITING_ACTION_TIMEOUT > slow * 10);
+    let ok = c
+        .switchover(&Switchover {
+            leader: "pg1".into(),
+            candidate: Some("pg2".into()),
+            scheduled_at: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    let ok = c
+        .restart(&server.uri(), &RestartConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    let err = c.member_status(&server.uri()).await.unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
     server.verify().await;
 }
 

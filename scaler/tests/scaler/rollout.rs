@@ -1,10 +1,12 @@
 //! Vertical rollouts: member by member, replicas first, the primary last, each step checked.
 
+use steward_model::ports::platform::ErrorKind;
 use steward_model::{Resource, Role, Size};
 use steward_policies::PolicyConfig;
+use steward_scaler::core::UNSURE_WAIT;
 use steward_scaler::{Command, IntentKind, ParamValue, PlanOutcome, Step};
 
-use crate::world::{config, labels, live, restart_only, Harness, World, GIB};
+use crate::world::{config, labels, live, restart_only, Harness, World, GIB, PERIOD};
 
 fn small() -> Size {
     Size {
@@ -101,6 +103,66 @@ fn a_restart_only_platform_switches_over_before_the_primary() {
         .iter()
         .any(|c| matches!(c, Command::Propose { plan } if plan.intent.disruptive));
     assert!(intent_disruptive, "a restart rollout is marked disruptive");
+}
+
+/// Patroni answers a switchover once it is done, and an answer can outlive the request's
+/// timeout (the lab's rolling restart, issue 14): the step's outcome is unknown, not failed, and
+/// the next observation, which shows the leader moved, lets the plan go on without a second
+/// switchover.
+#[test]
+fn a_switchover_whose_answer_was_lost_but_which_happened_goes_on() {
+    let mut h = cpu_pressure(restart_only());
+    h.world.lose_answer_at = Some(2);
+    assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
+    assert_eq!(
+        labels(&h.commands),
+        [
+            "resize pg-2",
+            "resize pg-3",
+            "switchover pg-1->pg-2",
+            "resize pg-1",
+            "patch"
+        ]
+    );
+    assert_eq!(h.world.leader(), Some("pg-2"));
+}
+
+/// The same unknown outcome for an action that did NOT happen: the plan waits for its check no
+/// longer than UNSURE_WAIT (not the whole step timeout) and fails with the action's own error.
+#[test]
+fn a_step_whose_answer_was_lost_and_which_did_not_happen_fails_after_the_unsure_wait() {
+    let mut h = cpu_pressure(live());
+    h.world.fail_at = Some(0);
+    h.world.fail_kind = ErrorKind::Transient;
+    let mut issued_at = None;
+    let mut outcome = None;
+    for _ in 0..40 {
+        let mut out = h.observe();
+        out.extend(h.feed(steward_scaler::Event::Tick));
+        for c in out {
+            match c {
+                Command::Execute { .. } if issued_at.is_none() => issued_at = Some(h.now),
+                Command::Finished { report } => outcome = Some((h.now, report.outcome)),
+                _ => {}
+            }
+        }
+        if outcome.is_some() {
+            break;
+        }
+    }
+    let (ended, outcome) = outcome.expect("the plan ends");
+    let waited = ended.since(issued_at.expect("a step was issued"));
+    let PlanOutcome::Failed { step, reason } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(step, 0);
+    assert!(reason.contains("refused by the fake"), "{reason}");
+    assert!(reason.contains("check did not pass"), "{reason}");
+    assert!(
+        waited > UNSURE_WAIT && waited <= UNSURE_WAIT + PERIOD * 2,
+        "failed {waited:?} after the step was issued"
+    );
+    assert_eq!(h.world.member("pg-2").size, small(), "nothing was resized");
 }
 
 #[test]

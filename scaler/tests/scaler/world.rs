@@ -50,8 +50,11 @@ pub struct World {
     pub patches: Vec<ConfigPatch>,
     /// Every action executed, in order.
     pub executed: Vec<Step>,
-    /// Fail the action with this index in `executed` order (0-based), once.
+    /// Fail the action with this index in `executed` order (0-based), once, with `fail_kind`.
     pub fail_at: Option<usize>,
+    pub fail_kind: ErrorKind,
+    /// Carry out the action with this index, then answer it with a timeout (a lost answer).
+    pub lose_answer_at: Option<usize>,
     /// Observations a created member needs before it streams.
     pub warmup: u32,
     /// A load for newly created members.
@@ -129,6 +132,8 @@ impl World {
             patches: Vec::new(),
             executed: Vec::new(),
             fail_at: None,
+            fail_kind: ErrorKind::Refused,
+            lose_answer_at: None,
             warmup: 2,
             new_member_cpu: None,
         }
@@ -257,8 +262,17 @@ impl World {
         if self.fail_at == Some(index) {
             self.fail_at = None;
             return Err(ActionError {
-                kind: ErrorKind::Refused,
+                kind: self.fail_kind,
                 message: "refused by the fake".into(),
+            });
+        }
+        if self.lose_answer_at == Some(index) {
+            self.lose_answer_at = None;
+            self.executed.pop();
+            self.apply(action, at)?;
+            return Err(ActionError {
+                kind: ErrorKind::Transient,
+                message: "the answer timed out".into(),
             });
         }
         let gone = |w: &World, name: &str| !w.members.iter().any(|m| m.name == name);
