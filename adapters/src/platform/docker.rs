@@ -50,6 +50,13 @@ use steward_model::{ConfigErrors, Role, Size, Timestamp};
 
 use super::volume::{FixedVolumes, LoopXfsVolumes, VolumeError, VolumeProvider};
 
+mod adopt;
+pub use adopt::{Adopt, RawAdopt, Selector, RETIRED_SUFFIX};
+
+/// Set in the listed labels of a member Steward adopted (not on the container: Docker labels
+/// cannot change), so `/status` and the decision log can tell it from an owned one.
+pub const LABEL_ADOPTED: &str = "io.steward.adopted";
+
 /// Label carrying the member's loopback address (the pool is shared by the cluster's members).
 pub const LABEL_ADDRESS: &str = "io.steward.address";
 
@@ -72,8 +79,9 @@ pub struct RawDockerConfig {
     pub cluster: String,
     /// The engines, one per physical host. Members of one role go to different hosts.
     pub hosts: Vec<RawHost>,
-    /// Loopback addresses members get, each `127.a.b.c` or a range `127.0.0.10-127.0.0.99`.
-    /// Every member needs one; the pool belongs to this cluster alone.
+    /// Addresses members get (host networking: each must be an address of the host the member
+    /// lands on, e.g. a loopback alias on a one-machine lab), each `a.b.c.d` or a range
+    /// `127.0.0.10-127.0.0.99`. Every member needs one; the pool belongs to this cluster alone.
     pub addresses: Vec<String>,
     /// How long fencing waits after SIGTERM before SIGKILL (e.g. `2s`). Default 2 s.
     #[serde(default = "default_fence_grace", with = "humantime_serde")]
@@ -92,6 +100,9 @@ pub struct RawDockerConfig {
     /// refused. `preferred`: spread when possible, else the host with the fewest (with a warning).
     #[serde(default)]
     pub placement: Placement,
+    /// Containers Steward did not create but may manage (`[[platform.docker.adopt]]`).
+    #[serde(default)]
+    pub adopt: Vec<RawAdopt>,
 }
 
 fn default_fence_grace() -> Duration {
@@ -257,6 +268,7 @@ pub struct DockerConfig {
     pub database: Template,
     pub balancer: Option<Template>,
     pub placement: Placement,
+    pub adopt: Vec<Adopt>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -271,10 +283,8 @@ fn parse_address(text: &str) -> Result<Vec<Ipv4Addr>, String> {
             .trim()
             .parse()
             .map_err(|_| format!("`{s}` is not an IPv4 address"))?;
-        if !a.is_loopback() {
-            return Err(format!(
-                "`{a}` is not a loopback address (127.0.0.0/8 only)"
-            ));
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+            return Err(format!("`{a}` cannot be a member's address"));
         }
         Ok(a)
     };
@@ -503,6 +513,17 @@ impl RawDockerConfig {
             errors.extend_under("balancer", inner);
             t
         });
+        let adopt = self
+            .adopt
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut inner = ConfigErrors::default();
+                let rule = a.validate(&hosts, &mut inner);
+                errors.extend_under(&format!("adopt[{i}]"), inner);
+                rule
+            })
+            .collect();
         errors.into_result(DockerConfig {
             cluster: self.cluster.clone(),
             hosts,
@@ -513,11 +534,44 @@ impl RawDockerConfig {
             database,
             balancer,
             placement: self.placement,
+            adopt,
         })
     }
 }
 
 // --- errors and pure helpers ---------------------------------------------------------------
+
+/// The CPU limit in vCPUs: `NanoCpus` (what Steward sets), else `CpuQuota / CpuPeriod` (what
+/// `docker run --cpu-quota` or Compose may have set on an adopted container); 0 when unlimited.
+fn cpus_of(hc: &HostConfig) -> f64 {
+    match (hc.nano_cpus, hc.cpu_quota, hc.cpu_period) {
+        (Some(n), _, _) if n > 0 => n as f64 / 1e9,
+        (_, Some(q), Some(p)) if q > 0 && p > 0 => q as f64 / p as f64,
+        _ => 0.0,
+    }
+}
+
+/// Where an adopted container serves: what its Patroni environment advertises, else its first
+/// Docker network address ([`adopt::address_of`]).
+fn inspected_address(c: &ContainerInspectResponse) -> Option<String> {
+    let env = c
+        .config
+        .as_ref()
+        .and_then(|cfg| cfg.env.clone())
+        .unwrap_or_default();
+    let networks: Vec<String> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| {
+            n.values()
+                .filter_map(|e| e.ip_address.clone())
+                .filter(|a| !a.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    adopt::address_of(&env, &networks)
+}
 
 /// Classifies an engine error. `refusal`: a 500 on this call means the engine (runc) refused
 /// the request as asked, not that it is unwell (true for `update`).
@@ -652,6 +706,8 @@ struct Found {
     address: Option<String>,
     /// Running or paused: it has a cgroup and usage (a paused one uses no CPU).
     alive: bool,
+    /// The adoption rule (index into `config.adopt`) that took it; `None` when Steward made it.
+    adopted: Option<usize>,
 }
 
 /// The Docker [`Platform`] for one cluster.
@@ -742,17 +798,24 @@ impl DockerPlatform {
         self.fenced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every container carrying this cluster's label, on every engine; `member` narrows to one.
+    /// Every container carrying this cluster's label, and every container an adoption rule
+    /// takes, on every engine; `member` narrows to one.
     async fn find(
         &self,
         operation: &str,
         member: Option<&str>,
     ) -> Result<Vec<Found>, PlatformError> {
-        let mut labels = vec![format!("{LABEL_CLUSTER}={}", self.config.cluster)];
-        if let Some(m) = member {
-            labels.push(format!("{LABEL_MEMBER}={m}"));
-        }
-        let filters = HashMap::from([("label".to_string(), labels)]);
+        // Without adoption rules the engine filters by label; with them it lists everything
+        // (one call, not two), and the rules pick.
+        let filters = if self.config.adopt.is_empty() {
+            let mut labels = vec![format!("{LABEL_CLUSTER}={}", self.config.cluster)];
+            if let Some(m) = member {
+                labels.push(format!("{LABEL_MEMBER}={m}"));
+            }
+            HashMap::from([("label".to_string(), labels)])
+        } else {
+            HashMap::new()
+        };
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -767,14 +830,34 @@ impl DockerPlatform {
         for (host, list) in lists.into_iter().enumerate() {
             for c in list.map_err(|e| classify(operation, e, false))? {
                 let labels = c.labels.unwrap_or_default();
+                let container_name = c
+                    .names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .map(String::as_str)
+                    .unwrap_or_default();
                 // The engine filtered already; checking again keeps ownership independent of it
                 // (a wiremock engine, or an engine that ignores filters).
-                if labels.get(LABEL_CLUSTER) != Some(&self.config.cluster) {
-                    continue;
-                }
-                let Some(name) = labels.get(LABEL_MEMBER).cloned() else {
-                    continue;
-                };
+                let (name, role, address, adopted) =
+                    if labels.get(LABEL_CLUSTER) == Some(&self.config.cluster) {
+                        let Some(name) = labels.get(LABEL_MEMBER).cloned() else {
+                            continue;
+                        };
+                        let role = labels.get(LABEL_ROLE).and_then(|r| r.parse().ok());
+                        (name, role, labels.get(LABEL_ADDRESS).cloned(), None)
+                    } else if let Some((rule, name)) =
+                        adopt::adopted_by(&self.config.adopt, host, container_name, &labels)
+                    {
+                        let r = &self.config.adopt[rule];
+                        (
+                            name,
+                            Some(r.role),
+                            r.address.map(|a| a.to_string()),
+                            Some(rule),
+                        )
+                    } else {
+                        continue;
+                    };
                 if member.is_some_and(|m| m != name) {
                     continue;
                 }
@@ -782,12 +865,13 @@ impl DockerPlatform {
                     host,
                     id: c.id.unwrap_or_default(),
                     member: name,
-                    role: labels.get(LABEL_ROLE).and_then(|r| r.parse().ok()),
-                    address: labels.get(LABEL_ADDRESS).cloned(),
+                    role,
+                    address,
                     alive: c.state.is_some_and(|s| {
                         use bollard::models::ContainerSummaryStateEnum as S;
                         matches!(s, S::RUNNING | S::PAUSED)
                     }),
+                    adopted,
                 });
             }
         }
@@ -821,13 +905,16 @@ impl DockerPlatform {
 
     async fn to_member(&self, f: &Found, c: &ContainerInspectResponse) -> PlatformMember {
         let hc = c.host_config.clone().unwrap_or_default();
-        let labels: BTreeMap<String, String> = c
+        let mut labels: BTreeMap<String, String> = c
             .config
             .as_ref()
             .and_then(|cfg| cfg.labels.clone())
             .unwrap_or_default()
             .into_iter()
             .collect();
+        if f.adopted.is_some() {
+            labels.insert(LABEL_ADOPTED.into(), "true".into());
+        }
         let st = c.state.clone().unwrap_or_default();
         let state = if st.running == Some(true) && st.paused == Some(true) {
             PlatformState::Paused
@@ -859,17 +946,26 @@ impl DockerPlatform {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .and_then(|s| Timestamp::parse(&s).ok());
+        // An adopted member's disk is not one of Steward's volumes: its size is unknown (0).
+        let disk_bytes = match f.adopted {
+            None => self.volumes.size(&f.member).await.unwrap_or(0),
+            Some(_) => 0,
+        };
         PlatformMember {
             name: f.member.clone(),
             cluster: self.config.cluster.clone(),
             role: f.role.unwrap_or(Role::Database),
             size: Size {
-                cpus: hc.nano_cpus.unwrap_or(0) as f64 / 1e9,
+                cpus: cpus_of(&hc),
                 memory_bytes: hc.memory.unwrap_or(0).max(0) as u64,
-                disk_bytes: self.volumes.size(&f.member).await.unwrap_or(0),
+                disk_bytes,
             },
             state,
-            address: f.address.clone().unwrap_or_default(),
+            address: f
+                .address
+                .clone()
+                .or_else(|| f.adopted.and_then(|_| inspected_address(c)))
+                .unwrap_or_default(),
             host: self.engines[f.host].name.clone(),
             labels,
             created_at,
@@ -1051,13 +1147,28 @@ impl DockerPlatform {
                 spec.role
             );
         }
-        let taken: BTreeSet<&str> = owned.iter().filter_map(|f| f.address.as_deref()).collect();
+        let mut taken: BTreeSet<String> = owned.iter().filter_map(|f| f.address.clone()).collect();
+        // An adopted member's address is not on a label: ask its container.
+        for f in owned
+            .iter()
+            .filter(|f| f.adopted.is_some() && f.address.is_none())
+        {
+            if let Some(a) = self
+                .inspect(&op, f)
+                .await
+                .ok()
+                .as_ref()
+                .and_then(inspected_address)
+            {
+                taken.insert(a);
+            }
+        }
         let address = self
             .config
             .addresses
             .iter()
             .map(|a| a.to_string())
-            .find(|a| !taken.contains(a.as_str()))
+            .find(|a| !taken.contains(a))
             .ok_or_else(|| {
                 let msg = format!(
                     "no address left in the pool ({} addresses, all taken)",
@@ -1125,15 +1236,82 @@ impl DockerPlatform {
             role: Some(spec.role),
             address: Some(address),
             alive: true,
+            adopted: None,
         };
         let inspected = self.inspect(&op, &found).await?;
         Ok(self.to_member(&found, &inspected).await)
     }
 
-    async fn update(&self, operation: &str, f: &Found, size: Size) -> Result<(), PlatformError> {
+    /// Ends Steward's care of an adopted member without deleting anything it did not create:
+    /// stopped (it is fenced already when a repair gets here), renamed `<name>.retired` so no
+    /// rule takes it again, and a log line saying where its data is and how to delete it.
+    async fn retire(&self, op: &str, f: &Found) -> Result<(), PlatformError> {
+        let client = &self.engines[f.host].client;
+        let c = self.inspect(op, f).await?;
+        if c.state.as_ref().and_then(|s| s.running) == Some(true) {
+            let grace = self.config.fence_grace.as_secs().max(1) as i32;
+            let stop = StopContainerOptionsBuilder::new().t(grace).build();
+            match client.stop_container(&f.id, Some(stop)).await {
+                Ok(())
+                | Err(DockerError::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
+                Err(e) => return Err(classify(op, e, false)),
+            }
+        }
+        let current = c
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/');
+        let base = current.strip_suffix(FENCED_SUFFIX).unwrap_or(current);
+        let retired = format!("{base}{RETIRED_SUFFIX}");
+        if current != retired {
+            let options = RenameContainerOptionsBuilder::new().name(&retired).build();
+            client
+                .rename_container(&f.id, options)
+                .await
+                .map_err(|e| classify(op, e, false))?;
+        }
+        self.fenced().remove(&f.member);
+        let data: Vec<String> = c
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.rw != Some(false))
+            .filter_map(|m| m.source.or(m.name))
+            .collect();
+        tracing::warn!(
+            member = %f.member,
+            container = %retired,
+            host = %self.engines[f.host].name,
+            data = ?data,
+            "adopted member retired, nothing deleted: its container is kept stopped as `{retired}` \
+             and its data stays in {data:?} on host {}; once it is no longer needed: `docker rm \
+             -v {retired}` and delete those folders",
+            self.engines[f.host].name
+        );
+        Ok(())
+    }
+
+    /// `docker update` of CPU and memory. `quota_period`: the container's CPU limit is a quota
+    /// over this period (an adopted container made with `--cpu-quota`), which Docker does not
+    /// let `NanoCpus` replace: the quota changes instead.
+    async fn update(
+        &self,
+        operation: &str,
+        f: &Found,
+        size: Size,
+        quota_period: Option<i64>,
+    ) -> Result<(), PlatformError> {
         let memory = size.memory_bytes as i64;
+        let (nano_cpus, cpu_quota) = match quota_period {
+            Some(period) => (None, Some((size.cpus * period as f64).round() as i64)),
+            None => (Some((size.cpus * 1e9).round() as i64), None),
+        };
         let body = ContainerUpdateBody {
-            nano_cpus: Some((size.cpus * 1e9).round() as i64),
+            nano_cpus,
+            cpu_quota,
             memory: Some(memory),
             memory_swap: Some(memory),
             ..Default::default()
@@ -1196,6 +1374,10 @@ impl Platform for DockerPlatform {
         let f = self.resolve(&op, member).await?;
         let c = self.inspect(&op, &f).await?;
         let current = self.to_member(&f, &c).await.size;
+        let hc = c.host_config.clone().unwrap_or_default();
+        let quota_period = hc
+            .cpu_period
+            .filter(|p| *p > 0 && hc.nano_cpus.unwrap_or(0) == 0 && hc.cpu_quota.unwrap_or(0) > 0);
         if size.cpus.is_nan() || size.cpus <= 0.0 || size.memory_bytes == 0 {
             return Err(PlatformError::new(
                 ErrorKind::Permanent,
@@ -1215,6 +1397,11 @@ impl Platform for DockerPlatform {
             let msg = format!("{} volumes cannot grow", self.volumes.kind());
             return Err(PlatformError::new(ErrorKind::Permanent, op, msg));
         }
+        if disk_grows && f.adopted.is_some() {
+            let msg = "an adopted member's disk is not one of Steward's volumes: grow it where \
+                       it lives, or let Steward replace the member with one it made";
+            return Err(PlatformError::new(ErrorKind::Permanent, op, msg));
+        }
         let has_volume = f
             .role
             .and_then(|r| self.template(r))
@@ -1229,13 +1416,13 @@ impl Platform for DockerPlatform {
         let cpu_mem_change =
             (size.cpus - current.cpus).abs() > 1e-9 || size.memory_bytes != current.memory_bytes;
         if cpu_mem_change {
-            self.update(&op, &f, size).await?;
+            self.update(&op, &f, size, quota_period).await?;
         }
         if disk_grows {
             if let Err(e) = self.volumes.grow(member, size.disk_bytes).await {
                 // All or nothing: put CPU and memory back before reporting the disk failure.
                 if cpu_mem_change {
-                    if let Err(undo) = self.update(&op, &f, current).await {
+                    if let Err(undo) = self.update(&op, &f, current, quota_period).await {
                         tracing::error!(error = %undo, "could not undo the CPU/memory part of a failed resize");
                     }
                 }
@@ -1317,6 +1504,11 @@ impl Platform for DockerPlatform {
     async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
         let op = format!("remove member {member}");
         let f = self.resolve(&op, member).await?;
+        if let Some(rule) = f.adopted {
+            if !self.config.adopt[rule].delete_data {
+                return self.retire(&op, &f).await;
+            }
+        }
         let rm = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(delete_data)
@@ -1327,6 +1519,14 @@ impl Platform for DockerPlatform {
             .await
             .map_err(|e| classify(&op, e, false))?;
         self.fenced().remove(member);
+        if f.adopted.is_some() {
+            tracing::info!(
+                member,
+                "adopted member removed with its anonymous volumes (delete_data); bind-mounted \
+                 folders are left where they are"
+            );
+            return Ok(());
+        }
         let template = f.role.and_then(|r| self.template(r));
         if template.is_some_and(|t| t.data_path.is_some()) {
             let result = if delete_data {
@@ -1359,7 +1559,10 @@ impl Platform for DockerPlatform {
                 .build();
             let mut stream = self.engines[f.host].client.stats(&f.id, Some(options));
             let stats = stream.next().await;
-            let disk = self.volumes.usage(&f.member).await.ok().flatten();
+            let disk = match f.adopted {
+                None => self.volumes.usage(&f.member).await.ok().flatten(),
+                Some(_) => None,
+            };
             let ooms = match self.config.hosts[f.host].endpoint {
                 Endpoint::Unix(_) => oom_kills(Path::new(CGROUP_ROOT), &f.id).await,
                 Endpoint::Http(_) => None,
@@ -1448,7 +1651,7 @@ mod tests {
             name: "a".into(),
             endpoint: "tcp://10.0.0.1:2375".into(),
         });
-        r.addresses = vec!["10.0.0.1".into(), "127.0.0.9-127.0.0.1".into()];
+        r.addresses = vec!["0.0.0.0".into(), "127.0.0.9-127.0.0.1".into()];
         r.volumes.kind = "nfs".into();
         r.database.user = Some("postgres".into());
         r.database.mounts = vec!["usr:/usr".into()];
@@ -1471,7 +1674,23 @@ mod tests {
             ],
             "{e}"
         );
-        assert!(e.to_string().contains("not a loopback address"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`0.0.0.0` cannot be a member's address"),
+            "{e}"
+        );
+    }
+
+    /// The loopback rule was the tests' (they may only use loopback), never the product's: a
+    /// real deployment's members live at its hosts' addresses (issue 15). Parsed only; nothing
+    /// here sends a packet.
+    #[test]
+    fn member_addresses_are_whatever_the_deployment_uses() {
+        let mut r = raw();
+        r.addresses = vec!["192.0.2.10-192.0.2.12".into(), "198.51.100.7".into()];
+        let c = r.validate().expect("valid");
+        assert_eq!(c.addresses.len(), 4);
+        assert_eq!(c.addresses[3], Ipv4Addr::new(198, 51, 100, 7));
     }
 
     #[test]

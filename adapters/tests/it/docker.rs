@@ -1051,3 +1051,253 @@ async fn a_member_serves_on_its_own_loopback_address() {
     })
     .await;
 }
+
+/// A container made with `docker run` by someone else (no Steward label), for the adoption test.
+async fn run_foreign(
+    c: &Docker,
+    name: &str,
+    labels: &[(&str, &str)],
+    env: &[&str],
+    host_config: bollard::models::HostConfig,
+) -> String {
+    let body = ContainerCreateBody {
+        image: Some(IMAGE.into()),
+        cmd: Some(vec!["/bin/sleep".into(), "infinity".into()]),
+        env: Some(env.iter().map(|e| e.to_string()).collect()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some("host".into()),
+            ..host_config
+        }),
+        ..Default::default()
+    };
+    let created = c
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(name).build()),
+            body,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    c.start_container(&created.id, None)
+        .await
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    created.id
+}
+
+/// Issue 15: containers Steward did not create, named by an explicit rule (container -> member)
+/// and by a label selector (a project label, the member name in another label), are listed,
+/// resized live (NanoCpus on one, a CPU quota on the other), fenced and "removed" without
+/// anything deleted: stopped, renamed `.retired`, the data folder intact, never listed again.
+/// A replacement made beside them skips the adopted member's address, and containers with a
+/// similar name or another project's label are never touched.
+#[tokio::test]
+async fn adopted_containers_are_managed_and_their_data_is_never_deleted() {
+    with_platform("fixed", |p, mut h| async move {
+        use steward_adapters::platform::docker::{Adopt, Selector, LABEL_ADOPTED, RETIRED_SUFFIX};
+        let c = client(FIRST).await;
+        let data = tempfile::tempdir().expect("data dir");
+        std::fs::write(data.path().join("PG_VERSION"), "15\n").unwrap();
+        let mounts = |extra: Option<String>| {
+            let mut b: Vec<String> = ["/usr", "/lib", "/lib64", "/bin"]
+                .iter()
+                .map(|m| format!("{m}:{m}:ro"))
+                .collect();
+            b.extend(extra);
+            Some(b)
+        };
+        let legacy1 = format!("{}legacy-1", h.prefix);
+        let legacy2 = format!("{}legacy-2", h.prefix);
+        let similar = format!("{}legacy-10", h.prefix);
+        let other_project = format!("{}legacy-3", h.prefix);
+        let project = ("com.example.project", h.prefix.as_str());
+        // The first address of the platform's pool: a member Steward creates must skip it.
+        run_foreign(
+            &c,
+            &legacy1,
+            &[],
+            &["PATRONI_POSTGRESQL_CONNECT_ADDRESS=127.0.77.10:5432"],
+            bollard::models::HostConfig {
+                nano_cpus: Some(1_000_000_000),
+                memory: Some(128 * MIB as i64),
+                binds: mounts(Some(format!("{}:/data:rw", data.path().display()))),
+                ..Default::default()
+            },
+        )
+        .await;
+        run_foreign(
+            &c,
+            &legacy2,
+            &[project, ("patroni.name", "pg-legacy-2")],
+            &[],
+            bollard::models::HostConfig {
+                cpu_period: Some(100_000),
+                cpu_quota: Some(50_000),
+                memory: Some(128 * MIB as i64),
+                binds: mounts(None),
+                ..Default::default()
+            },
+        )
+        .await;
+        run_foreign(
+            &c,
+            &similar,
+            &[],
+            &[],
+            bollard::models::HostConfig {
+                binds: mounts(None),
+                ..Default::default()
+            },
+        )
+        .await;
+        run_foreign(
+            &c,
+            &other_project,
+            &[
+                ("com.example.project", "someone-else"),
+                ("patroni.name", "pg-x"),
+            ],
+            &[],
+            bollard::models::HostConfig {
+                binds: mounts(None),
+                ..Default::default()
+            },
+        )
+        .await;
+
+        let mut config = p.config().clone();
+        // One engine here: adopted members count, so Steward's own must be let share it.
+        config.placement = steward_model::ports::Placement::Preferred;
+        config.adopt = vec![
+            Adopt {
+                selector: Selector::Container {
+                    container: legacy1.clone(),
+                    member: "legacy1".into(),
+                },
+                host: None,
+                role: Role::Database,
+                address: None,
+                delete_data: false,
+            },
+            Adopt {
+                selector: Selector::Label {
+                    key: project.0.into(),
+                    value: Some(project.1.into()),
+                    member_label: Some("patroni.name".into()),
+                },
+                host: None,
+                role: Role::Database,
+                address: None,
+                delete_data: false,
+            },
+        ];
+        let adopting = DockerPlatform::connect(config).await.expect("connect");
+
+        let listed = adopting.list().await.expect("list");
+        let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["legacy1", "pg-legacy-2"], "{listed:#?}");
+        assert!(listed.iter().all(|m| m.state == PlatformState::Running
+            && m.labels.get(LABEL_ADOPTED).map(String::as_str) == Some("true")));
+        assert_eq!(listed[0].address, "127.0.77.10");
+        assert_eq!((listed[0].size.cpus, listed[1].size.cpus), (1.0, 0.5));
+        assert_eq!(listed[0].size.memory_bytes, 128 * MIB);
+
+        // Live resizes, each in the container's own kind of CPU limit.
+        let before = c.inspect_container(&legacy1, None).await.unwrap();
+        let grown = Size {
+            cpus: 2.0,
+            memory_bytes: 256 * MIB,
+            disk_bytes: 0,
+        };
+        adopting
+            .resize("legacy1", grown)
+            .await
+            .expect("resize legacy1");
+        let after = c.inspect_container(&legacy1, None).await.unwrap();
+        let hc = after.host_config.clone().unwrap();
+        assert_eq!(
+            (hc.nano_cpus, hc.memory),
+            (Some(2_000_000_000), Some(256 * MIB as i64))
+        );
+        assert_eq!(
+            (after.id, after.state.unwrap().started_at),
+            (before.id, before.state.unwrap().started_at),
+            "resized live, not restarted"
+        );
+        adopting
+            .resize("pg-legacy-2", Size { cpus: 1.0, ..grown })
+            .await
+            .expect("resize pg-legacy-2");
+        let hc = c
+            .inspect_container(&legacy2, None)
+            .await
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(
+            (hc.cpu_quota, hc.cpu_period),
+            (Some(100_000), Some(100_000))
+        );
+        let e = adopting
+            .resize(
+                "legacy1",
+                Size {
+                    disk_bytes: 10 << 30,
+                    ..grown
+                },
+            )
+            .await
+            .expect_err("an adopted disk is not Steward's");
+        assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+
+        // A member Steward creates skips the adopted member's address.
+        let spec = h.database_spec(0);
+        let made = adopting
+            .create(&spec)
+            .await
+            .expect("create beside adopted ones");
+        assert_eq!(made.address, "127.0.77.11");
+
+        // Fenced, then removed with delete_data asked: the rule keeps everything.
+        adopting.fence("legacy1").await.expect("fence");
+        let fenced = adopting.list().await.expect("list");
+        let l1 = fenced
+            .iter()
+            .find(|m| m.name == "legacy1")
+            .expect("still listed");
+        assert_eq!(l1.state, PlatformState::Fenced);
+        adopting.remove("legacy1", true).await.expect("remove");
+        let retired = format!("{legacy1}{RETIRED_SUFFIX}");
+        let kept = c
+            .inspect_container(&retired, None)
+            .await
+            .expect("kept, renamed");
+        assert_ne!(kept.state.unwrap().running, Some(true));
+        assert!(
+            data.path().join("PG_VERSION").exists(),
+            "its data was deleted"
+        );
+        let names: Vec<String> = adopting
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["pg-legacy-2".to_string(), spec.name.clone()]);
+
+        // Nothing outside the adopted set was touched.
+        for name in [&similar, &other_project] {
+            let i = c.inspect_container(name, None).await.expect("still there");
+            assert_eq!(i.state.unwrap().running, Some(true), "{name}");
+            let hc = i.host_config.unwrap();
+            assert_eq!(hc.nano_cpus.unwrap_or(0), 0, "{name} was resized");
+        }
+        h
+    })
+    .await;
+}
