@@ -92,6 +92,10 @@ enum Command {
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
+        /// Also ask the platform (read-only) what each `[[platform.docker.adopt]]` rule takes
+        /// now: which container, on which host, as which member.
+        #[arg(long)]
+        resolve: bool,
     },
 
     /// Dry-run the policies over recorded metrics: what Steward would have done, and why,
@@ -155,7 +159,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     match command {
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, resolve } => check_config(&file, resolve),
         Command::Evaluate { config, args } => {
             let policy = match config {
                 Some(path) => config::load(&path)?.policy,
@@ -185,15 +189,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// `steward check-config FILE`: all errors on stderr (exit 2), or the effective config on stdout.
-fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn check_config(file: &std::path::Path, resolve: bool) -> anyhow::Result<ExitCode> {
     let raw = config::read_raw(file)?;
     let effective = raw.to_toml();
     match raw.validate() {
-        Ok(_) => {
+        Ok(valid) => {
             print!(
                 "# {}: valid. The effective config, every default filled in:\n{effective}",
                 file.display()
             );
+            if resolve {
+                resolve_adoption(valid.platform.as_ref())?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -204,6 +211,53 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_INVALID))
         }
     }
+}
+
+/// `check-config --resolve`: what each adoption rule takes now, asked of the engines.
+fn resolve_adoption(
+    platform: Option<&steward_runtime::run::config::PlatformSettings>,
+) -> anyhow::Result<()> {
+    use steward_adapters::platform::docker::{DockerPlatform, Selector};
+    let Some(steward_runtime::run::config::PlatformSettings::Docker(docker)) = platform else {
+        println!("# --resolve: only the docker platform has adoption rules; nothing to resolve");
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let matches = runtime.block_on(async {
+        let p = DockerPlatform::connect((**docker).clone())
+            .await
+            .context("connecting to docker to resolve the adoption rules")?;
+        p.adopted()
+            .await
+            .context("listing containers to resolve the adoption rules")
+    })?;
+    println!("# adoption, as the engines answer now:");
+    if docker.adopt.is_empty() {
+        println!("#   no [[platform.docker.adopt]] rule");
+    }
+    for (i, rule) in docker.adopt.iter().enumerate() {
+        let what = match &rule.selector {
+            Selector::Container { container, .. } => format!("container {container}"),
+            Selector::Label { key, value, .. } => match value {
+                Some(v) => format!("label {key}={v}"),
+                None => format!("label {key}"),
+            },
+        };
+        let taken: Vec<_> = matches.iter().filter(|m| m.rule == i).collect();
+        if taken.is_empty() {
+            println!("#   adopt[{i}] ({what}): takes nothing");
+        }
+        for m in taken {
+            println!(
+                "#   adopt[{i}] ({what}): member {} = container {} on {}",
+                m.member, m.container, m.host
+            );
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(filter: &str, format: LogFormat, ansi: bool) {

@@ -97,3 +97,72 @@ fn a_missing_file_is_a_clear_error() {
     );
     assert!(stderr.contains("No such file"), "{stderr}");
 }
+
+/// `check-config --resolve` asks the engine what each adoption rule takes (issue 15): a container
+/// made with plain `docker run` (no Steward label) shows under the explicit rule with its member
+/// name, a look-alike name does not, and a label rule that takes nothing says so.
+#[test]
+fn resolve_shows_what_each_adoption_rule_takes_on_the_real_engine() {
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .expect("the docker CLI runs")
+    };
+    let image = docker(&["image", "inspect", "steward-empty:1"]);
+    if !image.status.success() {
+        crate::service_missing("no Docker engine with the steward-empty:1 image");
+        return;
+    }
+    let tag = format!("sttest-resolve-{}", std::process::id());
+    let (mine, similar) = (format!("{tag}-db1"), format!("{tag}-db10"));
+    for name in [&mine, &similar] {
+        let out = docker(&[
+            "create",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "steward-empty:1",
+            "/bin/true",
+        ]);
+        assert!(out.status.success(), "docker create {name}: {out:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The lab's config on its first engine only (the second runs only while the lab is up).
+    let text: String = std::fs::read_to_string(repo("tests/data/e2e/lab.toml"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"host-b\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = dir.path().join("adopt.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[[platform.docker.adopt]]\ncontainer = \"{mine}\"\nmember = \"pg1\"\n\n\
+             [[platform.docker.adopt]]\nlabel = \"com.example.project={tag}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = steward(&["check-config", "--resolve", config.to_str().unwrap()]);
+    for name in [&mine, &similar] {
+        docker(&["rm", "-f", name]);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("adopt[")).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("#   adopt[0] (container {mine}): member pg1 = container {mine} on host-a")
+                .as_str(),
+            format!("#   adopt[1] (label com.example.project={tag}): takes nothing").as_str(),
+        ],
+        "{stdout}"
+    );
+}

@@ -708,6 +708,18 @@ struct Found {
     alive: bool,
     /// The adoption rule (index into `config.adopt`) that took it; `None` when Steward made it.
     adopted: Option<usize>,
+    /// The container's name on its engine.
+    container: String,
+}
+
+/// What an adoption rule took (`steward check-config --resolve`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptedMatch {
+    /// Index into `[[platform.docker.adopt]]`.
+    pub rule: usize,
+    pub member: String,
+    pub container: String,
+    pub host: String,
 }
 
 /// The Docker [`Platform`] for one cluster.
@@ -781,6 +793,23 @@ impl DockerPlatform {
 
     pub fn config(&self) -> &DockerConfig {
         &self.config
+    }
+
+    /// Every container the adoption rules take now, with the rule that took it: a read-only
+    /// listing of every engine (`steward check-config --resolve`).
+    pub async fn adopted(&self) -> Result<Vec<AdoptedMatch>, PlatformError> {
+        let found = self.find("resolve adoption rules", None).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|f| {
+                Some(AdoptedMatch {
+                    rule: f.adopted?,
+                    member: f.member,
+                    container: f.container,
+                    host: self.engines[f.host].name.clone(),
+                })
+            })
+            .collect())
     }
 
     fn container_name(&self, member: &str) -> String {
@@ -872,6 +901,7 @@ impl DockerPlatform {
                         matches!(s, S::RUNNING | S::PAUSED)
                     }),
                     adopted,
+                    container: container_name.trim_start_matches('/').to_string(),
                 });
             }
         }
@@ -1237,6 +1267,7 @@ impl DockerPlatform {
             address: Some(address),
             alive: true,
             adopted: None,
+            container: name.clone(),
         };
         let inspected = self.inspect(&op, &found).await?;
         Ok(self.to_member(&found, &inspected).await)
