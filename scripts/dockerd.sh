@@ -6,6 +6,11 @@
 #   scripts/dockerd.sh          the default engine on unix:///var/run/docker.sock
 #   scripts/dockerd.sh second   a second engine ("another host") on unix:///run/steward-docker2.sock,
 #                               with its own data and exec roots, no bridge and no iptables rules
+#   scripts/dockerd.sh tls      a third engine reached only over TCP with TLS client certificates
+#                               (`dockerd --tlsverify`) on tcp://127.0.0.41:2376, as a remote host
+#                               serves it; its CA, server and client certificates are made here
+#                               (openssl) in /var/lib/steward-docker-tls/certs: ca.pem, cert.pem
+#                               and key.pem are the client's
 #
 # Logs go to /var/log/steward-dockerd[-second].log.
 set -euo pipefail
@@ -25,13 +30,49 @@ case "$which" in
           -H "unix://$sock" --pidfile /run/steward-docker2.pid
           --bridge=none --iptables=false)
     ;;
+  tls)
+    sock=127.0.0.41:2376
+    log=/var/log/steward-dockerd-tls.log
+    certs=/var/lib/steward-docker-tls/certs
+    if [ ! -s "$certs/key.pem" ]; then
+      command -v openssl >/dev/null || { echo "openssl not found: apt-get install -y openssl" >&2; exit 1; }
+      mkdir -p "$certs"
+      (
+        cd "$certs"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=steward-test-ca \
+          -keyout ca-key.pem -out ca.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.41 \
+          -keyout server-key.pem -out server.csr 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.41\nextendedKeyUsage=serverAuth\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+          -extfile server.ext -out server-cert.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj /CN=steward \
+          -keyout key.pem -out client.csr 2>/dev/null
+        printf 'extendedKeyUsage=clientAuth\n' > client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+          -extfile client.ext -out cert.pem 2>/dev/null
+        chmod 600 ./*key.pem
+      )
+    fi
+    args=(--data-root /var/lib/steward-docker-tls --exec-root /run/steward-docker-tls
+          -H "tcp://$sock" --pidfile /run/steward-docker-tls.pid
+          --tlsverify --tlscacert "$certs/ca.pem" --tlscert "$certs/server-cert.pem"
+          --tlskey "$certs/server-key.pem" --bridge=none --iptables=false)
+    ;;
   *)
-    echo "usage: $0 [first|second]" >&2
+    echo "usage: $0 [first|second|tls]" >&2
     exit 2
     ;;
 esac
 
-answers() { docker -H "unix://$sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+answers() {
+  if [ "$which" = tls ]; then
+    docker -H "tcp://$sock" --tlsverify --tlscacert "$certs/ca.pem" --tlscert "$certs/cert.pem" \
+      --tlskey "$certs/key.pem" version --format '{{.Server.Version}}' >/dev/null 2>&1
+  else
+    docker -H "unix://$sock" version --format '{{.Server.Version}}' >/dev/null 2>&1
+  fi
+}
 
 if answers; then
   echo "dockerd ($which) already answers on $sock"

@@ -52,7 +52,8 @@ install_debian_packages "${BUILD_PACKAGES[@]}" \
     docker.io                   `# the Docker platform, tested on a real engine` \
     xfsprogs util-linux         `# loop-mounted XFS volumes that grow online` \
     haproxy                     `# the HAProxy Runtime API client, tested on a real haproxy` \
-    etcd-server                 `# leader election on etcd leases, tested on a real etcd`
+    etcd-server                 `# leader election on etcd leases, tested on a real etcd` \
+    openssl                     `# certificates of the TLS Docker engine (scripts/dockerd.sh tls)`
 log "what the lab runs on (Debian packages, Patroni)"
 scripts/lab.sh install
 
@@ -68,6 +69,8 @@ fi
 
 log "starting the Docker engine if it is not running"
 scripts/dockerd.sh
+log "starting a Docker engine over TCP with TLS client certificates (a remote host's kind)"
+scripts/dockerd.sh tls
 
 log "bringing up the lab (etcd, 3 Patroni members, 2 HAProxy, Prometheus) for the end-to-end tests"
 scripts/lab.sh up

@@ -115,8 +115,26 @@ fn default_fence_grace() -> Duration {
 pub struct RawHost {
     /// The host's name in listings and placement (e.g. `host-a`).
     pub name: String,
-    /// `unix:///var/run/docker.sock`, or `http://127.0.0.1:PORT` (loopback only).
+    /// `unix:///var/run/docker.sock`; `tcp://HOST:2376` with `tls` (a remote engine, as
+    /// `dockerd --tlsverify` serves it); `http://127.0.0.1:PORT` or plain `tcp://` only with
+    /// `insecure = true` (unless loopback `http://`).
     pub endpoint: String,
+    /// The client certificate, its key and the CA that signed the engine's certificate (PEM
+    /// files), as `docker --tlsverify` takes them.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// Allows a plain (unencrypted, unauthenticated) TCP engine that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `hosts[].tls`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The data disk provider.
@@ -216,8 +234,16 @@ fn default_restart() -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     Unix(PathBuf),
-    /// `http://127.x.y.z:port` (wiremock in tests).
+    /// Plain HTTP: `http://127.x.y.z:port` (wiremock in tests), or any `tcp://`/`http://` engine
+    /// the config marked `insecure`.
     Http(String),
+    /// `tcp://host:port` over TLS with a client certificate.
+    Tls {
+        address: String,
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 /// A validated engine.
@@ -303,25 +329,68 @@ fn parse_address(text: &str) -> Result<Vec<Ipv4Addr>, String> {
     }
 }
 
-fn validate_endpoint(text: &str) -> Result<Endpoint, String> {
+fn validate_endpoint(h: &RawHost) -> Result<Endpoint, String> {
+    let text = h.endpoint.as_str();
     if let Some(path) = text.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(format!("`{text}`: the socket path must be absolute"));
         }
+        if h.tls.is_some() {
+            return Err(format!("`{text}`: a unix socket takes no `tls`"));
+        }
         return Ok(Endpoint::Unix(PathBuf::from(path)));
     }
-    if let Some(rest) = text.strip_prefix("http://") {
-        let host = rest.split(['/', ':']).next().unwrap_or_default();
-        let loopback =
-            host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback());
-        if !loopback {
-            return Err(format!("`{text}`: only loopback engines are allowed"));
+    let Some((scheme, rest)) = text
+        .split_once("://")
+        .filter(|(s, _)| matches!(*s, "tcp" | "http" | "https"))
+    else {
+        return Err(format!(
+            "`{text}`: expected unix:///path/to/docker.sock, tcp://HOST:2376 (with `tls`) or \
+             http://127.0.0.1:PORT"
+        ));
+    };
+    let authority = rest.trim_end_matches('/');
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => {
+            return Err(format!(
+                "`{text}`: give the engine's port (tcp://HOST:2376)"
+            ))
         }
-        return Ok(Endpoint::Http(text.trim_end_matches('/').to_string()));
+    };
+    if host.is_empty() || authority.contains(['/', '@']) {
+        return Err(format!("`{text}`: expected tcp://HOST:PORT"));
     }
-    Err(format!(
-        "`{text}`: expected unix:///path/to/docker.sock or http://127.0.0.1:PORT"
-    ))
+    if let Some(tls) = &h.tls {
+        for (field, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+            if !path.is_absolute() {
+                return Err(format!(
+                    "tls.{field}: `{}` must be an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        return Ok(Endpoint::Tls {
+            address: format!("{host}:{}", &authority[host.len() + 1..]),
+            ca: tls.ca.clone(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+        });
+    }
+    if scheme == "https" {
+        return Err(format!(
+            "`{text}`: an https engine needs `tls` (ca, cert, key)"
+        ));
+    }
+    let loopback = host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback());
+    if !loopback && !h.insecure {
+        return Err(format!(
+            "`{text}`: a plain TCP engine lets anyone who reaches it run containers as root; give \
+             `tls = {{ ca = ..., cert = ..., key = ... }}` (dockerd --tlsverify), or \
+             `insecure = true` if the network is yours alone"
+        ));
+    }
+    Ok(Endpoint::Http(format!("http://{authority}")))
 }
 
 impl RawTemplate {
@@ -453,7 +522,7 @@ impl RawDockerConfig {
                     format!("`{}` is listed twice", h.name),
                 );
             }
-            match validate_endpoint(&h.endpoint) {
+            match validate_endpoint(h) {
                 Ok(endpoint) => hosts.push(HostSpec {
                     name: h.name.clone(),
                     endpoint,
@@ -759,6 +828,19 @@ impl DockerPlatform {
                 ),
                 Endpoint::Http(url) => Docker::connect_with_http(
                     url,
+                    REQUEST_TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                ),
+                Endpoint::Tls {
+                    address,
+                    ca,
+                    cert,
+                    key,
+                } => Docker::connect_with_ssl(
+                    address,
+                    key,
+                    cert,
+                    ca,
                     REQUEST_TIMEOUT_SECS,
                     bollard::API_DEFAULT_VERSION,
                 ),
@@ -1596,7 +1678,7 @@ impl Platform for DockerPlatform {
             };
             let ooms = match self.config.hosts[f.host].endpoint {
                 Endpoint::Unix(_) => oom_kills(Path::new(CGROUP_ROOT), &f.id).await,
-                Endpoint::Http(_) => None,
+                Endpoint::Http(_) | Endpoint::Tls { .. } => None,
             };
             (f, stats, disk, ooms)
         });
@@ -1680,7 +1762,9 @@ mod tests {
         let mut r = raw();
         r.hosts.push(RawHost {
             name: "a".into(),
-            endpoint: "tcp://10.0.0.1:2375".into(),
+            endpoint: "tcp://192.0.2.1:2375".into(),
+            tls: None,
+            insecure: false,
         });
         r.addresses = vec!["0.0.0.0".into(), "127.0.0.9-127.0.0.1".into()];
         r.volumes.kind = "nfs".into();
@@ -1710,6 +1794,65 @@ mod tests {
                 .contains("`0.0.0.0` cannot be a member's address"),
             "{e}"
         );
+    }
+
+    /// Remote engines (issue 15): TLS with client certificates as `dockerd --tlsverify` serves
+    /// them; plain TCP off loopback only when the config says `insecure`. Validation only: no
+    /// connection is made.
+    #[test]
+    fn a_remote_engine_needs_tls_or_an_explicit_insecure() {
+        let host = |endpoint: &str, tls: bool, insecure: bool| RawHost {
+            name: "remote".into(),
+            endpoint: endpoint.into(),
+            tls: tls.then(|| RawTls {
+                ca: "/etc/steward/ca.pem".into(),
+                cert: "/etc/steward/cert.pem".into(),
+                key: "/etc/steward/key.pem".into(),
+            }),
+            insecure,
+        };
+        assert_eq!(
+            validate_endpoint(&host("tcp://192.0.2.7:2376", true, false)),
+            Ok(Endpoint::Tls {
+                address: "192.0.2.7:2376".into(),
+                ca: "/etc/steward/ca.pem".into(),
+                cert: "/etc/steward/cert.pem".into(),
+                key: "/etc/steward/key.pem".into(),
+            })
+        );
+        let plain = validate_endpoint(&host("tcp://192.0.2.7:2375", false, false)).unwrap_err();
+        assert!(
+            plain.contains("insecure = true") && plain.contains("tls"),
+            "{plain}"
+        );
+        assert_eq!(
+            validate_endpoint(&host("tcp://192.0.2.7:2375", false, true)),
+            Ok(Endpoint::Http("http://192.0.2.7:2375".into()))
+        );
+        assert_eq!(
+            validate_endpoint(&host("http://127.0.0.1:2375", false, false)),
+            Ok(Endpoint::Http("http://127.0.0.1:2375".into()))
+        );
+        for (bad, want) in [
+            ("tcp://192.0.2.7", "port"),
+            ("https://192.0.2.7:2376", "needs `tls`"),
+            ("ssh://192.0.2.7", "expected unix://"),
+            ("tcp://user@192.0.2.7:2376", "expected tcp://HOST:PORT"),
+        ] {
+            let e = validate_endpoint(&host(bad, false, false)).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let relative = RawHost {
+            tls: Some(RawTls {
+                ca: "ca.pem".into(),
+                cert: "/c".into(),
+                key: "/k".into(),
+            }),
+            ..host("tcp://192.0.2.7:2376", false, false)
+        };
+        assert!(validate_endpoint(&relative)
+            .unwrap_err()
+            .contains("tls.ca: `ca.pem` must be an absolute path"));
     }
 
     /// The loopback rule was the tests' (they may only use loopback), never the product's: a

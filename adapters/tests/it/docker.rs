@@ -1301,3 +1301,110 @@ async fn adopted_containers_are_managed_and_their_data_is_never_deleted() {
     })
     .await;
 }
+
+/// The TLS engine `scripts/dockerd.sh tls` starts, as a remote host serves one.
+const TLS_ENGINE: &str = "127.0.0.41:2376";
+const TLS_CERTS: &str = "/var/lib/steward-docker-tls/certs";
+
+/// Issue 15: a remote engine over TCP with TLS client certificates. The platform reaches it
+/// with the client's certificate (no socket), makes a member there, resizes it live, fences
+/// and removes it; without the certificate the engine does not answer.
+#[tokio::test]
+async fn a_remote_engine_over_tls_runs_members() {
+    // Both rustls providers are compiled into the tests (see Cargo.toml); the product has one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dockerd.sh");
+    let docker = format!(
+        "docker -H tcp://{TLS_ENGINE} --tlsverify --tlscacert {TLS_CERTS}/ca.pem \
+         --tlscert {TLS_CERTS}/cert.pem --tlskey {TLS_CERTS}/key.pem"
+    );
+    let ready = sh(&format!("{} tls", script.display())).await.and(
+        sh(&format!(
+            "{docker} image inspect {IMAGE} >/dev/null 2>&1 || tar cf - -T /dev/null | \
+             {docker} import - {IMAGE}"
+        ))
+        .await,
+    );
+    if let Err(e) = ready {
+        crate::service_missing(&format!("no TLS Docker engine ({e})"));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("{}-", unique("tls"));
+    let host = |tls: bool| {
+        let mut h =
+            serde_json::json!({"name": "remote", "endpoint": format!("tcp://{TLS_ENGINE}")});
+        if tls {
+            h["tls"] = serde_json::json!({
+                "ca": format!("{TLS_CERTS}/ca.pem"),
+                "cert": format!("{TLS_CERTS}/cert.pem"),
+                "key": format!("{TLS_CERTS}/key.pem"),
+            });
+        }
+        h
+    };
+    let raw = |tls: bool| -> RawDockerConfig {
+        serde_json::from_value(serde_json::json!({
+            "cluster": format!("{prefix}c"),
+            "hosts": [host(tls)],
+            "addresses": ["127.0.78.10-127.0.78.20"],
+            "fence_grace": "1s",
+            "name_prefix": prefix,
+            "volumes": {"kind": "fixed", "root": dir.path()},
+            "database": {
+                "image": IMAGE,
+                "command": ["/bin/sleep", "infinity"],
+                "mounts": ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "/bin:/bin:ro"],
+            }
+        }))
+        .expect("test config parses")
+    };
+    // Loopback plain TCP validates (off loopback it needs `insecure`: the unit tests), but the
+    // engine, which verifies clients, does not answer it.
+    let plain = DockerPlatform::connect(raw(false).validate().expect("valid on loopback")).await;
+    assert!(
+        plain.is_err(),
+        "the TLS engine answered without a certificate"
+    );
+    let p = DockerPlatform::connect(raw(true).validate().expect("valid"))
+        .await
+        .expect("the TLS engine answers with the client's certificate");
+    let spec = CreateSpec {
+        cluster: format!("{prefix}c"),
+        role: Role::Database,
+        name: "m1".into(),
+        size: Size {
+            cpus: 0.5,
+            memory_bytes: 64 * MIB,
+            disk_bytes: 0,
+        },
+        operation_id: "tls-test".into(),
+    };
+    let outcome = AssertUnwindSafe(async {
+        let made = p.create(&spec).await.expect("create on the remote engine");
+        assert_eq!(
+            (made.host.as_str(), made.state),
+            ("remote", PlatformState::Running)
+        );
+        let grown = Size {
+            cpus: 1.0,
+            ..spec.size
+        };
+        p.resize("m1", grown).await.expect("resize over TLS");
+        let listed = p.list().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size.cpus, 1.0);
+        p.fence("m1").await.expect("fence");
+        p.remove("m1", true).await.expect("remove");
+        assert!(p.list().await.expect("list").is_empty());
+    })
+    .catch_unwind()
+    .await;
+    let _ = sh(&format!(
+        "{docker} ps -aq --filter name=^{prefix} | xargs -r {docker} rm -f"
+    ))
+    .await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
