@@ -23,6 +23,12 @@
 //! The rounds run one after the other on one lab: every replacement is a new member on the host
 //! with the fewest (`placement = "preferred"`), so the lab hosts all twelve. About 10-12 minutes.
 //!
+//! The same for the scaler (`STEWARD_TEST_CRASH_AT=scale:<before|after>:<n>`): a scale-out (the
+//! HA minimum raised to 4) writes its plan twice (before its create, and its end), a scale-in
+//! (the minimum back at 3 on an idle lab, data deleted) four times (before its drain, fence,
+//! remove, and its end); every point is one round, checked as above with the member count asked
+//! for and whichever member left leaving no container nor disk behind.
+//!
 //! Needs what tests/cli/e2e.rs needs (root, the lab up, `STEWARD_LAB=1`, the lab lock):
 //! `flock /tmp/steward-lab.lock cargo nextest run -p steward --test cli -E 'test(/^e2e_crash::/)'`.
 
@@ -66,6 +72,96 @@ async fn a_steward_killed_at_every_step_boundary_of_a_replacement_converges() {
     .await;
 }
 
+/// The journal records a scale-out writes (before its create, its end) and a scale-in (before
+/// its drain, its fence, its remove, and its end).
+const SCALE_OUT_WRITES: u32 = 2;
+const SCALE_IN_WRITES: u32 = 4;
+
+/// Promise 7 for the scaler on the real lab: Steward dies at every boundary of a scale-out
+/// (the HA minimum raised to 4, which adds a member at once) and of a scale-in (the minimum
+/// back at 3 on an idle cluster, which removes one with its data), starts again, and the lab
+/// converges: the member count asked for, all running and streaming, both balancers holding
+/// exactly them, a removed member's container and disk gone, no operation open, no alert. The
+/// eight scale-in points each need a scale-out before them; the first four of those are the
+/// scale-out's own kill points, the others run whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steward_killed_at_every_step_boundary_of_a_scale_out_and_in_converges() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    let points = |writes: u32| -> Vec<String> {
+        (1..=writes)
+            .flat_map(|w| ["before", "after"].map(|when| format!("scale:{when}:{w}")))
+            .collect()
+    };
+    let (outs, ins) = (points(SCALE_OUT_WRITES), points(SCALE_IN_WRITES));
+    with_lab(urls, move |urls| async move {
+        for (i, scale_in) in ins.iter().enumerate() {
+            scale_round(&urls, 4, outs.get(i).map(String::as_str)).await;
+            scale_round(&urls, 3, Some(scale_in)).await;
+        }
+    })
+    .await;
+}
+
+/// One scaling round: Steward with the HA minimum at `members` (scale-out to 4, or scale-in to
+/// 3 on an idle cluster), dead at `point` if any and started again; the lab checked.
+async fn scale_round(urls: &[String], members: usize, point: Option<&str>) {
+    let client = patroni(urls.to_vec());
+    let platform = platform().await;
+    let from = if members == 4 { 3 } else { 4 };
+    settled_at(&client, &platform, from).await;
+    let before: BTreeSet<String> = database_members(&platform)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let config = write_config_with(dir.path(), &state_dir, |doc| {
+        with_balancers(doc);
+        // An idle lab is far below these bands: the minimum alone decides.
+        let replicas: toml::Table = toml::from_str(&format!(
+            "min_members = {members}\nmax_members = 4\nup_window = \"10s\"\n\
+             down_window = \"10s\"\ncooldown = \"5s\"\n\
+             cpu = {{ low = 0.5, high = 0.95 }}\nconnections = {{ low = 50.0, high = 95.0 }}\n"
+        ))
+        .unwrap();
+        let policy = doc
+            .entry("policy")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("[policy] is a table");
+        policy.insert("replicas".into(), toml::Value::Table(replicas));
+        let mut scaler = toml::Table::new();
+        scaler.insert("delete_data_on_scale_in".into(), true.into());
+        doc.insert("scaler".into(), toml::Value::Table(scaler));
+    });
+    let label = point.unwrap_or("no crash");
+    let steward = match point {
+        Some(point) => {
+            let steward = Steward::start_with_env(
+                &config,
+                dir,
+                state_dir.clone(),
+                &[("STEWARD_TEST_CRASH_AT", point)],
+            );
+            restart_after_crash(point, steward, &config).await
+        }
+        None => Steward::start(&config, dir, state_dir.clone()),
+    };
+    let expect = Expect {
+        members,
+        before: &before,
+        must_go: None,
+    };
+    let took = converge(label, &client, &platform, &expect, &state_dir, steward).await;
+    eprintln!(
+        "e2e-crash {label}: {from} -> {members} members, converged {:.1} s after the (re)start",
+        took.as_secs_f64()
+    );
+}
+
 /// One kill point: a replica killed, Steward dead at `point`, started again, the cluster checked.
 async fn round(urls: &[String], point: &str) {
     let client = patroni(urls.to_vec());
@@ -80,15 +176,7 @@ async fn round(urls: &[String], point: &str) {
 
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
-    let config = write_config_with(dir.path(), &state_dir, |doc| {
-        let mut balancers = toml::Table::new();
-        let apis: Vec<toml::Value> = LAB_BALANCERS.iter().map(|(_, a)| (*a).into()).collect();
-        balancers.insert("runtime_apis".into(), toml::Value::Array(apis));
-        // A new replica never passes the primary backend's check: it is set ready (drained of
-        // nothing, down by its check) once this wait is over. Short, so a round is short.
-        balancers.insert("enable_timeout".into(), "10s".into());
-        doc.insert("balancers".into(), toml::Value::Table(balancers));
-    });
+    let config = write_config_with(dir.path(), &state_dir, with_balancers);
     let mut steward = Steward::start_with_env(
         &config,
         dir,
@@ -104,6 +192,28 @@ async fn round(urls: &[String], point: &str) {
     );
     eprintln!("e2e-crash {point}: killed {victim} (leader {leader})");
 
+    let steward = restart_after_crash(point, steward, &config).await;
+    let before: BTreeSet<String> = database_members(&platform)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .chain([victim.clone()])
+        .collect();
+    let expect = Expect {
+        members: 3,
+        before: &before,
+        must_go: Some(&victim),
+    };
+    let converged = converge(point, &client, &platform, &expect, &state_dir, steward).await;
+    eprintln!(
+        "e2e-crash {point}: converged {:.1} s after the restart",
+        converged.as_secs_f64()
+    );
+}
+
+/// Waits for Steward to abort at its crash point (SIGABRT), then starts it again on the same
+/// config and state folder, without the crash point.
+async fn restart_after_crash(point: &str, steward: Steward, config: &Path) -> Steward {
     let (status, dir, state_dir) =
         steward
             .wait_exit(REPAIR_TIMEOUT)
@@ -116,12 +226,18 @@ async fn round(urls: &[String], point: &str) {
         Some(6),
         "{point}: steward did not abort at its crash point: {status}"
     );
-    let steward = Steward::start(&config, dir, state_dir.clone());
-    let converged = converge(point, &client, &platform, &victim, &state_dir, steward).await;
-    eprintln!(
-        "e2e-crash {point}: converged {:.1} s after the restart",
-        converged.as_secs_f64()
-    );
+    Steward::start(config, dir, state_dir)
+}
+
+/// `[balancers]` on the lab's pair, with a short enable wait: a new replica never passes the
+/// primary backend's check, so it is set ready (drained of nothing, down by its check) once this
+/// wait is over. Short, so a round is short.
+fn with_balancers(doc: &mut toml::Table) {
+    let mut balancers = toml::Table::new();
+    let apis: Vec<toml::Value> = LAB_BALANCERS.iter().map(|(_, a)| (*a).into()).collect();
+    balancers.insert("runtime_apis".into(), toml::Value::Array(apis));
+    balancers.insert("enable_timeout".into(), "10s".into());
+    doc.insert("balancers".into(), toml::Value::Table(balancers));
 }
 
 /// Waits for one leader and two streaming replicas with the platform's three members running
@@ -130,17 +246,27 @@ async fn settled(
     client: &steward_adapters::patroni::PatroniClient,
     platform: &steward_adapters::platform::docker::DockerPlatform,
 ) -> (String, Vec<String>) {
+    settled_at(client, platform, 3).await
+}
+
+/// [`settled`] at `count` members: one leader, the others streaming.
+async fn settled_at(
+    client: &steward_adapters::patroni::PatroniClient,
+    platform: &steward_adapters::platform::docker::DockerPlatform,
+    count: usize,
+) -> (String, Vec<String>) {
     let deadline = Instant::now() + REPAIR_TIMEOUT;
     loop {
         let members = database_members(platform).await;
         if let Some((leader, streaming)) = leader_and_streaming(client).await {
-            if streaming.len() == 2 && members.len() == 3 {
+            if streaming.len() == count - 1 && members.len() == count {
                 return (leader, streaming);
             }
         }
         assert!(
             Instant::now() < deadline,
-            "the lab did not settle at one leader and two streaming replicas: {members:?}"
+            "the lab did not settle at one leader and {} streaming replicas: {members:?}",
+            count - 1
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -180,19 +306,31 @@ async fn engine_of(
         .unwrap_or_else(|| panic!("{member} is on an unknown host {host}"))
 }
 
+/// What a round must end with.
+struct Expect<'a> {
+    /// Database members, all running, one leader and the others streaming.
+    members: usize,
+    /// The members before the round: whichever of them is no longer a member must have left
+    /// no container and no disk behind.
+    before: &'a BTreeSet<String>,
+    /// A member that must be gone (the killed replica).
+    must_go: Option<&'a str>,
+}
+
 /// What is wrong with the lab after a round, or None when it converged.
 async fn unconverged(
     client: &steward_adapters::patroni::PatroniClient,
     platform: &steward_adapters::platform::docker::DockerPlatform,
-    victim: &str,
+    expect: &Expect<'_>,
     state_dir: &Path,
 ) -> Option<String> {
     let members = database_members(platform).await;
-    if members.len() != 3 || members.iter().any(|(_, s)| *s != PlatformState::Running) {
+    if members.len() != expect.members || members.iter().any(|(_, s)| *s != PlatformState::Running)
+    {
         return Some(format!("the platform lists {members:?}"));
     }
     let names: BTreeSet<String> = members.into_iter().map(|(n, _)| n).collect();
-    if names.contains(victim) {
+    if let Some(victim) = expect.must_go.filter(|v| names.contains(*v)) {
         return Some(format!("{victim} is still a member"));
     }
     let view = match client.cluster().await {
@@ -206,8 +344,13 @@ async fn unconverged(
         ));
     }
     match leader_and_streaming(client).await {
-        Some((_, streaming)) if streaming.len() == 2 => {}
-        other => return Some(format!("not two streaming replicas: {other:?}")),
+        Some((_, streaming)) if streaming.len() == expect.members - 1 => {}
+        other => {
+            return Some(format!(
+                "not {} streaming replicas: {other:?}",
+                expect.members - 1
+            ))
+        }
     }
     for (container, api) in LAB_BALANCERS {
         let Some(servers) = balancer_servers(api).await else {
@@ -238,16 +381,18 @@ async fn unconverged(
     if !open.is_empty() {
         return Some(format!("operations open in the journal: {open:?}"));
     }
-    for (_, engine) in ENGINES {
-        for name in [victim.to_string(), format!("{victim}.fenced")] {
-            let out = sh("docker", &["-H", engine, "inspect", "-f", "{{.Id}}", &name]).await;
-            if out.status.success() {
-                return Some(format!("container {name} is still on {engine}"));
+    for gone in expect.before.difference(&names) {
+        for (_, engine) in ENGINES {
+            for name in [gone.to_string(), format!("{gone}.fenced")] {
+                let out = sh("docker", &["-H", engine, "inspect", "-f", "{{.Id}}", &name]).await;
+                if out.status.success() {
+                    return Some(format!("container {name} is still on {engine}"));
+                }
             }
         }
-    }
-    if Path::new(DISKS).join(format!("{victim}.img")).exists() {
-        return Some(format!("the disk of {victim} is still in {DISKS}"));
+        if Path::new(DISKS).join(format!("{gone}.img")).exists() {
+            return Some(format!("the disk of {gone} is still in {DISKS}"));
+        }
     }
     None
 }
@@ -258,7 +403,7 @@ async fn converge(
     point: &str,
     client: &steward_adapters::patroni::PatroniClient,
     platform: &steward_adapters::platform::docker::DockerPlatform,
-    victim: &str,
+    expect: &Expect<'_>,
     state_dir: &Path,
     mut steward: Steward,
 ) -> Duration {
@@ -266,7 +411,7 @@ async fn converge(
     let deadline = restarted + REPAIR_TIMEOUT;
     loop {
         steward.assert_alive();
-        let Some(why) = unconverged(client, platform, victim, state_dir).await else {
+        let Some(why) = unconverged(client, platform, expect, state_dir).await else {
             break;
         };
         assert!(

@@ -82,20 +82,21 @@ fn each_step_waits_for_the_member_to_be_healthy_again() {
     assert_eq!(labels(&h.observe()), ["resize pg-1"]);
 }
 
+/// A CPU grow on a platform that resizes by restarting: replicas, switchover, the old primary,
+/// then the reload-only settings.
+const RESTART_ROLLOUT: [&str; 5] = [
+    "resize pg-2",
+    "resize pg-3",
+    "switchover pg-1->pg-2",
+    "resize pg-1",
+    "patch",
+];
+
 #[test]
 fn a_restart_only_platform_switches_over_before_the_primary() {
     let mut h = cpu_pressure(restart_only());
     assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
-    assert_eq!(
-        labels(&h.commands),
-        [
-            "resize pg-2",
-            "resize pg-3",
-            "switchover pg-1->pg-2",
-            "resize pg-1",
-            "patch"
-        ]
-    );
+    assert_eq!(labels(&h.commands), RESTART_ROLLOUT);
     assert_eq!(h.world.leader(), Some("pg-2"));
     // The switchover went to a replica already at the new size.
     let intent_disruptive = h
@@ -114,16 +115,7 @@ fn a_switchover_whose_answer_was_lost_but_which_happened_goes_on() {
     let mut h = cpu_pressure(restart_only());
     h.world.lose_answer_at = Some(2);
     assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
-    assert_eq!(
-        labels(&h.commands),
-        [
-            "resize pg-2",
-            "resize pg-3",
-            "switchover pg-1->pg-2",
-            "resize pg-1",
-            "patch"
-        ]
-    );
+    assert_eq!(labels(&h.commands), RESTART_ROLLOUT);
     assert_eq!(h.world.leader(), Some("pg-2"));
 }
 
