@@ -249,7 +249,12 @@ impl LeaseConfig {
         }
         // At least one keep-alive must be able to land before the local deadline, or the holder
         // would give up between two keep-alives.
-        if keepalive + safety_margin >= self.ttl {
+        // Checked: both come from the file and may each be near `Duration::MAX` (fuzz target
+        // `config`).
+        if keepalive
+            .checked_add(safety_margin)
+            .is_none_or(|sum| sum >= self.ttl)
+        {
             errors.push(
                 "keepalive",
                 "keepalive plus safety_margin must be below ttl, or the holder gives up between two keep-alives",
@@ -1339,6 +1344,21 @@ mod tests {
         };
         assert_eq!(
             paths(c.validate_with_env(|_| None).unwrap_err()),
+            ["keepalive"]
+        );
+    }
+
+    /// Found by the `config` fuzz target: `[lease] keepalive` plus `safety_margin` of a few
+    /// hundred billion years each overflowed the sum checked here.
+    #[test]
+    fn huge_keepalive_and_safety_margin_are_refused_not_a_panic() {
+        let raw: LeaseConfig = toml::from_str(
+            "endpoints = [\"http://127.0.0.5:23790\"]\ninstance = \"a\"\nscope = \"fleet\"\n\
+             keepalive = \"500000000000y\"\nsafety_margin = \"500000000000y\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            paths(raw.validate_with_env(|_| None).unwrap_err()),
             ["keepalive"]
         );
     }

@@ -1,6 +1,7 @@
 //! Tests of the `steward` binary as a user runs it: one integration test binary, modules inside.
 mod config;
 mod e2e;
+mod e2e_adopt;
 mod e2e_crash;
 mod e2e_scaling;
 mod evaluate;

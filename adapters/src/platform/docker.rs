@@ -146,6 +146,43 @@ pub struct RawVolumes {
     pub kind: String,
     /// An absolute folder on the machine running the engines, holding every member's volume.
     pub root: PathBuf,
+    /// The data disk of a member whose size nobody knows: a replacement of an adopted member
+    /// (its disk is not Steward's volume, so its size is unknown). Bytes, or `"20GiB"`.
+    #[serde(default)]
+    pub default_size: Option<serde_json::Value>,
+}
+
+/// `"20GiB"`, `"512MiB"`, `"1TiB"`, `"1000000"` or a plain number: bytes.
+fn parse_size(v: &serde_json::Value) -> Result<u64, String> {
+    if let Some(n) = v.as_u64() {
+        return Ok(n);
+    }
+    let text = v
+        .as_str()
+        .ok_or_else(|| format!("`{v}`: expected bytes or a size such as \"20GiB\""))?
+        .trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a whole number and a unit such as 20GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (B, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// How a member of one role is made.
@@ -291,6 +328,8 @@ pub struct DockerConfig {
     pub fence_grace: Duration,
     pub name_prefix: String,
     pub volumes: VolumeKind,
+    /// `volumes.default_size`: the disk of a member whose size is unknown.
+    pub default_disk_bytes: Option<u64>,
     pub database: Template,
     pub balancer: Option<Template>,
     pub placement: Placement,
@@ -562,6 +601,11 @@ impl RawDockerConfig {
                 format!("`{}` must be absolute", self.volumes.root.display()),
             );
         }
+        let default_disk_bytes = self.volumes.default_size.as_ref().and_then(|v| {
+            parse_size(v)
+                .map_err(|e| errors.push("volumes.default_size", e))
+                .ok()
+        });
         let volumes = match self.volumes.kind.as_str() {
             "fixed" => VolumeKind::Fixed(self.volumes.root.clone()),
             "loop-xfs" => VolumeKind::LoopXfs(self.volumes.root.clone()),
@@ -600,6 +644,7 @@ impl RawDockerConfig {
             fence_grace: self.fence_grace,
             name_prefix: self.name_prefix.clone(),
             volumes,
+            default_disk_bytes,
             database,
             balancer,
             placement: self.placement,
@@ -1291,7 +1336,7 @@ impl DockerPlatform {
         let data = match template.data_path {
             Some(_) => Some(
                 self.volumes
-                    .ensure(&spec.name, spec.size.disk_bytes)
+                    .ensure(&spec.name, self.disk_for(spec)?)
                     .await
                     .map_err(|e| volume_error(&op, e))?,
             ),
@@ -1353,6 +1398,24 @@ impl DockerPlatform {
         };
         let inspected = self.inspect(&op, &found).await?;
         Ok(self.to_member(&found, &inspected).await)
+    }
+
+    /// The size of a new member's data disk: the one asked for, or, when nobody knows it (a
+    /// replacement of an adopted member, whose disk is not Steward's volume: 0),
+    /// `volumes.default_size`.
+    fn disk_for(&self, spec: &CreateSpec) -> Result<u64, PlatformError> {
+        if spec.size.disk_bytes > 0 {
+            return Ok(spec.size.disk_bytes);
+        }
+        self.config.default_disk_bytes.ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Permanent,
+                format!("create member {}", spec.name),
+                "its disk size is unknown (it replaces a member whose disk is not one of \
+                 Steward's volumes, e.g. an adopted one): set [platform.docker.volumes] \
+                 default_size",
+            )
+        })
     }
 
     /// Ends Steward's care of an adopted member without deleting anything it did not create:
@@ -1794,6 +1857,32 @@ mod tests {
                 .contains("`0.0.0.0` cannot be a member's address"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_default_disk_size_reads_as_people_write_it() {
+        for (v, want) in [
+            (serde_json::json!("20GiB"), Ok(20u64 << 30)),
+            (serde_json::json!("512MiB"), Ok(512 << 20)),
+            (serde_json::json!(1000), Ok(1000)),
+        ] {
+            assert_eq!(parse_size(&v), want, "{v}");
+        }
+        for (v, want) in [
+            (serde_json::json!("20GB"), "unknown unit `GB`"),
+            (serde_json::json!("lots"), "whole number"),
+            (serde_json::json!("99999999999TiB"), "too large"),
+            (serde_json::json!(-1), "expected bytes"),
+        ] {
+            let e = parse_size(&v).unwrap_err();
+            assert!(e.contains(want), "{v}: {e}");
+        }
+        let mut r = raw();
+        r.volumes.default_size = Some(serde_json::json!("1GiB"));
+        assert_eq!(r.validate().unwrap().default_disk_bytes, Some(1 << 30));
+        r.volumes.default_size = Some(serde_json::json!("1 parsec"));
+        let e = r.validate().unwrap_err().to_string();
+        assert!(e.contains("volumes.default_size"), "{e}");
     }
 
     /// Remote engines (issue 15): TLS with client certificates as `dockerd --tlsverify` serves

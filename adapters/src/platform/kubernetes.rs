@@ -846,6 +846,13 @@ fn ordinal(set: &RoleSetRaw, pod: &str) -> Option<u32> {
         .ok()
 }
 
+/// Whether `pod` is the highest ordinal of a StatefulSet of `replicas` pods, the one a
+/// scale-down removes. Checked: a pod name may carry any ordinal up to `u32::MAX` (fuzz target
+/// `kubernetes`).
+fn is_last_ordinal(set: &RoleSetRaw, pod: &str, replicas: u32) -> bool {
+    ordinal(set, pod).is_some_and(|o| o.checked_add(1) == Some(replicas))
+}
+
 fn replicas_of(sts: &StatefulSet) -> u32 {
     sts.spec
         .as_ref()
@@ -1261,7 +1268,7 @@ impl Platform for KubernetesPlatform {
             .await
             .map_err(|e| kube_error(op, e))?;
         let replicas = replicas_of(&sts);
-        if ordinal(set, member).is_some_and(|o| o + 1 == replicas) {
+        if is_last_ordinal(set, member, replicas) {
             // The highest ordinal: the StatefulSet deletes it when it shrinks.
             let scale = json!({ "spec": { "replicas": replicas - 1 } });
             self.sets()
@@ -1435,6 +1442,23 @@ mod tests {
         let typo = text.replace("\"namespace\"", "\"namespaces\"");
         let err = serde_json::from_str::<KubernetesConfigRaw>(&typo).unwrap_err();
         assert!(err.to_string().contains("namespaces"), "{err}");
+    }
+
+    /// Found by the `kubernetes` fuzz target: removing a pod named with the largest ordinal
+    /// (`pg-4294967295`) from a StatefulSet of 0 replicas overflowed `ordinal + 1` (and, with
+    /// the overflow wrapping in a release build, would have asked for `0 - 1` replicas).
+    #[test]
+    fn the_largest_ordinal_is_not_the_last_of_an_empty_set() {
+        let set = RoleSetRaw {
+            statefulset: "pg".into(),
+            container: default_container(),
+            volume_claim: default_claim(),
+            max_cpus: 8.0,
+            max_memory_bytes: 1 << 30,
+        };
+        assert!(!is_last_ordinal(&set, "pg-4294967295", 0));
+        assert!(is_last_ordinal(&set, "pg-2", 3));
+        assert!(!is_last_ordinal(&set, "pg-1", 3));
     }
 
     #[test]

@@ -240,11 +240,13 @@ impl VolumeProvider for LoopXfsVolumes {
     async fn ensure(&self, member: &str, bytes: u64) -> Result<Volume, VolumeError> {
         let img = self.image(member);
         let mnt = self.mount_point(member);
+        let fresh = tokio::fs::metadata(&img).await.is_err();
+        // Refused before anything is made: no empty mount point is left behind.
+        if fresh && bytes < XFS_MIN_BYTES {
+            return Err(VolumeError::TooSmall { wanted: bytes });
+        }
         tokio::fs::create_dir_all(&mnt).await.map_err(io(&mnt))?;
-        if tokio::fs::metadata(&img).await.is_err() {
-            if bytes < XFS_MIN_BYTES {
-                return Err(VolumeError::TooSmall { wanted: bytes });
-            }
+        if fresh {
             let img_s = img.to_string_lossy();
             run("truncate", &["-s", &bytes.to_string(), &img_s]).await?;
             if let Err(e) = run("mkfs.xfs", &["-q", &img_s]).await {

@@ -1408,3 +1408,21 @@ async fn a_remote_engine_over_tls_runs_members() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A volume refused as too small leaves nothing behind, not even an empty mount point (the
+/// adoption test's replacements, asked with an unknown size, left empty folders).
+#[tokio::test]
+async fn a_loop_xfs_volume_refused_as_too_small_leaves_no_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let volumes = LoopXfsVolumes::new(root.path());
+    let e = volumes
+        .ensure("m1", 0)
+        .await
+        .expect_err("0 bytes is too small");
+    assert!(e.to_string().contains("minimum"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
