@@ -136,6 +136,19 @@ async fn scale_round(urls: &[String], members: usize, point: Option<&str>) {
         let mut scaler = toml::Table::new();
         scaler.insert("delete_data_on_scale_in".into(), true.into());
         doc.insert("scaler".into(), toml::Value::Table(scaler));
+        // The lab runs an exporter for its own members only: a member Steward adds would have
+        // no connections figure, and a missing figure blocks every scale-in. This query counts
+        // such a member's connections as 0 (tests/data/e2e/scaling-replicas.toml says more).
+        let queries: toml::Table = toml::from_str(
+            "[connections]\nquery = 'sum by (member) (pg_stat_activity_count) or max by \
+             (member) (label_replace(pg_stat_replication_pg_wal_lsn_diff, \"member\", \"$1\", \
+             \"application_name\", \"(.+)\")) * 0'\nlabel = \"member\"\n",
+        )
+        .unwrap();
+        doc["prometheus"]
+            .as_table_mut()
+            .expect("[prometheus] is a table")
+            .insert("queries".into(), toml::Value::Table(queries));
     });
     let label = point.unwrap_or("no crash");
     let steward = match point {
