@@ -470,7 +470,7 @@ fn draw_chart(
     let start = times.first().map_or(0, |t| t.as_millis());
     let hours: Vec<f64> = times
         .iter()
-        .map(|t| (t.as_millis() - start) as f64 / 3_600_000.0)
+        .map(|t| t.as_millis().saturating_sub(start) as f64 / 3_600_000.0)
         .collect();
     // A missing usage is drawn at zero: the chart shows the gap, the summary never counts it.
     let usage: Vec<f64> = usage.iter().map(|u| u.unwrap_or(0.0) / unit).collect();
@@ -657,6 +657,35 @@ mod tests {
                 && c["at"] == "2026-11-26T10:55:00Z"),
             "{timeline:?}"
         );
+    }
+
+    /// Found by the `csv` fuzz target: times at both ends of the timestamp range, 584 million
+    /// years apart, overflowed the chart's hours (and the replay's intervals).
+    #[test]
+    fn a_trace_spanning_the_whole_time_range_replays_and_draws() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("extreme.csv");
+        std::fs::write(
+            &csv,
+            "timestamp,value\n-9223372036854775,10\n9223372036854775,20\n",
+        )
+        .unwrap();
+        let chart = dir.path().join("chart.svg");
+        let (csv, chart) = (csv.to_str().unwrap(), chart.to_str().unwrap());
+        let v = run_json(&[
+            "--csv",
+            csv,
+            "--size",
+            "2",
+            "--baseline",
+            "all",
+            "--format",
+            "json",
+            "--chart",
+            chart,
+        ])
+        .unwrap();
+        assert_eq!(v["input"]["samples"], 2, "{v}");
     }
 
     #[test]

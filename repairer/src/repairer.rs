@@ -388,7 +388,7 @@ impl Repairer {
             .rsplit_once('-')
             .and_then(|(_, n)| n.parse::<u64>().ok())
         {
-            self.next_seq = self.next_seq.max(seq + 1);
+            self.next_seq = self.next_seq.max(seq.saturating_add(1));
         }
         let target = self
             .members
@@ -681,7 +681,7 @@ impl Repairer {
 
     fn next_op(&mut self) -> OperationId {
         let op = OperationId::new(&self.cluster, self.next_seq);
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         op
     }
 
@@ -923,7 +923,7 @@ impl Repairer {
         match coordinator.acquire(purpose, op, now) {
             Ok(grant) => {
                 let role = self.role_of(target);
-                self.next_seq += 1;
+                self.next_seq = self.next_seq.saturating_add(1);
                 self.last_refusal = None;
                 let replacement = self.free_name(target, self.next_seq - 1);
                 self.repair = Some(Repair {

@@ -117,7 +117,8 @@ impl Tally {
     }
 }
 
-/// The length of the interval sample `i` stands for, in seconds.
+/// The length of the interval sample `i` stands for, in seconds. Saturating: a recording's
+/// times may lie anywhere in an `i64` of milliseconds (fuzz target `csv`).
 #[inline]
 pub fn interval_secs(times: &[Timestamp], i: usize) -> f64 {
     let (a, b) = match i {
@@ -125,7 +126,7 @@ pub fn interval_secs(times: &[Timestamp], i: usize) -> f64 {
         0 => return 0.0,
         _ => (times[i - 1], times[i]),
     };
-    (b.as_millis() - a.as_millis()) as f64 / 1000.0
+    b.as_millis().saturating_sub(a.as_millis()) as f64 / 1000.0
 }
 
 /// Replays `usage` (in the resource's unit, one per time in `times`, `None` where missing)
@@ -215,6 +216,33 @@ mod tests {
                 reason: String::new(),
             })
         }
+    }
+
+    /// Found by the `csv` fuzz target: the two ends of the timestamp range, 584 million
+    /// years apart, overflowed the interval's subtraction.
+    #[test]
+    fn times_at_both_ends_of_the_range_do_not_overflow() {
+        let series = crate::evaluate::input::read_csv(
+            &b"timestamp,value\n-9223372036854775,10\n9223372036854775,20\n"[..],
+            "extreme.csv",
+            false,
+        )
+        .unwrap();
+        let times: Vec<Timestamp> = series.samples.iter().map(|s| s.at).collect();
+        assert_eq!(interval_secs(&times, 1), i64::MAX as f64 / 1000.0);
+        let mut s = Scripted(vec![None, None], 0);
+        let t = replay(
+            &mut s,
+            "database.cpu",
+            &times,
+            &[Some(1.0), Some(1.0)],
+            2.0,
+            LIMITS,
+            1.0,
+            false,
+            &mut |_| {},
+        );
+        assert!(t.summary.resource_hours.is_finite());
     }
 
     #[test]

@@ -1023,3 +1023,26 @@ fn a_replacement_the_platform_refuses_does_not_open_the_breaker_nor_loop() {
         "{again:?}"
     );
 }
+
+/// Found by reading for the `journal` fuzz target: a record whose id ends in the largest
+/// sequence number (a corrupt or hand-edited journal) overflowed `seq + 1` on resume. It resumes,
+/// and the next repair still gets an id.
+#[test]
+fn a_record_with_the_largest_sequence_number_resumes_without_overflow() {
+    let mut d = Driver::new(RepairConfig::default());
+    repair_pg3_until_create_in_flight(&mut d);
+    let record = d.repairer.ongoing().expect("a repair in progress");
+    let mut value = serde_json::to_value(&record).unwrap();
+    value["id"] = serde_json::json!(format!("demo-{}", u64::MAX));
+    let record: RepairRecord = serde_json::from_value(value).unwrap();
+    let mut fresh = Driver::new(RepairConfig::default());
+    fresh
+        .repairer
+        .resume(record, t(200), &mut fresh.coordinator)
+        .expect("resumes");
+    let out = fresh.observe(
+        t(205),
+        vec![leader("pg-1"), replica("pg-2"), exited("pg-3")],
+    );
+    assert_eq!(summary(&out), ["create database pg-3-r1 replacing pg-3"]);
+}
