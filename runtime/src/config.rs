@@ -312,9 +312,20 @@ pub enum LoadError {
 
 /// Reads and parses a config file (stage one only).
 pub fn read_raw(path: &Path) -> Result<RawConfig, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = valid.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+        LoadError::Parse {
+            path: path.to_path_buf(),
+            message: format!(
+                "line {line}, column {column}: not UTF-8 text (a config file is UTF-8 TOML)"
+            ),
+        }
     })?;
     parse_raw(&text).map_err(|message| LoadError::Parse {
         path: path.to_path_buf(),
@@ -322,9 +333,64 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, LoadError> {
     })
 }
 
-/// Parses config text (stage one). The message names the line and column of the problem.
+/// Parses config text (stage one). The message names the line and column of the problem; it
+/// shows the line itself only when the line does not look like it holds a credential
+/// ([`looks_secret`]): an inline `password = "..."` is refused, and its refusal must not print it.
 pub fn parse_raw(text: &str) -> Result<RawConfig, String> {
-    toml::from_str::<RawConfig>(text).map_err(|e| e.to_string().trim_end().to_string())
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let Some(span) = e.span() else {
+            return e.to_string().trim_end().to_string();
+        };
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line_text = &text[line_start..line_end];
+        if !looks_secret(line_text) {
+            return e.to_string().trim_end().to_string();
+        }
+        let line = text[..start].matches('\n').count() + 1;
+        let column = text[line_start..start].chars().count() + 1;
+        let key = line_text.split('=').next().unwrap_or_default().trim();
+        format!(
+            "line {line}, column {column}, key `{key}`: {} (the line is not shown: it looks like it \
+             holds a credential; give secrets through the *_file or *_env settings)",
+            scrub_quoted(e.message())
+        )
+    })
+}
+
+/// Whether a config line's key names a credential (password, token, secret, private key).
+fn looks_secret(line: &str) -> bool {
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "token",
+        "secret",
+        "credential",
+        "private_key",
+        "api_key",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+}
+
+/// `message` with every double-quoted part replaced by `"***"` (a type error quotes the value).
+fn scrub_quoted(message: &str) -> String {
+    let mut out = String::new();
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        out.push_str(if i % 2 == 0 { "***" } else { part });
+    }
+    out
 }
 
 /// Reads, parses and validates a config file.
@@ -346,6 +412,34 @@ impl fmt::Display for ClusterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: an inline secret is refused (unknown field, or a wrong type) and the refusal
+    /// names line, column and key but never prints the line or the value.
+    #[test]
+    fn a_refused_secret_is_never_printed() {
+        for text in [
+            "[patroni]\nurls = [\"http://127.0.0.1:8008\"]\npassword = \"hunter2-marker\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"hunter2-marker\"\n",
+            "[lease]\npassword_env = 12\n[cluster]\napi_token = [\"hunter2-marker\"]\n",
+        ] {
+            let e = parse_raw(text).expect_err("refused");
+            assert!(!e.contains("hunter2-marker"), "{e}");
+            assert!(e.contains("line ") && e.contains("key `"), "{e}");
+        }
+        // A line without a credential keeps TOML's own message, snippet and all.
+        let e = parse_raw("[run]\ntick = 5\n").unwrap_err();
+        assert!(e.contains("tick = 5"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_a_parse_error_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, b"[cluster]\nname = \"ok\"\nstate_dir = \"/x\xff\"\n").unwrap();
+        let e = read_raw(&path).unwrap_err();
+        assert!(matches!(e, LoadError::Parse { .. }), "{e:?}");
+        assert!(e.to_string().contains("line 3, column 16"), "{e}");
+    }
 
     #[test]
     fn an_empty_file_is_the_defaults() {
