@@ -61,6 +61,11 @@ pub const DEFAULT_PREFIX: &str = "/steward";
 /// The shortest TTL accepted: etcd 3.4 rounds anything shorter up to its minimum (1.5 s -> 2 s
 /// with default heartbeat and election timeouts).
 pub const MIN_TTL: Duration = Duration::from_secs(2);
+/// The longest `ttl` accepted: one day (issue 16: a TTL beyond what etcd grants validated, then
+/// retried "grant lease failed" forever, and its cast to etcd's i64 could wrap).
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest `connect_timeout` / `request_timeout` accepted (their sum is a deadline).
+pub const MAX_ETCD_TIMEOUT: Duration = Duration::from_secs(300);
 
 // ---- config ---------------------------------------------------------------------------------
 
@@ -235,6 +240,16 @@ impl LeaseConfig {
         if self.ttl < MIN_TTL {
             errors.push("ttl", format!("must be at least {}s", MIN_TTL.as_secs()));
         }
+        if self.ttl > MAX_TTL {
+            errors.push(
+                "ttl",
+                format!(
+                    "at most {}s (1 day): a holder that dies is replaced only after its ttl, and \
+                     etcd refuses lease TTLs past its own maximum",
+                    MAX_TTL.as_secs()
+                ),
+            );
+        }
         if self.ttl.subsec_nanos() != 0 {
             // etcd leases are granted in whole seconds; a fraction would silently change meaning.
             errors.push("ttl", "must be a whole number of seconds");
@@ -260,11 +275,22 @@ impl LeaseConfig {
                 "keepalive plus safety_margin must be below ttl, or the holder gives up between two keep-alives",
             );
         }
-        if self.connect_timeout.is_zero() {
-            errors.push("connect_timeout", "must be positive");
-        }
-        if self.request_timeout.is_zero() {
-            errors.push("request_timeout", "must be positive");
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                errors.push(field, "must be positive");
+            } else if value > MAX_ETCD_TIMEOUT {
+                errors.push(
+                    field,
+                    format!(
+                        "at most {}s: etcd answers in milliseconds, and a longer wait only \
+                         delays noticing that it is gone",
+                        MAX_ETCD_TIMEOUT.as_secs()
+                    ),
+                );
+            }
         }
         let credentials = match (&self.username, &self.password_file, &self.password_env) {
             (None, None, None) => None,
@@ -1345,6 +1371,22 @@ mod tests {
         assert_eq!(
             paths(c.validate_with_env(|_| None).unwrap_err()),
             ["keepalive"]
+        );
+    }
+
+    /// Issue 16: every duration of `[lease]` has an upper bound the program can honour, named
+    /// by its field (a ttl etcd would refuse, timeouts whose sum overflowed at `run`).
+    #[test]
+    fn durations_past_their_bounds_are_refused_with_their_field() {
+        let raw: LeaseConfig = toml::from_str(
+            "endpoints = [\"http://127.0.0.5:23790\"]\ninstance = \"a\"\nscope = \"fleet\"\n\
+             ttl = \"500000000000y\"\nkeepalive = \"1s\"\nsafety_margin = \"1s\"\n\
+             connect_timeout = \"500000000000y\"\nrequest_timeout = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            paths(raw.validate_with_env(|_| None).unwrap_err()),
+            ["ttl", "connect_timeout", "request_timeout"]
         );
     }
 
