@@ -834,14 +834,40 @@ impl Checker<'_> {
         }
     }
 
+    /// An amount of `resource`, within what a machine can have ([`amount_bounds`]); a `step`
+    /// also at least the smallest change a platform can make.
     fn amount(&mut self, field: &str, raw: &RawAmount, resource: Resource) -> f64 {
-        match raw.resolve(resource) {
+        let v = match raw.resolve(resource) {
             Ok(v) => v,
             Err(e) => {
                 self.err(field, e.to_string());
-                f64::NAN
+                return f64::NAN;
             }
+        };
+        let (smallest, largest, unit) = amount_bounds(resource);
+        // Short forms: a 300-digit number helps nobody.
+        let show = |x: f64| {
+            if x != 0.0 && !(1e-3..1e7).contains(&x.abs()) {
+                format!("{x:e}")
+            } else {
+                format!("{x}")
+            }
+        };
+        if v > largest {
+            let msg = format!("{} is above the most a {unit}: {}", show(v), show(largest));
+            self.err(field, msg);
+            return f64::NAN;
         }
+        if field == "step" && v > 0.0 && v < smallest {
+            let msg = format!(
+                "{} is below the smallest change a platform makes: {}",
+                show(v),
+                show(smallest)
+            );
+            self.err(field, msg);
+            return f64::NAN;
+        }
+        v
     }
 
     fn finite(&mut self, field: &str, v: f64) -> bool {
@@ -983,6 +1009,22 @@ impl RawVerticalConfig {
             max_step_factor: self.max_step_factor,
             stale_after: self.stale_after,
         }
+    }
+}
+
+/// (smallest step, largest amount, what the largest is) of a resource: a 1/1000 vCPU and 1024
+/// vCPUs; 1 MiB and 64 TiB of memory; 1 MiB and 1 PiB of disk (issue 16: `max = 1e300, step =
+/// 1e-300` validated and printed a 300-digit bound and a step of "0.00 vCPU").
+fn amount_bounds(resource: Resource) -> (f64, f64, &'static str) {
+    const MIB: f64 = 1024.0 * 1024.0;
+    match resource {
+        Resource::Cpu => (0.001, 1024.0, "machine has, in vCPUs"),
+        Resource::Memory => (MIB, 64.0 * MIB * MIB, "machine has, in bytes (64 TiB)"),
+        Resource::Disk => (
+            MIB,
+            1024.0 * MIB * MIB * MIB,
+            "disk holds, in bytes (1 PiB)",
+        ),
     }
 }
 
@@ -1229,6 +1271,23 @@ mod tests {
         let alone: RawRolePolicies = toml::from_str("[cpu]\nmax = 8\n").unwrap();
         assert_eq!(alone.cpu.max, RawAmount::Number(8.0));
         assert_eq!(alone.cpu.min, RawAmount::Number(DATABASE_CPU_MIN));
+    }
+
+    #[test]
+    fn amounts_beyond_any_machine_are_refused_with_their_field() {
+        let raw = parse(
+            "[database.cpu]\nmax = 1e300\nstep = 1e-300\n[database.memory]\nmax = \"1000TiB\"\n\
+             [database.disk]\nstep = 1\n",
+        );
+        let e = raw.validate().unwrap_err().to_string();
+        for want in [
+            "database.cpu.max: 1e300 is above the most a machine has",
+            "database.cpu.step: 1e-300 is below the smallest change a platform makes: 0.001",
+            "database.memory.max: 1.099511627776e15 is above",
+            "database.disk.step: 1 is below the smallest change",
+        ] {
+            assert!(e.contains(want), "no `{want}` in {e}");
+        }
     }
 
     #[test]

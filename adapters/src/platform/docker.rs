@@ -1402,10 +1402,14 @@ impl DockerPlatform {
 
     /// The size of a new member's data disk: the one asked for, or, when nobody knows it (a
     /// replacement of an adopted member, whose disk is not Steward's volume: 0),
-    /// `volumes.default_size`.
+    /// `volumes.default_size` for volumes that have a size (`loop-xfs`).
     fn disk_for(&self, spec: &CreateSpec) -> Result<u64, PlatformError> {
         if spec.size.disk_bytes > 0 {
             return Ok(spec.size.disk_bytes);
+        }
+        if !self.volumes.can_grow() {
+            // A folder (`fixed`) has no size of its own.
+            return Ok(0);
         }
         self.config.default_disk_bytes.ok_or_else(|| {
             PlatformError::new(
