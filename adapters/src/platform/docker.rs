@@ -1422,6 +1422,24 @@ impl DockerPlatform {
         })
     }
 
+    /// `docker stop` with the fence grace (SIGTERM, then SIGKILL after it); a container that
+    /// stopped in the meantime (304) is what was wanted.
+    async fn stop(&self, f: &Found) -> Result<(), DockerError> {
+        let grace = self.config.fence_grace.as_secs().max(1) as i32;
+        let stop = StopContainerOptionsBuilder::new().t(grace).build();
+        match self.engines[f.host]
+            .client
+            .stop_container(&f.id, Some(stop))
+            .await
+        {
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Ends Steward's care of an adopted member without deleting anything it did not create:
     /// stopped (it is fenced already when a repair gets here), renamed `<name>.retired` so no
     /// rule takes it again, and a log line saying where its data is and how to delete it.
@@ -1429,15 +1447,7 @@ impl DockerPlatform {
         let client = &self.engines[f.host].client;
         let c = self.inspect(op, f).await?;
         if c.state.as_ref().and_then(|s| s.running) == Some(true) {
-            let grace = self.config.fence_grace.as_secs().max(1) as i32;
-            let stop = StopContainerOptionsBuilder::new().t(grace).build();
-            match client.stop_container(&f.id, Some(stop)).await {
-                Ok(())
-                | Err(DockerError::DockerResponseServerError {
-                    status_code: 304, ..
-                }) => {}
-                Err(e) => return Err(classify(op, e, false)),
-            }
+            self.stop(f).await.map_err(|e| classify(op, e, false))?;
         }
         let current = c
             .name
@@ -1634,14 +1644,8 @@ impl Platform for DockerPlatform {
                     .await
                     .map_err(|e| classify(&op, e, false))?;
             } else {
-                let grace = self.config.fence_grace.as_secs().max(1) as i32;
-                let stop = StopContainerOptionsBuilder::new().t(grace).build();
-                match client.stop_container(&f.id, Some(stop)).await {
+                match self.stop(&f).await {
                     Ok(()) => {}
-                    // 304: stopped in the meantime, which is what we want.
-                    Err(DockerError::DockerResponseServerError {
-                        status_code: 304, ..
-                    }) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "stop failed, killing");
                         let kill = KillContainerOptionsBuilder::new().signal("KILL").build();
