@@ -9,3 +9,10 @@
 pub mod evaluate;
 pub mod observe;
 pub mod run;
+
+/// A combination of flags or arguments a command refuses after clap parsed them (e.g. a flag
+/// that needs another): the binary exits 2, like clap's own usage errors. Return it through
+/// `anyhow` (`Err(UsageError(..).into())`); its text is the whole message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -15,8 +15,17 @@ use steward::run::RunArgs;
 use steward_policies::PolicyConfig;
 use steward_runtime::config;
 
-/// Exit code for a config file or input that is not valid (as opposed to a failure at run time).
-const EXIT_INVALID: u8 = 2;
+/// Exit codes (also in `--help` and the README):
+/// - 0: done;
+/// - 1: a failure at run time (a service not reachable, a platform refusal, an I/O error);
+/// - 2: a usage error (an unknown flag, a missing or bad argument), clap's own code;
+/// - 3: a config file or an input file that is not valid (every problem is printed first).
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_INVALID: u8 = 3;
+
+const EXIT_CODES_HELP: &str = "Exit codes: 0 done; 1 failed at run time; 2 usage error \
+(flags or arguments); 3 invalid config or input file.";
 
 /// Steward: autoscaling and self-healing for PostgreSQL clusters run by Patroni.
 ///
@@ -29,7 +38,8 @@ const EXIT_INVALID: u8 = 2;
     name = "steward",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `steward=debug,warn`).
@@ -87,7 +97,7 @@ impl ColorChoice {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check a config file: print every error with its field path and exit 2, or print the
+    /// Check a config file: print every error with its field path and exit 3, or print the
     /// effective config (every default filled in) and exit 0.
     CheckConfig {
         /// The TOML config file.
@@ -99,7 +109,8 @@ enum Command {
     },
 
     /// Dry-run the policies over recorded metrics: what Steward would have done, and why,
-    /// decision by decision, side by side with the Kubernetes HPA and a naive threshold rule.
+    /// decision by decision, side by side with the Kubernetes HPA and VPA, a naive threshold
+    /// rule and a fixed size.
     ///
     /// Example: steward evaluate --csv cpu.csv --role database --resource cpu --size 2 --baseline all
     Evaluate {
@@ -139,14 +150,32 @@ fn main() -> ExitCode {
         Err(err) => {
             // `{:#}` prints the whole chain of causes on one line: "what failed: because: because".
             eprintln!("error: {err:#}");
-            match err.downcast_ref::<config::LoadError>() {
-                Some(config::LoadError::Invalid { .. } | config::LoadError::Parse { .. }) => {
-                    ExitCode::from(EXIT_INVALID)
-                }
-                _ => ExitCode::FAILURE,
-            }
+            ExitCode::from(exit_code_of(&err))
         }
     }
+}
+
+/// [`EXIT_INVALID`] when what failed is a config or input the user gave that is not valid
+/// (anywhere in the chain of causes), [`EXIT_USAGE`] for a combination of flags a command
+/// refuses, else [`EXIT_FAILURE`].
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    use steward::evaluate::input::InputError;
+    for cause in err.chain() {
+        if cause.is::<steward::UsageError>() {
+            return EXIT_USAGE;
+        }
+        if let Some(config::LoadError::Invalid { .. } | config::LoadError::Parse { .. }) =
+            cause.downcast_ref::<config::LoadError>()
+        {
+            return EXIT_INVALID;
+        }
+        if let Some(InputError::Row { .. } | InputError::Empty { .. }) =
+            cause.downcast_ref::<InputError>()
+        {
+            return EXIT_INVALID;
+        }
+    }
+    EXIT_FAILURE
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -188,7 +217,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `steward check-config FILE`: all errors on stderr (exit 2), or the effective config on stdout.
+/// `steward check-config FILE`: all errors on stderr (exit 3), or the effective config on stdout.
 fn check_config(file: &std::path::Path, resolve: bool) -> anyhow::Result<ExitCode> {
     let raw = config::read_raw(file)?;
     let effective = raw.to_toml();

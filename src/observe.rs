@@ -98,7 +98,7 @@ pub async fn run(args: &ObserveArgs, out: &mut (dyn Write + Send)) -> anyhow::Re
                 ..Default::default()
             };
             raw.validate()
-                .map_err(|e| anyhow::anyhow!("--prometheus: {e}"))
+                .map_err(|e| crate::UsageError(format!("--prometheus: {e}")))
         })
         .transpose()?;
     let obs = observe_once(&patroni, prometheus.as_ref(), args.cluster.as_deref(), now).await?;
@@ -127,8 +127,9 @@ fn patroni_settings(args: &ObserveArgs) -> anyhow::Result<PatroniSettings> {
         timeout: args.timeout,
         ..Default::default()
     };
-    raw.validate()
-        .map_err(|e| anyhow::anyhow!("--patroni: {e}"))
+    Ok(raw
+        .validate()
+        .map_err(|e| crate::UsageError(format!("--patroni: {e}")))?)
 }
 
 /// One pass: `/cluster` from the first URL that answers, each member's `/patroni`, then the

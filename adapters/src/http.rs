@@ -1,14 +1,17 @@
 //! The HTTP plumbing every HTTP source shares (Patroni, Prometheus; etcd's secrets too): one
 //! client builder with the connect and request timeouts and the TLS settings ([`TlsConfig`] ->
 //! [`TlsSettings`], [`build_client`]), base-URL checking that refuses credentials in a URL
-//! ([`check_url`]), and secrets read from files or the environment that never print themselves
-//! ([`Secret`], DESIGN.md promise 9).
+//! ([`check_url`]), answer bodies read with a size limit ([`read_limited`]), and secrets read
+//! from files or the environment that never print themselves ([`Secret`], DESIGN.md promise 9).
 //!
-//! What it is not: a client of any one service. Retries, body limits and error classes belong to
+//! What it is not: a client of any one service. Retries and error classes belong to
 //! each client (Patroni's `client.rs`, `prometheus.rs`), which build on this.
 
+mod body;
 mod secret;
 mod tls;
+
+pub(crate) use body::{read_limited, snippet, BodyError};
 
 pub(crate) use secret::resolve_secret;
 pub use secret::Secret;

@@ -17,6 +17,7 @@
 //!
 //! What this module is not: it does not know members or clusters, and it never fills a gap.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +29,13 @@ use steward_model::observation::{Figure, Source};
 use steward_model::{ConfigErrors, Timestamp};
 use tracing::debug;
 
-use crate::http::{build_client, check_url, resolve_secret, Secret, TlsConfig, TlsSettings};
+use crate::http::{
+    build_client, check_url, read_limited, resolve_secret, snippet, BodyError, Secret, TlsConfig,
+    TlsSettings,
+};
+
+mod answer;
+use answer::{Answer, Data};
 pub use steward_model::ports::metrics::{
     Metric, MetricReading, MetricsError, MetricsSource, Reading,
 };
@@ -41,6 +48,18 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Two scrape intervals of Prometheus's default 1 min, plus slack: older means the pipeline
 /// behind the figure has stopped, not that the figure is a bit late.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(150);
+/// An answer larger than this is refused. 64 MiB holds an instant query over ~400,000 series
+/// (a fleet of 100,000 clusters) or a range query of 11,000 points (Prometheus' own cap per
+/// series) for ~150 members.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest `max_body_bytes` accepted: past this a single answer is a memory hazard.
+pub const MAX_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// The longest `timeout` and `connect_timeout` accepted.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest `max_age` accepted: older figures describe another day's cluster.
+pub const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How much of an error answer's body an error message quotes.
+const ERROR_BODY_CHARS: usize = 200;
 
 /// A PromQL query and the label naming the member in its result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +105,9 @@ pub struct PrometheusConfig {
     /// A sample older than this is stale. Default [`DEFAULT_MAX_AGE`].
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Duration,
+    /// Answers larger than this are refused. Default [`DEFAULT_MAX_BODY_BYTES`].
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
     /// Per-metric overrides of [`default_query`], keyed by [`Metric::as_str`]. An empty
     /// `query` turns the metric off.
     #[serde(default)]
@@ -104,6 +126,9 @@ fn default_connect_timeout() -> Duration {
 fn default_max_age() -> Duration {
     DEFAULT_MAX_AGE
 }
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
@@ -117,6 +142,7 @@ impl Default for PrometheusConfig {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_age: DEFAULT_MAX_AGE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             queries: BTreeMap::new(),
             tls: TlsConfig::default(),
         }
@@ -138,6 +164,7 @@ pub struct PrometheusSettings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_age: Duration,
+    pub max_body_bytes: u64,
     /// The metrics asked for; a metric absent here is not queried (and stays missing).
     pub queries: BTreeMap<Metric, MetricQuery>,
     pub tls: TlsSettings,
@@ -244,15 +271,17 @@ impl PrometheusConfig {
             }
             queries.insert(metric, q.clone());
         }
-        let nonzero = |errors: &mut ConfigErrors, path: &str, d: Duration| {
-            if d.is_zero() {
-                errors.push(path, "must be more than zero");
-            }
-            d
-        };
-        let timeout = nonzero(&mut errors, "timeout", self.timeout);
-        let connect_timeout = nonzero(&mut errors, "connect_timeout", self.connect_timeout);
-        let max_age = nonzero(&mut errors, "max_age", self.max_age);
+        let timeout = errors.positive_at_most("timeout", self.timeout, MAX_TIMEOUT);
+        let connect_timeout =
+            errors.positive_at_most("connect_timeout", self.connect_timeout, MAX_TIMEOUT);
+        let max_age = errors.positive_at_most("max_age", self.max_age, MAX_MAX_AGE);
+        let max_body_bytes = self.max_body_bytes;
+        if !(1024..=MAX_MAX_BODY_BYTES).contains(&max_body_bytes) {
+            errors.push(
+                "max_body_bytes",
+                format!("must be between 1024 and {MAX_MAX_BODY_BYTES} (1 GiB)"),
+            );
+        }
         let tls = self.tls.validate_into("tls", &mut errors);
         errors.into_result(PrometheusSettings {
             url,
@@ -260,6 +289,7 @@ impl PrometheusConfig {
             timeout,
             connect_timeout,
             max_age,
+            max_body_bytes,
             queries,
             tls,
         })
@@ -268,20 +298,59 @@ impl PrometheusConfig {
 
 // ---- errors ------------------------------------------------------------------------------
 
-/// A failed Prometheus query.
+/// A failed Prometheus query. `url` is the configured base URL (credentials are refused in
+/// it, so it is safe to show).
 #[derive(Debug, thiserror::Error)]
 pub enum PrometheusError {
     #[error("building the prometheus client failed")]
     Build(#[source] reqwest::Error),
 
-    #[error("the prometheus url is not usable")]
-    Url(#[source] prometheus_http_query::Error),
+    #[error("the prometheus url `{url}` is not usable: {reason}")]
+    Url { url: String, reason: String },
 
-    #[error("the {metric} query failed")]
-    Query {
+    #[error("the {metric} query to prometheus at {url} got no answer")]
+    Send {
         metric: &'static str,
+        url: String,
         #[source]
-        source: prometheus_http_query::Error,
+        source: reqwest::Error,
+    },
+
+    #[error(
+        "prometheus at {url} refused the {metric} query (HTTP {status}, {error_type}): {message}"
+    )]
+    Api {
+        metric: &'static str,
+        url: String,
+        status: u16,
+        error_type: String,
+        message: String,
+    },
+
+    #[error("prometheus at {url} answered the {metric} query with HTTP {status}: {body}")]
+    Status {
+        metric: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
+
+    #[error(
+        "the answer of prometheus at {url} to the {metric} query is larger than {limit} bytes \
+         ([prometheus] max_body_bytes): narrow the query, or raise the limit"
+    )]
+    TooLarge {
+        metric: &'static str,
+        url: String,
+        limit: u64,
+    },
+
+    #[error("the answer of prometheus at {url} to the {metric} query is not Prometheus' JSON")]
+    Decode {
+        metric: &'static str,
+        url: String,
+        #[source]
+        source: serde_json::Error,
     },
 
     #[error("the {metric} query answered a {got} where a {expected} was expected")]
@@ -297,29 +366,24 @@ pub enum PrometheusError {
 
 impl PrometheusError {
     pub fn class(&self) -> ErrorKind {
-        use prometheus_http_query::error::PrometheusErrorType as T;
         match self {
-            PrometheusError::Query { source, .. } => match source {
-                prometheus_http_query::Error::Client(c) => match c.inner() {
-                    Some(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
-                        ErrorKind::Transient
-                    }
-                    Some(e) if e.status().is_some() => {
-                        ErrorKind::of_http_status(e.status().map(|s| s.as_u16()).unwrap_or(500))
-                    }
-                    Some(e) if e.is_decode() => ErrorKind::Permanent,
-                    Some(_) => ErrorKind::Transient,
-                    None => ErrorKind::Permanent,
-                },
-                prometheus_http_query::Error::Prometheus(p) => match p.error_type() {
-                    T::Timeout | T::Canceled | T::Unavailable | T::Internal => ErrorKind::Transient,
-                    T::NotFound => ErrorKind::NotFound,
-                    _ => ErrorKind::Permanent,
-                },
-                _ => ErrorKind::Permanent,
+            // Connect refused, timed out, cut mid-answer: the next tick may get through.
+            PrometheusError::Send { .. } => ErrorKind::Transient,
+            // Prometheus' own error types (web/api/v1/api.go): these pass, the rest are the
+            // query's fault.
+            PrometheusError::Api {
+                error_type, status, ..
+            } => match error_type.as_str() {
+                "timeout" | "canceled" | "unavailable" | "internal" => ErrorKind::Transient,
+                "not_found" => ErrorKind::NotFound,
+                "bad_data" | "execution" => ErrorKind::Permanent,
+                _ => ErrorKind::of_http_status(*status),
             },
+            PrometheusError::Status { status, .. } => ErrorKind::of_http_status(*status),
             PrometheusError::Build(_)
-            | PrometheusError::Url(_)
+            | PrometheusError::Url { .. }
+            | PrometheusError::TooLarge { .. }
+            | PrometheusError::Decode { .. }
             | PrometheusError::ResultType { .. }
             | PrometheusError::NotConfigured { .. } => ErrorKind::Permanent,
         }
@@ -374,12 +438,25 @@ pub fn default_query(metric: Metric) -> Option<MetricQuery> {
     })
 }
 
-/// The Prometheus HTTP API client.
+/// The two API endpoints Steward asks.
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    Query,
+    Range,
+}
+
+/// The Prometheus HTTP API client: GET `/api/v1/query` and `/api/v1/query_range`, bodies read
+/// with a size limit and decoded with borrowed strings (see `answer`).
 pub struct PrometheusClient {
-    client: prometheus_http_query::Client,
+    http: reqwest::Client,
+    /// The base URL, no trailing `/`.
+    url: String,
+    query_url: reqwest::Url,
+    range_url: reqwest::Url,
     queries: BTreeMap<Metric, MetricQuery>,
     timeout: Duration,
     max_age: Duration,
+    max_body_bytes: u64,
 }
 
 impl PrometheusClient {
@@ -388,7 +465,6 @@ impl PrometheusClient {
         if let Some(value) = auth_header(settings.auth.as_ref()) {
             headers.insert(AUTHORIZATION, value);
         }
-        // prometheus-http-query's own client has no timeouts or auth: hand it a configured one.
         let http = build_client(
             settings.timeout,
             settings.connect_timeout,
@@ -396,14 +472,106 @@ impl PrometheusClient {
             headers,
         )
         .map_err(PrometheusError::Build)?;
-        let client = prometheus_http_query::Client::from(http, &settings.url)
-            .map_err(PrometheusError::Url)?;
+        let url = settings.url.trim_end_matches('/').to_string();
+        let endpoint = |path: &str| {
+            reqwest::Url::parse(&format!("{url}{path}")).map_err(|e| PrometheusError::Url {
+                url: url.clone(),
+                reason: e.to_string(),
+            })
+        };
         Ok(PrometheusClient {
-            client,
+            http,
+            query_url: endpoint("/api/v1/query")?,
+            range_url: endpoint("/api/v1/query_range")?,
+            url,
             queries: settings.queries.clone(),
             timeout: settings.timeout,
             max_age: settings.max_age,
+            max_body_bytes: settings.max_body_bytes,
         })
+    }
+
+    /// One GET of `endpoint` with `params`; the body of a 2xx answer, else the answer's error.
+    async fn fetch(
+        &self,
+        metric: Metric,
+        endpoint: Endpoint,
+        params: &[(&str, &str)],
+    ) -> Result<Vec<u8>, PrometheusError> {
+        let metric = metric.as_str();
+        let url = || self.url.clone();
+        let send = |source| PrometheusError::Send {
+            metric,
+            url: url(),
+            source,
+        };
+        let mut target = match endpoint {
+            Endpoint::Query => self.query_url.clone(),
+            Endpoint::Range => self.range_url.clone(),
+        };
+        target.query_pairs_mut().extend_pairs(params);
+        let mut resp = self.http.get(target).send().await.map_err(send)?;
+        let status = resp.status().as_u16();
+        let body = read_limited(&mut resp, self.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { limit } => PrometheusError::TooLarge {
+                    metric,
+                    url: url(),
+                    limit,
+                },
+                BodyError::Timeout(source) | BodyError::Read(source) => send(source),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        // Prometheus says why in JSON (400 bad_data, 422 execution, 503 timeout, ...); a proxy
+        // in front of it may answer anything.
+        Err(match answer::decode(&body) {
+            Ok(Answer {
+                error_type: Some(t),
+                error,
+                ..
+            }) => PrometheusError::Api {
+                metric,
+                url: url(),
+                status,
+                error_type: t.into_owned(),
+                message: snippet(error.unwrap_or_default().as_bytes(), ERROR_BODY_CHARS),
+            },
+            _ => PrometheusError::Status {
+                metric,
+                url: url(),
+                status,
+                body: snippet(&body, ERROR_BODY_CHARS),
+            },
+        })
+    }
+
+    /// Decodes a 2xx body into its data; an `"status": "error"` answer is an API error.
+    fn data<'a>(&self, metric: Metric, body: &'a [u8]) -> Result<Data<'a>, PrometheusError> {
+        let decoded = answer::decode(body).map_err(|source| PrometheusError::Decode {
+            metric: metric.as_str(),
+            url: self.url.clone(),
+            source,
+        })?;
+        match decoded {
+            Answer {
+                data: Some(data), ..
+            } if decoded.status == "success" => Ok(data),
+            Answer {
+                error_type, error, ..
+            } => Err(PrometheusError::Api {
+                metric: metric.as_str(),
+                url: self.url.clone(),
+                status: 200,
+                error_type: error_type.map_or_else(|| "none".into(), Cow::into_owned),
+                message: snippet(
+                    error.as_deref().unwrap_or("no data").as_bytes(),
+                    ERROR_BODY_CHARS,
+                ),
+            }),
+        }
     }
 
     /// Every configured metric, queried concurrently (one query each). Failures are returned
@@ -446,7 +614,7 @@ impl PrometheusClient {
 impl std::fmt::Debug for PrometheusClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusClient")
-            .field("url", &self.client.base_url().as_str())
+            .field("url", &self.url)
             .field("metrics", &self.queries.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -477,7 +645,7 @@ pub fn judge(value: f64, sample_secs: f64, now: Timestamp, max_age: Duration) ->
     if !value.is_finite() {
         return Reading::Missing;
     }
-    let at = Timestamp::from_millis((sample_secs * 1000.0).round() as i64);
+    let at = Timestamp::from_millis(secs_to_millis(sample_secs));
     let figure = Figure::new(value, Source::Prometheus, at);
     if now.since(at) > max_age {
         Reading::Stale(figure)
@@ -494,23 +662,21 @@ impl PrometheusClient {
         now: Timestamp,
     ) -> Result<MetricReading, PrometheusError> {
         let q = self.query_of(metric)?;
-        let result = self
-            .client
-            .query(&q.query)
-            .at(now.as_millis().div_euclid(1000))
-            .timeout(self.timeout.as_millis() as i64)
-            .get()
-            .await
-            .map_err(|source| PrometheusError::Query {
-                metric: metric.as_str(),
-                source,
-            })?;
-        let vector = match result.data() {
-            prometheus_http_query::response::Data::Vector(v) => v,
+        let time = now.as_millis().div_euclid(1000).to_string();
+        let timeout = format!("{}ms", self.timeout.as_millis());
+        let body = self
+            .fetch(
+                metric,
+                Endpoint::Query,
+                &[("query", &q.query), ("time", &time), ("timeout", &timeout)],
+            )
+            .await?;
+        let vector = match self.data(metric, &body)? {
+            Data::Vector(v) => v,
             other => {
                 return Err(PrometheusError::ResultType {
                     metric: metric.as_str(),
-                    got: data_kind(other),
+                    got: other.kind(),
                     expected: "vector",
                 })
             }
@@ -519,14 +685,14 @@ impl PrometheusClient {
         for series in vector {
             // A series without the member label cannot be attributed to anyone: skip it
             // rather than guess (it would otherwise collapse onto the key "").
-            let Some(key) = series.metric().get(&q.label) else {
+            let Some(key) = series.metric.get(&q.label) else {
                 debug!(metric = metric.as_str(), label = %q.label, "series without the member label skipped");
                 continue;
             };
-            let s = series.sample();
+            let Some(s) = series.value else { continue };
             values.insert(
-                key.clone(),
-                judge(s.value(), s.timestamp(), now, self.max_age),
+                key.to_string(),
+                judge(s.value, s.at_secs, now, self.max_age),
             );
         }
         Ok(MetricReading {
@@ -545,51 +711,59 @@ impl PrometheusClient {
         step: Duration,
     ) -> Result<BTreeMap<String, Vec<Figure>>, PrometheusError> {
         let q = self.query_of(metric)?;
-        let result = self
-            .client
-            .query_range(
-                &q.query,
-                start.as_millis().div_euclid(1000),
-                end.as_millis().div_euclid(1000),
-                step.as_secs_f64(),
+        let start = start.as_millis().div_euclid(1000).to_string();
+        let end = end.as_millis().div_euclid(1000).to_string();
+        let step = step.as_secs_f64().to_string();
+        let timeout = format!("{}ms", self.timeout.as_millis());
+        let body = self
+            .fetch(
+                metric,
+                Endpoint::Range,
+                &[
+                    ("query", &q.query),
+                    ("start", &start),
+                    ("end", &end),
+                    ("step", &step),
+                    ("timeout", &timeout),
+                ],
             )
-            .timeout(self.timeout.as_millis() as i64)
-            .get()
-            .await
-            .map_err(|source| PrometheusError::Query {
-                metric: metric.as_str(),
-                source,
-            })?;
-        let matrix = match result.data() {
-            prometheus_http_query::response::Data::Matrix(m) => m,
+            .await?;
+        let matrix = match self.data(metric, &body)? {
+            Data::Matrix(m) => m,
             other => {
                 return Err(PrometheusError::ResultType {
                     metric: metric.as_str(),
-                    got: data_kind(other),
+                    got: other.kind(),
                     expected: "matrix",
                 })
             }
         };
         let mut out: BTreeMap<String, Vec<Figure>> = BTreeMap::new();
         for series in matrix {
-            let Some(key) = series.metric().get(&q.label) else {
+            let Some(key) = series.metric.get(&q.label) else {
                 continue;
             };
             let points = series
-                .samples()
+                .values
                 .iter()
-                .filter(|s| s.value().is_finite())
+                .filter(|s| s.value.is_finite())
                 .map(|s| {
                     Figure::new(
-                        s.value(),
+                        s.value,
                         Source::Prometheus,
-                        Timestamp::from_millis((s.timestamp() * 1000.0).round() as i64),
+                        Timestamp::from_millis(secs_to_millis(s.at_secs)),
                     )
                 });
-            out.entry(key.clone()).or_default().extend(points);
+            out.entry(key.to_string()).or_default().extend(points);
         }
         Ok(out)
     }
+}
+
+/// Unix seconds from an answer as milliseconds; a time no clock can hold saturates (`as`
+/// does, NaN gives 0) rather than wrapping.
+fn secs_to_millis(secs: f64) -> i64 {
+    (secs * 1000.0).round() as i64
 }
 
 impl From<PrometheusError> for MetricsError {
@@ -616,14 +790,6 @@ impl MetricsSource for PrometheusClient {
         step: Duration,
     ) -> Result<BTreeMap<String, Vec<Figure>>, MetricsError> {
         Ok(self.range_query(metric, start, end, step).await?)
-    }
-}
-
-fn data_kind(d: &prometheus_http_query::response::Data) -> &'static str {
-    match d {
-        prometheus_http_query::response::Data::Vector(_) => "vector",
-        prometheus_http_query::response::Data::Matrix(_) => "matrix",
-        prometheus_http_query::response::Data::Scalar(_) => "scalar",
     }
 }
 

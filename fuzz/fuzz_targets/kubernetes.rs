@@ -102,6 +102,7 @@ fn platform() -> KubernetesPlatform {
         pod_wait_seconds: 2,
         resize_wait_seconds: 1,
         poll_millis: 500,
+        max_body_bytes: 1 << 20,
     }
     .validate()
     .expect("a valid config");

@@ -51,6 +51,22 @@ impl ConfigErrors {
         }
     }
 
+    /// `d`, checked to be more than zero and at most `max` (issue 16: every value from outside
+    /// has a bound the program can honour; arithmetic on it then cannot overflow).
+    pub fn positive_at_most(
+        &mut self,
+        path: &str,
+        d: std::time::Duration,
+        max: std::time::Duration,
+    ) -> std::time::Duration {
+        if d.is_zero() {
+            self.push(path, "must be more than zero");
+        } else if d > max {
+            self.push(path, format!("at most {}", short_duration(max)));
+        }
+        d
+    }
+
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }
@@ -70,6 +86,21 @@ impl ConfigErrors {
         } else {
             Err(self)
         }
+    }
+}
+
+/// `300s` as `5m`, `86400s` as `24h`: the largest unit that divides it.
+pub fn short_duration(d: std::time::Duration) -> String {
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    if nanos != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match secs {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

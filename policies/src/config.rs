@@ -813,6 +813,12 @@ impl Default for PolicyConfig {
 // ---------------------------------------------------------------------------------------------
 
 /// Collects errors under a path prefix.
+/// The longest window, cooldown or staleness a policy accepts (30 days): what a policy
+/// remembers is held in memory, sample by sample.
+pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+/// The longest disk forecast horizon (a year).
+pub const MAX_HORIZON: Duration = Duration::from_secs(365 * 86_400);
+
 struct Checker<'a> {
     errors: &'a mut ConfigErrors,
     path: &'a str,
@@ -828,9 +834,20 @@ impl Checker<'_> {
         self.errors.push(path, message);
     }
 
+    /// More than zero and at most [`MAX_WINDOW`]: a window keeps its samples in memory, so an
+    /// unbounded one is an unbounded allocation.
     fn positive_duration(&mut self, field: &str, d: Duration) {
+        self.positive_at_most(field, d, MAX_WINDOW);
+    }
+
+    fn positive_at_most(&mut self, field: &str, d: Duration, max: Duration) {
         if d.is_zero() {
             self.err(field, "must be longer than zero");
+        } else if d > max {
+            self.err(
+                field,
+                format!("at most {}", steward_model::errors::short_duration(max)),
+            );
         }
     }
 
@@ -929,7 +946,15 @@ impl Checker<'_> {
         // DESIGN.md 4: "a cooldown follows every change".
         self.positive_duration("cooldown", cooldown);
         self.positive_duration("up_window", up);
-        if down < up {
+        if down > MAX_WINDOW {
+            self.err(
+                "down_window",
+                format!(
+                    "at most {}",
+                    steward_model::errors::short_duration(MAX_WINDOW)
+                ),
+            );
+        } else if down < up {
             // A shrink must be at least as sure as a grow: growing late costs latency for a few
             // minutes, shrinking early costs a resize and then a grow back (a flap).
             self.err(
@@ -1057,7 +1082,7 @@ impl RawDiskConfig {
                 ),
             );
         }
-        c.positive_duration("horizon", self.horizon);
+        c.positive_at_most("horizon", self.horizon, MAX_HORIZON);
         c.positive_duration("regression_window", self.regression_window);
         c.positive_duration("stale_after", self.stale_after);
         let min_increment = c.amount("min_increment", &self.min_increment, Resource::Disk);

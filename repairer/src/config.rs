@@ -165,21 +165,24 @@ impl RawRepairConfig {
     /// repair section).
     pub fn validate(self) -> Result<RepairConfig, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        for (path, d) in [
-            ("grace_window", self.grace_window),
-            ("silence_limit", self.silence_limit),
-            ("lag_window", self.lag_window),
-            ("restart_loop_window", self.restart_loop_window),
-            ("stall_after", self.stall_after),
-            ("stale_after", self.stale_after),
-            ("verify_timeout", self.verify_timeout),
-            ("switchover_timeout", self.switchover_timeout),
-            ("breaker_cooldown", self.breaker_cooldown),
-            ("quiet_period", self.quiet_period),
+        // Upper bounds (issue 16): a sign that lasts a day is not a repair's signal, a wait of
+        // more than an hour holds the cluster's one slot, and a breaker open for more than a
+        // week is a pause (say `paused = true`).
+        const HOUR: Duration = Duration::from_secs(3_600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (path, d, max) in [
+            ("grace_window", self.grace_window, HOUR),
+            ("silence_limit", self.silence_limit, HOUR),
+            ("lag_window", self.lag_window, HOUR),
+            ("restart_loop_window", self.restart_loop_window, DAY),
+            ("stall_after", self.stall_after, HOUR),
+            ("stale_after", self.stale_after, HOUR),
+            ("verify_timeout", self.verify_timeout, HOUR),
+            ("switchover_timeout", self.switchover_timeout, HOUR),
+            ("breaker_cooldown", self.breaker_cooldown, 7 * DAY),
+            ("quiet_period", self.quiet_period, DAY),
         ] {
-            if d.is_zero() {
-                errors.push(path, "must be above zero");
-            }
+            errors.positive_at_most(path, d, max);
         }
         for (path, n) in [
             ("lag_limit_bytes", self.lag_limit_bytes),

@@ -519,3 +519,109 @@ mod tests {
         }
     }
 }
+
+/// Issue 16: every duration of the config has an upper bound, checked at validation with its
+/// field path. This walks the effective config of every example (every default filled in),
+/// sets each duration in turn to ten thousand years, and expects validation to refuse exactly
+/// that field.
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    fn durations(value: &toml::Value, path: String, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    durations(v, p, out);
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    durations(v, format!("{path}[{i}]"), out);
+                }
+            }
+            toml::Value::String(s) if humantime::parse_duration(s).is_ok() => out.push(path),
+            _ => {}
+        }
+    }
+
+    fn set(value: &mut toml::Value, path: &str, to: toml::Value) {
+        let mut cur = value;
+        for part in path.split('.') {
+            let (key, index) = match part.split_once('[') {
+                Some((k, i)) => (k, Some(i.trim_end_matches(']').parse::<usize>().unwrap())),
+                None => (part, None),
+            };
+            cur = cur.get_mut(key).unwrap();
+            if let Some(i) = index {
+                cur = cur.get_mut(i).unwrap();
+            }
+        }
+        *cur = to;
+    }
+
+    #[test]
+    fn every_duration_has_an_upper_bound_named_by_its_path() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let mut files = Vec::new();
+        let mut dirs = vec![
+            format!("{root}/examples").into(),
+            format!("{root}/tests/data").into(),
+        ];
+        while let Some(dir) = dirs.pop() {
+            let dir: std::path::PathBuf = dir;
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "toml") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut unbounded = std::collections::BTreeSet::new();
+        let mut checked = 0;
+        for file in files {
+            // Every valid config of the examples and the tests' data: between them they hold
+            // every section.
+            let text = std::fs::read_to_string(&file).unwrap();
+            let Ok(raw) = parse_raw(&text) else { continue };
+            let effective = raw.to_toml();
+            if raw.validate().is_err() {
+                continue;
+            }
+            let base: toml::Value = toml::from_str(&effective).unwrap();
+            let mut paths = Vec::new();
+            durations(&base, String::new(), &mut paths);
+            for path in paths {
+                let mut v = base.clone();
+                set(&mut v, &path, toml::Value::String("10000years".into()));
+                let text = toml::to_string(&v).unwrap();
+                checked += 1;
+                match parse_raw(&text) {
+                    // Refused while parsing (the value does not fit the field's type): fine.
+                    Err(_) => {}
+                    Ok(raw) => match raw.validate() {
+                        Err(errors)
+                            if errors.iter().any(|e| {
+                                path.ends_with(&e.path) || e.path.ends_with(&path) || e.path == path
+                            }) => {}
+                        _ => {
+                            unbounded.insert(path);
+                        }
+                    },
+                }
+            }
+        }
+        assert!(checked > 20, "only {checked} durations found");
+        assert!(
+            unbounded.is_empty(),
+            "durations without an upper bound: {unbounded:#?}"
+        );
+    }
+}

@@ -145,6 +145,9 @@ impl RawServerConfig {
         };
         if self.stale_after.is_zero() {
             errors.push("stale_after", "must be longer than zero");
+        } else if self.stale_after > Duration::from_secs(86_400) {
+            // A health check that waits a day for a loop's tick checks nothing.
+            errors.push("stale_after", "at most 1d");
         }
         match (listen, token) {
             (Some(listen), Some(token)) if errors.is_empty() => Ok(ServerConfig {

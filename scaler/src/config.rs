@@ -83,12 +83,11 @@ impl RawScalerConfig {
                 None
             }
         };
-        if self.step_timeout.is_zero() {
-            errors.push("scaler.step_timeout", "must be longer than 0s");
-        }
-        if self.proposal_timeout.is_zero() {
-            errors.push("scaler.proposal_timeout", "must be longer than 0s");
-        }
+        // A step or a proposal waits at most a day (issue 16): past that it holds the cluster's
+        // one slot for nothing.
+        const DAY: Duration = Duration::from_secs(86_400);
+        errors.positive_at_most("scaler.step_timeout", self.step_timeout, DAY);
+        errors.positive_at_most("scaler.proposal_timeout", self.proposal_timeout, DAY);
         if let Some(p) = &self.member_prefix {
             if p.is_empty()
                 || !p

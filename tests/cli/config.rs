@@ -47,11 +47,11 @@ fn every_example_config_is_valid() {
 }
 
 #[test]
-fn an_invalid_config_lists_every_error_with_its_path_and_exits_2() {
+fn an_invalid_config_lists_every_error_with_its_path_and_exits_3() {
     let file = repo("tests/data/config/invalid.toml");
     let out = steward(&["check-config", file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("cluster.name:"), "{stderr}");
     assert!(stderr.contains("policy.database.cpu"), "{stderr}");
     assert!(
@@ -81,7 +81,7 @@ fn an_unknown_field_names_the_field_and_line() {
     .unwrap();
     let out = steward(&["check-config", file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("unknown field `cooldwn`"), "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
 }
@@ -165,4 +165,48 @@ fn resolve_shows_what_each_adoption_rule_takes_on_the_real_engine() {
         ],
         "{stdout}"
     );
+}
+
+/// Issue 16: one exit code per kind of failure, the same for every command, and `--help` says
+/// which is which.
+#[test]
+fn exit_codes_tell_usage_invalid_input_and_failure_apart() {
+    let help = steward(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("Exit codes: 0 done; 1 failed at run time; 2 usage error"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(&csv, "timestamp,value\n2024-01-01 00:00:00,abc\n").unwrap();
+    let csv = csv.to_str().unwrap();
+    for (args, code) in [
+        (vec!["evaluate", "--no-such-flag"], 2),
+        (
+            vec![
+                "evaluate",
+                "--csv",
+                csv,
+                "--role",
+                "database",
+                "--resource",
+                "cpu",
+                "--size",
+                "2",
+            ],
+            3,
+        ),
+        (vec!["check-config", "/nonexistent/steward.toml"], 1),
+        (vec!["observe", "--patroni", "ftp://127.0.0.1:8008"], 2),
+        (vec!["observe", "--patroni", "http://127.0.0.1:1"], 1),
+    ] {
+        let out = steward(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

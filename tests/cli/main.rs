@@ -10,6 +10,7 @@ mod journal;
 mod lab;
 mod observe;
 mod run;
+mod secrets;
 mod server;
 
 pub(crate) use steward_adapters::testing::service_missing;

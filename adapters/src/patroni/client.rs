@@ -27,7 +27,7 @@ use super::config::{BasicAuth, PatroniSettings};
 use super::error::PatroniError;
 use super::types::*;
 use super::PatroniApi;
-use crate::http::build_client;
+use crate::http::{build_client, read_limited, BodyError};
 use steward_model::ports::ErrorKind;
 
 /// How much of an error body is kept in [`PatroniError::Status`]: Patroni's messages are one
@@ -280,40 +280,25 @@ impl PatroniClient {
         m: &'static str,
         url: &str,
     ) -> Result<Vec<u8>, PatroniError> {
-        let limit = self.max_body_bytes;
-        let too_large = || PatroniError::TooLarge {
-            method: m,
-            url: url.to_string(),
-            limit,
-        };
-        if resp.content_length().is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let mut buf = Vec::new();
-        loop {
-            let chunk = resp.chunk().await.map_err(|source| {
-                if source.is_timeout() {
-                    PatroniError::Timeout {
-                        method: m,
-                        url: url.to_string(),
-                        source,
-                    }
-                } else {
-                    PatroniError::Body {
-                        method: m,
-                        url: url.to_string(),
-                        source,
-                    }
-                }
-            })?;
-            let Some(chunk) = chunk else { return Ok(buf) };
-            // Checked per chunk: a server that lies about (or omits) Content-Length still
-            // cannot make us hold more than the limit.
-            if buf.len() as u64 + chunk.len() as u64 > limit {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&chunk);
-        }
+        read_limited(resp, self.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { limit } => PatroniError::TooLarge {
+                    method: m,
+                    url: url.to_string(),
+                    limit,
+                },
+                BodyError::Timeout(source) => PatroniError::Timeout {
+                    method: m,
+                    url: url.to_string(),
+                    source,
+                },
+                BodyError::Read(source) => PatroniError::Body {
+                    method: m,
+                    url: url.to_string(),
+                    source,
+                },
+            })
     }
 
     /// An action: one request, no retry, on `base` (a member) or on the first seed that can
@@ -539,13 +524,7 @@ fn method_name(m: &Method) -> &'static str {
 }
 
 fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    let mut out: String = text.chars().take(ERROR_BODY_CHARS).collect();
-    if text.chars().count() > ERROR_BODY_CHARS {
-        out.push('…');
-    }
-    out
+    crate::http::snippet(body, ERROR_BODY_CHARS)
 }
 
 #[cfg(test)]

@@ -191,8 +191,15 @@ impl PatroniConfig {
             }
             _ => None,
         };
-        let timeout = positive(&mut errors, "timeout", self.timeout);
-        let connect_timeout = positive(&mut errors, "connect_timeout", self.connect_timeout);
+        // Upper bounds (issue 16): Patroni answers in milliseconds; a longer wait only delays
+        // noticing that a member is gone.
+        const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+        let timeout = errors.positive_at_most("timeout", self.timeout, MAX_TIMEOUT);
+        let connect_timeout =
+            errors.positive_at_most("connect_timeout", self.connect_timeout, MAX_TIMEOUT);
+        if self.retry_delay > Duration::from_secs(60) {
+            errors.push("retry_delay", "at most 1m");
+        }
         let retries = self.retries;
         if retries > 10 {
             errors.push(
@@ -201,8 +208,11 @@ impl PatroniConfig {
             );
         }
         let max_body_bytes = self.max_body_bytes;
-        if max_body_bytes < 1024 {
-            errors.push("max_body_bytes", "must be at least 1024");
+        if !(1024..=1 << 30).contains(&max_body_bytes) {
+            errors.push(
+                "max_body_bytes",
+                "must be between 1024 and 1073741824 (1 GiB)",
+            );
         }
         let tls = self.tls.validate_into("tls", &mut errors);
         let settings = PatroniSettings {
@@ -217,13 +227,6 @@ impl PatroniConfig {
         };
         errors.into_result(settings)
     }
-}
-
-fn positive(errors: &mut ConfigErrors, path: &str, d: Duration) -> Duration {
-    if d.is_zero() {
-        errors.push(path, "must be more than zero");
-    }
-    d
 }
 
 #[cfg(test)]

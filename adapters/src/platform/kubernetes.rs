@@ -107,6 +107,19 @@ pub struct KubernetesConfigRaw {
     /// How often waits ask the API server again, milliseconds.
     #[serde(default = "default_poll")]
     pub poll_millis: u64,
+    /// Answers of the API server larger than this are refused (clients built with
+    /// [`KubernetesPlatform::connect`]). Default [`DEFAULT_MAX_BODY_BYTES`].
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+/// 16 MiB: a list of every pod of a namespace of ~1,000 pods, with room.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// The largest `max_body_bytes` accepted.
+pub const MAX_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
 }
 
 /// One role's StatefulSet.
@@ -156,6 +169,7 @@ pub struct KubernetesConfig {
     pod_wait: Duration,
     resize_wait: Duration,
     poll: Duration,
+    max_body_bytes: u64,
 }
 
 impl KubernetesConfig {
@@ -187,11 +201,21 @@ impl KubernetesConfigRaw {
         if !is_valid_label_key(&self.serving_label) {
             errors.push("serving_label", "is not a valid label key");
         }
-        if self.pod_wait_seconds == 0 {
-            errors.push("pod_wait_seconds", "must be at least 1");
+        // Upper bounds the program can honour (issue 16): a wait is added to a clock.
+        if !(1..=3600).contains(&self.pod_wait_seconds) {
+            errors.push("pod_wait_seconds", "must be between 1 and 3600 (1 h)");
         }
-        if self.poll_millis == 0 {
-            errors.push("poll_millis", "must be at least 1");
+        if self.resize_wait_seconds > 600 {
+            errors.push("resize_wait_seconds", "at most 600 (10 min)");
+        }
+        if !(1..=60_000).contains(&self.poll_millis) {
+            errors.push("poll_millis", "must be between 1 and 60000 (1 min)");
+        }
+        if !(1024..=MAX_MAX_BODY_BYTES).contains(&self.max_body_bytes) {
+            errors.push(
+                "max_body_bytes",
+                format!("must be between 1024 and {MAX_MAX_BODY_BYTES} (1 GiB)"),
+            );
         }
         let mut sets = BTreeMap::new();
         let mut names = BTreeSet::new();
@@ -216,11 +240,11 @@ impl KubernetesConfigRaw {
             if !is_dns_label(&raw.volume_claim) {
                 e.push("volume_claim", "must be a DNS-1123 label");
             }
-            if !(raw.max_cpus.is_finite() && raw.max_cpus >= 0.001) {
-                e.push("max_cpus", "must be at least 0.001 (one millicore)");
+            if !(raw.max_cpus.is_finite() && (0.001..=1024.0).contains(&raw.max_cpus)) {
+                e.push("max_cpus", "must be between 0.001 (one millicore) and 1024");
             }
-            if raw.max_memory_bytes < 1 << 20 {
-                e.push("max_memory_bytes", "must be at least 1 MiB");
+            if !(1 << 20..=64 << 40).contains(&raw.max_memory_bytes) {
+                e.push("max_memory_bytes", "must be between 1 MiB and 64 TiB");
             }
             if e.is_empty() {
                 sets.insert(role, raw);
@@ -236,6 +260,7 @@ impl KubernetesConfigRaw {
             pod_wait: Duration::from_secs(self.pod_wait_seconds),
             resize_wait: Duration::from_secs(self.resize_wait_seconds),
             poll: Duration::from_millis(self.poll_millis),
+            max_body_bytes: self.max_body_bytes,
         })
     }
 }
@@ -367,6 +392,13 @@ fn resources_json(size: Size) -> Value {
 
 /// Classifies a kube-rs error; an API error keeps the server's `Status` message verbatim.
 fn kube_error(operation: &str, e: kube::Error) -> PlatformError {
+    if let Some(limit) = length_limit(&e) {
+        let message = format!(
+            "the API server's answer is larger than {limit} bytes ([platform.kubernetes] \
+             max_body_bytes): narrow the namespace, or raise the limit"
+        );
+        return PlatformError::new(ErrorKind::Permanent, operation, message).with_source(e);
+    }
     let (kind, message) = match &e {
         kube::Error::Api(status) => {
             let kind = match status.code {
@@ -392,6 +424,25 @@ fn kube_error(operation: &str, e: kube::Error) -> PlatformError {
         _ => (ErrorKind::Permanent, e.to_string()),
     };
     PlatformError::new(kind, operation, message).with_source(e)
+}
+
+/// An answer cut at `limit` bytes by the client [`KubernetesPlatform::connect`] builds.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer is larger than {limit} bytes")]
+struct AnswerTooLarge {
+    limit: u64,
+}
+
+/// The limit, when the error is an answer cut by [`KubernetesPlatform::connect`]'s limit.
+fn length_limit(e: &kube::Error) -> Option<u64> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(too_large) = c.downcast_ref::<AnswerTooLarge>() {
+            return Some(too_large.limit);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 fn status_code(e: &kube::Error) -> Option<u16> {
@@ -424,8 +475,37 @@ enum InPlace {
 
 impl KubernetesPlatform {
     /// A platform over an API client (from the kubeconfig, the in-cluster config, or a test URL).
+    /// Prefer [`KubernetesPlatform::connect`], which limits the size of answers.
     pub fn new(client: Client, config: KubernetesConfig) -> Self {
         KubernetesPlatform { client, config }
+    }
+
+    /// A platform whose client is built from `kube` (a kubeconfig's or the in-cluster config)
+    /// and refuses any answer larger than `max_body_bytes`, counted as it arrives (issue 16).
+    pub fn connect(kube: kube::Config, config: KubernetesConfig) -> Result<Self, PlatformError> {
+        use http_body_util::BodyExt;
+        let limit = config.max_body_bytes;
+        let builder = kube::client::ClientBuilder::try_from(kube)
+            .map_err(|e| kube_error("connect to the Kubernetes API", e))?;
+        let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+        let client = builder
+            .with_layer(&tower::util::MapResponseLayer::new(
+                move |answer: http::Response<_>| {
+                    answer.map(|body| {
+                        http_body_util::Limited::new(body, cap).map_err(
+                            move |e| -> tower::BoxError {
+                                if e.is::<http_body_util::LengthLimitError>() {
+                                    Box::new(AnswerTooLarge { limit })
+                                } else {
+                                    e
+                                }
+                            },
+                        )
+                    })
+                },
+            ))
+            .build();
+        Ok(KubernetesPlatform { client, config })
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -1508,6 +1588,7 @@ mod tests {
             pod_wait_seconds: 0,
             resize_wait_seconds: 1,
             poll_millis: 100,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         };
         let lines: Vec<String> = raw
             .validate()

@@ -443,14 +443,18 @@ fn config() -> KubernetesConfigRaw {
         pod_wait_seconds: 5,
         resize_wait_seconds: 1,
         poll_millis: 10,
+        max_body_bytes: 1 << 20,
     }
 }
 
 async fn platform_for(server: &MockServer, raw: KubernetesConfigRaw) -> KubernetesPlatform {
     install_crypto();
     let url = server.uri().parse().unwrap();
-    let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
-    KubernetesPlatform::new(client, raw.validate().expect("valid config"))
+    KubernetesPlatform::connect(
+        kube::Config::new(url),
+        raw.validate().expect("valid config"),
+    )
+    .unwrap()
 }
 
 fn spec(name: &str) -> CreateSpec {
@@ -839,14 +843,57 @@ async fn an_api_server_that_does_not_answer_is_transient() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}").parse().unwrap();
-    let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
-    let p = KubernetesPlatform::new(client, config().validate().unwrap());
+    let p =
+        KubernetesPlatform::connect(kube::Config::new(url), config().validate().unwrap()).unwrap();
     let e = p.list().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient, "connection refused: {e}");
     assert_eq!(
         p.fence("pg-0").await.unwrap_err().kind,
         ErrorKind::Transient
     );
+}
+
+#[tokio::test]
+async fn an_answer_over_the_limit_is_refused_with_the_limit() {
+    let fake = FakeApi::new();
+    let server = serve(&fake).await;
+    let roomy = platform_for(&server, config()).await;
+    for n in 0..3 {
+        roomy.create(&spec(&format!("pg-{n}"))).await.unwrap();
+    }
+    assert_eq!(roomy.list().await.unwrap().len(), 3);
+    // Three pods' list is a few KiB: the same answer through a 1 KiB limit is refused.
+    let mut raw = config();
+    raw.max_body_bytes = 1024;
+    let tight = platform_for(&server, raw).await;
+    let e = tight.list().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("larger than 1024 bytes") && text.contains("max_body_bytes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn waits_and_limits_have_bounds() {
+    let mut raw = config();
+    raw.pod_wait_seconds = u64::MAX;
+    raw.poll_millis = 0;
+    raw.max_body_bytes = u64::MAX;
+    raw.database.max_cpus = 1e300;
+    let text = raw.validate().unwrap_err().to_string();
+    for field in [
+        "pod_wait_seconds",
+        "poll_millis",
+        "max_body_bytes",
+        "database.max_cpus",
+    ] {
+        assert!(
+            text.contains(&format!("{field}: must be between")),
+            "{field}: {text}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -353,3 +353,80 @@ async fn bearer_and_basic_auth_are_sent_and_never_shown() {
     );
     server.verify().await;
 }
+
+#[tokio::test]
+async fn an_answer_over_the_limit_is_refused_and_errors_say_what_prometheus_said() {
+    let server = MockServer::start().await;
+    let big = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+        vec![r#"{"metric":{"member":"pg1"},"value":[1795708800,"1"]}"#; 200].join(",")
+    );
+    Mock::given(path("/api/v1/query"))
+        .and(query_param("query", default_query(Metric::CpuUsed)))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(big, "application/json"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/v1/query"))
+        .and(query_param("query", default_query(Metric::MemoryUsed)))
+        .respond_with(ResponseTemplate::new(422).set_body_json(
+            json!({"status":"error","errorType":"execution","error":"many-to-many matching not allowed"}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/v1/query"))
+        .and(query_param("query", default_query(Metric::Connections)))
+        .respond_with(ResponseTemplate::new(503).set_body_json(
+            json!({"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}),
+        ))
+        .mount(&server)
+        .await;
+    let c = client(&server, json!({ "max_body_bytes": 4096 }));
+    let err = c.instant_query(Metric::CpuUsed, NOW).await.unwrap_err();
+    assert!(
+        matches!(err, PrometheusError::TooLarge { limit: 4096, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("4096 bytes")
+            && text.contains("max_body_bytes")
+            && text.contains(&server.uri()),
+        "{text}"
+    );
+    assert_eq!(err.class(), ErrorKind::Permanent);
+    // The same answer within the default limit is read.
+    let whole = client(&server, json!({}));
+    assert_eq!(
+        whole
+            .instant_query(Metric::CpuUsed, NOW)
+            .await
+            .unwrap()
+            .values
+            .len(),
+        1
+    );
+    let err = c.instant_query(Metric::MemoryUsed, NOW).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("422") && text.contains("execution") && text.contains("many-to-many"),
+        "{text}"
+    );
+    assert_eq!(err.class(), ErrorKind::Permanent);
+    let err = c.instant_query(Metric::Connections, NOW).await.unwrap_err();
+    assert_eq!(err.class(), ErrorKind::Transient, "{err}");
+}
+
+#[test]
+fn max_body_bytes_and_durations_have_bounds() {
+    let cfg: PrometheusConfig = serde_json::from_value(json!({
+        "url": "http://127.0.0.1:9090", "max_body_bytes": 10, "timeout": "1h", "max_age": "30d"
+    }))
+    .unwrap();
+    let text = cfg.validate_with_env(&|_| None).unwrap_err().to_string();
+    assert!(
+        text.contains("max_body_bytes: must be between 1024"),
+        "{text}"
+    );
+    assert!(text.contains("timeout: at most 5m"), "{text}");
+    assert!(text.contains("max_age: at most 1d"), "{text}");
+}

@@ -52,6 +52,9 @@ impl RawRunConfig {
         let mut errors = ConfigErrors::default();
         if self.tick < Duration::from_secs(1) {
             errors.push("tick", "must be at least 1s");
+        } else if self.tick > Duration::from_secs(3_600) {
+            // A loop that looks once an hour repairs nothing in time.
+            errors.push("tick", "at most 1h");
         }
         errors.into_result(RunConfig { tick: self.tick })
     }
@@ -363,11 +366,14 @@ impl RawSimulated {
             }
         };
         for (path, d) in [("ttl", self.ttl), ("join_delay", self.join_delay)] {
-            if d.is_zero() {
-                errors.push(path, "must be above zero");
-            }
+            errors.positive_at_most(path, d, Duration::from_secs(3_600));
         }
         for (i, f) in self.faults.iter().enumerate() {
+            // A simulated year is more than any demo or test needs, and keeps `start + at`
+            // far from overflowing.
+            if f.at > Duration::from_secs(365 * 86_400) {
+                errors.push(format!("faults[{i}].at"), "at most 365d after the start");
+            }
             let needs_member = f.fault != FaultKind::Load;
             if needs_member && f.member.is_none() {
                 errors.push(format!("faults[{i}].member"), "is required for this fault");
@@ -597,6 +603,8 @@ impl RawBalancersConfig {
         }
         if self.enable_timeout < Duration::from_secs(1) {
             errors.push("enable_timeout", "must be at least 1s");
+        } else if self.enable_timeout > Duration::from_secs(3_600) {
+            errors.push("enable_timeout", "at most 1h");
         }
         errors.into_result(BalancersConfig {
             runtime_apis: apis,
