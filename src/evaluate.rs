@@ -1,17 +1,22 @@
 //! `steward evaluate`: the dry run of the policies over recorded history.
 //!
-//! What this is: read a CSV trace, a JSON-lines recording or a cluster's history in Prometheus
-//! (`--prometheus URL --since 24h`, turned into the same records), replay it through Steward's
-//! policies and (with `--baseline`) through the Kubernetes HPA algorithm and a naive threshold
-//! rule with the same band and bounds, and print what each would have done and what it cost.
-//! Nothing is actuated and no clock is read: time is the recording's.
+//! What this is: read CSV traces (one or several: a scorecard with a sum), synthetic traces
+//! (`--synthetic KIND:SEEDS`), a JSON-lines recording or a cluster's history in Prometheus
+//! (`--prometheus URL --since 24h`, turned into the same records), replay each through Steward's
+//! policies and (with `--baseline`) through the Kubernetes HPA algorithm, the Kubernetes VPA
+//! recommender, a naive threshold rule and the hindsight cost floor (one fixed size), with the
+//! same band, bounds and step, and print what each would have done and what it cost. Nothing is
+//! actuated and no clock is read: time is the recording's.
 //! What it is not: the live loop (`scaler`), nor a simulation of how load moves between members
-//! when the replica count changes (a recording's members are replayed as they were).
+//! when the replica count changes (a recording's members are replayed as they were; the replica
+//! scorecard spreads the recorded CPU over the count each policy holds, see `recording`).
 //!
-//! Start at [`run`]. The pieces: [`input`] (readers), [`sizer`] (the trait and the baselines),
-//! [`steward`] (Steward's policies behind the trait), [`mod@replay`] (the loop and the score),
-//! `recording` (a JSON-lines recording, every knob), [`mod@prometheus`] (history from Prometheus,
-//! replayed as a recording), [`output`] (text and JSON), [`chart`] (SVG).
+//! Start at [`run`]. The pieces: [`input`] (readers), [`synthetic`] (the seeded trace
+//! generator), [`sizer`] (the trait and the HPA, naive and fixed baselines), [`vpa`] (the VPA
+//! recommender), [`steward`] (Steward's policies behind the trait), [`mod@replay`] (the loop and
+//! the score), `recording` (a JSON-lines recording, every knob), [`mod@prometheus`] (history from
+//! Prometheus, replayed as a recording), [`output`] (text and JSON, one input or a scorecard of
+//! several), [`chart`] (SVG: the timeline and the plane).
 //!
 //! Fairness: every policy of a knob gets the same band, bounds and step (Steward's config), the
 //! same samples at the same times, and the same starting size.
@@ -24,6 +29,8 @@ mod recording;
 pub mod replay;
 pub mod sizer;
 pub mod steward;
+pub mod synthetic;
+pub mod vpa;
 
 use std::fs::File;
 use std::io::{BufReader, IsTerminal, Write};
@@ -35,9 +42,10 @@ use steward_model::{Resource, Role, Timestamp};
 use steward_policies::PolicyConfig;
 
 use self::output::{InputInfo, KnobReport, Report};
-use self::replay::{replay, Track};
-use self::sizer::{Hpa, Limits, Naive, Sizer};
+use self::replay::{interval_secs, replay, Track};
+use self::sizer::{Fixed, Hpa, Limits, Naive, Sizer};
 use self::steward::{StewardDisk, StewardVertical};
+use self::vpa::Vpa;
 
 /// How a CSV's values relate to the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,10 +68,23 @@ pub enum Baseline {
     None,
     /// The Kubernetes HPA algorithm (tolerance 0.1, 300 s scale-down stabilization, 15 s sync).
     Hpa,
+    /// The Kubernetes VPA recommender (decaying histogram, half-life 24 h, target p90 + 15 %,
+    /// range p50..p95 + 15 %); resizes only when the size leaves the range.
+    Vpa,
     /// A threshold rule without windows or cooldown.
     Naive,
-    /// Both.
+    /// The static cost floor, in hindsight: the smallest size keeping the whole trace under
+    /// `high` 99 % of the time, set once. Not a policy: it has read the trace before the first
+    /// sample.
+    Fixed,
+    /// Every one of them.
     All,
+}
+
+impl Baseline {
+    fn includes(self, one: Baseline) -> bool {
+        self == one || self == Baseline::All
+    }
 }
 
 /// Output format.
@@ -88,16 +109,36 @@ pub enum Timeline {
 
 /// `steward evaluate`: replay recorded metrics through the policies, with nothing actuated.
 #[derive(clap::Args, Debug, Clone)]
+#[command(group(
+    clap::ArgGroup::new("input")
+        .args(["csv", "synthetic", "jsonl", "prometheus"])
+        .multiple(true)
+        .required(true)
+))]
+#[command(group(clap::ArgGroup::new("traces").args(["csv", "synthetic"]).multiple(true)))]
 pub struct EvaluateArgs {
     /// A CSV trace `timestamp,value` (a header row is allowed), e.g. the NAB traces; say what it
-    /// measures with --role, --resource, --size and --values.
+    /// measures with --role, --resource, --size and --values. Repeat it, or name a folder (its
+    /// *.csv files), for a scorecard: every trace replayed alike, a row per trace and policy and
+    /// a sum row.
     #[arg(
         long,
-        value_name = "FILE",
-        conflicts_with_all = ["jsonl", "prometheus"],
-        required_unless_present_any = ["jsonl", "prometheus"]
+        value_name = "FILE|DIR",
+        conflicts_with_all = ["jsonl", "prometheus"]
     )]
-    pub csv: Option<PathBuf>,
+    pub csv: Vec<PathBuf>,
+    /// Synthetic traces, 14 days at 5 minutes in percent of --size, deterministic per seed:
+    /// KIND:SEED, KIND:FROM-TO or all:FROM-TO, with KIND one of diurnal, weekly, bursts, steps,
+    /// leak, noise, mixed (e.g. --synthetic diurnal:6-10). Repeatable; mixes with --csv.
+    #[arg(
+        long,
+        value_name = "KIND:SEEDS",
+        conflicts_with_all = ["jsonl", "prometheus"]
+    )]
+    pub synthetic: Vec<synthetic::Spec>,
+    /// With --synthetic: also write each trace as a NAB-style CSV, DIR/<kind>-<seed>.csv.
+    #[arg(long, value_name = "DIR", requires = "synthetic")]
+    pub write_synthetic: Option<PathBuf>,
     /// A JSON-lines recording of member records (`steward observe --record`); runs vertical CPU
     /// and memory per role (busiest member), disk and the replica count.
     #[arg(long, value_name = "FILE", conflicts_with = "prometheus")]
@@ -181,17 +222,18 @@ pub struct EvaluateArgs {
     /// With --prometheus: time allowed for each range query.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Prometheus history")]
     pub timeout: Duration,
-    /// With --csv: the role the trace belongs to.
+    /// With --csv or --synthetic: the role the traces belong to.
     #[arg(long, default_value = "database")]
     pub role: Role,
-    /// With --csv: the resource the trace measures (cpu, memory or disk).
+    /// With --csv or --synthetic: the resource the traces measure (cpu, memory or disk).
     #[arg(long, default_value = "cpu")]
     pub resource: Resource,
-    /// With --csv: the size the machine had when the trace was recorded, and the replay's
-    /// starting size: vCPUs (`2`, `1.5`, `500m`) or bytes with a unit (`4GiB`, `512MiB`, `100GB`).
-    #[arg(long, value_name = "AMOUNT", requires = "csv")]
+    /// With --csv or --synthetic: the size the machine had when the trace was recorded, and the
+    /// replay's starting size: vCPUs (`2`, `1.5`, `500m`) or bytes with a unit (`4GiB`,
+    /// `512MiB`, `100GB`).
+    #[arg(long, value_name = "AMOUNT", requires = "traces")]
     pub size: Option<String>,
-    /// With --csv: how the values relate to --size.
+    /// With --csv: how the values relate to --size (synthetic traces are always percent).
     #[arg(long, value_enum, default_value = "percent")]
     pub values: Values,
     /// Baselines to run beside Steward, with the same band, bounds and step.
@@ -200,13 +242,18 @@ pub struct EvaluateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Whose resizes the timeline lists.
-    #[arg(long, value_enum, default_value = "steward")]
-    pub timeline: Timeline,
-    /// Also draw the usage, the band and each policy's size into this SVG file (for a
-    /// recording: the first vertical knob, usually database CPU).
+    /// Whose resizes the timeline lists [default: steward for one input, none for several].
+    #[arg(long, value_enum)]
+    pub timeline: Option<Timeline>,
+    /// Also draw the usage, the band and each policy's size into this SVG file (one input; for
+    /// a recording: the first vertical knob, usually database CPU).
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
+    /// Also draw every policy on one plane into this SVG file: resource-hours (x) against
+    /// minutes above high (y), point size = changes; a panel for the sum and one per trace
+    /// (per knob for a recording).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plane: Option<PathBuf>,
     /// Skip rows that cannot be parsed (counted and reported) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
@@ -258,29 +305,53 @@ pub fn hours_unit(resource: Resource) -> f64 {
 
 /// Runs `steward evaluate` with validated policies, writing the report to `out`.
 pub fn run(args: &EvaluateArgs, policy: PolicyConfig, out: &mut dyn Write) -> anyhow::Result<()> {
-    let (report, flat) = match (&args.csv, &args.jsonl, &args.prometheus) {
-        (Some(path), _, _) => (evaluate_csv(args, path, &policy)?, true),
-        (None, Some(path), _) => (recording::evaluate_jsonl(args, path, &policy)?, false),
-        (None, None, Some(url)) => {
-            // The command's edge: the one place `evaluate` reads the wall clock, and only
-            // when --until does not say where the history ends.
-            let until = args
-                .until
-                .unwrap_or_else(|| Timestamp::from_millis(chrono::Utc::now().timestamp_millis()));
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let report = runtime.block_on(recording::evaluate_prometheus(args, url, until, &policy))?;
-            (report, false)
+    let mut reports = Vec::new();
+    let mut flat = false;
+    if !args.csv.is_empty() || !args.synthetic.is_empty() {
+        let traces = read_traces(args)?;
+        if traces.len() > 1 && args.chart.is_some() {
+            return Err(crate::UsageError(format!(
+                "--chart draws one trace's timeline; for {} traces use --plane FILE.svg",
+                traces.len()
+            ))
+            .into());
         }
-        (None, None, None) => bail!(
-            "give a trace with --csv FILE, a recording with --jsonl FILE or a history with --prometheus URL"
-        ),
-    };
-    let written = match args.format {
-        Format::Text => output::write_text(&report, out),
-        Format::Json => output::write_json(&report, flat, out),
+        let timeline = args.timeline.unwrap_or(if traces.len() == 1 {
+            Timeline::Steward
+        } else {
+            Timeline::None
+        });
+        for trace in &traces {
+            reports.push(evaluate_trace(args, trace, &policy, timeline)?);
+        }
+        flat = true;
+    } else if let Some(path) = &args.jsonl {
+        reports.push(recording::evaluate_jsonl(args, path, &policy)?);
+    } else if let Some(url) = &args.prometheus {
+        // The command's edge: the one place `evaluate` reads the wall clock, and only
+        // when --until does not say where the history ends.
+        let until = args
+            .until
+            .unwrap_or_else(|| Timestamp::from_millis(chrono::Utc::now().timestamp_millis()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        reports.push(runtime.block_on(recording::evaluate_prometheus(args, url, until, &policy))?);
+    } else {
+        return Err(crate::UsageError(
+            "give traces with --csv FILE or --synthetic KIND:SEEDS, a recording with --jsonl FILE or a history with --prometheus URL".into(),
+        )
+        .into());
+    }
+    if let Some(path) = &args.plane {
+        draw_plane(path, &reports)?;
+    }
+    let written = match (args.format, reports.as_slice()) {
+        (Format::Text, [one]) => output::write_text(one, out),
+        (Format::Json, [one]) => output::write_json(one, flat, out),
+        (Format::Text, several) => output::write_scorecard_text(several, out),
+        (Format::Json, several) => output::write_scorecard_json(several, out),
     };
     match written {
         // The reader went away (`| head`): what it wanted, it has; that is not a failure.
@@ -289,19 +360,117 @@ pub fn run(args: &EvaluateArgs, policy: PolicyConfig, out: &mut dyn Write) -> an
     }
 }
 
+/// One trace to replay: read from a CSV file or generated.
+struct TraceInput {
+    /// The file, or `synthetic:<kind>:<seed>`.
+    name: String,
+    format: &'static str,
+    samples: Vec<input::Sample>,
+    skipped: Vec<input::Skipped>,
+    /// Synthetic traces are percent of the size whatever --values says.
+    percent: bool,
+}
+
+/// The traces of --csv (files, and the *.csv files of folders, sorted) and --synthetic, in
+/// that order; writes the synthetic ones out with --write-synthetic.
+fn read_traces(args: &EvaluateArgs) -> anyhow::Result<Vec<TraceInput>> {
+    let mut traces = Vec::new();
+    for path in &args.csv {
+        let files = if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read the folder {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("{} holds no .csv file", path.display());
+            }
+            files
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let series = input::read_csv(open(&file)?, &file.display().to_string(), args.skip_bad)?;
+            log_read(&file, series.samples.len(), &series.skipped);
+            traces.push(TraceInput {
+                name: file.display().to_string(),
+                format: "csv",
+                samples: series.samples,
+                skipped: series.skipped,
+                percent: false,
+            });
+        }
+    }
+    if let Some(dir) = &args.write_synthetic {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    for spec in &args.synthetic {
+        for (kind, seed) in spec.traces() {
+            let trace = synthetic::generate(kind, seed);
+            if let Some(dir) = &args.write_synthetic {
+                let path = dir.join(format!("{}-{seed}.csv", kind.name()));
+                let mut file = std::io::BufWriter::new(
+                    File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                );
+                trace
+                    .write_csv(&mut file)
+                    .and_then(|()| file.flush())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            let samples = trace
+                .times
+                .iter()
+                .zip(&trace.values)
+                .enumerate()
+                .map(|(i, (&at, &value))| input::Sample {
+                    at,
+                    value,
+                    line: i as u64 + 2,
+                })
+                .collect();
+            traces.push(TraceInput {
+                name: trace.name,
+                format: "synthetic",
+                samples,
+                skipped: Vec::new(),
+                percent: true,
+            });
+        }
+    }
+    Ok(traces)
+}
+
 fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     Ok(BufReader::new(file))
 }
 
-/// The baselines `choice` asks for, with `limits`.
-fn baselines(choice: Baseline, limits: Limits) -> Vec<Box<dyn Sizer>> {
+/// The baselines `choice` asks for, with `limits`, in the order steward's tables use: hpa,
+/// vpa, naive, fixed. The VPA sizes a `resource` (none for the replica count, where it has no
+/// meaning); the fixed size reads the whole of `usage` first.
+fn baselines(
+    choice: Baseline,
+    limits: Limits,
+    resource: Option<Resource>,
+    times: &[Timestamp],
+    usage: &[Option<f64>],
+) -> Vec<Box<dyn Sizer>> {
     let mut sizers: Vec<Box<dyn Sizer>> = Vec::new();
-    if matches!(choice, Baseline::Hpa | Baseline::All) {
+    if choice.includes(Baseline::Hpa) {
         sizers.push(Box::new(Hpa::new(limits)));
     }
-    if matches!(choice, Baseline::Naive | Baseline::All) {
+    if let (true, Some(resource)) = (choice.includes(Baseline::Vpa), resource) {
+        sizers.push(Box::new(Vpa::new(limits, resource)));
+    }
+    if choice.includes(Baseline::Naive) {
         sizers.push(Box::new(Naive::new(limits)));
+    }
+    if choice.includes(Baseline::Fixed) {
+        let secs: Vec<f64> = (0..times.len()).map(|i| interval_secs(times, i)).collect();
+        sizers.push(Box::new(Fixed::hindsight(limits, usage, &secs)));
     }
     sizers
 }
@@ -364,34 +533,43 @@ fn timeline(tracks: &[Track], which: Timeline) -> Vec<replay::Change> {
     changes
 }
 
-fn evaluate_csv(args: &EvaluateArgs, path: &Path, policy: &PolicyConfig) -> anyhow::Result<Report> {
+/// Replays one trace (CSV or synthetic) through Steward and the baselines.
+fn evaluate_trace(
+    args: &EvaluateArgs,
+    trace: &TraceInput,
+    policy: &PolicyConfig,
+    which: Timeline,
+) -> anyhow::Result<Report> {
     let (role, resource) = (args.role, args.resource);
     let size_text = args
         .size
         .as_deref()
-        .context("--size is required with --csv: the size the machine had")?;
+        .context("--size is required with --csv and --synthetic: the size the machine had")?;
     let size = parse_amount(resource, size_text).context("bad --size")?;
-    let series = input::read_csv(open(path)?, &path.display().to_string(), args.skip_bad)?;
-    log_read(path, series.samples.len(), &series.skipped);
-    let scale = match args.values {
+    let values = if trace.percent {
+        Values::Percent
+    } else {
+        args.values
+    };
+    let scale = match values {
         Values::Percent => size / 100.0,
         Values::Fraction => size,
         Values::Absolute | Values::Cumulative => 1.0,
     };
-    let times: Vec<Timestamp> = series.samples.iter().map(|s| s.at).collect();
+    let times: Vec<Timestamp> = trace.samples.iter().map(|s| s.at).collect();
     let mut usage = Vec::with_capacity(times.len());
     let mut sum = 0.0;
-    for s in &series.samples {
+    for s in &trace.samples {
         if s.value < 0.0 {
             bail!(
                 "{}, line {}: the value {} is negative: usage cannot be",
-                path.display(),
+                trace.name,
                 s.line,
                 s.value
             );
         }
         sum += s.value;
-        usage.push(Some(if args.values == Values::Cumulative {
+        usage.push(Some(if values == Values::Cumulative {
             sum
         } else {
             s.value * scale
@@ -407,12 +585,21 @@ fn evaluate_csv(args: &EvaluateArgs, path: &Path, policy: &PolicyConfig) -> anyh
                 config.clone(),
                 true,
             ))];
-            sizers.extend(baselines(args.baseline, limits));
+            sizers.extend(baselines(
+                args.baseline,
+                limits,
+                Some(resource),
+                &times,
+                &usage,
+            ));
             (limits, sizers)
         }
         None => {
             if args.baseline != Baseline::None {
-                bail!("--baseline compares vertical CPU and memory policies; a disk has no band to compare");
+                return Err(crate::UsageError(
+                    "--baseline compares vertical CPU and memory policies; a disk has no band to compare".into(),
+                )
+                .into());
             }
             (
                 steward::disk_limits_of(&roles.disk),
@@ -445,7 +632,15 @@ fn evaluate_csv(args: &EvaluateArgs, path: &Path, policy: &PolicyConfig) -> anyh
     }
     let (from, to) = (times[0], times[times.len() - 1]);
     Ok(Report {
-        input: input_info(path, "csv", times.len(), from, to, &series.skipped),
+        input: InputInfo {
+            file: trace.name.clone(),
+            format: trace.format,
+            samples: times.len(),
+            from,
+            to,
+            skipped: trace.skipped.len(),
+            skipped_lines: trace.skipped.iter().take(100).map(|s| s.line).collect(),
+        },
         knobs: vec![KnobReport {
             knob,
             resource: Some(resource),
@@ -453,8 +648,51 @@ fn evaluate_csv(args: &EvaluateArgs, path: &Path, policy: &PolicyConfig) -> anyh
             initial: size,
             policies: tracks.iter().map(|t| (t.policy, t.summary)).collect(),
         }],
-        timeline: timeline(&tracks, args.timeline),
+        timeline: timeline(&tracks, which),
     })
+}
+
+/// The plane (`--plane`): for each knob, a panel for the sum of the reports (when there are
+/// several), then one per report.
+fn draw_plane(path: &Path, reports: &[Report]) -> anyhow::Result<()> {
+    let hours_unit = |k: &KnobReport| match k.resource {
+        Some(Resource::Cpu) => "vCPU-hours",
+        Some(_) => "GiB-hours",
+        None => "member-hours",
+    };
+    let points = |policies: &[(&'static str, replay::Summary)]| {
+        policies
+            .iter()
+            .map(|(name, s)| (*name, s.resource_hours, s.minutes_above_high, s.changes))
+            .collect::<Vec<_>>()
+    };
+    let mut panels = Vec::new();
+    if reports.len() > 1 {
+        for (knob, policies) in output::sums(reports) {
+            panels.push(chart::PlanePanel {
+                title: format!("sum of {} traces ({})", reports.len(), knob.knob),
+                hours_unit: hours_unit(knob),
+                points: points(&policies),
+            });
+        }
+    }
+    for report in reports {
+        for k in &report.knobs {
+            let name = output::short_name(&report.input.file);
+            panels.push(chart::PlanePanel {
+                title: if report.knobs.len() > 1 {
+                    format!("{name} ({})", k.knob)
+                } else {
+                    name
+                },
+                hours_unit: hours_unit(k),
+                points: points(&k.policies),
+            });
+        }
+    }
+    let title = "every policy on one plane: cost (resource-hours) against time above high";
+    chart::draw_plane(path, title, &panels)?;
+    Ok(())
 }
 
 fn draw_chart(
@@ -686,6 +924,39 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(v["input"]["samples"], 2, "{v}");
+    }
+
+    /// The scorecard's split (tests/data/evaluate/split.toml): the training and test sets
+    /// share no synthetic trace and no NAB trace, and every synthetic entry can be run.
+    #[test]
+    fn the_training_and_test_sets_do_not_overlap() {
+        use std::collections::BTreeSet;
+        let text = std::fs::read_to_string(data("split.toml")).unwrap();
+        let split: toml::Value = toml::from_str(&text).unwrap();
+        let set = |name: &str| {
+            let part = &split[name];
+            let synthetic: BTreeSet<(synthetic::Kind, u64)> = part["synthetic"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|spec| {
+                    let spec: synthetic::Spec = spec.as_str().unwrap().parse().unwrap();
+                    spec.traces().collect::<Vec<_>>()
+                })
+                .collect();
+            let nab: BTreeSet<String> = part["nab"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect();
+            (synthetic, nab)
+        };
+        let (train, test) = (set("training"), set("test"));
+        assert_eq!((train.0.len(), test.0.len()), (35, 35));
+        assert!(train.0.is_disjoint(&test.0));
+        assert_eq!((train.1.len(), test.1.len()), (3, 3));
+        assert!(train.1.is_disjoint(&test.1));
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The `--chart FILE.svg` picture: the metric, the band, and each policy's size over time.
+//! The `--chart FILE.svg` picture: the metric, the band, and each policy's size over time; and
+//! the `--plane FILE.svg` picture: every policy as one point on the plane of cost
+//! (resource-hours, x) against time under-provisioned (minutes above `high`, y), sized by its
+//! changes, for the sum of the traces and for each trace.
 //!
 //! What this is: drawing only (plotters, SVG backend). What it is not: a source of any figure;
 //! it draws what the replay recorded. Long series are thinned to at most [`MAX_POINTS`] points
@@ -43,11 +46,13 @@ fn thin(hours: &[f64], values: &[f64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-const COLOURS: [RGBColor; 4] = [
+const COLOURS: [RGBColor; 6] = [
     RGBColor(214, 39, 40),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
 ];
 const USAGE_COLOUR: RGBColor = RGBColor(120, 120, 120);
 const BAND_COLOUR: RGBColor = RGBColor(255, 160, 122);
@@ -177,6 +182,125 @@ fn draw_inner(
     Ok(())
 }
 
+/// One panel of the plane: each policy's point for one trace, or for the sum of them.
+pub struct PlanePanel<'a> {
+    pub title: String,
+    /// The x axis: `vCPU-hours`, `GiB-hours`, `member-hours`.
+    pub hours_unit: &'a str,
+    /// `(policy, resource-hours, minutes above high, changes)`, in the same policy order in
+    /// every panel (a policy keeps its colour).
+    pub points: Vec<(&'a str, f64, f64, u64)>,
+}
+
+/// Panels per row of the plane, and each panel's height.
+const PLANE_COLUMNS: usize = 3;
+const PANEL_HEIGHT: u32 = 330;
+/// The largest point's radius (the panel's most changes); the smallest is [`MIN_RADIUS`].
+const MAX_RADIUS: f64 = 18.0;
+const MIN_RADIUS: f64 = 3.0;
+
+/// A point's radius: its area grows with its changes, relative to the panel's most.
+fn radius(changes: u64, most: u64) -> i32 {
+    let share = if most == 0 {
+        0.0
+    } else {
+        (changes as f64 / most as f64).sqrt()
+    };
+    (MIN_RADIUS + (MAX_RADIUS - MIN_RADIUS) * share).round() as i32
+}
+
+/// Draws the plane into `path`: one panel per entry of `panels` (the sum first, then each
+/// trace), three to a row, each policy one point, the legend to the right.
+pub fn draw_plane(path: &Path, title: &str, panels: &[PlanePanel<'_>]) -> Result<(), ChartError> {
+    draw_plane_inner(path, title, panels).map_err(|source| ChartError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn draw_plane_inner(
+    path: &Path,
+    title: &str,
+    panels: &[PlanePanel<'_>],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let rows = panels.len().div_ceil(PLANE_COLUMNS).max(1);
+    let height = 40 + PANEL_HEIGHT * rows as u32;
+    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 20))?;
+    let (plots, legend) = root.split_horizontally(LEGEND_X);
+    let areas = plots.split_evenly((rows, PLANE_COLUMNS));
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+        let xs = panel.points.iter().map(|p| finite(p.1));
+        let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+        let (x_min, x_max) = if x_min > x_max {
+            (0.0, 1.0)
+        } else {
+            (x_min, x_max)
+        };
+        // Pad by a tenth of the spread, and at least 5 % of the largest value.
+        let pad = ((x_max - x_min) * 0.1).max(x_max.abs() * 0.05).max(1e-3);
+        let y_max = panel.points.iter().map(|p| finite(p.2)).fold(0.0, f64::max);
+        let y_max = y_max * 1.15 + 1.0;
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, ("sans-serif", 14))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d((x_min - pad)..(x_max + pad), 0f64..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc(panel.hours_unit)
+            .y_desc("minutes above high")
+            .x_labels(4)
+            .y_labels(5)
+            .label_style(("sans-serif", 11))
+            .draw()?;
+        let most = panel.points.iter().map(|p| p.3).max().unwrap_or(0);
+        for (i, &(name, x, y, changes)) in panel.points.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            let r = radius(changes, most);
+            // The label beside the point, not over it.
+            let point = EmptyElement::at((finite(x), finite(y)))
+                + Circle::new((0, 0), r, colour.mix(0.55).filled())
+                + Text::new(
+                    format!("{name} ({changes})"),
+                    (r + 3, -6),
+                    ("sans-serif", 11).into_font(),
+                );
+            chart.draw_series(std::iter::once(point))?;
+        }
+    }
+    // The legend: a colour per policy (the first panel's order), and what the size means.
+    let mut y = 40;
+    if let Some(first) = panels.first() {
+        for (i, (name, ..)) in first.points.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            legend.draw(&Circle::new((25, y), 7, colour.mix(0.55).filled()))?;
+            legend.draw(&Text::new(
+                name.to_string(),
+                (48, y - 7),
+                ("sans-serif", 14).into_font(),
+            ))?;
+            y += 24;
+        }
+    }
+    for line in [
+        "point area = changes",
+        "(relative to the panel's most;",
+        "the label says how many)",
+        "lower left is better:",
+        "fewer resource-hours,",
+        "fewer minutes above high",
+    ] {
+        y += 20;
+        legend.draw(&Text::new(line, (10, y), ("sans-serif", 13).into_font()))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +388,42 @@ mod tests {
             }
         }
         assert_eq!(labels, 4, "usage, steward, hpa and the band are labelled");
+    }
+
+    #[test]
+    fn the_plane_puts_every_policy_on_every_panel_sized_by_its_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plane.svg");
+        let panel = |title: &str| PlanePanel {
+            title: title.into(),
+            hours_unit: "vCPU-hours",
+            points: vec![
+                ("steward", 500.0, 170.0, 67),
+                ("hpa", 484.0, 130.0, 151),
+                ("fixed", 460.0, 40.0, 1),
+            ],
+        };
+        draw_plane(
+            &path,
+            "scorecard",
+            &[panel("sum"), panel("a"), panel("b"), panel("c")],
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        for label in [
+            "steward (67)",
+            "hpa (151)",
+            "fixed (1)",
+            "point area = changes",
+        ] {
+            assert!(svg.contains(label), "{label}");
+        }
+        // Three points per panel, four panels, and three legend dots.
+        assert_eq!(svg.matches("<circle").count(), 3 * 4 + 3);
+        // The most changes draw the largest point, the fewest the smallest.
+        assert_eq!(radius(151, 151), MAX_RADIUS as i32);
+        assert_eq!(radius(0, 151), MIN_RADIUS as i32);
+        assert!(radius(67, 151) < radius(151, 151));
     }
 
     #[test]

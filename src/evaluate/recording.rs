@@ -2,9 +2,19 @@
 //!
 //! What this is: per role, vertical CPU and memory (the busiest member's usage, since members of
 //! one role share one size), the data disk, and for the databases the replica count; with the
-//! HPA and naive baselines beside the vertical knobs. What it is not: a model of how load would
-//! move had the member count changed; the recorded members are replayed as they were, and the
-//! replica policy's own count is what it believes after its decisions.
+//! baselines beside the vertical knobs and (HPA, naive, fixed) beside the replica count. What
+//! it is not: a model of how load would move had the member count changed; the recorded
+//! members are replayed as they were, and the replica policy's own count is what it believes
+//! after its decisions.
+//!
+//! The replica count's score: the database members' recorded CPU, in members' worth
+//! (`sum of cpu_used / cpus`, the demand), spread over the count a policy holds: utilization
+//! `demand / count`, against the replica CPU band. That is the HPA's own view (its replica
+//! formula `ceil(count x utilization / target)` is `ceil(demand / target)`, whatever the count),
+//! with the band's middle as its target. Steward's replica policy decides on the recorded
+//! members (replica CPU and connections), as it would live; both are scored on the same demand.
+//! An observation where any database member lacks its CPU or size has no demand (missing is not
+//! zero): it counts member-hours, no band minutes, and the HPA skips it.
 //!
 //! A history read from Prometheus (`--prometheus`) is replayed here too: [`super::prometheus`]
 //! turns it into the same records, so both inputs run exactly the same code from the
@@ -27,6 +37,7 @@ use anyhow::Context;
 use steward_adapters::prometheus::{MetricsSource, PrometheusConfig};
 use steward_model::record::group_by_time;
 use steward_model::Size;
+use steward_policies::ReplicaConfig;
 
 /// The figure of `resource` a member reports.
 fn usage_of(m: &MemberObservation, resource: Resource) -> Option<f64> {
@@ -120,7 +131,7 @@ pub(super) async fn evaluate_prometheus(
     };
     let settings = raw
         .validate()
-        .map_err(|e| anyhow::anyhow!("--prometheus: {e}"))?;
+        .map_err(|e| crate::UsageError(format!("--prometheus: {e}")))?;
     let span = Span::new(until, args.since, args.step)?;
     let facts = Facts {
         cluster: "prometheus".into(),
@@ -240,7 +251,7 @@ fn evaluate_observations(
                 limits,
                 hours_unit(resource),
             )];
-            for mut sizer in baselines(args.baseline, limits) {
+            for mut sizer in baselines(args.baseline, limits, Some(resource), &times, &usage) {
                 let keep = args.chart.is_some();
                 knob_tracks.push(replay(
                     sizer.as_mut(),
@@ -313,21 +324,41 @@ fn evaluate_observations(
         .iter()
         .any(|o| o.members_of(Role::Database).next().is_some())
     {
-        let track = replay_replicas(ReplicaPolicy::new(policy.replicas.clone()), observations);
+        let demand = demand(observations);
+        let limits = replica_limits(&policy.replicas);
         let initial = observations[0].members_of(Role::Database).count() as f64;
+        let mut replica_tracks = vec![replay_replicas(
+            ReplicaPolicy::new(policy.replicas.clone()),
+            observations,
+            &demand,
+            limits,
+        )];
+        for mut sizer in baselines(args.baseline, limits, None, &times, &demand) {
+            replica_tracks.push(replay(
+                sizer.as_mut(),
+                "database.replicas",
+                &times,
+                &demand,
+                initial,
+                limits,
+                1.0,
+                false,
+                &mut |_| {},
+            ));
+        }
         knobs.push(knob_report(
             "database.replicas".to_string(),
             None,
-            None,
+            Some(limits),
             initial,
-            std::slice::from_ref(&track),
+            &replica_tracks,
         ));
-        tracks.push(track);
+        tracks.extend(replica_tracks);
     }
     Ok(Report {
         input,
         knobs,
-        timeline: timeline(&tracks, args.timeline),
+        timeline: timeline(&tracks, args.timeline.unwrap_or(super::Timeline::Steward)),
     })
 }
 
@@ -406,7 +437,7 @@ fn replay_vertical(
     }
     Track {
         policy: "steward",
-        summary: tally.summary,
+        summary: tally.finish(),
         changes,
         sizes,
     }
@@ -441,30 +472,56 @@ fn replay_disk(
     }
     Track {
         policy: "steward",
-        summary: tally.summary,
+        summary: tally.finish(),
         changes,
         sizes,
     }
 }
 
-/// The replica count: the recorded observations, and the count the policy believes it set.
-/// `resource_hours` is member-hours.
-fn replay_replicas(mut policy: ReplicaPolicy, observations: &[Observation]) -> Track {
-    let times: Vec<Timestamp> = observations.iter().map(|o| o.at).collect();
-    // No band in members: the tally only counts changes and member-hours.
-    let limits = Limits {
-        low: f64::NEG_INFINITY,
-        high: f64::INFINITY,
-        target: 0.0,
-        min: 0.0,
-        max: 0.0,
+/// The database members' recorded CPU in members' worth (`sum of cpu_used / cpus`) at each
+/// observation; `None` where a member lacks either figure.
+fn demand(observations: &[Observation]) -> Vec<Option<f64>> {
+    observations
+        .iter()
+        .map(|o| {
+            o.members_of(Role::Database)
+                .map(|m| {
+                    let used = m.cpu_used.map(|f| f.value)?;
+                    let cpus = m.size.map(|s| s.cpus).filter(|c| *c > 0.0)?;
+                    Some(used / cpus)
+                })
+                .sum::<Option<f64>>()
+        })
+        .collect()
+}
+
+/// The replica count's band and bounds: the replica CPU band, its middle as the target (the
+/// HPA's), the HA minimum and the most members, one member a step.
+fn replica_limits(config: &ReplicaConfig) -> Limits {
+    Limits {
+        low: config.cpu.low,
+        high: config.cpu.high,
+        target: (config.cpu.low + config.cpu.high) / 2.0,
+        min: f64::from(config.min_members),
+        max: f64::from(config.max_members),
         step: 1.0,
-    };
+    }
+}
+
+/// The replica count: the recorded observations, and the count the policy believes it set,
+/// scored on `demand` spread over that count. `resource_hours` is member-hours.
+fn replay_replicas(
+    mut policy: ReplicaPolicy,
+    observations: &[Observation],
+    demand: &[Option<f64>],
+    limits: Limits,
+) -> Track {
+    let times: Vec<Timestamp> = observations.iter().map(|o| o.at).collect();
     let mut tally = Tally::new(limits, 1.0);
     let mut count = observations[0].members_of(Role::Database).count() as f64;
     let mut changes = Vec::new();
     for (i, o) in observations.iter().enumerate() {
-        tally.interval(interval_secs(&times, i), None, count);
+        tally.interval(interval_secs(&times, i), demand[i], count);
         let d = policy.decide(o.at, o);
         if d.decision.changes() && d.decision.target != count {
             let mut reason = reason_of(&d.decision);
@@ -487,7 +544,7 @@ fn replay_replicas(mut policy: ReplicaPolicy, observations: &[Observation]) -> T
     }
     Track {
         policy: "steward",
-        summary: tally.summary,
+        summary: tally.finish(),
         changes,
         sizes: Vec::new(),
     }

@@ -30,8 +30,51 @@ pub struct Summary {
     pub resource_hours: f64,
     /// Highest utilization seen.
     pub peak_utilization: f64,
-    /// The size at the end.
+    /// The size at the end (`NaN`, printed as null, in a sum over traces).
     pub final_size: f64,
+    /// Hours replayed: the intervals the samples stand for.
+    pub hours: f64,
+    /// The usage held over time, in the unit of `resource_hours`: what was used of what was held.
+    pub used_hours: f64,
+    /// Provisioned over used, `resource_hours / used_hours`: 1.0 would be no headroom at all;
+    /// `None` when nothing was used. An interval whose usage is missing counts as held, not used.
+    pub slack: Option<f64>,
+    /// Resizes per day replayed.
+    pub changes_per_day: f64,
+}
+
+impl Summary {
+    /// Fills the figures derived from the others (`slack`, `changes_per_day`).
+    pub fn derive(&mut self) {
+        self.slack = (self.used_hours > 0.0).then(|| self.resource_hours / self.used_hours);
+        self.changes_per_day = if self.hours > 0.0 {
+            self.changes as f64 / (self.hours / 24.0)
+        } else {
+            0.0
+        };
+    }
+
+    /// The sum of several replays (one per trace): counts, minutes and hours add up, the peak
+    /// is the highest, slack and changes per day are those of the totals (not a mean of ratios),
+    /// and there is no one final size.
+    pub fn total<'a>(summaries: impl IntoIterator<Item = &'a Summary>) -> Summary {
+        let mut sum = Summary {
+            final_size: f64::NAN,
+            ..Summary::default()
+        };
+        for s in summaries {
+            sum.changes += s.changes;
+            sum.direction_changes += s.direction_changes;
+            sum.minutes_above_high += s.minutes_above_high;
+            sum.minutes_below_low += s.minutes_below_low;
+            sum.resource_hours += s.resource_hours;
+            sum.peak_utilization = sum.peak_utilization.max(s.peak_utilization);
+            sum.hours += s.hours;
+            sum.used_hours += s.used_hours;
+        }
+        sum.derive();
+        sum
+    }
 }
 
 /// One resize in the timeline.
@@ -84,9 +127,12 @@ impl Tally {
     /// counts toward the size held, not toward any band.
     #[inline]
     pub fn interval(&mut self, secs: f64, usage: Option<f64>, size: f64) {
-        self.summary.resource_hours += size / self.unit * secs / 3600.0;
+        let hours = secs / 3600.0;
+        self.summary.resource_hours += size / self.unit * hours;
+        self.summary.hours += hours;
         self.summary.final_size = size;
         let Some(usage) = usage else { return };
+        self.summary.used_hours += usage / self.unit * hours;
         let utilization = usage / size;
         let minutes = secs / 60.0;
         if utilization > self.limits.high {
@@ -114,6 +160,13 @@ impl Tally {
         self.last_direction = Some(direction);
         self.summary.final_size = to;
         direction
+    }
+
+    /// The score, with its derived figures.
+    pub fn finish(self) -> Summary {
+        let mut summary = self.summary;
+        summary.derive();
+        summary
     }
 }
 
@@ -177,7 +230,7 @@ pub fn replay<S: Sizer + ?Sized>(
     progress(times.len() as u64 % 4096);
     Track {
         policy: sizer.name(),
-        summary: tally.summary,
+        summary: tally.finish(),
         changes,
         sizes,
     }
@@ -303,6 +356,56 @@ mod tests {
         assert_eq!(t.summary.direction_changes, 2);
         assert_eq!(t.summary.final_size, 2.0);
         assert!(t.sizes.is_empty());
+    }
+
+    /// The scorecard's figures by hand: 4 samples 5 minutes apart, usage 0.4, 0.4, 1.8, 0.4
+    /// vCPU; sizes 2, 2, then shrink to 1, grow to 3, shrink to 1.
+    #[test]
+    fn scorecard_figures_on_a_tiny_trace() {
+        let mut s = Scripted(vec![None, Some(1.0), Some(3.0), Some(1.0)], 0);
+        let usage = [Some(0.4), Some(0.4), Some(1.8), Some(0.4)];
+        let t = replay(
+            &mut s,
+            "k",
+            &times(4),
+            &usage,
+            2.0,
+            LIMITS,
+            1.0,
+            false,
+            &mut |_| {},
+        );
+        let s = t.summary;
+        assert_eq!((s.changes, s.direction_changes), (3, 2));
+        // Utilization 0.2, 0.2, 1.8, 0.13: below low, below, above high, below.
+        assert_eq!(s.minutes_below_low, 15.0);
+        assert_eq!(s.minutes_above_high, 5.0);
+        // Held: (2 + 2 + 1 + 3) x 5 min = 8/12 vCPU-hours; used: 3.0 x 5 min = 3/12.
+        assert!((s.resource_hours - 8.0 / 12.0).abs() < 1e-12, "{s:?}");
+        assert!((s.used_hours - 3.0 / 12.0).abs() < 1e-12, "{s:?}");
+        assert!((s.slack.unwrap() - 8.0 / 3.0).abs() < 1e-12, "{s:?}");
+        // 3 changes in 20 minutes: 216 a day.
+        assert!((s.hours - 1.0 / 3.0).abs() < 1e-12);
+        assert!((s.changes_per_day - 216.0).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.final_size, 1.0);
+
+        // The sum of two such traces: counts add, ratios are those of the totals.
+        let sum = Summary::total([&s, &s]);
+        assert_eq!((sum.changes, sum.direction_changes), (6, 4));
+        assert_eq!(sum.minutes_below_low, 30.0);
+        assert!((sum.slack.unwrap() - 8.0 / 3.0).abs() < 1e-12);
+        assert!((sum.changes_per_day - 216.0).abs() < 1e-9);
+        assert!(sum.final_size.is_nan(), "no one final size");
+        let idle = Summary {
+            hours: 1.0,
+            resource_hours: 2.0,
+            ..Summary::default()
+        };
+        assert_eq!(
+            Summary::total([&idle]).slack,
+            None,
+            "nothing used: no slack"
+        );
     }
 
     #[test]

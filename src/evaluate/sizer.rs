@@ -1,5 +1,5 @@
-//! The sizers a replay compares: one trait, the HPA and naive baselines, and Steward's own
-//! vertical and disk policies behind it.
+//! The sizers a replay compares: one trait, the HPA, naive and fixed (hindsight) baselines, and
+//! Steward's own vertical and disk policies behind it (the VPA is in `vpa`).
 //!
 //! What this is: small adapters that see one (time, usage, size) sample at a time and answer
 //! with a new size or nothing. What it is not: the policies themselves (they live in
@@ -53,7 +53,7 @@ pub struct Resize {
 
 /// One policy under evaluation: fed every sample in time order.
 pub trait Sizer {
-    /// A short name for tables and JSON keys (`steward`, `hpa`, `naive`).
+    /// A short name for tables and JSON keys (`steward`, `hpa`, `vpa`, `naive`, `fixed`).
     fn name(&self) -> &'static str;
 
     /// Sees `usage` (in the resource's unit; `None` when the figure is missing) at `at` while
@@ -186,6 +186,88 @@ impl Sizer for Naive {
     }
 }
 
+/// The share of the time a [`Fixed`] size must keep the usage at or under `high`.
+pub const FIXED_COVERAGE: f64 = 0.99;
+
+/// The cost floor of a static size, known only in hindsight: one size for the whole trace, the
+/// smallest (a multiple of the step within the bounds) that keeps the usage at or under `high`
+/// of it [`FIXED_COVERAGE`] of the time (time with a known usage, each sample weighted by the
+/// interval it stands for). It has read the whole trace before the first sample, so it is not a
+/// policy anyone could run: it is the cheapest that never resizing could be while meeting the
+/// band, the reference a resizing policy must beat on resource-hours to be worth its changes.
+/// It makes at most one change, at the first sample.
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    size: f64,
+    done: bool,
+}
+
+impl Fixed {
+    /// Reads the whole trace (`usage[i]` stands for `secs[i]` seconds) and picks the size.
+    pub fn hindsight(limits: Limits, usage: &[Option<f64>], secs: &[f64]) -> Self {
+        let known: Vec<(f64, f64)> = usage
+            .iter()
+            .zip(secs)
+            .filter_map(|(u, &s)| u.map(|u| (u, s)))
+            .collect();
+        let total: f64 = known.iter().map(|&(_, s)| s).sum();
+        let allowed = (1.0 - FIXED_COVERAGE) * total;
+        let above = |size: f64| -> f64 {
+            known
+                .iter()
+                .filter(|&&(u, _)| u / size > limits.high)
+                .map(|&(_, s)| s)
+                .sum()
+        };
+        let top = limits.max.max(limits.min);
+        let mut size = limits.ceil_to_step(limits.min);
+        if limits.step > 0.0 {
+            while size < top && above(size) > allowed {
+                size = limits.ceil_to_step(size + limits.step);
+            }
+        } else {
+            // No step: the time-weighted quantile itself, over `high`.
+            let mut sorted = known.clone();
+            sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut over = 0.0;
+            let mut quantile = 0.0;
+            for (u, s) in sorted {
+                quantile = u;
+                over += s;
+                if over > allowed {
+                    break;
+                }
+            }
+            size = limits.ceil_to_step(quantile / limits.high);
+        }
+        Fixed { size, done: false }
+    }
+
+    /// The size it holds.
+    pub fn size(&self) -> f64 {
+        self.size
+    }
+}
+
+impl Sizer for Fixed {
+    fn name(&self) -> &'static str {
+        "fixed"
+    }
+
+    fn step(&mut self, _at: Timestamp, _usage: Option<f64>, size: f64) -> Option<Resize> {
+        if std::mem::replace(&mut self.done, true) || self.size == size {
+            return None;
+        }
+        Some(Resize {
+            to: self.size,
+            reason: format!(
+                "hindsight: the smallest size keeping the whole trace under high {:.0} % of the time",
+                FIXED_COVERAGE * 100.0
+            ),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +329,48 @@ mod tests {
     fn missing_data_changes_nothing() {
         assert_eq!(Hpa::new(LIMITS).step(at(0), None, 8.0), None);
         assert_eq!(Naive::new(LIMITS).step(at(0), None, 8.0), None);
+    }
+
+    /// 100 five-minute samples at 1 vCPU, some at 3 vCPU: one 3 (1 % of the time) may stay above
+    /// `high`, two (2 %) may not.
+    #[test]
+    fn fixed_keeps_the_trace_under_high_99_percent_of_the_time() {
+        let secs = vec![300.0; 100];
+        let trace = |peaks: usize| -> Vec<Option<f64>> {
+            (0..100)
+                .map(|i| Some(if i < peaks { 3.0 } else { 1.0 }))
+                .collect()
+        };
+        // One peak: size for 1 vCPU, 1 / 0.8 = 1.25: 1.5 in steps of 0.5.
+        assert_eq!(Fixed::hindsight(LIMITS, &trace(1), &secs).size(), 1.5);
+        // Two peaks: 3 / 0.8 = 3.75: 4.0.
+        assert_eq!(Fixed::hindsight(LIMITS, &trace(2), &secs).size(), 4.0);
+        // Time, not samples: one peak standing for 2 % of the time counts as two.
+        let mut long = secs.clone();
+        long[0] = 600.0;
+        assert_eq!(Fixed::hindsight(LIMITS, &trace(1), &long).size(), 4.0);
+        // Missing samples are not time under or over high.
+        let mut gappy = trace(1);
+        gappy[50..].iter_mut().for_each(|u| *u = None);
+        assert_eq!(Fixed::hindsight(LIMITS, &gappy, &secs).size(), 4.0);
+        // The bounds hold: nothing beyond max.
+        let huge: Vec<Option<f64>> = vec![Some(100.0); 100];
+        assert_eq!(Fixed::hindsight(LIMITS, &huge, &secs).size(), 16.0);
+    }
+
+    #[test]
+    fn fixed_changes_once_at_the_first_sample() {
+        let secs = vec![300.0; 3];
+        let mut fixed = Fixed::hindsight(LIMITS, &[Some(1.0); 3], &secs);
+        assert_eq!(fixed.step(at(0), Some(1.0), 8.0).map(|r| r.to), Some(1.5));
+        assert_eq!(fixed.step(at(300), Some(10.0), 1.5), None);
+        let mut already = Fixed::hindsight(LIMITS, &[Some(1.0); 3], &secs);
+        assert_eq!(already.step(at(0), Some(1.0), 1.5), None);
+        assert_eq!(
+            already.step(at(300), Some(1.0), 2.0),
+            None,
+            "never a second change"
+        );
     }
 
     #[test]

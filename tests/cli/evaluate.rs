@@ -234,6 +234,17 @@ fn a_recording_runs_every_knob() {
     }
     assert!(v["summary"]["database.cpu"]["hpa"]["changes"].is_number());
     assert_eq!(v["input"]["samples"], 240);
+    // The replica count's scorecard, against the HPA on replicas: the recorded CPU spread over
+    // the count each holds, so the band minutes and slack are counted.
+    let replicas = &v["summary"]["database.replicas"];
+    for policy in ["steward", "hpa"] {
+        let s = &replicas[policy];
+        let minutes =
+            s["minutes_above_high"].as_f64().unwrap() + s["minutes_below_low"].as_f64().unwrap();
+        assert!(minutes > 0.0, "{policy}: {s}");
+        assert!(s["slack"].as_f64().unwrap() > 1.0, "{policy}: {s}");
+        assert!(s["changes_per_day"].is_number(), "{policy}: {s}");
+    }
 }
 
 #[test]
@@ -262,6 +273,194 @@ fn text_output_has_a_timeline_and_a_table() {
             "{policy}: {text}"
         );
     }
+}
+
+/// A scorecard: two CSV traces and a synthetic one, every baseline, one sum row per policy whose
+/// figures are the traces' totals, and the plane drawn with a panel for the sum and each trace.
+#[test]
+fn a_scorecard_of_several_traces_has_a_sum_row_and_draws_the_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = dir.path().join("plane.svg");
+    let rds = root()
+        .join("examples/traces/rds_cpu_utilization_cc0c53.csv")
+        .display()
+        .to_string();
+    let args = |format: &'static str| {
+        vec![
+            "--csv".to_string(),
+            rds.clone(),
+            "--csv".to_string(),
+            data("surge.csv"),
+            "--synthetic".to_string(),
+            "diurnal:1".to_string(),
+            "--size".to_string(),
+            "2".to_string(),
+            "--baseline".to_string(),
+            "all".to_string(),
+            "--format".to_string(),
+            format.to_string(),
+            "--plane".to_string(),
+            plane.display().to_string(),
+        ]
+    };
+    let json_args = args("json");
+    let v = json_of(&steward(
+        &json_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let traces = v["traces"].as_array().expect("one report per trace");
+    assert_eq!(traces.len(), 3, "{v}");
+    assert_eq!(v["sum_of"], 3);
+    assert_eq!(traces[2]["input"]["file"], "synthetic:diurnal:1");
+    for policy in ["steward", "hpa", "vpa", "naive", "fixed"] {
+        let each = |figure: &str| -> f64 {
+            traces
+                .iter()
+                .map(|t| t["summary"][policy][figure].as_f64().unwrap())
+                .sum()
+        };
+        let sum = &v["summary"][policy];
+        for figure in [
+            "changes",
+            "direction_changes",
+            "minutes_above_high",
+            "minutes_below_low",
+            "resource_hours",
+            "used_hours",
+        ] {
+            let total = sum[figure].as_f64().unwrap();
+            assert!(
+                (total - each(figure)).abs() <= 1e-6 * total.max(1.0),
+                "{policy}.{figure}: {total} vs {}",
+                each(figure)
+            );
+        }
+        let slack = sum["resource_hours"].as_f64().unwrap() / sum["used_hours"].as_f64().unwrap();
+        assert!(
+            (sum["slack"].as_f64().unwrap() - slack).abs() < 1e-9,
+            "{policy}"
+        );
+        assert!(sum["changes_per_day"].is_number(), "{policy}");
+    }
+    // The floor makes at most one change per trace.
+    assert!(
+        v["summary"]["fixed"]["changes"].as_u64().unwrap() <= 3,
+        "{v}"
+    );
+
+    let out = steward(&args("text").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sum_row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("sum of 3 traces"))
+        .unwrap_or_else(|| panic!("no sum row: {text}"));
+    assert!(sum_row.contains("steward"), "{sum_row}");
+    for trace in ["rds_cpu_utilization_cc0c53", "surge", "synthetic:diurnal:1"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(trace)),
+            "{trace}: {text}"
+        );
+    }
+    assert!(
+        text.contains("slack") && text.contains("changes/day"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("timeline of"),
+        "several traces: no timeline unless asked"
+    );
+
+    let svg = std::fs::read_to_string(&plane).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
+    for label in [
+        "sum of 3 traces",
+        "rds_cpu_utilization_cc0c53",
+        "synthetic:diurnal:1",
+        "point area = changes",
+    ] {
+        assert!(svg.contains(label), "{label} in the plane");
+    }
+    // Five policies on four panels (the sum and three traces), and five legend dots.
+    assert_eq!(svg.matches("<circle").count(), 5 * 4 + 5);
+}
+
+/// `--write-synthetic` writes the NAB-style CSV that `--synthetic` replays: read back with
+/// --csv, it scores the same.
+#[test]
+fn a_synthetic_trace_written_out_replays_like_the_generated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = json_of(&steward(&[
+        "--synthetic",
+        "bursts:2",
+        "--write-synthetic",
+        dir.path().to_str().unwrap(),
+        "--size",
+        "2",
+        "--baseline",
+        "all",
+        "--format",
+        "json",
+    ]));
+    let csv = dir.path().join("bursts-2.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("timestamp,value\n2026-01-05 00:00:00,"),
+        "{}",
+        &text[..60]
+    );
+    let replayed = json_of(&steward(&[
+        "--csv",
+        csv.to_str().unwrap(),
+        "--size",
+        "2",
+        "--baseline",
+        "all",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(generated["summary"], replayed["summary"]);
+    assert_eq!(replayed["input"]["samples"], 4032);
+}
+
+#[test]
+fn scorecard_flags_fail_with_clear_errors() {
+    let err = |args: &[&str]| {
+        let out = steward(args);
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&["--synthetic", "sine:1", "--size", "2"]);
+    assert!(
+        e.contains("unknown kind `sine`") && e.contains("diurnal"),
+        "{e}"
+    );
+    let e = err(&["--synthetic", "noise:3-1", "--size", "2"]);
+    assert!(e.contains("empty seed range"), "{e}");
+    let e = err(&["--size", "2"]);
+    assert!(e.contains("--csv") && e.contains("--synthetic"), "{e}");
+    let e = err(&[
+        "--synthetic",
+        "noise:1-2",
+        "--size",
+        "2",
+        "--chart",
+        "x.svg",
+    ]);
+    assert!(e.contains("use --plane"), "{e}");
+    let e = err(&[
+        "--jsonl",
+        &data("recording.jsonl"),
+        "--synthetic",
+        "noise:1",
+    ]);
+    assert!(e.contains("cannot be used with"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    let e = err(&["--csv", empty.path().to_str().unwrap(), "--size", "2"]);
+    assert!(e.contains("holds no .csv file"), "{e}");
 }
 
 /// A Prometheus on loopback for `--prometheus`: answers range queries from the files under
