@@ -138,6 +138,17 @@ pub enum ResumeError {
     },
 }
 
+/// How PostgreSQL's settings follow a resize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settings {
+    /// Not at all (a disk).
+    Keep,
+    /// Every size-derived setting (pgtune's formulas).
+    Follow,
+    /// Only what allocates nothing: the resize is headroom for the workload (an OOM kill).
+    Headroom,
+}
+
 /// One role's vertical and disk policies. Plain fields, not a map: a scaler per cluster, and a
 /// B-tree's nodes (room for 11 policies each) made up most of a fleet's 75 MB of scalers.
 #[derive(Debug)]
@@ -691,17 +702,22 @@ impl Scaler {
             let resize = |d: &Decision,
                           resource: Resource,
                           how: Change,
-                          settings: bool,
+                          settings: Settings,
                           priority: u8,
                           emergency: bool| {
-                let diff = if settings
+                let diff = if settings != Settings::Keep
                     && role == Role::Database
                     && resource != Resource::Disk
                     && self.config.settings.enabled
                 {
-                    self.config
+                    let diff = self
+                        .config
                         .settings
-                        .diff(&current, &current.with(resource, d.target))
+                        .diff(&current, &current.with(resource, d.target));
+                    match settings {
+                        Settings::Headroom => diff.for_headroom(),
+                        _ => diff,
+                    }
                 } else {
                     SettingsDiff::default()
                 };
@@ -745,22 +761,30 @@ impl Scaler {
                     &disk_d,
                     Resource::Disk,
                     caps.disk_grow,
-                    false,
+                    Settings::Keep,
                     priority,
                     emergency,
                 ));
             }
             if !rs.mixed {
                 if let Some(d) = oom_d.as_ref().filter(|d| d.action == Direction::Grow) {
-                    // An OOM-killed member is an outage in the making, like a full disk.
-                    candidates.push(resize(d, Resource::Memory, caps.memory, true, 1, true));
+                    // An OOM-killed member is an outage in the making, like a full disk; the
+                    // memory added is the workload's, not the buffer cache's: no restart.
+                    candidates.push(resize(
+                        d,
+                        Resource::Memory,
+                        caps.memory,
+                        Settings::Headroom,
+                        1,
+                        true,
+                    ));
                 }
                 if cpu_d.changes() {
                     candidates.push(resize(
                         &cpu_d,
                         Resource::Cpu,
                         caps.cpu,
-                        true,
+                        Settings::Follow,
                         3 + role_rank,
                         false,
                     ));
@@ -770,7 +794,7 @@ impl Scaler {
                         &mem_d,
                         Resource::Memory,
                         caps.memory,
-                        true,
+                        Settings::Follow,
                         3 + role_rank,
                         false,
                     ));

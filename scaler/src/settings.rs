@@ -276,6 +276,9 @@ impl SettingsConfig {
     }
 }
 
+/// The parameters that allocate memory per server or per backend.
+const ALLOCATING: [&str; 3] = ["shared_buffers", "work_mem", "maintenance_work_mem"];
+
 /// The parameters that change, split by how they take effect.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SettingsDiff {
@@ -288,6 +291,28 @@ pub struct SettingsDiff {
 impl SettingsDiff {
     pub fn is_empty(&self) -> bool {
         self.restart.0.is_empty() && self.reload.0.is_empty()
+    }
+
+    /// The diff of a memory grow made because the workload ran out of memory (an OOM kill):
+    /// the new memory is the workload's headroom, so nothing that allocates follows it
+    /// (`shared_buffers` would hand most of it to the buffer cache, and restart every member;
+    /// `work_mem` and `maintenance_work_mem` would let each backend use it up again). Only
+    /// `effective_cache_size`, a planner hint that allocates nothing, stays (issue 17).
+    pub fn for_headroom(&self) -> SettingsDiff {
+        let keep = |patch: &ConfigPatch| {
+            ConfigPatch(
+                patch
+                    .0
+                    .iter()
+                    .filter(|(name, _)| !ALLOCATING.contains(&name.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        };
+        SettingsDiff {
+            restart: keep(&self.restart),
+            reload: keep(&self.reload),
+        }
     }
 
     /// Both halves in one patch.

@@ -28,6 +28,9 @@
 //!   the primary is switched over, and the old primary resized and restarted, while the writer
 //!   commits: every member ends restarted (a new postmaster start time, the same container) with
 //!   the new settings, the leader has moved, and no acknowledged row is lost.
+//! - OOM: tests/data/e2e/scaling-oom.toml never grows memory for usage; a replica's backend is
+//!   OOM-killed by a sort far bigger than its 1 GiB, and every member's memory grows live by one
+//!   step with no PostgreSQL restart, the same shared_buffers and no switchover (issue 17).
 //!
 //! A trap the load must avoid: `select count(*) from generate_series(1, N)` materializes the
 //! series (a FROM-clause function), spilling hundreds of MiB to pgsql_tmp: on the lab's small
@@ -1346,4 +1349,152 @@ async fn restart_pending_members() {
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
     eprintln!("e2e-scaling: lab members still have a restart pending a minute after the cleanup");
+}
+
+/// The memory grow after an OOM kill (issue 17, part 5): a replica's backend sorts far more than
+/// its 1 GiB in memory (`work_mem` raised for the session) and is OOM-killed; Steward grows every
+/// member's memory live (1 GiB -> 1.25 GiB), and hands none of it to the buffer cache: no
+/// PostgreSQL restart (the same postmaster start time), the same shared_buffers, no switchover,
+/// the same containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_grows_memory_live_without_a_restart() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    let saved = patroni_parameters().await;
+    let cleanup = || async move {
+        for m in LAB_MEMBERS {
+            let out = sh(
+                "docker",
+                &[
+                    "update",
+                    "--memory",
+                    LAB_MEMORY,
+                    "--memory-swap",
+                    LAB_MEMORY,
+                    m,
+                ],
+            )
+            .await;
+            if !out.status.success() {
+                eprintln!("e2e-scaling: could not give {m} its 1 GiB back: {out:?}");
+            }
+        }
+        restore_parameters(&saved).await;
+        restart_pending_members().await;
+    };
+    with_lab_and_cleanup(urls, oom_scenario, cleanup).await;
+}
+
+/// A sort of ~30 million 32-byte strings held in memory (`work_mem` 3 GB, so neither the
+/// series nor the sort spills): well over 2 GiB, far over a 1 GiB member.
+const OOM_QUERY: &str =
+    "select count(*) from (select md5(g::text) from generate_series(1, 30000000) g order by 1) s";
+
+async fn oom_scenario(urls: Vec<String>) {
+    let client = patroni(urls.clone());
+    let hosts = member_hosts(&urls).await;
+    let mut before = BTreeMap::new();
+    for m in LAB_MEMBERS {
+        let c = inspect(m).await;
+        assert!(
+            c.memory_bytes < GROWN_MEMORY,
+            "{m} already has {} bytes",
+            c.memory_bytes
+        );
+        let start = postmaster_start(&hosts[m]).await;
+        let buffers = shared_buffers(&hosts[m]).await;
+        before.insert(m, (c, start, buffers));
+    }
+    let (leader, streaming) = crate::e2e::leader_and_streaming(&client)
+        .await
+        .expect("the lab has a leader");
+    let victim = streaming.first().expect("a streaming replica").clone();
+    let (mut steward, state_dir) = start_steward("scaling-oom.toml").await;
+    // Steward's first observation sets the OOM counters' baseline: a kill before it would be
+    // history, not news. Two ticks are 4 s; give it a few more.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    steward.assert_alive();
+    let started = Instant::now();
+    let session = connect_patiently(&hosts[victim.as_str()], 5432).await;
+    session
+        .batch_execute("set work_mem = '3GB'; set statement_timeout = '5min'")
+        .await
+        .expect("session settings");
+    match session.query_one(OOM_QUERY, &[]).await {
+        Err(e) => eprintln!("e2e-scaling: the sort on {victim} failed as it should: {e}"),
+        Ok(_) => panic!("the sort fit in {victim}'s memory: no OOM kill to react to"),
+    }
+    let deadline = started + Duration::from_secs(180);
+    let grown_at = loop {
+        steward.assert_alive();
+        let mut waiting = Vec::new();
+        for m in LAB_MEMBERS {
+            let c = inspect(m).await;
+            if c.memory_bytes != GROWN_MEMORY {
+                waiting.push(format!("{m} has {} bytes", c.memory_bytes));
+            }
+        }
+        if waiting.is_empty() {
+            break started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no OOM grow within 180 s: {}\n{}",
+            waiting.join("; "),
+            steward.output()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!(
+        "e2e-scaling: every member grown to {GROWN_MEMORY} bytes {:.1} s after the OOM query began",
+        grown_at.as_secs_f64()
+    );
+    // Let a restart that should not come have the time to come: two of Patroni's loops.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for (m, (was, start, buffers)) in &before {
+        let now = inspect(m).await;
+        assert_eq!(
+            (&now.id, &now.started_at, now.status.as_str()),
+            (&was.id, &was.started_at, "running"),
+            "{m}'s container was restarted or replaced"
+        );
+        assert_eq!(
+            &postmaster_start(&hosts[*m]).await,
+            start,
+            "{m}'s PostgreSQL was restarted for an OOM grow"
+        );
+        assert_eq!(
+            &shared_buffers(&hosts[*m]).await,
+            buffers,
+            "{m}'s shared_buffers followed an OOM grow"
+        );
+    }
+    let (leader_after, _) = crate::e2e::leader_and_streaming(&client)
+        .await
+        .expect("a leader after the grow");
+    assert_eq!(leader_after, leader, "the primary moved for an OOM grow");
+    let steps: Vec<String> = steward
+        .actions()
+        .iter()
+        .filter(|l| l["kind"] == "command")
+        .map(|l| l.to_string())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .all(|s| !s.contains("restart") && !s.contains("switchover")),
+        "Steward restarted or switched over for an OOM grow: {steps:#?}"
+    );
+    stop_when_idle(steward, &state_dir).await;
+}
+
+/// `shared_buffers` in effect on the member at `host`.
+async fn shared_buffers(host: &str) -> String {
+    let client = connect_patiently(host, 5432).await;
+    let row = client
+        .query_one("select current_setting('shared_buffers')", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{host}: shared_buffers: {e}"));
+    row.get(0)
 }

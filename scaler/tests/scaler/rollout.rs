@@ -374,4 +374,52 @@ fn an_oom_kill_grows_memory_at_once() {
     assert_eq!(labels(&out), ["resize pg-2"]);
     assert_eq!(h.run_until_finished(40), Some(PlanOutcome::Completed));
     assert!(h.world.databases().all(|m| m.size.memory_bytes == 5 * GIB));
+    // The memory added is the workload's headroom (issue 17): no setting that allocates
+    // follows it, so no restart and no switchover; the planner hint does.
+    let steps = labels(&h.commands);
+    assert!(
+        !steps
+            .iter()
+            .any(|l| l.starts_with("restart") || l.starts_with("switchover")),
+        "{steps:?}"
+    );
+    let patched: Vec<&String> = h.world.patches.iter().flat_map(|p| p.0.keys()).collect();
+    for allocating in ["shared_buffers", "work_mem", "maintenance_work_mem"] {
+        assert!(
+            !patched.iter().any(|k| *k == allocating),
+            "{allocating} followed an OOM grow: {patched:?}"
+        );
+    }
+    assert!(
+        patched.iter().any(|k| *k == "effective_cache_size"),
+        "{patched:?}"
+    );
+}
+
+/// The contrast to the OOM grow: memory grown because its usage stays high is a bigger machine
+/// for the same workload, and every size-derived setting follows it (shared_buffers with a
+/// rolling restart).
+#[test]
+fn a_memory_grow_for_usage_moves_shared_buffers_with_it() {
+    let mut world = World::new(3, small(), live());
+    world.load_databases(Some(0.6), Some(0.97));
+    let mut h = Harness::new(config(PolicyConfig::default()), world);
+    assert_eq!(h.run_until_finished(400), Some(PlanOutcome::Completed));
+    let grown = h
+        .world
+        .databases()
+        .map(|m| m.size.memory_bytes)
+        .min()
+        .unwrap();
+    assert!(grown > 4 * GIB, "memory grew: {grown}");
+    let patched: Vec<&String> = h.world.patches.iter().flat_map(|p| p.0.keys()).collect();
+    assert!(
+        patched.iter().any(|k| *k == "shared_buffers"),
+        "{patched:?}"
+    );
+    assert!(
+        labels(&h.commands).iter().any(|l| l.starts_with("restart")),
+        "{:?}",
+        labels(&h.commands)
+    );
 }
