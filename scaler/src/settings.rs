@@ -305,7 +305,7 @@ impl SettingsDiff {
                     .0
                     .iter()
                     .filter(|(name, _)| !ALLOCATING.contains(&name.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.clone(), *v))
                     .collect(),
             )
         };
