@@ -33,6 +33,11 @@ STATE=/var/lib/steward-lab
 SECRETS="$STATE/secrets"
 VENV=/opt/steward-lab/venv
 PATRONI_VERSION=4.1.5
+# A second Patroni for the adoption test's cluster "made by another tool" (tests/cli/e2e_adopt.rs):
+# the 3.x line users still run (Debian 12 packages 3.0.2), which answers differently (`master`,
+# no `streaming`). Members choose it with STEWARD_LAB_PATRONI (lab/patroni-member.sh).
+VENV_3=/opt/steward-lab/venv-3.0.2
+PATRONI_3_VERSION=3.0.2
 IMAGE=steward-empty:1
 LABEL=io.steward.lab
 TIMEOUT="${LAB_TIMEOUT:-120}"
@@ -86,21 +91,28 @@ install_packages() {
 }
 
 install_patroni() {
+    install_patroni_into "$VENV" "$PATRONI_VERSION"
+    install_patroni_into "$VENV_3" "$PATRONI_3_VERSION"
+}
+
+# install_patroni_into VENV VERSION: Patroni VERSION with etcd3 support in its own venv, unless there.
+install_patroni_into() {
+    local venv=$1 version=$2
     # Debian's /usr/bin/python3, not whatever `python3` is on PATH (pyenv's here): the containers see
     # the host's /usr and /opt only, so the venv must point at an interpreter under /usr.
-    if [[ -x $VENV/bin/patroni ]] && [[ $("$VENV/bin/patroni" --version 2>/dev/null) == "patroni $PATRONI_VERSION" ]] \
-        && "$VENV/bin/python" -c 'import psycopg2, etcd' 2>/dev/null; then
+    if [[ -x $venv/bin/patroni ]] && [[ $("$venv/bin/patroni" --version 2>/dev/null) == "patroni $version" ]] \
+        && "$venv/bin/python" -c 'import psycopg2, etcd' 2>/dev/null; then
         return
     fi
-    log "installing Patroni $PATRONI_VERSION into $VENV"
-    mkdir -p "$(dirname "$VENV")"
-    [[ -x $VENV/bin/python ]] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
+    log "installing Patroni $version into $venv"
+    mkdir -p "$(dirname "$venv")"
+    [[ -x $venv/bin/python ]] || /usr/bin/python3 -m venv --system-site-packages "$venv"
     local extra=()
     # Debian's python3-psycopg2 is used when installed; otherwise the binary wheel.
     /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || extra+=(psycopg2-binary)
-    "$VENV/bin/pip" install -q "patroni[etcd3]==$PATRONI_VERSION" "${extra[@]}" \
-        || die "pip install patroni[etcd3]==$PATRONI_VERSION failed"
-    [[ $("$VENV/bin/patroni" --version) == "patroni $PATRONI_VERSION" ]] || die "$VENV/bin/patroni is not $PATRONI_VERSION"
+    "$venv/bin/pip" install -q "patroni[etcd3]==$version" "${extra[@]}" \
+        || die "pip install patroni[etcd3]==$version failed"
+    [[ $("$venv/bin/patroni" --version) == "patroni $version" ]] || die "$venv/bin/patroni is not $version"
 }
 
 start_docker() {

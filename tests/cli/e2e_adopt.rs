@@ -2,7 +2,7 @@
 //! another tool made.
 //!
 //! The test makes that cluster itself, the way an operator's script would: three `docker run`
-//! commands (`legacy-db-1..3`, Patroni 4.1.5 with its own scope `legacy-e2e`, on the lab's etcd,
+//! commands (`legacy-db-1..3`, with its own scope `legacy-e2e`, on the lab's etcd,
 //! on 127.0.0.31-33), data in bind-mounted host folders under /var/lib/steward-lab/adopt, no
 //! `io.steward.*` label, only the deployment's own `com.example.project=legacy-e2e`. Beside it
 //! stands a look-alike, `legacy-db-10`, a sleeping container without that label.
@@ -15,8 +15,13 @@
 //!   (Steward never deletes what it did not create: the rule has no `delete_data`);
 //! - the look-alike untouched (still running).
 //!
+//! It runs twice: with Patroni 4.1.5 (the lab's) and with Patroni 3.0.2 (the 3.x line Debian 12
+//! packages, which says `master` and never `streaming`; `scripts/lab.sh` installs it in its own
+//! venv and a member picks it with `STEWARD_LAB_PATRONI`). Steward's replacement runs the same
+//! Patroni as the cluster it joins (the test's template sets the same variable).
+//!
 //! What it is not: a test of the balancers (the lab's HAProxy pair serves the lab's cluster, not
-//! this one) nor of Patroni 3.x (only 4.1.5 is installed here).
+//! this one).
 //!
 //! Needs what tests/cli/e2e.rs needs (root, the lab up for its etcd, images and engines,
 //! `STEWARD_LAB=1`, the lab lock). It leaves nothing: its containers (every engine), Steward's
@@ -63,7 +68,7 @@ fn apis() -> Vec<String> {
 }
 
 /// `docker run` of one member as the operator's script would write it.
-async fn run_member(name: &str, address: &str) {
+async fn run_member(name: &str, address: &str, patroni: &str) {
     let data = Path::new(ROOT).join(name);
     let tmp = Path::new(ROOT).join(format!("{name}-tmp"));
     std::fs::create_dir_all(&data).unwrap();
@@ -115,6 +120,7 @@ async fn run_member(name: &str, address: &str) {
         format!("PATRONI_POSTGRESQL_LISTEN={address}:5432"),
         format!("PATRONI_POSTGRESQL_CONNECT_ADDRESS={address}:5432"),
         "PATRONI_POSTGRESQL_DATA_DIR=/data/pgdata".into(),
+        format!("STEWARD_LAB_PATRONI={patroni}"),
     ] {
         args.extend(["-e".into(), e]);
     }
@@ -128,7 +134,7 @@ async fn run_member(name: &str, address: &str) {
 }
 
 /// The Steward config: the lab's, pointed at this cluster, adopting what carries the label.
-fn write_config(dir: &Path, state_dir: &Path) -> std::path::PathBuf {
+fn write_config(dir: &Path, state_dir: &Path, patroni: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(repo().join("tests/data/e2e/lab.toml")).unwrap();
     let mut doc: toml::Table = toml::from_str(&text).unwrap();
     let cluster = doc["cluster"].as_table_mut().unwrap();
@@ -148,6 +154,11 @@ fn write_config(dir: &Path, state_dir: &Path) -> std::path::PathBuf {
         .as_table_mut()
         .unwrap()
         .insert("default_size".into(), "512MiB".into());
+    // A replacement runs the Patroni the cluster runs.
+    docker["database"]["env"]
+        .as_table_mut()
+        .unwrap()
+        .insert("STEWARD_LAB_PATRONI".into(), patroni.into());
     let rule: toml::Table = toml::from_str(&format!("label = \"{PROJECT_LABEL}\"")).unwrap();
     docker.insert("adopt".into(), toml::Value::Array(vec![rule.into()]));
     let path = dir.join("steward.toml");
@@ -164,28 +175,53 @@ async fn adopting_platform(config: &str) -> DockerPlatform {
         .expect("the lab's engines answer")
 }
 
+/// The lab's Patroni and the 3.x one (scripts/lab.sh installs both).
+const PATRONI_4: (&str, &str) = ("/opt/steward-lab/venv/bin/patroni", "patroni 4.1.5");
+const PATRONI_3: (&str, &str) = ("/opt/steward-lab/venv-3.0.2/bin/patroni", "patroni 3.0.2");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_made_by_another_tool_is_adopted_and_its_killed_replica_replaced() {
+    adoption(PATRONI_4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patroni_3_cluster_made_by_another_tool_is_adopted_and_its_killed_replica_replaced() {
+    adoption(PATRONI_3).await;
+}
+
+async fn adoption((patroni, version): (&'static str, &'static str)) {
     if lab().is_none() {
         return;
     }
+    let out = sh(patroni, &["--version"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        version,
+        "{patroni} (scripts/lab.sh installs it): {out:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
-    let config = write_config(dir.path(), &state_dir);
+    let config = write_config(dir.path(), &state_dir, patroni);
     // The text, for the clean-up: the file goes with `dir`, which the scenario's Steward owns.
     let text = std::fs::read_to_string(&config).unwrap();
     cleanup(&text).await;
-    let outcome = tokio::spawn(scenario(config, text.clone(), dir)).await;
+    let outcome = tokio::spawn(scenario(config, text.clone(), dir, patroni, version)).await;
     cleanup(&text).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
 }
 
-async fn scenario(config: std::path::PathBuf, text: String, dir: tempfile::TempDir) {
+async fn scenario(
+    config: std::path::PathBuf,
+    text: String,
+    dir: tempfile::TempDir,
+    patroni_bin: &'static str,
+    version: &'static str,
+) {
     let state_dir = dir.path().join("state");
     for (name, address) in MEMBERS {
-        run_member(name, address).await;
+        run_member(name, address, patroni_bin).await;
     }
     let out = sh(
         "docker",
@@ -246,7 +282,7 @@ async fn scenario(config: std::path::PathBuf, text: String, dir: tempfile::TempD
     let out = sh("docker", &["kill", victim]).await;
     assert!(out.status.success(), "docker kill {victim}: {out:?}");
     let killed = Instant::now();
-    eprintln!("e2e-adopt: killed {victim} (leader {leader})");
+    eprintln!("e2e-adopt: killed {victim} (leader {leader}, {patroni_bin})");
 
     let deadline = killed + REPAIR_TIMEOUT;
     let replacement = loop {
@@ -278,7 +314,14 @@ async fn scenario(config: std::path::PathBuf, text: String, dir: tempfile::TempD
             && in_patroni == names
             && streaming == 2
         {
-            break owned[0].clone();
+            break (
+                owned[0].clone(),
+                running
+                    .iter()
+                    .find(|m| m.name == owned[0])
+                    .map(|m| m.address.clone())
+                    .unwrap_or_default(),
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -288,9 +331,22 @@ async fn scenario(config: std::path::PathBuf, text: String, dir: tempfile::TempD
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    let (replacement, address) = replacement;
     eprintln!(
         "e2e-adopt: {replacement} streams in place of {victim} {:.1} s after the kill",
         killed.elapsed().as_secs_f64()
+    );
+    // The replacement runs the cluster's Patroni, not the lab's default.
+    let status: serde_json::Value = reqwest::get(format!("http://{address}:8008/patroni"))
+        .await
+        .expect("the replacement's REST API answers")
+        .json()
+        .await
+        .expect("its /patroni is JSON");
+    let want = version.trim_start_matches("patroni ");
+    assert_eq!(
+        status["patroni"]["version"], want,
+        "{replacement}: {status}"
     );
     // The killed one: kept, stopped, renamed; its data where the deployment put it.
     let retired = format!("{victim}.retired");
