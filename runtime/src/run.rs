@@ -44,6 +44,7 @@ use std::time::Duration;
 use anyhow::Context;
 use steward_adapters::patroni::PatroniApi;
 use steward_coordinator::{Coordinator, Grant, GrantOutcome, Purpose};
+use steward_model::observation::Observation;
 use steward_model::operation::Step;
 use steward_model::ports::metrics::MetricsSource;
 use steward_model::ports::ErrorKind;
@@ -253,6 +254,68 @@ impl Shared {
         Ok(())
     }
 
+    /// Issue 15: a cluster below its floor (`min_members`) is an alert on stdout (the action
+    /// log), `/status` and `/metrics`, whatever the cause, also when nothing is left on the
+    /// platform to replace. `/status` and the gauge follow at once; the alert line comes once
+    /// the cluster has been below for [`FLOOR_ALERT_AFTER`] (a repair under way is not news),
+    /// and a line says when it is back.
+    async fn watch_floor(&self, observation: &Observation, min_members: u32, floor: &mut Floor) {
+        let serving = serving_members(observation);
+        let now = self.clock.now();
+        let below = serving < min_members as usize;
+        match (below, floor.since) {
+            (true, None) => floor.since = Some(now),
+            (false, Some(_)) => {
+                floor.since = None;
+                if floor.alerted {
+                    self.line(
+                        LoopName::Scale,
+                        Kind::Result,
+                        &self.cluster,
+                        "floor_restored".into(),
+                        format!("{serving} database members serve again (floor {min_members})"),
+                    );
+                }
+                floor.alerted = false;
+            }
+            _ => {}
+        }
+        let text = below.then(|| {
+            format!(
+                "{serving} database member(s) serve, below the floor of {min_members} \
+                 (min_members): members are added or replaced one at a time; if none comes (no \
+                 host, no template, repairs frozen), add one by hand"
+            )
+        });
+        if let (Some(since), Some(t)) = (floor.since, &text) {
+            if !floor.alerted && now.since(since) >= FLOOR_ALERT_AFTER {
+                floor.alerted = true;
+                warn!(cluster = %self.cluster, serving, min_members, "alert: below the floor");
+                // The op is the cluster: a condition of the cluster, not of an operation.
+                self.line(
+                    LoopName::Scale,
+                    Kind::Alert,
+                    &self.cluster,
+                    "below_floor".into(),
+                    t.clone(),
+                );
+            }
+        }
+        if floor.shown != below {
+            floor.shown = below;
+            if let Some(t) = &self.telemetry {
+                crate::telemetry::FloorChanged {
+                    cluster: &self.cluster,
+                    below: below.then_some((serving, min_members as usize)),
+                }
+                .emit(t.server.metrics());
+            }
+        }
+        if let Some(t) = &self.telemetry {
+            t.server.update_status(|s| s.below_floor = text).await;
+        }
+    }
+
     fn line(&self, by: LoopName, kind: Kind, op: &str, what: String, reason: String) {
         self.log.write(&Line {
             at: self.clock.now(),
@@ -435,6 +498,44 @@ impl Shared {
         }
         .emit(t.server.metrics());
     }
+}
+
+/// How long a cluster may be below its floor before it is an alert line: a replica killed and
+/// replaced is below for the replacement's time (20-30 s on the lab); longer means stuck.
+const FLOOR_ALERT_AFTER: Duration = Duration::from_secs(120);
+
+/// What the scale loop knows about the floor.
+#[derive(Default)]
+struct Floor {
+    /// Since when the cluster is below it.
+    since: Option<Timestamp>,
+    /// The alert line was written for this stretch.
+    alerted: bool,
+    /// What `/metrics` shows.
+    shown: bool,
+}
+
+/// Database members that serve: listed by Patroni, running on the platform (when it says),
+/// and the leader or not reported as not streaming. A fenced or exited member holds a host but
+/// serves nobody.
+fn serving_members(observation: &Observation) -> usize {
+    use steward_model::observation::{PatroniRole, PlatformState};
+    observation
+        .members_of(Role::Database)
+        .filter(|m| m.in_patroni != Some(false) && m.patroni_role.is_some())
+        .filter(|m| {
+            !matches!(
+                m.platform_state,
+                Some(PlatformState::Fenced | PlatformState::Exited | PlatformState::OomKilled)
+            )
+        })
+        .filter(|m| {
+            matches!(
+                m.patroni_role,
+                Some(PatroniRole::Leader | PatroniRole::StandbyLeader)
+            ) || m.streaming != Some(false)
+        })
+        .count()
 }
 
 /// A short, bounded name for a step (a metrics label).
@@ -982,6 +1083,8 @@ async fn scale_loop(
                     last = Some(Arc::clone(&seen));
                     span.in_scope(|| dispatch_scale(&shared, &mut scaler, &mut grant, commands, last.as_deref(), &mut said, &mut inflight))?;
                     shared.publish_scale_tick(scaler.decisions(), began.elapsed()).await;
+                    let floor = scaler.min_members();
+                    shared.watch_floor(&seen.observation, floor, &mut said.floor).await;
                 }
             }
         }
@@ -997,6 +1100,7 @@ async fn scale_loop(
 struct Said {
     proposal: Option<String>,
     refusal: Option<String>,
+    floor: Floor,
 }
 
 fn describe_intent(kind: &IntentKind) -> String {

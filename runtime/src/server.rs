@@ -338,6 +338,10 @@ pub struct Status {
     /// With `[lease]` only: this instance, its role and who leads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseStatus>,
+    /// While the cluster has fewer database members than its floor (`min_members`): how many
+    /// and why it matters, in words (issue 15).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub below_floor: Option<String>,
 }
 
 struct Inner {

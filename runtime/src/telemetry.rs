@@ -14,6 +14,8 @@
 //! - `steward_observation_age_seconds`: age of the observation the loops last used;
 //! - `steward_guard_state{guard}`: 1 when the guard is engaged (repairs frozen, ...);
 //! - `steward_paused`: 1 when an operator paused the loops;
+//! - `steward_below_floor`: 1 while the cluster has fewer database members than its floor
+//!   (`min_members`);
 //! - `steward_leader`: 1 when this instance holds the lease and may act.
 
 use std::fs::{File, OpenOptions};
@@ -140,6 +142,7 @@ pub struct Metrics {
     observation_age: Gauge<f64, AtomicU64>,
     guard_state: Family<GuardLabels, Gauge>,
     paused: Gauge,
+    below_floor: Gauge,
     leader: Gauge,
 }
 
@@ -162,6 +165,7 @@ impl Metrics {
         let observation_age = Gauge::<f64, AtomicU64>::default();
         let guard_state = Family::<GuardLabels, Gauge>::default();
         let paused = Gauge::default();
+        let below_floor = Gauge::default();
         let leader = Gauge::default();
         // Counters get `_total` and unit-carrying metrics `_seconds` from the library.
         registry.register(
@@ -202,6 +206,11 @@ impl Metrics {
             paused.clone(),
         );
         registry.register(
+            "below_floor",
+            "1 while the cluster has fewer database members than its floor (min_members)",
+            below_floor.clone(),
+        );
+        registry.register(
             "leader",
             "1 when this instance holds the lease and may act",
             leader.clone(),
@@ -220,6 +229,7 @@ impl Metrics {
             observation_age,
             guard_state,
             paused,
+            below_floor,
             leader,
         }
     }
@@ -467,6 +477,30 @@ impl PauseChanged<'_> {
     pub fn emit(&self, metrics: &Metrics) {
         tracing::warn!(paused = self.paused, via = self.via, "pause state changed");
         metrics.paused.set(i64::from(self.paused));
+    }
+}
+
+/// The cluster fell below its floor (`min_members`) or came back to it (issue 15): an alert
+/// whatever the cause, also when nothing is left on the platform to replace.
+#[derive(Debug)]
+pub struct FloorChanged<'a> {
+    pub cluster: &'a str,
+    /// `Some((members, floor))` while below it.
+    pub below: Option<(usize, usize)>,
+}
+
+impl FloorChanged<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        match self.below {
+            Some((members, floor)) => tracing::warn!(
+                cluster = self.cluster,
+                members,
+                floor,
+                "the cluster is below its floor of database members"
+            ),
+            None => tracing::info!(cluster = self.cluster, "the cluster is back at its floor"),
+        }
+        metrics.below_floor.set(i64::from(self.below.is_some()));
     }
 }
 

@@ -267,6 +267,12 @@ impl Scaler {
     }
 
     /// Every policy decision of the last observation, for the decision log.
+    /// The cluster's floor: the replica policy's HA minimum (database members, primary
+    /// included).
+    pub fn min_members(&self) -> u32 {
+        self.config.policy.replicas.min_members
+    }
+
     pub fn decisions(&self) -> &[Decision] {
         &self.decisions
     }

@@ -616,6 +616,58 @@ async fn a_pause_from_the_api_stops_repairs_and_status_shows_the_cluster() {
     );
 }
 
+/// Issue 15: a cluster that cannot get back to its floor (a crashed member, no host left for a
+/// replacement) says so on the action log, `/status` and `/metrics`; a crash that is replaced
+/// in time (a spare host) raises no floor alert, and `/status` is clean at the end.
+#[tokio::test(start_paused = true)]
+async fn a_cluster_stuck_below_its_floor_is_an_alert_everywhere() {
+    for (hosts, stuck) in [(3, true), (4, false)] {
+        let mut bench = Bench::new(RawSimulated {
+            hosts,
+            faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+            ..RawSimulated::default()
+        })
+        .await;
+        let server = crate::server::RawServerConfig::default()
+            .validate()
+            .unwrap();
+        let shared = crate::server::Shared::new(
+            "demo",
+            &server,
+            None,
+            Arc::new(crate::telemetry::Metrics::new()),
+            crate::telemetry::Loop::ALL.to_vec(),
+        );
+        bench.telemetry = Some(Telemetry {
+            server: shared.clone(),
+            policy_log: None,
+        });
+        bench.run(minutes(10), false).await.unwrap();
+        let log = bench.log.text();
+        let status = shared.status().await;
+        let metrics = shared.metrics().encode();
+        if stuck {
+            let alert = bench
+                .log
+                .lines()
+                .into_iter()
+                .find(|l| l["kind"] == "alert" && l["what"] == "below_floor");
+            let reason = alert.map(|l| l["reason"].to_string()).unwrap_or_default();
+            assert!(
+                reason.contains("2 database member(s) serve, below the floor of 3"),
+                "{log}"
+            );
+            let shown = status.below_floor.as_deref().unwrap_or_default();
+            assert!(shown.contains("below the floor of 3"), "{status:?}");
+            assert!(metrics.contains("steward_below_floor 1"), "{metrics}");
+        } else {
+            assert!(!log.contains("below_floor"), "{log}");
+            assert_eq!(status.below_floor, None);
+            assert!(metrics.contains("steward_below_floor 0"), "{metrics}");
+        }
+    }
+}
+
 /// A scenario file of `tests/data/run/`: the simulation, how long to run, what must happen.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
