@@ -306,8 +306,29 @@ impl RawPlatformConfig {
 impl RawSimulated {
     pub fn validate(self) -> Result<SimSettings, ConfigErrors> {
         let mut errors = ConfigErrors::default();
+        // Upper bounds (issue 16): each member, balancer and host is simulated in memory, so a
+        // typo of four billion would be an allocation of that many, not a cluster.
         if self.members == 0 {
             errors.push("members", "must be at least 1");
+        } else if self.members > 100 {
+            errors.push(
+                "members",
+                "at most 100 (a Patroni cluster, not a fleet: see [fleet])",
+            );
+        }
+        if self.balancers > 100 {
+            errors.push("balancers", "at most 100");
+        }
+        if self.hosts > 1000 {
+            errors.push("hosts", "at most 1000");
+        }
+        for (path, cpus) in [("cpus", self.cpus), ("balancer_cpus", self.balancer_cpus)] {
+            if cpus > 1024.0 {
+                errors.push(path, "at most 1024");
+            }
+        }
+        if self.load_factor > 1e6 {
+            errors.push("load_factor", "at most 1000000");
         }
         if self.hosts < self.members {
             errors.push(
@@ -422,6 +443,24 @@ mod tests {
         let s = RawSimulated::default().validate().unwrap();
         assert_eq!(s.members, 3);
         assert_eq!(s.size.memory_bytes, 4 << 30);
+    }
+
+    /// Issue 16: counts and sizes that would be allocations, not clusters, are refused.
+    #[test]
+    fn simulated_counts_have_upper_bounds() {
+        let raw = RawSimulated {
+            members: u32::MAX,
+            hosts: u32::MAX,
+            balancers: u32::MAX,
+            cpus: 1e300,
+            load_factor: f64::MAX,
+            ..RawSimulated::default()
+        };
+        let errors = raw.validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        for p in ["members", "balancers", "hosts", "cpus", "load_factor"] {
+            assert!(paths.contains(&p), "{p}: {errors}");
+        }
     }
 
     #[test]
