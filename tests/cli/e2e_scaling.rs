@@ -1178,29 +1178,32 @@ async fn a_rolling_restart_with_a_switchover_loses_no_acknowledged_write() {
         return;
     };
     let saved = patroni_parameters().await;
-    let cleanup = || async move {
-        // Never panics: a panic here would hide the scenario's own.
-        for m in LAB_MEMBERS {
-            let out = sh(
-                "docker",
-                &[
-                    "update",
-                    "--memory",
-                    LAB_MEMORY,
-                    "--memory-swap",
-                    LAB_MEMORY,
-                    m,
-                ],
-            )
-            .await;
-            if !out.status.success() {
-                eprintln!("e2e-scaling: could not give {m} its 1 GiB back: {out:?}");
-            }
+    with_lab_and_cleanup(urls, rollout_scenario, || memory_and_parameters_back(saved)).await;
+}
+
+/// The clean-up of the memory tests: every lab member back at its 1 GiB, Patroni's dynamic
+/// parameters as they were, and the members that need it restarted. Never panics: a panic here
+/// would hide the scenario's own.
+async fn memory_and_parameters_back(saved: serde_json::Map<String, serde_json::Value>) {
+    for m in LAB_MEMBERS {
+        let out = sh(
+            "docker",
+            &[
+                "update",
+                "--memory",
+                LAB_MEMORY,
+                "--memory-swap",
+                LAB_MEMORY,
+                m,
+            ],
+        )
+        .await;
+        if !out.status.success() {
+            eprintln!("e2e-scaling: could not give {m} its 1 GiB back: {out:?}");
         }
-        restore_parameters(&saved).await;
-        restart_pending_members().await;
-    };
-    with_lab_and_cleanup(urls, rollout_scenario, cleanup).await;
+    }
+    restore_parameters(&saved).await;
+    restart_pending_members().await;
 }
 
 async fn rollout_scenario(urls: Vec<String>) {
@@ -1362,28 +1365,7 @@ async fn an_oom_kill_grows_memory_live_without_a_restart() {
         return;
     };
     let saved = patroni_parameters().await;
-    let cleanup = || async move {
-        for m in LAB_MEMBERS {
-            let out = sh(
-                "docker",
-                &[
-                    "update",
-                    "--memory",
-                    LAB_MEMORY,
-                    "--memory-swap",
-                    LAB_MEMORY,
-                    m,
-                ],
-            )
-            .await;
-            if !out.status.success() {
-                eprintln!("e2e-scaling: could not give {m} its 1 GiB back: {out:?}");
-            }
-        }
-        restore_parameters(&saved).await;
-        restart_pending_members().await;
-    };
-    with_lab_and_cleanup(urls, oom_scenario, cleanup).await;
+    with_lab_and_cleanup(urls, oom_scenario, || memory_and_parameters_back(saved)).await;
 }
 
 /// A sort of ~30 million 32-byte strings held in memory (`work_mem` 3 GB, so neither the

@@ -573,13 +573,8 @@ async fn a_dry_run_executes_nothing() {
 
 /// The operator's pause (`POST /pause` sets the server's flag) reaches the repairer: a crashed
 /// replica is seen, shown on `/status`, and left alone; both loops report their ticks.
-#[tokio::test(start_paused = true)]
-async fn a_pause_from_the_api_stops_repairs_and_status_shows_the_cluster() {
-    let mut bench = Bench::new(RawSimulated {
-        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
-        ..RawSimulated::default()
-    })
-    .await;
+/// The `/status` and `/metrics` state of `bench`'s run (the server's shared half, no socket).
+fn status_server(bench: &mut Bench) -> crate::server::Shared {
     let server = crate::server::RawServerConfig::default()
         .validate()
         .unwrap();
@@ -590,11 +585,22 @@ async fn a_pause_from_the_api_stops_repairs_and_status_shows_the_cluster() {
         Arc::new(crate::telemetry::Metrics::new()),
         crate::telemetry::Loop::ALL.to_vec(),
     );
-    shared.set_paused(true, "test");
     bench.telemetry = Some(Telemetry {
         server: shared.clone(),
         policy_log: None,
     });
+    shared
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_from_the_api_stops_repairs_and_status_shows_the_cluster() {
+    let mut bench = Bench::new(RawSimulated {
+        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+        ..RawSimulated::default()
+    })
+    .await;
+    let shared = status_server(&mut bench);
+    shared.set_paused(true, "test");
     bench.run(minutes(10), false).await.unwrap();
     assert_eq!(bench.actions(), Vec::<String>::new());
     let status = shared.status().await;
@@ -628,20 +634,7 @@ async fn a_cluster_stuck_below_its_floor_is_an_alert_everywhere() {
             ..RawSimulated::default()
         })
         .await;
-        let server = crate::server::RawServerConfig::default()
-            .validate()
-            .unwrap();
-        let shared = crate::server::Shared::new(
-            "demo",
-            &server,
-            None,
-            Arc::new(crate::telemetry::Metrics::new()),
-            crate::telemetry::Loop::ALL.to_vec(),
-        );
-        bench.telemetry = Some(Telemetry {
-            server: shared.clone(),
-            policy_log: None,
-        });
+        let shared = status_server(&mut bench);
         bench.run(minutes(10), false).await.unwrap();
         let log = bench.log.text();
         let status = shared.status().await;
