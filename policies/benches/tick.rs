@@ -5,6 +5,9 @@
 //! at a 15 s interval through the default 5 min window (20 samples in the window), with a load
 //! that moves across the band so grows, shrinks and holds all happen.
 //!
+//! A third shape, `vertical_tick_learned`, replays two weeks of a working day at 5-minute samples
+//! with and without `learn`: the cost of reading the learned day on every tick.
+//!
 //! Run: `cargo bench -p steward-policies --bench tick`
 
 use std::hint::black_box;
@@ -12,7 +15,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use steward_model::observation::{Figure, Source};
 use steward_model::{Action, Resource, Role, Timestamp};
-use steward_policies::{PolicyConfig, VerticalPolicy};
+use steward_policies::{PolicyConfig, VerticalConfig, VerticalPolicy};
 
 const TICKS: usize = 10_000;
 
@@ -62,6 +65,39 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The learned day's cost: two weeks of a working day at 5-minute samples, where from the
+    // fourth day every tick reads the profile (the window ahead, today's last hours).
+    let mut group = c.benchmark_group("vertical_tick_learned");
+    let days = learned_days();
+    group.throughput(Throughput::Elements(days.len() as u64));
+    for learn in [false, true] {
+        let cfg = VerticalConfig {
+            learn,
+            ..cfg.clone()
+        };
+        group.bench_function(if learn { "learning" } else { "reactive" }, |b| {
+            b.iter(|| {
+                let mut policy = VerticalPolicy::new(Role::Database, Resource::Cpu, cfg.clone());
+                black_box(run(&mut policy, black_box(&days)))
+            })
+        });
+    }
+    group.finish();
+}
+
+/// 14 days of one member every 5 minutes: quiet nights, a ramp to a peak at 14:00, some noise.
+fn learned_days() -> Vec<(Timestamp, Vec<Option<Figure>>)> {
+    (0..14 * 288)
+        .map(|i| {
+            let now = Timestamp::from_secs(1_767_571_200 + i as i64 * 300);
+            let hour = (i % 288) as f64 / 12.0;
+            let day = (-((hour - 14.0) / 3.0).powi(2)).exp();
+            let noise = 0.05 * ((i * 7919) % 13) as f64 / 13.0;
+            let usage = 0.3 + 1.2 * day + noise;
+            (now, vec![Some(Figure::new(usage, Source::Recorded, now))])
+        })
+        .collect()
 }
 
 criterion_group!(benches, bench);

@@ -22,6 +22,7 @@ pub mod disk;
 mod figures;
 pub mod replicas;
 pub mod rules;
+mod seasonal;
 pub mod vertical;
 mod window;
 

@@ -89,7 +89,9 @@ fn a_busier_version_of_the_trace_stays_within_bounds_and_barely_flaps() {
     let r = replay(8.0, cfg.min);
     assert!(r.changes >= 1, "it grows at least once");
     assert!(r.changes <= 6, "{} changes in two weeks", r.changes);
-    assert!(r.direction_changes <= 2, "{} flaps", r.direction_changes);
+    // 3 since issue 17: growing from grow_at 0.70 instead of high 0.80 adds one grow (at 0.77 on
+    // 27 February, shrunk back after the down window).
+    assert!(r.direction_changes <= 3, "{} flaps", r.direction_changes);
     assert!(
         r.sizes_seen.0 >= cfg.min && r.sizes_seen.1 <= cfg.max,
         "{:?}",
