@@ -196,6 +196,7 @@ async fn build_fleet(
                 name: member_name(c, m),
                 size: SIZE,
                 operation_id: format!("bench-{c}-{m}"),
+                replaces: None,
             };
             members.push(
                 platform

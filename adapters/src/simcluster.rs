@@ -487,6 +487,7 @@ mod tests {
                         disk_bytes: 20 << 30,
                     },
                     operation_id: "boot".into(),
+                    replaces: None,
                 })
                 .await
                 .unwrap();

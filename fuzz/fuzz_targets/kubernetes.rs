@@ -151,6 +151,7 @@ fuzz_target!(|data: &[u8]| {
                 name: format!("pg-{replicas}"),
                 size,
                 operation_id: "20261126T100000000Z-0000000001".into(),
+                replaces: None,
             })
             .await;
     });

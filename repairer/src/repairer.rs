@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use steward_model::observation::{
     Figure, Freshness, MemberObservation, Observation, PatroniRole, PlatformState,
 };
-use steward_model::ports::platform::ErrorKind;
+use steward_model::ports::platform::{ErrorKind, PlatformMember, LABEL_REPLACES};
 use steward_model::{Role, Timestamp};
 
 use crate::command::{
@@ -226,12 +226,31 @@ pub struct Repairer {
     last_refusal: Option<Refusal>,
     /// Members whose replacement the platform refused, and until when they are left alone.
     held_back: BTreeMap<String, Timestamp>,
+    /// From the last listing: running replacements (by name) whose label says which member
+    /// they replace, while that member is still listed. Outside a repair, that is a repair whose
+    /// journal record was lost: it is finished (see `try_start`).
+    unfinished: BTreeMap<String, String>,
 }
 
 enum Verification {
     Streams,
     Waiting,
     Failed(String),
+}
+
+/// Running replacements of `cluster` (name -> the member they replace, from their
+/// [`LABEL_REPLACES`] label) whose replaced member is listed too.
+fn unfinished_replacements(cluster: &str, listed: &[PlatformMember]) -> BTreeMap<String, String> {
+    let ours = || listed.iter().filter(|m| m.cluster == cluster);
+    ours()
+        .filter(|m| m.state == PlatformState::Running)
+        .filter_map(|m| {
+            let target = m.labels.get(LABEL_REPLACES)?;
+            ours()
+                .any(|t| t.name == *target)
+                .then(|| (m.name.clone(), target.clone()))
+        })
+        .collect()
 }
 
 fn base_name(name: &str) -> &str {
@@ -256,6 +275,7 @@ impl Repairer {
             raised: BTreeSet::new(),
             last_refusal: None,
             held_back: BTreeMap::new(),
+            unfinished: BTreeMap::new(),
         }
     }
 
@@ -272,6 +292,7 @@ impl Repairer {
         match event {
             Event::Observed(observation) => self.observe(observation),
             Event::PlatformListed { at, members } => {
+                self.unfinished = unfinished_replacements(&self.cluster, &members);
                 for m in members.iter().filter(|m| m.cluster == self.cluster) {
                     let tracked = self
                         .members
@@ -592,10 +613,13 @@ impl Repairer {
         let Some(observation) = &self.last else {
             return ClusterHealth::default();
         };
+        // The members a repair works on, and replacements a lost repair left (still joining,
+        // like the replacement of a repair under way): none is evidence about the observer.
         let ours = |name: &str| {
             self.repair
                 .as_ref()
                 .is_some_and(|r| r.target == name || r.replacement == name)
+                || self.unfinished.contains_key(name)
         };
         // Patroni's `/cluster` answered when it named anyone: only then does a member's absence
         // from it say something.
@@ -823,6 +847,22 @@ impl Repairer {
         // hold the lock (we could not tell whom fencing would hit).
         self.held_back.retain(|_, until| now < *until);
         let held = |n: &String| self.held_back.contains_key(n);
+        // A replacement the platform lists with the name of the member it replaces, while that
+        // member is still there and no repair runs: a repair whose journal record was lost (the
+        // state folder wiped, a crash before the disk kept it). Finished rather than done again:
+        // a second replacement would be one member too many and the old one would stay.
+        let unfinished = self
+            .unfinished
+            .iter()
+            .find(|(_, target)| {
+                Some(*target) != holder.as_ref()
+                    && !held(target)
+                    && (holder.is_some() || self.role_of(target) == Role::Balancer)
+            })
+            .map(|(r, t)| (r.clone(), t.clone()));
+        if let Some((replacement, target)) = unfinished {
+            return self.finish_unrecorded(replacement, target, now, alerts, coordinator);
+        }
         let fenced = self
             .members
             .iter()
@@ -907,6 +947,56 @@ impl Repairer {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Takes over the replacement of `target` by `replacement`, which the platform lists and no
+    /// journal record covers: waits for it to stream, then drains, fences and removes `target`
+    /// (each step is done already if the world is so).
+    fn finish_unrecorded(
+        &mut self,
+        replacement: String,
+        target: String,
+        now: Timestamp,
+        alerts: &mut Vec<(Alert, String)>,
+        coordinator: &mut Coordinator,
+    ) -> bool {
+        let why = format!(
+            "{replacement} was created to replace {target} (its {LABEL_REPLACES} label) and no \
+             journal record covers that repair (the state folder was lost): the repair is \
+             finished, not started again"
+        );
+        let steps = [
+            Step::AwaitStreaming,
+            Step::Drain(target.clone()),
+            Step::Fence(target.clone()),
+            Step::Remove(target.clone()),
+        ];
+        let purpose = Purpose::Repair {
+            member: target.clone(),
+        };
+        let started = self.start(
+            purpose,
+            RepairKind::Surge,
+            &target,
+            why,
+            steps,
+            now,
+            alerts,
+            coordinator,
+        );
+        if let Some(r) = self.repair.as_mut().filter(|_| started) {
+            r.replacement = replacement.clone();
+            r.replacement_created = true;
+            r.waiting_since = Some(now);
+            self.unfinished.remove(&replacement);
+            if let Some(t) = self.members.get_mut(&target) {
+                t.health = Health::Verifying {
+                    replacement,
+                    since: now,
+                };
+            }
+        }
+        started
+    }
+
     fn start<const N: usize>(
         &mut self,
         purpose: Purpose,
@@ -1473,6 +1563,9 @@ impl Repairer {
         now: Timestamp,
         coordinator: &mut Coordinator,
     ) {
+        // What the last listing said of this repair is out of date now.
+        self.unfinished
+            .retain(|replacement, target| *target != r.target && *replacement != r.replacement);
         if let Some(t) = self.members.get_mut(&r.target) {
             if t.health == Health::Retired {
                 self.members.remove(&r.target);

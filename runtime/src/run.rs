@@ -1023,6 +1023,7 @@ fn dispatch_repair(
                         name,
                         size,
                         operation_id: label,
+                        replaces: Some(replacing),
                     },
                 }
             }

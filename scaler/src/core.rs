@@ -903,6 +903,7 @@ impl Scaler {
                         name,
                         size,
                         operation_id: id.0.clone(),
+                        replaces: None,
                     })
                 }
                 Build::ScaleIn { member } => {

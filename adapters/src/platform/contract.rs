@@ -26,7 +26,7 @@ use futures::FutureExt;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
     Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember, ResizeOutcome,
-    LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{Role, Size};
 
@@ -241,7 +241,9 @@ fn disk_checked(p: &dyn Platform) -> bool {
 // --- the checks ------------------------------------------------------------------------------
 
 async fn create_is_listed(h: &mut dyn Harness, p: &dyn Platform) {
-    let spec = h.database_spec(0);
+    let mut spec = h.database_spec(0);
+    // A replacement names what it replaces (a Steward whose journal is lost reads it back).
+    spec.replaces = Some(format!("{}-old", spec.name));
     let created = create(h, p, &spec).await;
     assert_eq!(
         created.name,
@@ -282,6 +284,12 @@ async fn create_is_listed(h: &mut dyn Harness, p: &dyn Platform) {
         label(LABEL_OPERATION),
         Some(spec.operation_id.clone()),
         "{}: {LABEL_OPERATION}",
+        h.name()
+    );
+    assert_eq!(
+        label(LABEL_REPLACES),
+        spec.replaces.clone(),
+        "{}: {LABEL_REPLACES}",
         h.name()
     );
     assert!(!m.host.is_empty(), "{}: member has no host", h.name());

@@ -44,7 +44,8 @@ use serde::Deserialize;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
     Capabilities, Change, CreateSpec, ErrorKind, Placement, Platform, PlatformError,
-    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION,
+    LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{ConfigErrors, Role, Size, Timestamp};
 
@@ -1182,13 +1183,16 @@ impl DockerPlatform {
         if let Some(tmp) = tmp {
             binds.push(format!("{}:/tmp:rw", tmp.display()));
         }
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_CLUSTER.to_string(), spec.cluster.clone()),
             (LABEL_ROLE.to_string(), spec.role.as_str().to_string()),
             (LABEL_MEMBER.to_string(), spec.name.clone()),
             (LABEL_OPERATION.to_string(), spec.operation_id.clone()),
             (LABEL_ADDRESS.to_string(), address.to_string()),
         ]);
+        if let Some(replaced) = &spec.replaces {
+            labels.insert(LABEL_REPLACES.to_string(), replaced.clone());
+        }
         let memory = spec.size.memory_bytes as i64;
         ContainerCreateBody {
             image: Some(template.image.clone()),

@@ -66,7 +66,7 @@ use serde_json::{json, Value};
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
     Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
-    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{ConfigErrors, Role, Size, Timestamp};
 use tracing::{info, warn};
@@ -1027,6 +1027,17 @@ impl Platform for KubernetesPlatform {
                 ),
             ));
         }
+        if let Some(replaced) = spec
+            .replaces
+            .as_deref()
+            .filter(|r| !is_valid_label_value(r))
+        {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("the replaced member's name `{replaced}` is not a valid label value"),
+            ));
+        }
         if self
             .pods()
             .get_opt(&spec.name)
@@ -1164,6 +1175,7 @@ impl Platform for KubernetesPlatform {
         self.wait_running(&spec.name, None, op).await?;
         let labels = json!({ "metadata": { "labels": {
             LABEL_MEMBER: spec.name, LABEL_OPERATION: spec.operation_id,
+            LABEL_REPLACES: spec.replaces,
         } } });
         let pod = self
             .pods()

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
     Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
-    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{Role, Size, Timestamp};
 
@@ -567,12 +567,15 @@ impl Platform for SimulatedPlatform {
             })?;
         state.next_address += 1;
         let n = state.next_address;
-        let labels = BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (LABEL_CLUSTER.to_string(), spec.cluster.clone()),
             (LABEL_ROLE.to_string(), spec.role.as_str().to_string()),
             (LABEL_MEMBER.to_string(), spec.name.clone()),
             (LABEL_OPERATION.to_string(), spec.operation_id.clone()),
         ]);
+        if let Some(replaced) = &spec.replaces {
+            labels.insert(LABEL_REPLACES.to_string(), replaced.clone());
+        }
         // A member created under the name of a removed one finds its kept data again.
         let fresh = (spec.size.disk_bytes as f64 * self.config.initial_disk_fraction) as u64;
         let disk = state.kept_data.remove(&spec.name).unwrap_or(fresh);

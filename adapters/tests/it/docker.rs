@@ -229,6 +229,7 @@ impl Harness for DockerHarness {
                 disk_bytes: self.disk,
             },
             operation_id: format!("op-{}-{index}", self.round),
+            replaces: None,
         }
     }
 
@@ -1379,6 +1380,7 @@ async fn a_remote_engine_over_tls_runs_members() {
             disk_bytes: 0,
         },
         operation_id: "tls-test".into(),
+        replaces: None,
     };
     let outcome = AssertUnwindSafe(async {
         let made = p.create(&spec).await.expect("create on the remote engine");

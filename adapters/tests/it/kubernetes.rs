@@ -468,6 +468,7 @@ fn spec(name: &str) -> CreateSpec {
             disk_bytes: 10 * GIB,
         },
         operation_id: format!("op-{name}"),
+        replaces: None,
     }
 }
 

@@ -247,6 +247,7 @@ fn spec(cluster: &str, name: &str, like: &PlatformMember) -> CreateSpec {
         name: name.to_string(),
         size: like.size,
         operation_id: format!("lab-docker-test-{}", std::process::id()),
+        replaces: None,
     }
 }
 

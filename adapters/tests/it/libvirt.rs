@@ -128,6 +128,7 @@ fn spec(cluster: &str, name: &str) -> CreateSpec {
             disk_bytes: 0,
         },
         operation_id: format!("op-{name}"),
+        replaces: None,
     }
 }
 

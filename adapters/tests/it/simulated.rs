@@ -71,6 +71,7 @@ impl Harness for SimHarness {
             name: format!("pg-{}-{index}", self.round),
             size: size(),
             operation_id: format!("op-{}-{index}", self.round),
+            replaces: None,
         }
     }
 
@@ -192,6 +193,7 @@ fn spec(cluster: &str, name: &str) -> CreateSpec {
         name: name.into(),
         size: size(),
         operation_id: "op".into(),
+        replaces: None,
     }
 }
 

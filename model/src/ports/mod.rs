@@ -8,5 +8,6 @@ pub mod platform;
 
 pub use platform::{
     Capabilities, Change, CreateSpec, ErrorKind, Placement, Platform, PlatformError,
-    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION,
+    LABEL_REPLACES, LABEL_ROLE,
 };

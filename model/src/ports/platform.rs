@@ -21,6 +21,9 @@ pub const LABEL_ROLE: &str = "io.steward.role";
 pub const LABEL_MEMBER: &str = "io.steward.member";
 /// Label carrying the id of the operation that created or last changed the resource.
 pub const LABEL_OPERATION: &str = "io.steward.operation";
+/// Label naming the member a replacement was created to replace: with it a Steward whose
+/// journal was lost still knows what the replacement is for, and finishes the repair.
+pub const LABEL_REPLACES: &str = "io.steward.replaces";
 
 /// Where a platform puts a new member among its hosts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,9 @@ pub struct CreateSpec {
     pub size: Size,
     /// The operation creating it; stored in [`LABEL_OPERATION`].
     pub operation_id: String,
+    /// The member it replaces, for a repair's replacement; stored in [`LABEL_REPLACES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// How a resize was carried out.

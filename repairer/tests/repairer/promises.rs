@@ -1046,3 +1046,80 @@ fn a_record_with_the_largest_sequence_number_resumes_without_overflow() {
     );
     assert_eq!(summary(&out), ["create database pg-3-r1 replacing pg-3"]);
 }
+
+/// Issue 14, promise 7 when the journal itself is lost: a replacement the platform lists with
+/// the name of the member it replaces (`io.steward.replaces`), while that member is still
+/// there, is a repair whose record is gone. It is finished (the old member drained, fenced and
+/// removed once the replacement streams), not started again: no second replacement.
+#[test]
+fn a_replacement_whose_journal_was_lost_is_finished_not_made_again() {
+    use steward_model::observation::PlatformState;
+    use steward_model::ports::platform::{PlatformMember, LABEL_REPLACES};
+    let listed = |name: &str, state: PlatformState, replaces: Option<&str>| PlatformMember {
+        name: name.into(),
+        cluster: CLUSTER.into(),
+        role: steward_model::Role::Database,
+        size: steward_model::Size {
+            cpus: 1.0,
+            memory_bytes: 1 << 30,
+            disk_bytes: 10 << 30,
+        },
+        state,
+        address: "127.0.0.13".into(),
+        host: "local".into(),
+        labels: replaces
+            .map(|r| [(LABEL_REPLACES.to_string(), r.to_string())].into())
+            .unwrap_or_default(),
+        created_at: None,
+        restart_count: 0,
+    };
+    let run = |label: Option<&str>| {
+        let mut d = Driver::new(RepairConfig::default());
+        let mut commands = Vec::new();
+        for s in (0..=120).step_by(10) {
+            let listing = vec![
+                listed("pg-1", PlatformState::Running, None),
+                listed("pg-2", PlatformState::Running, None),
+                listed("pg-3", PlatformState::Exited, None),
+                listed("pg-3-r1", PlatformState::Running, label),
+            ];
+            let mut out = d.handle(
+                Event::PlatformListed {
+                    at: t(s),
+                    members: listing,
+                },
+                t(s),
+            );
+            out.extend(d.observe(
+                t(s),
+                vec![
+                    leader("pg-1"),
+                    replica("pg-2"),
+                    exited("pg-3"),
+                    replica("pg-3-r1"),
+                ],
+            ));
+            out.extend(d.ack_all(t(s)));
+            commands.extend(summary(&out));
+        }
+        (commands, d)
+    };
+    let (commands, d) = run(Some("pg-3"));
+    assert_eq!(
+        commands,
+        ["drain pg-3", "fence pg-3", "remove pg-3 delete-data"],
+        "{:#?}",
+        d.log
+    );
+    assert!(
+        d.log[0].1.reason.contains("no journal record"),
+        "{}",
+        d.log[0].1.reason
+    );
+    // Without the label the same world is a crashed member to replace: the test can fail.
+    let (commands, _) = run(None);
+    assert!(
+        commands.iter().any(|c| c.starts_with("create")),
+        "{commands:?}"
+    );
+}

@@ -426,6 +426,14 @@ impl MemoryJournal {
         }
     }
 
+    /// Loses every entry, as a wiped state folder does.
+    pub fn forget_all(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub fn accept_all(&self) {
         *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.keep_refused
@@ -807,6 +815,7 @@ mod tests {
                     disk_bytes: 1,
                 },
                 operation_id: "c-1/3".into(),
+                replaces: None,
             },
         };
         assert!(matches!(recovery(LoopName::Repair, &create), Recovery::Undo(w) if w.len() == 3));

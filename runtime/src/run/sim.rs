@@ -82,6 +82,7 @@ impl SimWorld {
                     name: format!("{}{i}", settings.prefix),
                     size: settings.size,
                     operation_id: "bootstrap".into(),
+                    replaces: None,
                 })
                 .await
                 .with_context(|| format!("creating simulated member {}{i}", settings.prefix))?;
@@ -95,6 +96,7 @@ impl SimWorld {
                     name: name.clone(),
                     size: settings.balancer_size,
                     operation_id: "bootstrap".into(),
+                    replaces: None,
                 })
                 .await
                 .with_context(|| format!("creating simulated balancer {name}"))?;

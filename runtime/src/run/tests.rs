@@ -468,6 +468,72 @@ async fn a_replacement_killed_at_every_step_boundary_converges_after_a_restart()
     }
 }
 
+/// Issue 14: the same kills, but the state folder is lost with the process (a new disk, a
+/// wiped volume): the restarted run has no journal at all. What the platform's labels say is
+/// enough to converge: a replacement labelled with the member it replaces is finished, not made
+/// again, so there is exactly one replacement, the old member removed, and no alert.
+#[tokio::test(start_paused = true)]
+async fn a_replacement_killed_at_every_step_boundary_converges_with_its_journal_lost() {
+    let crashed = || RawSimulated {
+        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
+        ..RawSimulated::default()
+    };
+    let clean = Bench::new(crashed()).await;
+    clean.run(minutes(10), false).await.unwrap();
+    let writes = clean.record_writes(LoopName::Repair);
+    let mut finished_by_label = 0;
+    for write in 1..=writes as u32 {
+        for after in [false, true] {
+            let point = CrashPoint {
+                by: LoopName::Repair,
+                after,
+                write,
+            };
+            let bench = Bench::new(crashed()).await;
+            bench.journal.crash_at(point);
+            bench.run(minutes(10), false).await.unwrap_err();
+            bench.journal.accept_all();
+            bench.journal.forget_all();
+            bench.run(minutes(10), false).await.unwrap();
+
+            let members = bench.members().await;
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            assert_eq!(names.len(), 3, "{point:?}: {names:?}");
+            assert!(
+                names.starts_with(&["pg-1", "pg-2"]) && names[2].starts_with("pg-3-r"),
+                "{point:?}: {names:?}"
+            );
+            assert!(
+                members.iter().all(|m| m.state == PlatformState::Running),
+                "{point:?}: {members:?}"
+            );
+            let h = bench.actions();
+            let creates = h.iter().filter(|a| a.starts_with("create")).count();
+            assert_eq!(creates, 1, "{point:?}: exactly one replacement: {h:?}");
+            assert!(h.contains(&"remove pg-3".to_string()), "{point:?}: {h:?}");
+            assert!(
+                bench.lines_of("alert").is_empty(),
+                "{point:?}: {:?}",
+                bench.lines_of("alert")
+            );
+            assert!(
+                Pending::from_entries(&bench.journal.entries()).is_empty(),
+                "{point:?}"
+            );
+            if bench.lines_of("command").iter().any(|l| {
+                l["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("no journal record")
+            }) {
+                finished_by_label += 1;
+            }
+        }
+    }
+    // Every kill after the create left a replacement for the labels to speak of.
+    assert!(finished_by_label >= 4, "{finished_by_label}");
+}
+
 /// A platform whose new members crash at once (a broken image).
 struct BrokenCreates(Arc<SimulatedPlatform>);
 

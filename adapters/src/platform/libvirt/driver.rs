@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
     Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
-    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_ROLE,
+    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{Role, Size, Timestamp};
 use tokio::time::Instant;
@@ -39,6 +39,8 @@ struct Mark {
     role: Role,
     member: String,
     operation: String,
+    /// The member this one replaces (a repair's replacement).
+    replaces: Option<String>,
     /// Epoch milliseconds of creation, when Steward created it.
     created: Option<i64>,
     /// Destroyed by Steward's fence (so a shut-off domain is `Fenced`, not `Exited`).
@@ -55,6 +57,9 @@ impl Mark {
             xml_escape(&self.member),
             xml_escape(&self.operation)
         );
+        if let Some(replaced) = &self.replaces {
+            s.push_str(&format!(" replaces=\"{}\"", xml_escape(replaced)));
+        }
         if let Some(ms) = self.created {
             s.push_str(&format!(" created=\"{ms}\""));
         }
@@ -83,18 +88,23 @@ impl Mark {
             role: attrs.get("role")?.parse().ok()?,
             member: attrs.get("member")?.clone(),
             operation: attrs.get("operation").cloned().unwrap_or_default(),
+            replaces: attrs.get("replaces").cloned(),
             created: attrs.get("created").and_then(|v| v.parse().ok()),
             fenced: attrs.get("fenced").is_some_and(|v| v == "1" || v == "true"),
         })
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (LABEL_CLUSTER.to_string(), self.cluster.clone()),
             (LABEL_ROLE.to_string(), self.role.to_string()),
             (LABEL_MEMBER.to_string(), self.member.clone()),
             (LABEL_OPERATION.to_string(), self.operation.clone()),
-        ])
+        ]);
+        if let Some(replaced) = &self.replaces {
+            labels.insert(LABEL_REPLACES.to_string(), replaced.clone());
+        }
+        labels
     }
 }
 
@@ -479,6 +489,7 @@ impl Inner {
             role: spec.role,
             member: spec.name.clone(),
             operation: spec.operation_id.clone(),
+            replaces: spec.replaces.clone(),
             created: Some((self.clock)().as_millis()),
             fenced: false,
         };
@@ -895,6 +906,7 @@ mod tests {
             role: Role::Balancer,
             member: "lb-1".into(),
             operation: "op \"7\" <&>".into(),
+            replaces: Some("lb-0 \"old\"".into()),
             created: Some(1_700_000_000_000),
             fenced: true,
         };
