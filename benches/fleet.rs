@@ -5,7 +5,7 @@
 //! One tick, phase by phase, as the run loop does it for one cluster (`runtime/src/run/observer.rs`),
 //! but for the whole fleet at once:
 //! 1. `fetch`: one instant query per metric for the WHOLE fleet through the production
-//!    [`PrometheusClient`] (7 queries, 30,000 series each; sequential, as the observer asks);
+//!    [`PrometheusClient`] (8 queries, 30,000 series each; sequential, as the observer asks);
 //! 2. `split`: the fleet-wide readings cut into one `BTreeMap<Metric, MetricReading>` per
 //!    cluster (the client keys series by the `member` label only; member names embed the
 //!    cluster name, as the scaler names new members `<cluster>-db-N`, so a member-to-cluster
@@ -99,6 +99,7 @@ fn value(metric: Metric, i: usize, t: i64) -> f64 {
         Metric::LagBytes if i % MEMBERS == 0 => 0.0,
         Metric::LagBytes => (4096.0 * (1.0 + w)).round(),
         Metric::OomKills => 0.0,
+        Metric::SlotWalBytes => 16e6,
     }
 }
 
@@ -121,12 +122,21 @@ async fn query(
         if i > 0 {
             body.push(',');
         }
-        // Writing into a String cannot fail.
-        let _ = write!(
-            body,
-            r#"{{"metric":{{"cluster":"{cluster}","member":"{member}"}},"value":[{t},"{}"]}}"#,
-            value(metric, i, t)
-        );
+        // Writing into a String cannot fail. Slots are keyed by slot name (one per member).
+        let _ = if metric.is_per_member() {
+            write!(
+                body,
+                r#"{{"metric":{{"cluster":"{cluster}","member":"{member}"}},"value":[{t},"{}"]}}"#,
+                value(metric, i, t)
+            )
+        } else {
+            write!(
+                body,
+                r#"{{"metric":{{"cluster":"{cluster}","slot_name":"{}"}},"value":[{t},"{}"]}}"#,
+                steward_policies::slots::slot_name(member),
+                value(metric, i, t)
+            )
+        };
     }
     body.push_str("]}}");
     (StatusCode::OK, json, body)

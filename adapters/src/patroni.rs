@@ -67,6 +67,9 @@ pub trait PatroniApi: Send + Sync {
     /// Reloads one member's configuration (`POST /reload`).
     async fn reload(&self, api_base: &str) -> Result<ActionOutcome, PatroniError>;
 
+    /// The dynamic configuration (`GET /config`).
+    async fn config(&self) -> Result<serde_json::Value, PatroniError>;
+
     /// Merges `patch` into the dynamic configuration (`PATCH /config`); returns the new one.
     async fn patch_config(
         &self,

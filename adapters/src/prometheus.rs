@@ -403,6 +403,7 @@ impl PrometheusError {
 /// - `pg_database_size_bytes` is a lower bound of disk used (no WAL, no overhead): point
 ///   `disk_used` at node_exporter's filesystem metrics where the data disk is a mount.
 /// - WAL bytes need a custom exporter query (`pg_ls_waldir()`), so there is no default.
+/// - Slots: postgres_exporter's `pg_replication_slots_pg_wal_lsn_diff`, keyed by `slot_name`.
 /// - With several clusters in one Prometheus, narrow the queries (e.g. `{scope="..."}`).
 pub fn default_query(metric: Metric) -> Option<MetricQuery> {
     let cadvisor = |expr: &str| {
@@ -434,6 +435,12 @@ pub fn default_query(metric: Metric) -> Option<MetricQuery> {
         Metric::LagBytes => by_member(
             "clamp_min(scalar(max(patroni_xlog_location)) - max by (member) (patroni_xlog_replayed_location and on (member) patroni_replica == 1), 0)",
         ),
+        // Keyed by slot, not member; the replicas' copies of the slots (Patroni 4 keeps them)
+        // are left out: what fills a disk is the leader's.
+        Metric::SlotWalBytes => MetricQuery {
+            query: "max by (slot_name) (pg_replication_slots_pg_wal_lsn_diff unless on (member) patroni_replica == 1)".into(),
+            label: "slot_name".into(),
+        },
         Metric::WalBytes => return None,
     })
 }
@@ -843,7 +850,7 @@ mod tests {
         let s = ok.validate_with_env(&|_| None).unwrap();
         assert!(!s.queries.contains_key(&Metric::OomKills));
         assert!(!s.queries.contains_key(&Metric::WalBytes));
-        assert_eq!(s.queries.len(), 6);
+        assert_eq!(s.queries.len(), 7);
         assert_eq!(s.url, "http://127.0.0.1:9090");
     }
 

@@ -454,6 +454,10 @@ impl PatroniApi for SimCluster {
         })
     }
 
+    async fn config(&self) -> Result<serde_json::Value, PatroniError> {
+        Ok(self.lock().dynamic_config.clone())
+    }
+
     async fn patch_config(
         &self,
         patch: &serde_json::Value,

@@ -150,6 +150,20 @@ pub struct Observation {
     pub members: Vec<MemberObservation>,
     /// Problems met while observing (a source that did not answer, ...), for people.
     pub notes: Vec<String>,
+    /// The leader's replication slots that hold WAL, when a metric says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotObservation>,
+}
+
+/// One replication slot on the leader and the WAL it keeps from being recycled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotObservation {
+    pub name: String,
+    /// WAL kept for the slot, bytes (`pg_wal_lsn_diff(current, restart_lsn)`).
+    pub wal_bytes: Figure,
+    /// The member of the cluster (in Patroni's `/cluster` or on the platform) the slot is
+    /// named after, if any: Patroni names a member's slot after the member.
+    pub member: Option<String>,
 }
 
 impl Observation {

@@ -138,6 +138,7 @@ pub fn group_by_time(
             cluster: r.cluster.clone().unwrap_or_else(|| cluster.to_string()),
             members: Vec::new(),
             notes: Vec::new(),
+            slots: Vec::new(),
         });
         observation.members.push(r.to_member());
     }

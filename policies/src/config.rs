@@ -206,6 +206,8 @@ pub struct RawPolicyConfig {
     pub balancer: RawRolePolicies,
     /// The number of database members (`[policy.replicas]`).
     pub replicas: RawReplicaConfig,
+    /// Replication slots that keep WAL for nobody (`[policy.slots]`).
+    pub slots: crate::slots::RawSlotsConfig,
 }
 
 impl Default for RawPolicyConfig {
@@ -214,6 +216,7 @@ impl Default for RawPolicyConfig {
             database: RawRolePolicies::database(),
             balancer: RawRolePolicies::balancer(),
             replicas: RawReplicaConfig::default(),
+            slots: crate::slots::RawSlotsConfig::default(),
         }
     }
 }
@@ -857,6 +860,8 @@ pub struct PolicyConfig {
     pub balancer: RolePolicies,
     /// The number of database members.
     pub replicas: ReplicaConfig,
+    /// Replication slots that keep WAL for nobody.
+    pub slots: crate::slots::SlotsConfig,
 }
 
 impl PolicyConfig {
@@ -1336,10 +1341,12 @@ impl RawPolicyConfig {
         let database = self.database.validate_into("database", &mut errors);
         let balancer = self.balancer.validate_into("balancer", &mut errors);
         let replicas = self.replicas.validate_into(&mut errors);
+        let slots = self.slots.validate_into(&mut errors).unwrap_or_default();
         errors.into_result(PolicyConfig {
             database,
             balancer,
             replicas,
+            slots,
         })
     }
 }

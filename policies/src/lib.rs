@@ -23,6 +23,7 @@ mod figures;
 pub mod replicas;
 pub mod rules;
 mod seasonal;
+pub mod slots;
 pub mod vertical;
 mod window;
 

@@ -684,6 +684,7 @@ mod tests {
                 .map(|i| member(&format!("pg-{i}"), i == 0, cpu, now))
                 .collect(),
             notes: vec![],
+            slots: Vec::new(),
         }
     }
 

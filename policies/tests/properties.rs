@@ -242,6 +242,7 @@ fn observation(now: Timestamp, members: &[RandomMember]) -> Observation {
         cluster: "prop".into(),
         members,
         notes: vec![],
+        slots: Vec::new(),
     }
 }
 
@@ -383,7 +384,7 @@ proptest! {
         for tick in 0..400usize {
             let now = Timestamp::from_secs(tick as i64 * STEP_S);
             let fresh = |v: f64| Some(Figure::new(v, Source::Recorded, now));
-            let mut o = Observation { at: now, cluster: "prop".into(), members: vec![], notes: vec![] };
+            let mut o = Observation { at: now, cluster: "prop".into(), members: vec![], notes: vec![], slots: vec![] };
             for (i, (name, leader, lag, down, sync, created)) in members.iter().enumerate() {
                 let mut m = MemberObservation {
                     name: name.clone(),

@@ -946,7 +946,6 @@ impl Repairer {
         false
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Takes over the replacement of `target` by `replacement`, which the platform lists and no
     /// journal record covers: waits for it to stream, then drains, fences and removes `target`
     /// (each step is done already if the world is so).
@@ -997,6 +996,7 @@ impl Repairer {
         started
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start<const N: usize>(
         &mut self,
         purpose: Purpose,

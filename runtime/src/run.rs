@@ -32,6 +32,7 @@ pub mod lease;
 pub mod observer;
 pub mod options;
 pub mod sim;
+mod slots;
 pub mod start;
 
 #[cfg(test)]
@@ -400,7 +401,12 @@ impl Shared {
 
     /// After a repair tick: members, guards and the tick for `/status` and `/healthz`; the
     /// operator's pause flag into the repairer.
-    async fn publish_repair_tick(&self, seen: &Seen, took: Duration) {
+    async fn publish_repair_tick(
+        &self,
+        seen: &Seen,
+        held: &[steward_policies::slots::HeldSlot],
+        took: Duration,
+    ) {
         let Some(t) = &self.telemetry else { return };
         let now = self.clock.now();
         let paused = t.server.is_paused();
@@ -458,6 +464,7 @@ impl Shared {
                 s.notes = seen.observation.notes.clone();
                 s.members = members;
                 s.guards = guards;
+                s.held_slots = held.iter().map(ToString::to_string).collect();
             })
             .await;
         t.server
@@ -678,12 +685,20 @@ pub async fn run(
         _ => None,
     };
     let (tx, rx) = watch::channel(None);
+    let slots = SlotsSetup {
+        config: config.policy.slots.clone(),
+        max_age: config
+            .prometheus
+            .as_ref()
+            .map_or(steward_adapters::prometheus::DEFAULT_MAX_AGE, |p| p.max_age),
+    };
     let repair = repair_loop(
         Arc::clone(&shared),
         observer,
         sync,
         tx,
         config.run.tick,
+        slots,
         shutdown.clone(),
     );
     let scale = scale_loop(Arc::clone(&shared), scaler, grant, rx, shutdown);
@@ -861,14 +876,23 @@ fn replacement_size(listed: &[PlatformMember], member: &str, role: Role) -> Opti
         .copied()
 }
 
+/// What the repair tick needs to judge replication slots ([`slots::SlotWatch`]).
+struct SlotsSetup {
+    config: steward_policies::slots::SlotsConfig,
+    /// Slot figures older than this are not acted on (Prometheus's `max_age`).
+    max_age: Duration,
+}
+
 async fn repair_loop(
     shared: Arc<Shared>,
     mut observer: Observer,
     mut sync: Option<BalancerSync>,
     publish: watch::Sender<Option<Arc<Seen>>>,
     tick: Duration,
+    slots: SlotsSetup,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let mut slot_watch = slots::SlotWatch::default();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inflight: JoinSet<StepDone> = JoinSet::new();
@@ -917,7 +941,11 @@ async fn repair_loop(
                             Some(Err(why)) => tracing::debug!(%why, "balancers left alone"),
                         }
                     }
-                    shared.publish_repair_tick(&seen, began.elapsed()).await;
+                    let held = slot_watch
+                        .tick(&shared, &seen.observation, &slots.config, slots.max_age)
+                        .instrument(span.clone())
+                        .await;
+                    shared.publish_repair_tick(&seen, &held, began.elapsed()).await;
                 }
             }
         }

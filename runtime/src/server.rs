@@ -342,6 +342,9 @@ pub struct Status {
     /// and why it matters, in words (issue 15).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub below_floor: Option<String>,
+    /// Replication slots keeping WAL for a member that does not read it, in words (issue 14).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_slots: Vec<String>,
 }
 
 struct Inner {

@@ -318,6 +318,7 @@ pub fn read_jsonl(
                     cluster: record.cluster.clone().unwrap_or_default(),
                     members: vec![record.to_member()],
                     notes: Vec::new(),
+                    slots: Vec::new(),
                 });
             }
         }

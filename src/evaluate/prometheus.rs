@@ -146,6 +146,8 @@ pub async fn fetch(
     let metrics: Vec<(&dyn MetricsSource, Metric, Option<&'static str>)> = source
         .metrics()
         .into_iter()
+        // A replay sizes members: the slots' history is not one of its inputs.
+        .filter(|m| m.is_per_member())
         .map(|m| (source, m, None))
         .chain(roles.map(|(s, m)| (s, m, Some("leader"))))
         .collect();
@@ -233,6 +235,7 @@ pub fn to_records(answers: &Answers, facts: &Facts) -> Vec<MemberRecord> {
                     Metric::ReadRate => r.read_rate = value,
                     Metric::LagBytes => r.lag_bytes = value,
                     Metric::OomKills => r.oom_kills = value,
+                    Metric::SlotWalBytes => {}
                 }
             }
         }

@@ -136,6 +136,7 @@ mod tests {
                 ..Default::default()
             }],
             notes: vec!["n1".into()],
+            slots: Vec::new(),
         };
         let mut out = Vec::new();
         table(&obs, Duration::from_secs(60), &mut out).unwrap();

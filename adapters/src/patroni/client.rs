@@ -426,6 +426,10 @@ impl PatroniApi for PatroniClient {
         )
     }
 
+    async fn config(&self) -> Result<Value, PatroniError> {
+        PatroniClient::config(self).await
+    }
+
     async fn patch_config(&self, patch: &Value) -> Result<Value, PatroniError> {
         let answer = self
             .action(Method::PATCH, None, "config", Some(patch.clone()))

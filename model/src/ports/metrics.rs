@@ -36,10 +36,13 @@ pub enum Metric {
     LagBytes,
     /// OOM kills (a counter).
     OomKills,
+    /// WAL the leader keeps for a replication slot, bytes: keyed by the SLOT's name, not a
+    /// member's (Patroni names a member's slot after it: see `policies::slots`).
+    SlotWalBytes,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::CpuUsed,
         Metric::MemoryUsed,
         Metric::DiskUsed,
@@ -48,6 +51,7 @@ impl Metric {
         Metric::ReadRate,
         Metric::LagBytes,
         Metric::OomKills,
+        Metric::SlotWalBytes,
     ];
 
     /// The key in `[prometheus.queries]`.
@@ -61,7 +65,13 @@ impl Metric {
             Metric::ReadRate => "read_rate",
             Metric::LagBytes => "lag_bytes",
             Metric::OomKills => "oom_kills",
+            Metric::SlotWalBytes => "slot_wal_bytes",
         }
+    }
+
+    /// Whether the answer is keyed by member (every metric but the slots').
+    pub fn is_per_member(self) -> bool {
+        self != Metric::SlotWalBytes
     }
 
     pub fn from_key(key: &str) -> Option<Metric> {

@@ -112,6 +112,7 @@ pub fn obs(at: Timestamp, members: Vec<MemberObservation>) -> Observation {
         cluster: CLUSTER.into(),
         members,
         notes: Vec::new(),
+        slots: Vec::new(),
     }
 }
 

@@ -21,10 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use steward_adapters::patroni::{ClusterView, MemberStatus};
 use steward_adapters::prometheus::{Metric, MetricReading, Reading};
-use steward_model::observation::{Figure, MemberObservation, Observation, PatroniRole, Source};
+use steward_model::observation::{
+    Figure, MemberObservation, Observation, PatroniRole, SlotObservation, Source,
+};
 use steward_model::ports::platform::PlatformMember;
 use steward_model::record::MemberRecord;
 use steward_model::{Role, Timestamp};
+use steward_policies::slots::slot_name;
 
 /// What the sources answered in one pass.
 #[derive(Clone, Debug, Default)]
@@ -154,12 +157,46 @@ pub fn assemble(cluster_name: &str, now: Timestamp, answers: &Answers<'_>) -> Ob
         }
     }
 
+    let slots = slots(&names, answers, &mut notes);
     Observation {
         at: now,
         cluster: cluster_name.to_string(),
         members,
         notes,
+        slots,
     }
+}
+
+/// The leader's replication slots, each with the member it is named after (Patroni's naming,
+/// [`steward_policies::slots::slot_name`]) if the cluster still has one.
+fn slots(
+    names: &BTreeSet<&str>,
+    answers: &Answers<'_>,
+    notes: &mut Vec<String>,
+) -> Vec<SlotObservation> {
+    let Some(reading) = answers.metrics.get(&Metric::SlotWalBytes) else {
+        return Vec::new();
+    };
+    let by_slot: BTreeMap<String, &str> = names.iter().map(|n| (slot_name(n), *n)).collect();
+    reading
+        .values
+        .iter()
+        .filter_map(|(slot, r)| {
+            let wal_bytes = match r {
+                Reading::Fresh(f) => *f,
+                Reading::Stale(f) => {
+                    notes.push(format!("slot {slot}: slot_wal_bytes is stale"));
+                    *f
+                }
+                Reading::Missing => return None,
+            };
+            Some(SlotObservation {
+                name: slot.clone(),
+                wal_bytes,
+                member: by_slot.get(slot).map(|m| m.to_string()),
+            })
+        })
+        .collect()
 }
 
 /// A member's state in its own words. 4.x adds `replication_state` (`streaming`, ...) beside a
@@ -208,6 +245,8 @@ fn apply_metrics(
             Metric::Connections => &mut m.connections,
             Metric::ReadRate => &mut m.read_rate,
             Metric::OomKills => &mut m.oom_kills,
+            // Keyed by slot, not member: see `slots`.
+            Metric::SlotWalBytes => continue,
             // Patroni's own lag (bytes, from the DCS) is preferred; Prometheus fills the gap.
             Metric::LagBytes if m.lag_bytes.is_some() => continue,
             Metric::LagBytes => &mut m.lag_bytes,
@@ -421,6 +460,42 @@ mod tests {
         assert_eq!(pg4.address.as_deref(), Some("127.0.0.14"));
         assert_eq!(pg4.size.map(|s| s.cpus), Some(2.0));
         assert_eq!(obs.notes.len(), 2, "{:?}", obs.notes);
+    }
+
+    /// Issue 14: slot figures are the cluster's, keyed by slot; each is tied to the member
+    /// Patroni names it after (members `pg1`..`pg3` here), a slot of no member to none, and no
+    /// member gets a slot's figure as its own.
+    #[test]
+    fn slots_are_tied_to_the_member_patroni_names_them_after() {
+        let c = cluster("patroni-4.1.5/cluster.leader.http200.json");
+        let fig = |v: f64| Figure::new(v, Source::Prometheus, NOW);
+        let mut metrics = BTreeMap::new();
+        metrics.insert(
+            Metric::SlotWalBytes,
+            MetricReading {
+                metric: Metric::SlotWalBytes,
+                label: "slot_name".into(),
+                values: [
+                    ("pg2".to_string(), Reading::Fresh(fig(1.0))),
+                    ("pg_old_4".to_string(), Reading::Fresh(fig(2.0))),
+                    ("pg3".to_string(), Reading::Missing),
+                ]
+                .into(),
+            },
+        );
+        let a = Answers {
+            cluster: Some(&c),
+            metrics,
+            ..Default::default()
+        };
+        let obs = assemble("pglab", NOW, &a);
+        let slots: Vec<(&str, Option<&str>, f64)> = obs
+            .slots
+            .iter()
+            .map(|s| (&s.name[..], s.member.as_deref(), s.wal_bytes.value))
+            .collect();
+        assert_eq!(slots, [("pg2", Some("pg2"), 1.0), ("pg_old_4", None, 2.0)]);
+        assert!(obs.members.iter().all(|m| m.wal_bytes.is_none()));
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub enum Kind {
     Finished,
     /// Start-up recovery of a half-done step.
     Recovery,
+    /// Something seen and said once, not an alert (a replication slot keeping WAL for nobody).
+    Notice,
 }
 
 /// One line.
@@ -112,6 +114,7 @@ pub fn human(line: &Line, start: Timestamp) -> String {
         Kind::Result => "result",
         Kind::Finished => "finished",
         Kind::Recovery => "recover",
+        Kind::Notice => "notice",
     };
     // The repairer's reasons open with the step itself (`drain pg-3: ...`): say it once.
     let text = if line.reason.starts_with(&line.what) {

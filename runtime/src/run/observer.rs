@@ -277,6 +277,9 @@ mod tests {
         async fn reload(&self, api_base: &str) -> Result<ActionOutcome, PatroniError> {
             self.0.reload(api_base).await
         }
+        async fn config(&self) -> Result<serde_json::Value, PatroniError> {
+            self.0.config().await
+        }
         async fn patch_config(
             &self,
             patch: &serde_json::Value,

@@ -76,6 +76,8 @@ struct Bench {
     config: Config,
     telemetry: Option<Telemetry>,
     script_started: std::sync::atomic::AtomicBool,
+    /// The metric sources the run asks (none by default: the platform's usage fills in).
+    metrics: Vec<Arc<dyn MetricsSource>>,
 }
 
 impl Bench {
@@ -89,6 +91,7 @@ impl Bench {
             config: config(),
             telemetry: None,
             script_started: Default::default(),
+            metrics: Vec::new(),
         }
     }
 
@@ -104,7 +107,7 @@ impl Bench {
         let ports = Ports {
             platform,
             patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
-            metrics: Vec::new(),
+            metrics: self.metrics.clone(),
             balancers: None,
             guard: None,
             journal: Arc::new(self.journal.clone()),
@@ -532,6 +535,137 @@ async fn a_replacement_killed_at_every_step_boundary_converges_with_its_journal_
     }
     // Every kill after the create left a replacement for the labels to speak of.
     assert!(finished_by_label >= 4, "{finished_by_label}");
+}
+
+/// The leader's replication slots as postgres_exporter would report them through Prometheus:
+/// `pg_9`, the slot of a member that left the cluster, keeps 512 MiB of WAL for as long as the
+/// simulated Patroni retains slots of absent members (`member_slots_ttl` not 0).
+/// Once Patroni dropped it, it is gone for good.
+struct RetainedSlot(
+    Arc<steward_adapters::simcluster::SimCluster>,
+    std::sync::atomic::AtomicBool,
+);
+
+#[async_trait]
+impl MetricsSource for RetainedSlot {
+    fn metrics(&self) -> Vec<steward_model::ports::metrics::Metric> {
+        vec![steward_model::ports::metrics::Metric::SlotWalBytes]
+    }
+
+    async fn instant(
+        &self,
+        metric: steward_model::ports::metrics::Metric,
+        now: steward_model::Timestamp,
+    ) -> Result<
+        steward_model::ports::metrics::MetricReading,
+        steward_model::ports::metrics::MetricsError,
+    > {
+        use steward_model::observation::{Figure, Source};
+        use steward_model::ports::metrics::{MetricReading, Reading};
+        let config = self.0.config().await.unwrap();
+        let dropped = config.get("member_slots_ttl") == Some(&serde_json::json!(0));
+        let retained = !self
+            .1
+            .fetch_or(dropped, std::sync::atomic::Ordering::Relaxed)
+            && !dropped;
+        let mut values = std::collections::BTreeMap::new();
+        values.insert(
+            "pg_2".to_string(),
+            Reading::Fresh(Figure::new(0.0, Source::Prometheus, now)),
+        );
+        if retained {
+            values.insert(
+                "pg_9".to_string(),
+                Reading::Fresh(Figure::new(
+                    512.0 * 1024.0 * 1024.0,
+                    Source::Prometheus,
+                    now,
+                )),
+            );
+        }
+        Ok(MetricReading {
+            metric,
+            label: "slot_name".into(),
+            values,
+        })
+    }
+
+    async fn range(
+        &self,
+        _: steward_model::ports::metrics::Metric,
+        _: steward_model::Timestamp,
+        _: steward_model::Timestamp,
+        _: Duration,
+    ) -> Result<
+        std::collections::BTreeMap<String, Vec<steward_model::observation::Figure>>,
+        steward_model::ports::metrics::MetricsError,
+    > {
+        Ok(Default::default())
+    }
+}
+
+/// Issue 14: a slot that keeps WAL for a member that left the cluster is said once (a notice on
+/// the action log, `/status`), and with `[policy.slots] release_above` Steward has Patroni drop
+/// it (`member_slots_ttl` 0) and puts the cluster's own value back once it is gone. Without
+/// `release_above` it only says so.
+#[tokio::test(start_paused = true)]
+async fn a_slot_kept_for_a_member_that_left_is_said_and_released_by_config() {
+    for release in [true, false] {
+        let mut bench = Bench::new(RawSimulated::default()).await;
+        bench
+            .world
+            .patroni
+            .patch_config(&serde_json::json!({"member_slots_ttl": 1800}))
+            .await
+            .unwrap();
+        let text = format!(
+            "[cluster]\nname = \"demo\"\nstate_dir = \"/nonexistent\"\n[policy.slots]\n{}",
+            if release {
+                "release_above = \"256MiB\"\n"
+            } else {
+                ""
+            }
+        );
+        bench.config = parse_raw(&text).unwrap().validate().unwrap();
+        bench.metrics = vec![Arc::new(RetainedSlot(
+            Arc::clone(&bench.world.patroni),
+            Default::default(),
+        ))];
+        let server = status_server(&mut bench);
+        bench.run(minutes(3), false).await.unwrap();
+
+        let notices = bench.lines_of("notice");
+        assert_eq!(notices.len(), 1, "said once: {notices:?}");
+        let notice = notices[0]["reason"].as_str().unwrap();
+        assert!(
+            notice.contains("pg_9 keeps 512.0 MiB of WAL for a member that left the cluster"),
+            "{notice}"
+        );
+        let commands: Vec<String> = bench
+            .lines_of("command")
+            .iter()
+            .filter(|l| l["op"] == "slots")
+            .map(|l| l["what"].as_str().unwrap().to_string())
+            .collect();
+        let ttl = bench.world.patroni.config().await.unwrap()["member_slots_ttl"].clone();
+        if release {
+            assert_eq!(
+                commands,
+                ["member_slots_ttl 1800 -> 0", "member_slots_ttl 0 -> 1800"]
+            );
+            assert_eq!(ttl, serde_json::json!(1800), "the cluster's value is back");
+        } else {
+            assert!(commands.is_empty(), "{commands:?}");
+            assert!(
+                notice.contains("set [policy.slots] release_above"),
+                "{notice}"
+            );
+            assert_eq!(ttl, serde_json::json!(1800));
+            // Still held: /status names it.
+            let status = server.status().await;
+            assert_eq!(status.held_slots.len(), 1, "{:?}", status.held_slots);
+        }
+    }
 }
 
 /// A platform whose new members crash at once (a broken image).

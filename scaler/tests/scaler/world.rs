@@ -249,6 +249,7 @@ impl World {
                 cluster: self.cluster.clone(),
                 members,
                 notes: Vec::new(),
+                slots: Vec::new(),
             },
             platform,
             capabilities: self.caps,
