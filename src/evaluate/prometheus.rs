@@ -439,10 +439,11 @@ mod tests {
         let answers = fetch(&client, Some((&leader, slot)), lab_span())
             .await
             .unwrap();
-        // One query per configured metric and one for the roles, never one per member.
+        // One query per configured per-member metric (a replay does not ask for the slots) and
+        // one for the roles, never one per member.
         assert_eq!(
             served.load(std::sync::atomic::Ordering::SeqCst),
-            s.queries.len() + 1
+            s.queries.keys().filter(|m| m.is_per_member()).count() + 1
         );
         // The OOM query failed (HTTP 400) and the CPU answer was empty: both are absent.
         assert!(!answers.metrics.contains_key(&Metric::OomKills));
@@ -538,7 +539,9 @@ mod tests {
         let client = PrometheusClient::new(&settings(&base)).unwrap();
         let err = fetch(&client, None, lab_span()).await.unwrap_err();
         assert!(
-            matches!(err, HistoryError::AllFailed { failed, .. } if failed == settings(&base).queries.len()),
+            // Every query the replay asks: the per-member ones (not the slots').
+            matches!(err, HistoryError::AllFailed { failed, .. }
+                if failed == settings(&base).queries.keys().filter(|m| m.is_per_member()).count()),
             "{err}"
         );
         assert_eq!(

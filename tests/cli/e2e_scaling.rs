@@ -1480,3 +1480,142 @@ async fn shared_buffers(host: &str) -> String {
         .unwrap_or_else(|e| panic!("{host}: shared_buffers: {e}"));
     row.get(0)
 }
+
+// ---- replication slots -----------------------------------------------------------------------
+
+/// Patroni's `member_slots_ttl` on the lab: 0 (tests/data patroni.yml drops the slots of absent
+/// members at once); the slot test raises it to Patroni 4's default and puts this back.
+const LAB_MEMBER_SLOTS_TTL: u64 = 0;
+
+/// The replicas' WAL on the leader, as `SELECT slot_name, pg_wal_lsn_diff(...)`: (name, bytes).
+async fn leader_slots() -> Vec<(String, i64)> {
+    let db = connect_patiently(PRIMARY.0, PRIMARY.1).await;
+    db.query(
+        "select slot_name::text, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint \
+         from pg_replication_slots order by 1",
+        &[],
+    )
+    .await
+    .expect("pg_replication_slots on the leader")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Issue 14: a replica killed and replaced leaves its replication slot on the leader, and
+/// Patroni 4 keeps it for `member_slots_ttl` (30 min by default) while the leader keeps every WAL
+/// segment since. Steward, with `[policy.slots] release_above`, says so, has Patroni drop it
+/// (`member_slots_ttl` 0) once it keeps more than the limit, and puts the cluster's value back.
+/// Checked on the leader itself (`pg_replication_slots`) and in Patroni's `/config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_a_replaced_replica_leaves_is_released_through_patroni() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    let client = patroni(urls.clone());
+    let cleanup = || async move {
+        let back = serde_json::json!({ "member_slots_ttl": LAB_MEMBER_SLOTS_TTL });
+        if let Err(e) = client.patch_config(&back).await {
+            eprintln!("e2e-slots: could not put member_slots_ttl back: {e}");
+        }
+    };
+    with_lab_and_cleanup(urls, slots_scenario, cleanup).await;
+}
+
+async fn slots_scenario(urls: Vec<String>) {
+    let client = patroni(urls);
+    client
+        .patch_config(&serde_json::json!({ "member_slots_ttl": 1800 }))
+        .await
+        .expect("member_slots_ttl raised to Patroni 4's default");
+    let (leader, streaming) = crate::e2e::leader_and_streaming(&client)
+        .await
+        .expect("the lab has a leader");
+    let victim = streaming
+        .iter()
+        .find(|n| LAB_MEMBERS.contains(&n.as_str()) && **n != leader)
+        .expect("a streaming lab replica")
+        .clone();
+    let slot = victim.replace('-', "_");
+    let (mut steward, state_dir) = start_steward("slots.toml").await;
+    let out = sh("docker", &["kill", &victim]).await;
+    assert!(out.status.success(), "docker kill {victim}: {out:?}");
+    let killed = Instant::now();
+    eprintln!("e2e-slots: killed {victim}; its slot is {slot}");
+
+    // Until Steward has released and put back: WAL moves on (a write and a segment switch every
+    // 2 s, 16 MiB each), so the slot Patroni keeps for the gone member holds more and more.
+    let db = connect_patiently(PRIMARY.0, PRIMARY.1).await;
+    db.batch_execute("create table if not exists steward_e2e_slots (n bigint)")
+        .await
+        .expect("the WAL table");
+    let slot_commands = |steward: &Steward| -> Vec<String> {
+        steward
+            .actions()
+            .iter()
+            .filter(|l| l["op"] == "slots" && l["kind"] == "command")
+            .map(|l| l["what"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let mut most_kept = 0;
+    let deadline = killed + Duration::from_secs(300);
+    loop {
+        steward.assert_alive();
+        if slot_commands(&steward).len() >= 2 {
+            break;
+        }
+        let kept = leader_slots()
+            .await
+            .into_iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, b)| b);
+        most_kept = most_kept.max(kept.unwrap_or(0));
+        assert!(
+            Instant::now() < deadline,
+            "no release and put-back within 5 min (slot {slot} keeps {kept:?} bytes); slot lines: {:?}\n{}",
+            slot_commands(&steward),
+            steward.output()
+        );
+        // Reconnect through HAProxy if the session died (it should not: the leader stays).
+        let _ = db
+            .batch_execute("insert into steward_e2e_slots values (1); select pg_switch_wal();")
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let _ = db
+        .batch_execute("drop table if exists steward_e2e_slots")
+        .await;
+    eprintln!(
+        "e2e-slots: released and put back {:.1} s after the kill; the slot kept up to {most_kept} bytes",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(
+        most_kept > 24 << 20,
+        "the test never made the slot keep more than release_above: {most_kept}"
+    );
+    let commands = slot_commands(&steward);
+    assert_eq!(
+        commands,
+        ["member_slots_ttl 1800 -> 0", "member_slots_ttl 0 -> 1800"],
+        "{}",
+        steward.output()
+    );
+    let slots = leader_slots().await;
+    assert!(
+        slots.iter().all(|(s, _)| *s != slot),
+        "{slot} is still on the leader: {slots:?}"
+    );
+    let ttl = client.config().await.expect("patroni's config")["member_slots_ttl"].clone();
+    assert_eq!(ttl, serde_json::json!(1800), "the cluster's value is back");
+    let notices: Vec<String> = steward
+        .actions()
+        .iter()
+        .filter(|l| l["kind"] == "notice")
+        .map(|l| l["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        notices.iter().any(|n| n.contains(&slot)),
+        "no notice about {slot}: {notices:?}"
+    );
+    stop_when_idle(steward, &state_dir).await;
+}

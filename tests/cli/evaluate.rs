@@ -604,7 +604,9 @@ fn a_prometheus_history_is_replayed_like_a_recording() {
     let queries = steward_adapters::prometheus::PrometheusSettings::with_url(&base)
         .unwrap()
         .queries
-        .len();
+        .keys()
+        .filter(|m| m.is_per_member())
+        .count();
     assert_eq!(
         auth.len(),
         queries + 1,
