@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use steward_model::observation::{
     Figure, Freshness, MemberObservation, Observation, PatroniRole, PlatformState,
 };
-use steward_model::ports::platform::{ErrorKind, PlatformMember, LABEL_REPLACES};
+use steward_model::ports::platform::{unfinished_replacements, ErrorKind, LABEL_REPLACES};
 use steward_model::{Role, Timestamp};
 
 use crate::command::{
@@ -236,21 +236,6 @@ enum Verification {
     Streams,
     Waiting,
     Failed(String),
-}
-
-/// Running replacements of `cluster` (name -> the member they replace, from their
-/// [`LABEL_REPLACES`] label) whose replaced member is listed too.
-fn unfinished_replacements(cluster: &str, listed: &[PlatformMember]) -> BTreeMap<String, String> {
-    let ours = || listed.iter().filter(|m| m.cluster == cluster);
-    ours()
-        .filter(|m| m.state == PlatformState::Running)
-        .filter_map(|m| {
-            let target = m.labels.get(LABEL_REPLACES)?;
-            ours()
-                .any(|t| t.name == *target)
-                .then(|| (m.name.clone(), target.clone()))
-        })
-        .collect()
 }
 
 fn base_name(name: &str) -> &str {

@@ -72,6 +72,30 @@ async fn a_steward_killed_at_every_step_boundary_of_a_replacement_converges() {
     .await;
 }
 
+/// Issue 14: the same kill, and the state folder lost with the process (a new disk, a wiped
+/// volume): the restarted Steward has no journal at all. At points where the replacement was
+/// already made (created but not journaled; waiting for it to stream; its old member about to
+/// be removed), what the platform's labels say (`io.steward.replaces`) is enough: the repair is
+/// finished, not made again, and the lab converges as in the rounds above (one replacement,
+/// the killed member gone, balancers in step, no alert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steward_whose_state_folder_is_lost_mid_replacement_converges() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    with_lab(urls, |urls| async move {
+        for point in [
+            "repair:before:4",
+            "repair:after:4",
+            "repair:before:5",
+            "repair:after:5",
+        ] {
+            round_with(&urls, point, true).await;
+        }
+    })
+    .await;
+}
+
 /// The journal records a scale-out writes (before its create, its end) and a scale-in (before
 /// its drain, its fence, its remove, and its end).
 const SCALE_OUT_WRITES: u32 = 2;
@@ -177,6 +201,11 @@ async fn scale_round(urls: &[String], members: usize, point: Option<&str>) {
 
 /// One kill point: a replica killed, Steward dead at `point`, started again, the cluster checked.
 async fn round(urls: &[String], point: &str) {
+    round_with(urls, point, false).await;
+}
+
+/// [`round`], the state folder wiped before the restart when `lose_state`.
+async fn round_with(urls: &[String], point: &str, lose_state: bool) {
     let client = patroni(urls.to_vec());
     let platform = platform().await;
     let (leader, streaming) = settled(&client, &platform).await;
@@ -205,7 +234,22 @@ async fn round(urls: &[String], point: &str) {
     );
     eprintln!("e2e-crash {point}: killed {victim} (leader {leader})");
 
-    let steward = restart_after_crash(point, steward, &config).await;
+    let steward = if lose_state {
+        let (status, dir, state_dir) =
+            steward
+                .wait_exit(REPAIR_TIMEOUT)
+                .await
+                .unwrap_or_else(|output| {
+                    panic!("{point}: steward never reached its crash point\n{output}")
+                });
+        assert_eq!(status.signal(), Some(6), "{point}: {status}");
+        std::fs::remove_dir_all(&state_dir).unwrap();
+        std::fs::create_dir_all(&state_dir).unwrap();
+        eprintln!("e2e-crash {point}: state folder lost");
+        Steward::start(&config, dir, state_dir)
+    } else {
+        restart_after_crash(point, steward, &config).await
+    };
     let before: BTreeSet<String> = database_members(&platform)
         .await
         .into_iter()

@@ -98,6 +98,25 @@ pub struct PlatformMember {
     pub restart_count: u32,
 }
 
+/// The replacements among `listed` (members of `cluster`, running, carrying [`LABEL_REPLACES`])
+/// whose replaced member is listed too, by name -> the member they replace. Outside a repair
+/// under way, each is a repair a dead run left half-done.
+pub fn unfinished_replacements(
+    cluster: &str,
+    listed: &[PlatformMember],
+) -> std::collections::BTreeMap<String, String> {
+    let ours = || listed.iter().filter(|m| m.cluster == cluster);
+    ours()
+        .filter(|m| m.state == crate::observation::PlatformState::Running)
+        .filter_map(|m| {
+            let target = m.labels.get(LABEL_REPLACES)?;
+            ours()
+                .any(|t| t.name == *target)
+                .then(|| (m.name.clone(), target.clone()))
+        })
+        .collect()
+}
+
 /// What to create.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CreateSpec {

@@ -33,6 +33,7 @@ use steward_adapters::haproxy::{
     Status,
 };
 use steward_model::observation::PlatformState;
+use steward_model::ports::platform::unfinished_replacements;
 use steward_model::ports::PlatformMember;
 use steward_model::Role;
 use tokio::task::JoinHandle;
@@ -146,6 +147,9 @@ struct Memory {
     pending: BTreeSet<String>,
     /// Members a previous run was adding, until their servers are enabled.
     left_over: BTreeSet<String>,
+    /// Whether a pass has run: the first one also takes the replacements a dead run left
+    /// half-done as left over (their labels say so, whatever the journal knows).
+    passed: bool,
 }
 
 struct Inner {
@@ -264,6 +268,12 @@ impl Inner {
         let jobs = {
             let mut memory = self.memory();
             memory.known.extend(listed.iter().map(|m| m.name.clone()));
+            if !std::mem::replace(&mut memory.passed, true) {
+                // A state folder lost with the dead run: the journal could not say whom it was
+                // adding, the platform's labels can (the repairer finishes the same repairs).
+                let unfinished = unfinished_replacements(&self.cluster, listed);
+                memory.left_over.extend(unfinished.into_keys());
+            }
             let jobs = plan(
                 listed,
                 &held,
