@@ -670,9 +670,24 @@ impl Scaler {
             let mem_d = policies
                 .memory
                 .decide(now, &mem, current.memory_bytes as f64);
-            let disk_d = policies
+            let mut disk_d = policies
                 .disk
                 .decide(now, &used, &wal, current.disk_bytes as f64);
+            if role == Role::Database
+                && (disk_d.has_rule(Rule::Threshold) || disk_d.has_rule(Rule::Forecast))
+            {
+                // Issue 14: a filling disk whose WAL a slot keeps for nobody says so; growing
+                // only buys time (`[policy.slots] release_above` releases such slots).
+                let held = steward_policies::slots::held_slots(
+                    &snap.observation,
+                    &self.config.policy.slots,
+                    self.config.policy.role(role).disk.stale_after,
+                );
+                if !held.is_empty() {
+                    let named: Vec<String> = held.iter().map(ToString::to_string).collect();
+                    disk_d.summary = format!("{}; {}", disk_d.summary, named.join("; "));
+                }
+            }
 
             // OOM kills: a counter going up. While busy the counters are not consumed, so an
             // OOM during a rollout is acted on once the rollout ends.

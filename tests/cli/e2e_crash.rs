@@ -20,6 +20,10 @@
 //!   breaker);
 //! - the restarted Steward stops cleanly.
 //!
+//! The same with the state folder LOST with the process (wiped before the restart), at the four
+//! points after the replacement was created: the labels (`io.steward.replaces`) are all the new
+//! run has, and the rounds check the same convergence.
+//!
 //! The rounds run one after the other on one lab: every replacement is a new member on the host
 //! with the fewest (`placement = "preferred"`), so the lab hosts all twelve. About 10-12 minutes.
 //!

@@ -214,6 +214,37 @@ fn emergency_disk_growth_is_marked_and_rolled_out() {
     assert!(h.world.databases().all(|m| m.size.disk_bytes > 100 * GIB));
 }
 
+/// Issue 14: when the disk fills and a replication slot keeps WAL for a member that left, the
+/// disk decision says so (growing only buys time), naming the slot and how much it keeps.
+#[test]
+fn a_filling_disk_names_the_slot_that_keeps_its_wal() {
+    use steward_model::observation::{Figure, SlotObservation, Source};
+    let mut world = World::new(3, small(), live());
+    world.member_mut("pg-1").disk_used = Some(97.0 * GIB as f64);
+    world.slots = vec![SlotObservation {
+        name: "pg_9".into(),
+        wal_bytes: Figure::new(
+            40.0 * GIB as f64,
+            Source::Prometheus,
+            steward_model::Timestamp::default(),
+        ),
+        member: None,
+    }];
+    let mut h = Harness::new(config(PolicyConfig::default()), world);
+    let plan = (0..5)
+        .flat_map(|_| h.observe())
+        .find_map(|c| match c {
+            Command::Propose { plan } => Some(plan),
+            _ => None,
+        })
+        .expect("a disk grow is proposed");
+    let summary = &plan.intent.decision.summary;
+    assert!(
+        summary.contains("replication slot pg_9 keeps 40.0 GiB of WAL for a member that left"),
+        "{summary}"
+    );
+}
+
 /// Emergencies first (issue 14): an ordinary rollout that waits for a member gives way to an
 /// emergency disk grow: it ends as failed ("preempted", with the emergency's reason), and the
 /// disk plan is proposed on the same observation, fullest member first.

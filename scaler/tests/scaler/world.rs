@@ -48,6 +48,8 @@ pub struct World {
     pub members: Vec<Member>,
     pub caps: Capabilities,
     pub patches: Vec<ConfigPatch>,
+    /// The leader's replication slots, as the metrics report them.
+    pub slots: Vec<steward_model::observation::SlotObservation>,
     /// Every action executed, in order.
     pub executed: Vec<Step>,
     /// Fail the action with this index in `executed` order (0-based), once, with `fail_kind`.
@@ -130,6 +132,7 @@ impl World {
             members,
             caps,
             patches: Vec::new(),
+            slots: Vec::new(),
             executed: Vec::new(),
             fail_at: None,
             fail_kind: ErrorKind::Refused,
@@ -249,7 +252,14 @@ impl World {
                 cluster: self.cluster.clone(),
                 members,
                 notes: Vec::new(),
-                slots: Vec::new(),
+                slots: self
+                    .slots
+                    .iter()
+                    .map(|s| steward_model::observation::SlotObservation {
+                        wal_bytes: steward_model::observation::Figure { at, ..s.wal_bytes },
+                        ..s.clone()
+                    })
+                    .collect(),
             },
             platform,
             capabilities: self.caps,
