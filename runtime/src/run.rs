@@ -465,6 +465,7 @@ impl Shared {
                 s.members = members;
                 s.guards = guards;
                 s.held_slots = held.iter().map(ToString::to_string).collect();
+                s.kept_data = seen.kept.clone();
             })
             .await;
         t.server

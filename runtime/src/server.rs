@@ -345,6 +345,10 @@ pub struct Status {
     /// Replication slots keeping WAL for a member that does not read it, in words (issue 14).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held_slots: Vec<String>,
+    /// Members retired with their data kept (an adopted member replaced, issue 15): where the
+    /// data is and how to delete it once it is no longer needed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_data: Vec<steward_model::ports::KeptData>,
 }
 
 struct Inner {

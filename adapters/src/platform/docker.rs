@@ -43,7 +43,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, Placement, Platform, PlatformError,
+    Capabilities, Change, CreateSpec, ErrorKind, KeptData, Placement, Platform, PlatformError,
     PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION,
     LABEL_REPLACES, LABEL_ROLE,
 };
@@ -1791,6 +1791,62 @@ impl Platform for DockerPlatform {
             );
         }
         Ok(out)
+    }
+
+    /// Retired adopted members (`<name>.retired` whose base an adoption rule takes): stopped,
+    /// everything kept, Steward's no more. One list call per engine, only with adoption rules.
+    async fn kept(&self) -> Result<Vec<KeptData>, PlatformError> {
+        if self.config.adopt.is_empty() {
+            return Ok(Vec::new());
+        }
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let lists = futures::future::join_all(
+            self.engines
+                .iter()
+                .map(|e| e.client.list_containers(Some(options.clone()))),
+        )
+        .await;
+        let mut kept = Vec::new();
+        for (host, list) in lists.into_iter().enumerate() {
+            for c in list.map_err(|e| classify("list retired members", e, false))? {
+                let labels = c.labels.unwrap_or_default();
+                let Some(name) = c.names.as_ref().and_then(|n| n.first()) else {
+                    continue;
+                };
+                let Some(base) = name.strip_suffix(adopt::RETIRED_SUFFIX) else {
+                    continue;
+                };
+                let Some((_, member)) = adopt::adopted_by(&self.config.adopt, host, base, &labels)
+                else {
+                    continue;
+                };
+                let container = name.trim_start_matches('/').to_string();
+                let data: Vec<String> = c
+                    .mounts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| m.rw != Some(false))
+                    .filter_map(|m| m.source.or(m.name))
+                    .collect();
+                // On that host's engine and filesystem.
+                let delete_with = format!(
+                    "docker rm -v {container}{}",
+                    if data.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" && rm -rf {}", data.join(" "))
+                    }
+                );
+                kept.push(KeptData {
+                    member,
+                    resource: container,
+                    host: self.engines[host].name.clone(),
+                    data,
+                    delete_with,
+                });
+            }
+        }
+        Ok(kept)
     }
 }
 

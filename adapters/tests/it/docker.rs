@@ -1264,6 +1264,7 @@ async fn adopted_containers_are_managed_and_their_data_is_never_deleted() {
         assert_eq!(made.address, "127.0.77.11");
 
         // Fenced, then removed with delete_data asked: the rule keeps everything.
+        assert_eq!(adopting.kept().await.expect("kept"), []);
         adopting.fence("legacy1").await.expect("fence");
         let fenced = adopting.list().await.expect("list");
         let l1 = fenced
@@ -1281,6 +1282,20 @@ async fn adopted_containers_are_managed_and_their_data_is_never_deleted() {
         assert!(
             data.path().join("PG_VERSION").exists(),
             "its data was deleted"
+        );
+        // ... and says where it is and how to delete it (what /status shows).
+        let kept_data = adopting.kept().await.expect("kept");
+        assert_eq!(kept_data.len(), 1, "{kept_data:#?}");
+        assert_eq!(kept_data[0].member, "legacy1");
+        assert_eq!(kept_data[0].resource, retired);
+        let folder = data.path().display().to_string();
+        assert!(kept_data[0].data.contains(&folder), "{kept_data:#?}");
+        assert!(
+            kept_data[0]
+                .delete_with
+                .contains(&format!("docker rm -v {retired}"))
+                && kept_data[0].delete_with.contains(&folder),
+            "{kept_data:#?}"
         );
         let names: Vec<String> = adopting
             .list()

@@ -271,6 +271,27 @@ pub trait Platform: Send + Sync {
 
     /// Resource usage of each running member, by name.
     async fn usage(&self) -> Result<BTreeMap<String, Usage>, PlatformError>;
+
+    /// Members Steward stopped looking after without deleting their data (an adopted member
+    /// replaced: its data is not Steward's to delete): where the data is and how to delete it.
+    /// Platforms without adoption have none.
+    async fn kept(&self) -> Result<Vec<KeptData>, PlatformError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A member retired with its data kept ([`Platform::kept`]), for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptData {
+    /// The member it was.
+    pub member: String,
+    /// Where it is kept (its container, domain, pod), as the platform names it.
+    pub resource: String,
+    pub host: String,
+    /// Its data: host folders, volumes.
+    pub data: Vec<String>,
+    /// How an operator deletes it once it is no longer needed.
+    pub delete_with: String,
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct Seen {
     pub capabilities: Capabilities,
     /// Members' Patroni REST base URLs, by name.
     pub api_urls: BTreeMap<String, String>,
+    /// Members retired with their data kept (issue 15), for `/status`.
+    pub kept: Vec<steward_model::ports::KeptData>,
 }
 
 /// Default of [`Observer::time_limit`]: shorter than the default tick (15 s), longer than any
@@ -146,6 +148,17 @@ impl Observer {
                 None
             }
         };
+        let kept = match within(limit, self.platform.kept()).await {
+            Some(Ok(kept)) => kept,
+            Some(Err(e)) => {
+                notes.push(format!("platform kept-data list failed ({}): {e}", e.kind));
+                Vec::new()
+            }
+            None => {
+                notes.push(late("platform kept-data list"));
+                Vec::new()
+            }
+        };
         match within(limit, self.platform.usage()).await {
             Some(Ok(usage)) => self.last_usage = usage,
             Some(Err(e)) => notes.push(format!(
@@ -224,6 +237,7 @@ impl Observer {
             platform: listed,
             capabilities: self.platform.capabilities(),
             api_urls,
+            kept,
         }
     }
 }

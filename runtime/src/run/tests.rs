@@ -701,6 +701,65 @@ impl Platform for BrokenCreates {
     }
 }
 
+/// The simulated platform, which also keeps the data of one retired member (as the Docker
+/// platform does for a replaced adopted member).
+struct KeepsData(Arc<SimulatedPlatform>);
+
+#[async_trait]
+impl Platform for KeepsData {
+    fn kind(&self) -> &'static str {
+        "keeps-data"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
+        self.0.list().await
+    }
+    async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
+        self.0.create(spec).await
+    }
+    async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
+        self.0.resize(member, size).await
+    }
+    async fn fence(&self, member: &str) -> Result<(), PlatformError> {
+        self.0.fence(member).await
+    }
+    async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
+        self.0.remove(member, delete_data).await
+    }
+    async fn usage(&self) -> Result<std::collections::BTreeMap<String, Usage>, PlatformError> {
+        self.0.usage().await
+    }
+    async fn kept(&self) -> Result<Vec<steward_model::ports::KeptData>, PlatformError> {
+        Ok(vec![steward_model::ports::KeptData {
+            member: "legacy1".into(),
+            resource: "legacy1.retired".into(),
+            host: "host-a".into(),
+            data: vec!["/srv/legacy1/data".into()],
+            delete_with: "docker rm -v legacy1.retired && rm -rf /srv/legacy1/data".into(),
+        }])
+    }
+}
+
+/// Issue 15: a member retired with its data kept is named on `/status` with where the data is
+/// and how to delete it, not only in the log.
+#[tokio::test(start_paused = true)]
+async fn kept_data_of_a_retired_member_is_on_status() {
+    let mut bench = Bench::new(RawSimulated::default()).await;
+    let server = status_server(&mut bench);
+    let platform = Arc::new(KeepsData(Arc::clone(&bench.world.platform)));
+    bench.run_with(minutes(1), false, platform).await.unwrap();
+    let status = server.status().await;
+    assert_eq!(status.kept_data.len(), 1, "{:?}", status.kept_data);
+    assert_eq!(status.kept_data[0].data, ["/srv/legacy1/data"]);
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        json["kept_data"][0]["delete_with"],
+        "docker rm -v legacy1.retired && rm -rf /srv/legacy1/data"
+    );
+}
+
 /// Repeated failures of the new member open the circuit breaker: three replacements are
 /// tried, the fourth is refused with an alert.
 #[tokio::test(start_paused = true)]
