@@ -40,6 +40,7 @@
 //!         third,
 //!     ],
 //!     notes: vec![],
+//!     slots: vec![],
 //! };
 //! let config = RepairConfig::default();
 //! // The runtime owns the cluster's coordinator and hands it to every call.
