@@ -187,7 +187,7 @@ async fn scale_round(urls: &[String], members: usize, point: Option<&str>) {
                 state_dir.clone(),
                 &[("STEWARD_TEST_CRASH_AT", point)],
             );
-            restart_after_crash(point, steward, &config).await
+            restart_after_crash(point, steward, &config, false).await
         }
         None => Steward::start(&config, dir, state_dir.clone()),
     };
@@ -238,22 +238,7 @@ async fn round_with(urls: &[String], point: &str, lose_state: bool) {
     );
     eprintln!("e2e-crash {point}: killed {victim} (leader {leader})");
 
-    let steward = if lose_state {
-        let (status, dir, state_dir) =
-            steward
-                .wait_exit(REPAIR_TIMEOUT)
-                .await
-                .unwrap_or_else(|output| {
-                    panic!("{point}: steward never reached its crash point\n{output}")
-                });
-        assert_eq!(status.signal(), Some(6), "{point}: {status}");
-        std::fs::remove_dir_all(&state_dir).unwrap();
-        std::fs::create_dir_all(&state_dir).unwrap();
-        eprintln!("e2e-crash {point}: state folder lost");
-        Steward::start(&config, dir, state_dir)
-    } else {
-        restart_after_crash(point, steward, &config).await
-    };
+    let steward = restart_after_crash(point, steward, &config, lose_state).await;
     let before: BTreeSet<String> = database_members(&platform)
         .await
         .into_iter()
@@ -273,8 +258,13 @@ async fn round_with(urls: &[String], point: &str, lose_state: bool) {
 }
 
 /// Waits for Steward to abort at its crash point (SIGABRT), then starts it again on the same
-/// config and state folder, without the crash point.
-async fn restart_after_crash(point: &str, steward: Steward, config: &Path) -> Steward {
+/// config and state folder (emptied first when `lose_state`), without the crash point.
+async fn restart_after_crash(
+    point: &str,
+    steward: Steward,
+    config: &Path,
+    lose_state: bool,
+) -> Steward {
     let (status, dir, state_dir) =
         steward
             .wait_exit(REPAIR_TIMEOUT)
@@ -287,6 +277,11 @@ async fn restart_after_crash(point: &str, steward: Steward, config: &Path) -> St
         Some(6),
         "{point}: steward did not abort at its crash point: {status}"
     );
+    if lose_state {
+        std::fs::remove_dir_all(&state_dir).unwrap();
+        std::fs::create_dir_all(&state_dir).unwrap();
+        eprintln!("e2e-crash {point}: state folder lost");
+    }
     Steward::start(config, dir, state_dir)
 }
 

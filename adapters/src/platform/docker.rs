@@ -729,6 +729,16 @@ fn volume_error(operation: &str, e: VolumeError) -> PlatformError {
     PlatformError::new(kind, operation, e.to_string()).with_source(e)
 }
 
+/// Where a container writes: its writable mounts' host folders (or volume names).
+fn written_mounts(mounts: Option<Vec<bollard::models::MountPoint>>) -> Vec<String> {
+    mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.rw != Some(false))
+        .filter_map(|m| m.source.or(m.name))
+        .collect()
+}
+
 fn not_found(operation: &str, member: &str, cluster: &str) -> PlatformError {
     PlatformError::new(
         ErrorKind::NotFound,
@@ -955,6 +965,31 @@ impl DockerPlatform {
         self.fenced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every container (running or not) on every engine that passes `filters`, with its
+    /// engine's index.
+    async fn containers(
+        &self,
+        operation: &str,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<(usize, bollard::models::ContainerSummary)>, PlatformError> {
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(filters)
+            .build();
+        let lists = futures::future::join_all(
+            self.engines
+                .iter()
+                .map(|e| e.client.list_containers(Some(options.clone()))),
+        )
+        .await;
+        let mut all = Vec::new();
+        for (host, list) in lists.into_iter().enumerate() {
+            let list = list.map_err(|e| classify(operation, e, false))?;
+            all.extend(list.into_iter().map(|c| (host, c)));
+        }
+        Ok(all)
+    }
+
     /// Every container carrying this cluster's label, and every container an adoption rule
     /// takes, on every engine; `member` narrows to one.
     async fn find(
@@ -973,65 +1008,53 @@ impl DockerPlatform {
         } else {
             HashMap::new()
         };
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let lists = futures::future::join_all(
-            self.engines
-                .iter()
-                .map(|e| e.client.list_containers(Some(options.clone()))),
-        )
-        .await;
         let mut found = Vec::new();
-        for (host, list) in lists.into_iter().enumerate() {
-            for c in list.map_err(|e| classify(operation, e, false))? {
-                let labels = c.labels.unwrap_or_default();
-                let container_name = c
-                    .names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                // The engine filtered already; checking again keeps ownership independent of it
-                // (a wiremock engine, or an engine that ignores filters).
-                let (name, role, address, adopted) =
-                    if labels.get(LABEL_CLUSTER) == Some(&self.config.cluster) {
-                        let Some(name) = labels.get(LABEL_MEMBER).cloned() else {
-                            continue;
-                        };
-                        let role = labels.get(LABEL_ROLE).and_then(|r| r.parse().ok());
-                        (name, role, labels.get(LABEL_ADDRESS).cloned(), None)
-                    } else if let Some((rule, name)) =
-                        adopt::adopted_by(&self.config.adopt, host, container_name, &labels)
-                    {
-                        let r = &self.config.adopt[rule];
-                        (
-                            name,
-                            Some(r.role),
-                            r.address.map(|a| a.to_string()),
-                            Some(rule),
-                        )
-                    } else {
+        for (host, c) in self.containers(operation, &filters).await? {
+            let labels = c.labels.unwrap_or_default();
+            let container_name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(String::as_str)
+                .unwrap_or_default();
+            // The engine filtered already; checking again keeps ownership independent of it
+            // (a wiremock engine, or an engine that ignores filters).
+            let (name, role, address, adopted) =
+                if labels.get(LABEL_CLUSTER) == Some(&self.config.cluster) {
+                    let Some(name) = labels.get(LABEL_MEMBER).cloned() else {
                         continue;
                     };
-                if member.is_some_and(|m| m != name) {
+                    let role = labels.get(LABEL_ROLE).and_then(|r| r.parse().ok());
+                    (name, role, labels.get(LABEL_ADDRESS).cloned(), None)
+                } else if let Some((rule, name)) =
+                    adopt::adopted_by(&self.config.adopt, host, container_name, &labels)
+                {
+                    let r = &self.config.adopt[rule];
+                    (
+                        name,
+                        Some(r.role),
+                        r.address.map(|a| a.to_string()),
+                        Some(rule),
+                    )
+                } else {
                     continue;
-                }
-                found.push(Found {
-                    host,
-                    id: c.id.unwrap_or_default(),
-                    member: name,
-                    role,
-                    address,
-                    alive: c.state.is_some_and(|s| {
-                        use bollard::models::ContainerSummaryStateEnum as S;
-                        matches!(s, S::RUNNING | S::PAUSED)
-                    }),
-                    adopted,
-                    container: container_name.trim_start_matches('/').to_string(),
-                });
+                };
+            if member.is_some_and(|m| m != name) {
+                continue;
             }
+            found.push(Found {
+                host,
+                id: c.id.unwrap_or_default(),
+                member: name,
+                role,
+                address,
+                alive: c.state.is_some_and(|s| {
+                    use bollard::models::ContainerSummaryStateEnum as S;
+                    matches!(s, S::RUNNING | S::PAUSED)
+                }),
+                adopted,
+                container: container_name.trim_start_matches('/').to_string(),
+            });
         }
         Ok(found)
     }
@@ -1468,13 +1491,7 @@ impl DockerPlatform {
                 .map_err(|e| classify(op, e, false))?;
         }
         self.fenced().remove(&f.member);
-        let data: Vec<String> = c
-            .mounts
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.rw != Some(false))
-            .filter_map(|m| m.source.or(m.name))
-            .collect();
+        let data = written_mounts(c.mounts);
         tracing::warn!(
             member = %f.member,
             container = %retired,
@@ -1799,52 +1816,40 @@ impl Platform for DockerPlatform {
         if self.config.adopt.is_empty() {
             return Ok(Vec::new());
         }
-        let options = ListContainersOptionsBuilder::new().all(true).build();
-        let lists = futures::future::join_all(
-            self.engines
-                .iter()
-                .map(|e| e.client.list_containers(Some(options.clone()))),
-        )
-        .await;
         let mut kept = Vec::new();
-        for (host, list) in lists.into_iter().enumerate() {
-            for c in list.map_err(|e| classify("list retired members", e, false))? {
-                let labels = c.labels.unwrap_or_default();
-                let Some(name) = c.names.as_ref().and_then(|n| n.first()) else {
-                    continue;
-                };
-                let Some(base) = name.strip_suffix(adopt::RETIRED_SUFFIX) else {
-                    continue;
-                };
-                let Some((_, member)) = adopt::adopted_by(&self.config.adopt, host, base, &labels)
-                else {
-                    continue;
-                };
-                let container = name.trim_start_matches('/').to_string();
-                let data: Vec<String> = c
-                    .mounts
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|m| m.rw != Some(false))
-                    .filter_map(|m| m.source.or(m.name))
-                    .collect();
-                // On that host's engine and filesystem.
-                let delete_with = format!(
-                    "docker rm -v {container}{}",
-                    if data.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" && rm -rf {}", data.join(" "))
-                    }
-                );
-                kept.push(KeptData {
-                    member,
-                    resource: container,
-                    host: self.engines[host].name.clone(),
-                    data,
-                    delete_with,
-                });
-            }
+        for (host, c) in self
+            .containers("list retired members", &HashMap::new())
+            .await?
+        {
+            let labels = c.labels.unwrap_or_default();
+            let Some(name) = c.names.as_ref().and_then(|n| n.first()) else {
+                continue;
+            };
+            let Some(base) = name.strip_suffix(adopt::RETIRED_SUFFIX) else {
+                continue;
+            };
+            let Some((_, member)) = adopt::adopted_by(&self.config.adopt, host, base, &labels)
+            else {
+                continue;
+            };
+            let container = name.trim_start_matches('/').to_string();
+            let data = written_mounts(c.mounts);
+            // On that host's engine and filesystem.
+            let delete_with = format!(
+                "docker rm -v {container}{}",
+                if data.is_empty() {
+                    String::new()
+                } else {
+                    format!(" && rm -rf {}", data.join(" "))
+                }
+            );
+            kept.push(KeptData {
+                member,
+                resource: container,
+                host: self.engines[host].name.clone(),
+                data,
+                delete_with,
+            });
         }
         Ok(kept)
     }

@@ -708,22 +708,9 @@ fn a_frozen_former_primary_is_fenced_ahead_of_a_repair_in_progress() {
 /// catches it running.
 #[test]
 fn a_restart_loop_is_repaired() {
-    use steward_model::ports::platform::PlatformMember;
-    let listing = |restarts: u32| PlatformMember {
-        name: "pg-3".into(),
-        cluster: CLUSTER.into(),
-        role: steward_model::Role::Database,
-        size: steward_model::Size {
-            cpus: 1.0,
-            memory_bytes: 1 << 30,
-            disk_bytes: 10 << 30,
-        },
-        state: steward_model::observation::PlatformState::Running,
-        address: "127.0.0.13".into(),
-        host: "local".into(),
-        labels: Default::default(),
-        created_at: None,
+    let listing = |restarts: u32| steward_model::ports::platform::PlatformMember {
         restart_count: restarts,
+        ..listed("pg-3", steward_model::observation::PlatformState::Running)
     };
     let mut d = Driver::new(RepairConfig::default());
     let mut first = None;
@@ -1056,22 +1043,10 @@ fn a_replacement_whose_journal_was_lost_is_finished_not_made_again() {
     use steward_model::observation::PlatformState;
     use steward_model::ports::platform::{PlatformMember, LABEL_REPLACES};
     let listed = |name: &str, state: PlatformState, replaces: Option<&str>| PlatformMember {
-        name: name.into(),
-        cluster: CLUSTER.into(),
-        role: steward_model::Role::Database,
-        size: steward_model::Size {
-            cpus: 1.0,
-            memory_bytes: 1 << 30,
-            disk_bytes: 10 << 30,
-        },
-        state,
-        address: "127.0.0.13".into(),
-        host: "local".into(),
         labels: replaces
             .map(|r| [(LABEL_REPLACES.to_string(), r.to_string())].into())
             .unwrap_or_default(),
-        created_at: None,
-        restart_count: 0,
+        ..listed(name, state)
     };
     let run = |label: Option<&str>| {
         let mut d = Driver::new(RepairConfig::default());

@@ -93,6 +93,26 @@ pub fn with_full_disk(mut m: MemberObservation) -> MemberObservation {
     m
 }
 
+/// A member as the platform lists it: 1 vCPU, 1 GiB, 10 GiB, no labels, no restarts.
+pub fn listed(name: &str, state: PlatformState) -> steward_model::ports::platform::PlatformMember {
+    steward_model::ports::platform::PlatformMember {
+        name: name.into(),
+        cluster: CLUSTER.into(),
+        role: Role::Database,
+        size: Size {
+            cpus: 1.0,
+            memory_bytes: 1 << 30,
+            disk_bytes: 10 << 30,
+        },
+        state,
+        address: "127.0.0.13".into(),
+        host: "local".into(),
+        labels: Default::default(),
+        created_at: None,
+        restart_count: 0,
+    }
+}
+
 /// An observation at `at`; every figure is stamped with `at` (fresh).
 pub fn obs(at: Timestamp, members: Vec<MemberObservation>) -> Observation {
     let members = members

@@ -431,32 +431,8 @@ async fn a_replacement_killed_at_every_step_boundary_converges_after_a_restart()
             bench.journal.accept_all();
             bench.run(minutes(10), false).await.unwrap();
 
-            let members = bench.members().await;
-            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-            assert_eq!(names, ["pg-1", "pg-2", "pg-3-r1"], "{point:?}");
-            assert!(
-                members.iter().all(|m| m.state == PlatformState::Running),
-                "{point:?}: {members:?}"
-            );
-            let h = bench.actions();
-            let creates = h.iter().filter(|a| a.starts_with("create")).count();
-            assert_eq!(creates, 1, "{point:?}: exactly one replacement: {h:?}");
-            assert!(h.contains(&"remove pg-3".to_string()), "{point:?}: {h:?}");
-            assert!(
-                bench.lines_of("alert").is_empty(),
-                "{point:?}: {:?}",
-                bench.lines_of("alert")
-            );
-            let view = bench.world.patroni.cluster().await.unwrap();
-            assert_eq!(
-                view.member("pg-3-r1").map(|m| m.state.as_str()),
-                Some("streaming"),
-                "{point:?}"
-            );
-            assert!(
-                Pending::from_entries(&bench.journal.entries()).is_empty(),
-                "{point:?}"
-            );
+            let replacement = assert_replaced_once(&bench, point).await;
+            assert_eq!(replacement, "pg-3-r1", "{point:?}");
             if write > 1 && write < writes as u32 {
                 assert!(
                     bench
@@ -469,6 +445,41 @@ async fn a_replacement_killed_at_every_step_boundary_converges_after_a_restart()
             }
         }
     }
+}
+
+/// After a crash of a replacement of pg-3 and a restart: exactly one replacement, running and
+/// streaming, pg-3 removed, no alert, nothing open in the journal. Returns the replacement.
+async fn assert_replaced_once(bench: &Bench, point: CrashPoint) -> String {
+    let members = bench.members().await;
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert!(
+        names.len() == 3 && names.starts_with(&["pg-1", "pg-2"]) && names[2].starts_with("pg-3-r"),
+        "{point:?}: {names:?}"
+    );
+    assert!(
+        members.iter().all(|m| m.state == PlatformState::Running),
+        "{point:?}: {members:?}"
+    );
+    let h = bench.actions();
+    let creates = h.iter().filter(|a| a.starts_with("create")).count();
+    assert_eq!(creates, 1, "{point:?}: exactly one replacement: {h:?}");
+    assert!(h.contains(&"remove pg-3".to_string()), "{point:?}: {h:?}");
+    assert!(
+        bench.lines_of("alert").is_empty(),
+        "{point:?}: {:?}",
+        bench.lines_of("alert")
+    );
+    let view = bench.world.patroni.cluster().await.unwrap();
+    assert_eq!(
+        view.member(names[2]).map(|m| m.state.as_str()),
+        Some("streaming"),
+        "{point:?}"
+    );
+    assert!(
+        Pending::from_entries(&bench.journal.entries()).is_empty(),
+        "{point:?}"
+    );
+    names[2].to_string()
 }
 
 /// Issue 14: the same kills, but the state folder is lost with the process (a new disk, a
@@ -499,30 +510,7 @@ async fn a_replacement_killed_at_every_step_boundary_converges_with_its_journal_
             bench.journal.forget_all();
             bench.run(minutes(10), false).await.unwrap();
 
-            let members = bench.members().await;
-            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-            assert_eq!(names.len(), 3, "{point:?}: {names:?}");
-            assert!(
-                names.starts_with(&["pg-1", "pg-2"]) && names[2].starts_with("pg-3-r"),
-                "{point:?}: {names:?}"
-            );
-            assert!(
-                members.iter().all(|m| m.state == PlatformState::Running),
-                "{point:?}: {members:?}"
-            );
-            let h = bench.actions();
-            let creates = h.iter().filter(|a| a.starts_with("create")).count();
-            assert_eq!(creates, 1, "{point:?}: exactly one replacement: {h:?}");
-            assert!(h.contains(&"remove pg-3".to_string()), "{point:?}: {h:?}");
-            assert!(
-                bench.lines_of("alert").is_empty(),
-                "{point:?}: {:?}",
-                bench.lines_of("alert")
-            );
-            assert!(
-                Pending::from_entries(&bench.journal.entries()).is_empty(),
-                "{point:?}"
-            );
+            assert_replaced_once(&bench, point).await;
             if bench.lines_of("command").iter().any(|l| {
                 l["reason"]
                     .as_str()
@@ -668,77 +656,56 @@ async fn a_slot_kept_for_a_member_that_left_is_said_and_released_by_config() {
     }
 }
 
-/// A platform whose new members crash at once (a broken image).
-struct BrokenCreates(Arc<SimulatedPlatform>);
+/// The simulated platform with a twist: new members that crash at once (a broken image), or
+/// the data of retired members kept (as the Docker platform keeps a replaced adopted member's).
+struct Tweaked {
+    inner: Arc<SimulatedPlatform>,
+    broken_creates: bool,
+    kept: Vec<steward_model::ports::KeptData>,
+}
 
-#[async_trait]
-impl Platform for BrokenCreates {
-    fn kind(&self) -> &'static str {
-        "broken"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
-        self.0.list().await
-    }
-    async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
-        let m = self.0.create(spec).await?;
-        self.0.crash(&spec.name)?;
-        Ok(m)
-    }
-    async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
-        self.0.resize(member, size).await
-    }
-    async fn fence(&self, member: &str) -> Result<(), PlatformError> {
-        self.0.fence(member).await
-    }
-    async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
-        self.0.remove(member, delete_data).await
-    }
-    async fn usage(&self) -> Result<std::collections::BTreeMap<String, Usage>, PlatformError> {
-        self.0.usage().await
+impl Tweaked {
+    fn broken_creates(inner: Arc<SimulatedPlatform>) -> Tweaked {
+        Tweaked {
+            inner,
+            broken_creates: true,
+            kept: Vec::new(),
+        }
     }
 }
 
-/// The simulated platform, which also keeps the data of one retired member (as the Docker
-/// platform does for a replaced adopted member).
-struct KeepsData(Arc<SimulatedPlatform>);
-
 #[async_trait]
-impl Platform for KeepsData {
+impl Platform for Tweaked {
     fn kind(&self) -> &'static str {
-        "keeps-data"
+        "tweaked"
     }
     fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
+        self.inner.capabilities()
     }
     async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
-        self.0.list().await
+        self.inner.list().await
     }
     async fn create(&self, spec: &CreateSpec) -> Result<PlatformMember, PlatformError> {
-        self.0.create(spec).await
+        let m = self.inner.create(spec).await?;
+        if self.broken_creates {
+            self.inner.crash(&spec.name)?;
+        }
+        Ok(m)
     }
     async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
-        self.0.resize(member, size).await
+        self.inner.resize(member, size).await
     }
     async fn fence(&self, member: &str) -> Result<(), PlatformError> {
-        self.0.fence(member).await
+        self.inner.fence(member).await
     }
     async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
-        self.0.remove(member, delete_data).await
+        self.inner.remove(member, delete_data).await
     }
     async fn usage(&self) -> Result<std::collections::BTreeMap<String, Usage>, PlatformError> {
-        self.0.usage().await
+        self.inner.usage().await
     }
     async fn kept(&self) -> Result<Vec<steward_model::ports::KeptData>, PlatformError> {
-        Ok(vec![steward_model::ports::KeptData {
-            member: "legacy1".into(),
-            resource: "legacy1.retired".into(),
-            host: "host-a".into(),
-            data: vec!["/srv/legacy1/data".into()],
-            delete_with: "docker rm -v legacy1.retired && rm -rf /srv/legacy1/data".into(),
-        }])
+        Ok(self.kept.clone())
     }
 }
 
@@ -748,7 +715,17 @@ impl Platform for KeepsData {
 async fn kept_data_of_a_retired_member_is_on_status() {
     let mut bench = Bench::new(RawSimulated::default()).await;
     let server = status_server(&mut bench);
-    let platform = Arc::new(KeepsData(Arc::clone(&bench.world.platform)));
+    let platform = Arc::new(Tweaked {
+        inner: Arc::clone(&bench.world.platform),
+        broken_creates: false,
+        kept: vec![steward_model::ports::KeptData {
+            member: "legacy1".into(),
+            resource: "legacy1.retired".into(),
+            host: "host-a".into(),
+            data: vec!["/srv/legacy1/data".into()],
+            delete_with: "docker rm -v legacy1.retired && rm -rf /srv/legacy1/data".into(),
+        }],
+    });
     bench.run_with(minutes(1), false, platform).await.unwrap();
     let status = server.status().await;
     assert_eq!(status.kept_data.len(), 1, "{:?}", status.kept_data);
@@ -769,7 +746,7 @@ async fn repeated_failed_replacements_open_the_breaker() {
         ..RawSimulated::default()
     })
     .await;
-    let broken = Arc::new(BrokenCreates(Arc::clone(&bench.world.platform)));
+    let broken = Arc::new(Tweaked::broken_creates(Arc::clone(&bench.world.platform)));
     bench.run_with(minutes(30), false, broken).await.unwrap();
     let creates = bench
         .actions()
