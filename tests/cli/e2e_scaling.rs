@@ -1619,3 +1619,112 @@ async fn slots_scenario(urls: Vec<String>) {
     );
     stop_when_idle(steward, &state_dir).await;
 }
+
+// ---- a primary repair ------------------------------------------------------------------------
+
+/// Issue 14: no acknowledged write lost through a PRIMARY repair. The leader's volume is filled
+/// past `disk_full_ratio` (0.55 in tests/data/e2e/primary-repair.toml, below the disk policy's
+/// `high`): the leader is degraded but alive, so Steward has Patroni switch over to a healthy
+/// replica, then replaces the old primary (now a replica with a full disk), while the
+/// numbered-rows writer commits through HAProxy. A primary that is KILLED is Patroni's failover,
+/// where asynchronous replication may lose the last commits by design; a repair Steward leads
+/// must not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_repair_loses_no_acknowledged_write() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    let cleanup = || async {
+        for m in LAB_MEMBERS {
+            let _ = std::fs::remove_file(mount_of(m).join(FILL_FILE));
+        }
+    };
+    with_lab_and_cleanup(urls, primary_repair_scenario, cleanup).await;
+}
+
+async fn primary_repair_scenario(urls: Vec<String>) {
+    let client = patroni(urls);
+    let (leader, _) = crate::e2e::leader_and_streaming(&client)
+        .await
+        .expect("the lab has a leader");
+    let writer = Writer::start().await;
+    let (mut steward, state_dir) = start_steward("primary-repair.toml").await;
+
+    // Up to 65 % of the leader's volume: past disk_full_ratio, below the disk policy's high.
+    let mount = mount_of(&leader);
+    let d = df(&mount).await;
+    let fill_mib = ((d.size as f64 * 0.65) as u64).saturating_sub(d.used) >> 20;
+    assert!(
+        fill_mib > 0,
+        "{leader}'s volume is already past 65 %: {d:?}"
+    );
+    let of = format!("of={}", mount.join(FILL_FILE).display());
+    let count = format!("count={fill_mib}");
+    let out = sh("dd", &["if=/dev/zero", &of, "bs=1M", &count, "conv=fsync"]).await;
+    assert!(out.status.success(), "filling {leader}'s volume: {out:?}");
+    let filled = Instant::now();
+    eprintln!(
+        "e2e-scaling: {leader}'s volume filled to {:.0} % (primary)",
+        df(&mount).await.used as f64 * 100.0 / d.size as f64
+    );
+
+    // A new leader, the old one gone from Patroni's /cluster (replaced), two streaming.
+    let deadline = filled + Duration::from_secs(240);
+    let (switched, replaced) = {
+        let mut switched = None;
+        loop {
+            steward.assert_alive();
+            let view = client.cluster().await.ok();
+            let names: Vec<String> = view
+                .iter()
+                .flat_map(|v| v.members.iter().map(|m| m.name.clone()))
+                .collect();
+            let now = crate::e2e::leader_and_streaming(&client).await;
+            if let Some((l, _)) = &now {
+                if *l != leader && switched.is_none() {
+                    switched = Some(filled.elapsed());
+                }
+            }
+            let done = matches!(&now, Some((l, s)) if *l != leader && s.len() == 2)
+                && !names.contains(&leader)
+                && names.len() == 3;
+            if done {
+                break (switched.unwrap_or_default(), filled.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the primary was not repaired within 240 s: leader and streaming: {now:?}; \
+                 members: {names:?}\n{}",
+                steward.output()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    eprintln!(
+        "e2e-scaling: primary {leader} switched over {:.1} s and replaced {:.1} s after its disk \
+         filled",
+        switched.as_secs_f64(),
+        replaced.as_secs_f64()
+    );
+    let steps: Vec<String> = steward
+        .actions()
+        .iter()
+        .filter(|l| l["kind"] == "command")
+        .map(|l| l["what"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with(&format!("switchover {leader}"))),
+        "no switchover away from {leader}: {steps:#?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with(&format!("remove {leader}"))),
+        "{leader} was not removed: {steps:#?}"
+    );
+    stop_when_idle(steward, &state_dir).await;
+    let report = writer.stop().await;
+    assert_no_acknowledged_write_lost(&report).await;
+}
