@@ -32,6 +32,11 @@
 //!   OOM-killed by a sort far bigger than its 1 GiB, and every member's memory grows live by one
 //!   step with no PostgreSQL restart, the same shared_buffers and no switchover (issue 17).
 //!
+//! Two more tests of issue 14: the replication slot a killed-and-replaced replica leaves behind
+//! (Patroni 4 keeps it `member_slots_ttl`) is said and released through Patroni, checked on the
+//! leader's `pg_replication_slots`; and a primary repair (the leader's volume filled past
+//! `disk_full_ratio`: switched over, then replaced) loses no acknowledged write of the writer.
+//!
 //! A trap the load must avoid: `select count(*) from generate_series(1, N)` materializes the
 //! series (a FROM-clause function), spilling hundreds of MiB to pgsql_tmp: on the lab's small
 //! disks that fills the replica, postgres crashes, the replica stops streaming and Steward
