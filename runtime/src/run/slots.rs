@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use steward_model::observation::Observation;
+use steward_model::Timestamp;
 use steward_policies::slots::{held_slots, HeldSlot, Holder, SlotsConfig};
 use tracing::warn;
 
@@ -25,14 +26,21 @@ use super::Shared;
 /// The key of Patroni's dynamic configuration that Steward lowers.
 const TTL_KEY: &str = "member_slots_ttl";
 
+/// How long Patroni gets to drop the slots after `member_slots_ttl` went to 0 (a few of its
+/// loops): a slot still there after that is not one it retains for an absent member.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(120);
+
 /// What the watcher remembers between ticks.
 #[derive(Debug, Default)]
 pub(super) struct SlotWatch {
     /// Slots already said, so each is said once while it holds WAL.
     said: BTreeSet<String>,
     /// While Steward has lowered `member_slots_ttl`: the value to put back (`null` when the
-    /// cluster had none, which deletes the key again).
-    restore: Option<Value>,
+    /// cluster had none, which deletes the key again), when it was lowered, and for which slots.
+    restore: Option<(Value, Timestamp, BTreeSet<String>)>,
+    /// Slots Patroni does not drop for `member_slots_ttl`: its permanent or ignored slots (its
+    /// config says so), or slots still there after [`RELEASE_DEADLINE`]. Never a reason again.
+    not_patronis: BTreeSet<String>,
 }
 
 impl SlotWatch {
@@ -60,7 +68,10 @@ impl SlotWatch {
             );
             self.said.insert(h.slot.clone());
         }
-        let release: Vec<&HeldSlot> = held.iter().filter(|h| config.releases(h)).collect();
+        let release: Vec<&HeldSlot> = held
+            .iter()
+            .filter(|h| config.releases(h) && !self.not_patronis.contains(&h.slot))
+            .collect();
         let may_act = shared
             .exec
             .guard
@@ -69,27 +80,73 @@ impl SlotWatch {
         if !may_act {
             return held;
         }
-        if !release.is_empty() && self.restore.is_none() {
-            self.release(shared, &release).await;
-        } else if self.restore.is_some() && !held.iter().any(|h| h.holder == Holder::Gone) {
-            self.put_back(shared).await;
+        let now = shared.clock.now();
+        match &self.restore {
+            None if !release.is_empty() => self.release(shared, &release, now).await,
+            None => {}
+            Some((_, since, released)) => {
+                let left: Vec<&HeldSlot> =
+                    held.iter().filter(|h| released.contains(&h.slot)).collect();
+                let overdue = now.since(*since) >= RELEASE_DEADLINE;
+                if overdue {
+                    for h in &left {
+                        shared.line(
+                            LoopName::Repair,
+                            Kind::Notice,
+                            "slots",
+                            format!("slot {}", h.slot),
+                            format!(
+                                "{h}: Patroni did not drop it with {TTL_KEY} at 0, so it is not a \
+                                 slot Patroni keeps for an absent member (someone else's?): not \
+                                 released again; drop it yourself or add it to [policy.slots] ignore"
+                            ),
+                        );
+                        self.not_patronis.insert(h.slot.clone());
+                    }
+                }
+                if left.is_empty() || overdue {
+                    self.put_back(shared).await;
+                }
+            }
         }
         held
     }
 
-    async fn release(&mut self, shared: &Shared, release: &[&HeldSlot]) {
-        let why = release
-            .iter()
-            .map(|h| h.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let current = match shared.exec.patroni.config().await {
-            Ok(c) => c.get(TTL_KEY).cloned().unwrap_or(Value::Null),
+    async fn release(&mut self, shared: &Shared, release: &[&HeldSlot], now: Timestamp) {
+        let config = match shared.exec.patroni.config().await {
+            Ok(c) => c,
             Err(e) => {
                 warn!(cluster = %shared.cluster, error = %e, "reading patroni's config to release slots failed");
                 return;
             }
         };
+        // Patroni's permanent and ignored slots are never dropped for member_slots_ttl.
+        let keeps = kept_by_patroni(&config);
+        let (theirs, release): (Vec<&&HeldSlot>, Vec<&&HeldSlot>) =
+            release.iter().partition(|h| keeps.contains(&h.slot));
+        for h in theirs {
+            shared.line(
+                LoopName::Repair,
+                Kind::Notice,
+                "slots",
+                format!("slot {}", h.slot),
+                format!(
+                    "{h}: a permanent or ignored slot in Patroni's config (slots, ignore_slots): \
+                     not released"
+                ),
+            );
+            self.not_patronis.insert(h.slot.clone());
+        }
+        if release.is_empty() {
+            return;
+        }
+        let slots: BTreeSet<String> = release.iter().map(|h| h.slot.clone()).collect();
+        let why = release
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let current = config.get(TTL_KEY).cloned().unwrap_or(Value::Null);
         if is_zero(&current) {
             // Patroni drops them on its own next loop; nothing to lower.
             return;
@@ -97,7 +154,7 @@ impl SlotWatch {
         let what = format!("{TTL_KEY} {} -> 0", show(&current));
         if shared.dry_run {
             shared.line(LoopName::Repair, Kind::Command, "slots", what, why);
-            self.restore = Some(current);
+            self.restore = Some((current, now, slots));
             return;
         }
         shared.line(LoopName::Repair, Kind::Command, "slots", what.clone(), why);
@@ -125,14 +182,14 @@ impl SlotWatch {
                         }
                     ),
                 );
-                self.restore = Some(current);
+                self.restore = Some((current, now, slots));
             }
             Err(e) => shared.line(LoopName::Repair, Kind::Result, "slots", what, e.to_string()),
         }
     }
 
     async fn put_back(&mut self, shared: &Shared) {
-        let Some(previous) = self.restore.clone() else {
+        let Some((previous, _, _)) = self.restore.clone() else {
             return;
         };
         let what = format!("{TTL_KEY} 0 -> {}", show(&previous));
@@ -176,6 +233,23 @@ fn advice(h: &HeldSlot, config: &SlotsConfig) -> String {
             "{h}: the repairer replaces a member stuck this way; a member still joining catches up"
         ),
     }
+}
+
+/// The slots Patroni's dynamic config names as its own: permanent `slots` (a map by name) and
+/// `ignore_slots` (a list of matchers; those with a name).
+fn kept_by_patroni(config: &Value) -> BTreeSet<String> {
+    let permanent = config
+        .get("slots")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.keys().cloned());
+    let ignored = config
+        .get("ignore_slots")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("name").and_then(Value::as_str).map(str::to_string));
+    permanent.chain(ignored).collect()
 }
 
 fn is_zero(v: &Value) -> bool {

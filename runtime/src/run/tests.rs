@@ -528,10 +528,12 @@ async fn a_replacement_killed_at_every_step_boundary_converges_with_its_journal_
 /// The leader's replication slots as postgres_exporter would report them through Prometheus:
 /// `pg_9`, the slot of a member that left the cluster, keeps 512 MiB of WAL for as long as the
 /// simulated Patroni retains slots of absent members (`member_slots_ttl` not 0).
-/// Once Patroni dropped it, it is gone for good.
+/// Once Patroni dropped it, it is gone for good. The slots named in the third field are
+/// reported too, 512 MiB each, and never dropped (not slots Patroni retains for members).
 struct RetainedSlot(
     Arc<steward_adapters::simcluster::SimCluster>,
     std::sync::atomic::AtomicBool,
+    Vec<&'static str>,
 );
 
 #[async_trait]
@@ -561,15 +563,16 @@ impl MetricsSource for RetainedSlot {
             "pg_2".to_string(),
             Reading::Fresh(Figure::new(0.0, Source::Prometheus, now)),
         );
+        let held = Reading::Fresh(Figure::new(
+            512.0 * 1024.0 * 1024.0,
+            Source::Prometheus,
+            now,
+        ));
         if retained {
-            values.insert(
-                "pg_9".to_string(),
-                Reading::Fresh(Figure::new(
-                    512.0 * 1024.0 * 1024.0,
-                    Source::Prometheus,
-                    now,
-                )),
-            );
+            values.insert("pg_9".to_string(), held);
+        }
+        for slot in &self.2 {
+            values.insert(slot.to_string(), held);
         }
         Ok(MetricReading {
             metric,
@@ -618,6 +621,7 @@ async fn a_slot_kept_for_a_member_that_left_is_said_and_released_by_config() {
         bench.metrics = vec![Arc::new(RetainedSlot(
             Arc::clone(&bench.world.patroni),
             Default::default(),
+            Vec::new(),
         ))];
         let server = status_server(&mut bench);
         bench.run(minutes(3), false).await.unwrap();
@@ -654,6 +658,67 @@ async fn a_slot_kept_for_a_member_that_left_is_said_and_released_by_config() {
             assert_eq!(status.held_slots.len(), 1, "{:?}", status.held_slots);
         }
     }
+}
+
+/// Issue 14: slots Patroni does not drop for `member_slots_ttl` never keep it at 0: a permanent
+/// slot of its config (`cdc`) is not a reason to lower it, and a slot still there two minutes
+/// after it was lowered (`stray`, someone else's) is said and the cluster's value put back,
+/// never lowered again for it.
+#[tokio::test(start_paused = true)]
+async fn slots_patroni_does_not_drop_never_keep_member_slots_ttl_at_zero() {
+    let mut bench = Bench::new(RawSimulated::default()).await;
+    bench
+        .world
+        .patroni
+        .patch_config(&serde_json::json!({
+            "member_slots_ttl": 1800,
+            "slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}
+        }))
+        .await
+        .unwrap();
+    bench.config = parse_raw(
+        "[cluster]\nname = \"demo\"\nstate_dir = \"/nonexistent\"\n[policy.slots]\nrelease_above = \"256MiB\"\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    // pg_9 is retained while member_slots_ttl is not 0; cdc and stray are always there.
+    bench.metrics = vec![Arc::new(RetainedSlot(
+        Arc::clone(&bench.world.patroni),
+        Default::default(),
+        vec!["cdc", "stray"],
+    ))];
+    bench.run(minutes(8), false).await.unwrap();
+    let commands: Vec<String> = bench
+        .lines_of("command")
+        .iter()
+        .filter(|l| l["op"] == "slots")
+        .map(|l| l["what"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        commands,
+        ["member_slots_ttl 1800 -> 0", "member_slots_ttl 0 -> 1800"],
+        "lowered once (for pg_9 and stray), put back once"
+    );
+    let ttl = bench.world.patroni.config().await.unwrap()["member_slots_ttl"].clone();
+    assert_eq!(ttl, serde_json::json!(1800));
+    let notices: Vec<String> = bench
+        .lines_of("notice")
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("slot cdc") && n.contains("permanent or ignored")),
+        "{notices:#?}"
+    );
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("slot stray") && n.contains("Patroni did not drop it")),
+        "{notices:#?}"
+    );
 }
 
 /// The simulated platform with a twist: new members that crash at once (a broken image), or
