@@ -59,13 +59,7 @@ impl SlotWatch {
                 continue;
             }
             warn!(cluster = %shared.cluster, slot = %h.slot, wal_bytes = h.wal_bytes, "{h}");
-            shared.line(
-                LoopName::Repair,
-                Kind::Notice,
-                "slots",
-                format!("slot {}", h.slot),
-                advice(h, config),
-            );
+            notice(shared, h, advice(h, config));
             self.said.insert(h.slot.clone());
         }
         let release: Vec<&HeldSlot> = held
@@ -90,17 +84,12 @@ impl SlotWatch {
                 let overdue = now.since(*since) >= RELEASE_DEADLINE;
                 if overdue {
                     for h in &left {
-                        shared.line(
-                            LoopName::Repair,
-                            Kind::Notice,
-                            "slots",
-                            format!("slot {}", h.slot),
-                            format!(
-                                "{h}: Patroni did not drop it with {TTL_KEY} at 0, so it is not a \
-                                 slot Patroni keeps for an absent member (someone else's?): not \
-                                 released again; drop it yourself or add it to [policy.slots] ignore"
-                            ),
+                        let why = format!(
+                            "{h}: Patroni did not drop it with {TTL_KEY} at 0, so it is not a \
+                             slot Patroni keeps for an absent member (someone else's?): not \
+                             released again; drop it yourself or add it to [policy.slots] ignore"
                         );
+                        notice(shared, h, why);
                         self.not_patronis.insert(h.slot.clone());
                     }
                 }
@@ -125,16 +114,11 @@ impl SlotWatch {
         let (theirs, release): (Vec<&&HeldSlot>, Vec<&&HeldSlot>) =
             release.iter().partition(|h| keeps.contains(&h.slot));
         for h in theirs {
-            shared.line(
-                LoopName::Repair,
-                Kind::Notice,
-                "slots",
-                format!("slot {}", h.slot),
-                format!(
-                    "{h}: a permanent or ignored slot in Patroni's config (slots, ignore_slots): \
-                     not released"
-                ),
+            let why = format!(
+                "{h}: a permanent or ignored slot in Patroni's config (slots, ignore_slots): not \
+                 released"
             );
+            notice(shared, h, why);
             self.not_patronis.insert(h.slot.clone());
         }
         if release.is_empty() {
@@ -212,6 +196,17 @@ impl SlotWatch {
             Err(e) => shared.line(LoopName::Repair, Kind::Result, "slots", what, e.to_string()),
         }
     }
+}
+
+/// A `notice` line of the action log about `h`.
+fn notice(shared: &Shared, h: &HeldSlot, why: String) {
+    shared.line(
+        LoopName::Repair,
+        Kind::Notice,
+        "slots",
+        format!("slot {}", h.slot),
+        why,
+    );
 }
 
 /// What to do about a held slot, in words.

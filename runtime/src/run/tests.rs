@@ -405,46 +405,68 @@ async fn a_frozen_primary_is_fenced_before_it_thaws() {
 /// (a create run again finds the member it made and counts it done).
 #[tokio::test(start_paused = true)]
 async fn a_replacement_killed_at_every_step_boundary_converges_after_a_restart() {
-    let crashed = || RawSimulated {
+    let points = replacement_crash_points().await;
+    let writes = points.len() as u32 / 2;
+    for point in points {
+        let bench = crashed_and_restarted(point, false).await;
+        let replacement = assert_replaced_once(&bench, point).await;
+        assert_eq!(replacement, "pg-3-r1", "{point:?}");
+        if point.write > 1 && point.write < writes {
+            assert!(
+                bench
+                    .lines_of("recovery")
+                    .iter()
+                    .any(|l| l["what"] == "resume repair of pg-3"),
+                "{point:?}: {:?}",
+                bench.log.lines()
+            );
+        }
+    }
+}
+
+/// A replica (pg-3) that crashes 30 s in.
+fn crashed_replica() -> RawSimulated {
+    RawSimulated {
         faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
         ..RawSimulated::default()
-    };
-    let clean = Bench::new(crashed()).await;
+    }
+}
+
+/// Every boundary of the replacement of [`crashed_replica`]: just before and just after each
+/// write of the repair's record that a clean run makes (drain, fence, create, verify, remove:
+/// a record before each, and the end).
+async fn replacement_crash_points() -> Vec<CrashPoint> {
+    let clean = Bench::new(crashed_replica()).await;
     clean.run(minutes(10), false).await.unwrap();
     let writes = clean.record_writes(LoopName::Repair);
-    // Drain, fence, create, verify, remove: a record before each, and the end.
     assert!(writes >= 5, "{:?}", clean.journal.entries());
-    for write in 1..=writes as u32 {
-        for after in [false, true] {
-            let point = CrashPoint {
+    (1..=writes as u32)
+        .flat_map(|write| {
+            [false, true].map(|after| CrashPoint {
                 by: LoopName::Repair,
                 after,
                 write,
-            };
-            let bench = Bench::new(crashed()).await;
-            bench.journal.crash_at(point);
-            let err = bench.run(minutes(10), false).await.unwrap_err();
-            assert!(
-                format!("{err:#}").contains("journaling"),
-                "{point:?}: {err:#}"
-            );
-            bench.journal.accept_all();
-            bench.run(minutes(10), false).await.unwrap();
+            })
+        })
+        .collect()
+}
 
-            let replacement = assert_replaced_once(&bench, point).await;
-            assert_eq!(replacement, "pg-3-r1", "{point:?}");
-            if write > 1 && write < writes as u32 {
-                assert!(
-                    bench
-                        .lines_of("recovery")
-                        .iter()
-                        .any(|l| l["what"] == "resume repair of pg-3"),
-                    "{point:?}: {:?}",
-                    bench.log.lines()
-                );
-            }
-        }
+/// [`crashed_replica`] with Steward dying at `point` (on its journal write) and started again,
+/// on the same journal or, with `lose_journal`, on an empty one (a wiped state folder).
+async fn crashed_and_restarted(point: CrashPoint, lose_journal: bool) -> Bench {
+    let bench = Bench::new(crashed_replica()).await;
+    bench.journal.crash_at(point);
+    let err = bench.run(minutes(10), false).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("journaling"),
+        "{point:?}: {err:#}"
+    );
+    bench.journal.accept_all();
+    if lose_journal {
+        bench.journal.forget_all();
     }
+    bench.run(minutes(10), false).await.unwrap();
+    bench
 }
 
 /// After a crash of a replacement of pg-3 and a restart: exactly one replacement, running and
@@ -488,37 +510,17 @@ async fn assert_replaced_once(bench: &Bench, point: CrashPoint) -> String {
 /// again, so there is exactly one replacement, the old member removed, and no alert.
 #[tokio::test(start_paused = true)]
 async fn a_replacement_killed_at_every_step_boundary_converges_with_its_journal_lost() {
-    let crashed = || RawSimulated {
-        faults: vec![fault(30, FaultKind::Crash, Some("pg-3"), None)],
-        ..RawSimulated::default()
-    };
-    let clean = Bench::new(crashed()).await;
-    clean.run(minutes(10), false).await.unwrap();
-    let writes = clean.record_writes(LoopName::Repair);
     let mut finished_by_label = 0;
-    for write in 1..=writes as u32 {
-        for after in [false, true] {
-            let point = CrashPoint {
-                by: LoopName::Repair,
-                after,
-                write,
-            };
-            let bench = Bench::new(crashed()).await;
-            bench.journal.crash_at(point);
-            bench.run(minutes(10), false).await.unwrap_err();
-            bench.journal.accept_all();
-            bench.journal.forget_all();
-            bench.run(minutes(10), false).await.unwrap();
-
-            assert_replaced_once(&bench, point).await;
-            if bench.lines_of("command").iter().any(|l| {
-                l["reason"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("no journal record")
-            }) {
-                finished_by_label += 1;
-            }
+    for point in replacement_crash_points().await {
+        let bench = crashed_and_restarted(point, true).await;
+        assert_replaced_once(&bench, point).await;
+        if bench.lines_of("command").iter().any(|l| {
+            l["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no journal record")
+        }) {
+            finished_by_label += 1;
         }
     }
     // Every kill after the create left a replacement for the labels to speak of.
