@@ -2,8 +2,11 @@
 //! host), reached with bollard.
 //!
 //! - Members come from a per-role [`Template`] (image, command, env, bind mounts, numeric user),
-//!   always on the host network with their own `127.0.0.N` address from a configured pool, and
-//!   carry Steward's labels from birth. Only containers with this cluster's labels are ever
+//!   each with its own address from a configured pool, and carry Steward's labels from birth.
+//!   By default a member is on the host network and its address is one of the host's (a
+//!   loopback alias on a one-machine lab, the host's own address on real hosts); with
+//!   `network = "NAME"` it joins that Docker network (a bridge, macvlan, ipvlan or overlay
+//!   network the deployment made) with its address as a static IP there. Only containers with this cluster's labels are ever
 //!   listed or touched; any other name is [`ErrorKind::NotFound`].
 //! - CPU and memory change live with `docker update`, memory and swap together (Docker refuses
 //!   the whole update, CPU included, otherwise). A memory limit below what the container holds
@@ -31,7 +34,8 @@ use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
-    ContainerStatsResponse, ContainerUpdateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerStatsResponse, ContainerUpdateBody, EndpointIpamConfig, EndpointSettings, HostConfig,
+    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -104,6 +108,13 @@ pub struct RawDockerConfig {
     /// Containers Steward did not create but may manage (`[[platform.docker.adopt]]`).
     #[serde(default)]
     pub adopt: Vec<RawAdopt>,
+    /// The Docker network members join: `host` (default: host networking, `addresses` are the
+    /// hosts' own) or the name of a network that exists on every engine (a macvlan or ipvlan
+    /// network on the hosts' LAN, an overlay across them, a bridge on one host), whose subnet
+    /// holds `addresses`: each member gets its address there as a static IP. Steward never
+    /// creates or removes networks.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 fn default_fence_grace() -> Duration {
@@ -335,6 +346,17 @@ pub struct DockerConfig {
     pub balancer: Option<Template>,
     pub placement: Placement,
     pub adopt: Vec<Adopt>,
+    pub network: Network,
+}
+
+/// Where members' containers are attached (`network`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Host networking: a member's address is one of its host's.
+    #[default]
+    Host,
+    /// A named Docker network; a member's address is its static IP there.
+    Named(String),
 }
 
 fn valid_name(s: &str) -> bool {
@@ -638,7 +660,19 @@ impl RawDockerConfig {
                 rule
             })
             .collect();
+        let network = match self.network.as_deref() {
+            None | Some("host") => Network::Host,
+            Some(name) if valid_name(name) => Network::Named(name.to_string()),
+            Some(name) => {
+                errors.push(
+                    "network",
+                    format!("`{name}`: a Docker network name (letters, digits, `-`, `_`, `.`) or `host`"),
+                );
+                Network::Host
+            }
+        };
         errors.into_result(DockerConfig {
+            network,
             cluster: self.cluster.clone(),
             hosts,
             addresses,
@@ -686,6 +720,82 @@ fn inspected_address(c: &ContainerInspectResponse) -> Option<String> {
         })
         .unwrap_or_default();
     adopt::address_of(&env, &networks)
+}
+
+/// Checks that `network` exists on the engine and that its IPv4 subnets hold every address
+/// of the pool: a member created there with an address outside would be refused by the engine
+/// at the worst moment (a repair), so it is said at start.
+async fn check_network(
+    client: &Docker,
+    network: &str,
+    addresses: &[Ipv4Addr],
+) -> Result<(), String> {
+    let inspected = match client.inspect_network(network, None).await {
+        Ok(n) => n,
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            return Err(format!(
+                "network `{network}` does not exist: create it (`docker network create \
+                 --subnet CIDR {network}`, or the macvlan/overlay network the hosts share) or \
+                 remove `network` to use host networking"
+            ))
+        }
+        Err(e) => return Err(format!("cannot inspect network `{network}`: {e}")),
+    };
+    let subnets: Vec<String> = inspected
+        .ipam
+        .and_then(|i| i.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.subnet)
+        .collect();
+    let outside: Vec<String> = addresses
+        .iter()
+        .filter(|a| !subnets.iter().any(|s| subnet_contains(s, **a)))
+        .map(Ipv4Addr::to_string)
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "network `{network}` (subnets {}) does not hold the addresses {}: give `addresses` \
+         from its subnet",
+        if subnets.is_empty() {
+            "none".to_string()
+        } else {
+            subnets.join(", ")
+        },
+        shorten(&outside)
+    ))
+}
+
+/// Whether the IPv4 CIDR `subnet` (`10.1.2.0/24`) holds `address`; false for IPv6 subnets.
+fn subnet_contains(subnet: &str, address: Ipv4Addr) -> bool {
+    let Some((base, bits)) = subnet.split_once('/') else {
+        return false;
+    };
+    let (Ok(base), Ok(bits)) = (base.parse::<Ipv4Addr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    if bits > 32 {
+        return false;
+    }
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    u32::from(base) & mask == u32::from(address) & mask
+}
+
+/// A long list said by its first few.
+fn shorten(items: &[String]) -> String {
+    const SHOWN: usize = 4;
+    if items.len() <= SHOWN {
+        return items.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        items[..SHOWN].join(", "),
+        items.len() - SHOWN
+    )
 }
 
 /// Classifies an engine error. `refusal`: a 500 on this call means the engine (runc) refused
@@ -857,13 +967,19 @@ pub struct DockerPlatform {
     fenced: Mutex<BTreeSet<String>>,
 }
 
-/// Connecting to an engine failed.
+/// Connecting to an engine failed, or it lacks what the configuration needs.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach docker engine `{host}`")]
-pub struct ConnectError {
-    pub host: String,
-    #[source]
-    pub source: DockerError,
+pub enum ConnectError {
+    #[error("cannot reach docker engine `{host}`")]
+    Unreachable {
+        host: String,
+        #[source]
+        source: DockerError,
+    },
+    /// `network` names a network the engine does not have, or whose subnets do not hold the
+    /// address pool.
+    #[error("docker engine `{host}`: {message}")]
+    Network { host: String, message: String },
 }
 
 impl DockerPlatform {
@@ -872,7 +988,7 @@ impl DockerPlatform {
     pub async fn connect(config: DockerConfig) -> Result<Self, ConnectError> {
         let mut engines = Vec::new();
         for h in &config.hosts {
-            let err = |source| ConnectError {
+            let err = |source| ConnectError::Unreachable {
                 host: h.name.clone(),
                 source,
             };
@@ -903,6 +1019,14 @@ impl DockerPlatform {
             }
             .map_err(err)?;
             let client = client.negotiate_version().await.map_err(err)?;
+            if let Network::Named(network) = &config.network {
+                check_network(&client, network, &config.addresses)
+                    .await
+                    .map_err(|message| ConnectError::Network {
+                        host: h.name.clone(),
+                        message,
+                    })?;
+            }
             engines.push(Engine {
                 name: h.name.clone(),
                 client,
@@ -1217,6 +1341,24 @@ impl DockerPlatform {
             labels.insert(LABEL_REPLACES.to_string(), replaced.clone());
         }
         let memory = spec.size.memory_bytes as i64;
+        let (network_mode, networking_config) = match &self.config.network {
+            Network::Host => ("host".to_string(), None),
+            Network::Named(name) => (
+                name.clone(),
+                Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        name.clone(),
+                        EndpointSettings {
+                            ipam_config: Some(EndpointIpamConfig {
+                                ipv4_address: Some(address.to_string()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
+            ),
+        };
         ContainerCreateBody {
             image: Some(template.image.clone()),
             cmd: Some(
@@ -1230,7 +1372,7 @@ impl DockerPlatform {
             user: template.user.clone(),
             labels: Some(labels),
             host_config: Some(HostConfig {
-                network_mode: Some("host".into()),
+                network_mode: Some(network_mode),
                 binds: Some(binds),
                 nano_cpus: Some((spec.size.cpus * 1e9).round() as i64),
                 memory: Some(memory),
@@ -1242,6 +1384,7 @@ impl DockerPlatform {
                 }),
                 ..Default::default()
             }),
+            networking_config,
             ..Default::default()
         }
     }
@@ -1929,6 +2072,44 @@ mod tests {
             e.to_string()
                 .contains("`0.0.0.0` cannot be a member's address"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_network_is_host_by_default_or_named() {
+        assert_eq!(raw().validate().expect("valid").network, Network::Host);
+        let mut r = raw();
+        r.network = Some("host".into());
+        assert_eq!(r.validate().expect("valid").network, Network::Host);
+        r.network = Some("pg_lan".into());
+        assert_eq!(
+            r.validate().expect("valid").network,
+            Network::Named("pg_lan".into())
+        );
+        r.network = Some("pg lan".into());
+        let e = r.validate().expect_err("a space is not in a network name");
+        assert_eq!(
+            e.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["network"]
+        );
+    }
+
+    #[test]
+    fn a_subnet_holds_the_addresses_its_prefix_covers() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(subnet_contains("10.213.47.0/24", a("10.213.47.14")));
+        assert!(!subnet_contains("10.213.47.0/24", a("10.213.48.14")));
+        assert!(subnet_contains("192.0.2.0/25", a("192.0.2.127")));
+        assert!(!subnet_contains("192.0.2.0/25", a("192.0.2.128")));
+        assert!(subnet_contains("0.0.0.0/0", a("198.51.100.1")));
+        assert!(subnet_contains("198.51.100.7/32", a("198.51.100.7")));
+        for bad in ["fd00::/64", "10.0.0.0", "10.0.0.0/33", "x/8"] {
+            assert!(!subnet_contains(bad, a("10.0.0.1")), "{bad}");
+        }
+        let many: Vec<String> = (1..=6).map(|i| format!("10.0.0.{i}")).collect();
+        assert_eq!(
+            shorten(&many),
+            "10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4 and 2 more"
         );
     }
 

@@ -7,6 +7,7 @@
 //! container is named with a prefix unique to the test and removed at the end, also on failure.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,11 +23,11 @@ use bollard::Docker;
 use futures::FutureExt;
 use steward_adapters::platform::contract::{self, Harness};
 use steward_adapters::platform::docker::{
-    DockerConfig, DockerPlatform, Engine, RawDockerConfig, FENCED_SUFFIX,
+    ConnectError, DockerConfig, DockerPlatform, Engine, Network, RawDockerConfig, FENCED_SUFFIX,
 };
 use steward_adapters::platform::volume::{FixedVolumes, LoopXfsVolumes, VolumeProvider};
 use steward_model::observation::PlatformState;
-use steward_model::ports::{CreateSpec, ErrorKind, Platform};
+use steward_model::ports::{CreateSpec, ErrorKind, Placement, Platform};
 use steward_model::{Role, Size};
 
 const MIB: u64 = 1 << 20;
@@ -1051,6 +1052,113 @@ async fn a_member_serves_on_its_own_loopback_address() {
         h
     })
     .await;
+}
+
+/// Issue 15: members on a named Docker network, with addresses that are not the host's. The
+/// test makes a bridge network with a subnet of its own (10.213.46.0/24, inside a network it
+/// creates and removes: the only place non-loopback test traffic may go), and checks that a
+/// member gets its static address there and serves on it, and that `connect` refuses a pool
+/// outside the subnet and a network that does not exist, saying which.
+#[tokio::test]
+async fn a_member_on_a_named_network_serves_on_its_address_there() {
+    if engine(FIRST, "first").await.is_none() {
+        return;
+    }
+    const NETWORK: &str = "steward-test-net-adapters";
+    const SUBNET: &str = "10.213.46.0/24";
+    let _ = sh(&format!("docker network rm {NETWORK} 2>/dev/null")).await;
+    sh(&format!(
+        "docker network create --subnet {SUBNET} {NETWORK}"
+    ))
+    .await
+    .expect("docker network create");
+    let outcome = AssertUnwindSafe(with_platform("fixed", |p, mut h| async move {
+        let port = 8080;
+        let mut cfg = p.config().clone();
+        cfg.network = Network::Named(NETWORK.into());
+        // One engine, two members: they share it.
+        cfg.placement = Placement::Preferred;
+        cfg.addresses = (10..=20).map(|i| Ipv4Addr::new(10, 213, 46, i)).collect();
+        cfg.database.command = [
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "{address}",
+            &port.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let p = DockerPlatform::connect(cfg.clone()).await.expect("connect");
+        let first = p.create(&h.database_spec(0)).await.expect("create");
+        let second = p.create(&h.database_spec(1)).await.expect("create");
+        assert_eq!(first.address, "10.213.46.10");
+        assert_eq!(second.address, "10.213.46.11");
+        // The engine put it on the network with that address.
+        let c = client(FIRST).await;
+        let inspected = c
+            .inspect_container(&format!("{}{}", h.prefix, first.name), None)
+            .await
+            .expect("inspect");
+        let settings = inspected
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        assert_eq!(
+            settings
+                .get(NETWORK)
+                .and_then(|e| e.ip_address.clone())
+                .as_deref(),
+            Some("10.213.46.10"),
+            "{settings:?}"
+        );
+        let target = format!("{}:{port}", first.address);
+        let mut answered = None;
+        for _ in 0..50 {
+            if let Ok(Ok(reply)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                reqwest::get(format!("http://{target}/")),
+            )
+            .await
+            {
+                answered = Some(reply.status());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            answered.map(|s| s.as_u16()),
+            Some(200),
+            "nobody answered on {target}"
+        );
+
+        let mut outside = cfg.clone();
+        outside.addresses = vec![Ipv4Addr::new(10, 213, 99, 1)];
+        let Err(e) = DockerPlatform::connect(outside).await else {
+            panic!("connect took what it must refuse (outside)");
+        };
+        let text = e.to_string();
+        assert!(
+            matches!(e, ConnectError::Network { .. })
+                && text.contains(SUBNET)
+                && text.contains("10.213.99.1"),
+            "{text}"
+        );
+        let mut missing = cfg;
+        missing.network = Network::Named(format!("{NETWORK}-missing"));
+        let Err(e) = DockerPlatform::connect(missing).await else {
+            panic!("connect took what it must refuse (missing)");
+        };
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        h
+    }))
+    .catch_unwind()
+    .await;
+    let removed = sh(&format!("docker network rm {NETWORK}")).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    removed.expect("the test's network is removed once its members are");
 }
 
 /// A container made with `docker run` by someone else (no Steward label), for the adoption test.
