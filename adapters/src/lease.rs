@@ -25,7 +25,7 @@
 //!
 //! What this module is not: it does not decide what to do with leadership (the loops do), it does
 //! not rebalance clusters when an instance joins (an owner keeps what it holds until it resigns or
-//! dies), and it speaks plain HTTP to loopback etcd only (no TLS).
+//! dies), and it speaks plain HTTP to etcd only (no TLS yet).
 
 use crate::http::Secret;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -73,7 +73,8 @@ pub const MAX_ETCD_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseConfig {
-    /// etcd endpoints, `http://127.0.0.1:2379`; loopback addresses only. Required.
+    /// etcd endpoints, `http://HOST:2379` (an IP address or a DNS name; plain HTTP, etcd over
+    /// TLS is not supported yet). Required.
     #[serde(default)]
     pub endpoints: Vec<String>,
     /// This instance's id, unique among Steward instances (the leader key's value). Required.
@@ -176,7 +177,7 @@ pub struct Credentials {
 /// A validated [`LeaseConfig`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseSettings {
-    /// `http://IP:PORT`, loopback only.
+    /// `http://HOST:PORT`.
     pub endpoints: Vec<String>,
     pub instance: String,
     pub scope: String,
@@ -366,30 +367,41 @@ fn required_name(errors: &mut ConfigErrors, path: &str, value: Option<&str>) -> 
     }
 }
 
-/// `http://IP:PORT` or `IP:PORT` with a loopback IP -> `http://IP:PORT`.
+/// `http://HOST:PORT` or `HOST:PORT` -> `http://HOST:PORT`, HOST an IP address or a DNS name
+/// (the etcd the Patroni cluster uses, wherever it is: loopback was the lab's, never a rule).
 fn parse_endpoint(raw: &str) -> Result<String, String> {
     let rest = if let Some(rest) = raw.strip_prefix("http://") {
         rest
     } else if raw.starts_with("https://") {
-        return Err("https is not supported (plain HTTP to a loopback etcd only)".to_string());
+        return Err(format!(
+            "`{raw}`: etcd over TLS is not supported yet; give etcd's plain-HTTP client URL \
+             (http://HOST:2379)"
+        ));
     } else if raw.contains("://") {
         return Err(format!("unsupported scheme in `{raw}`"));
     } else {
         raw
     };
     let rest = rest.trim_end_matches('/');
-    let addr: SocketAddr = rest
-        .parse()
-        .map_err(|_| format!("`{raw}` is not `http://IP:PORT`"))?;
-    if !is_loopback(addr.ip()) {
-        return Err(format!("`{raw}` is not a 127.0.0.0/8 address"));
+    if let Ok(addr) = rest.parse::<SocketAddr>() {
+        return Ok(format!("http://{addr}"));
     }
-    Ok(format!("http://{addr}"))
-}
-
-/// 127.0.0.0/8 only: Steward talks to a local etcd, never across the network.
-fn is_loopback(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V4(v4) if v4.is_loopback())
+    let not_host_port = || format!("`{raw}` is not `http://HOST:PORT`");
+    let (host, port) = rest.rsplit_once(':').ok_or_else(not_host_port)?;
+    let dns_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        && host.parse::<IpAddr>().is_err();
+    if !dns_name || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(not_host_port());
+    }
+    Ok(format!("http://{host}:{port}"))
 }
 
 // ---- errors ---------------------------------------------------------------------------------
@@ -1336,7 +1348,7 @@ mod tests {
     fn every_error_has_its_path() {
         let c = LeaseConfig {
             endpoints: vec![
-                "http://10.0.0.1:2379".into(),
+                "unix:///run/etcd.sock".into(),
                 "https://127.0.0.1:2379".into(),
                 "nonsense".into(),
             ],
@@ -1424,20 +1436,27 @@ mod tests {
     }
 
     #[test]
-    fn only_ipv4_loopback_endpoints() {
-        assert_eq!(
-            parse_endpoint("127.0.0.2:2379").unwrap(),
-            "http://127.0.0.2:2379"
-        );
-        assert_eq!(
-            parse_endpoint("http://127.1.2.3:1/").unwrap(),
-            "http://127.1.2.3:1"
-        );
+    fn endpoints_are_any_host_and_port_over_plain_http() {
+        for (raw, want) in [
+            ("127.0.0.2:2379", "http://127.0.0.2:2379"),
+            ("http://127.1.2.3:1/", "http://127.1.2.3:1"),
+            ("http://192.0.2.10:2379", "http://192.0.2.10:2379"),
+            ("http://[::1]:2379", "http://[::1]:2379"),
+            ("etcd-1.db.example:2379", "http://etcd-1.db.example:2379"),
+            ("http://localhost:2379", "http://localhost:2379"),
+        ] {
+            assert_eq!(parse_endpoint(raw).as_deref(), Ok(want), "{raw}");
+        }
         for bad in [
-            "http://[::1]:2379",
-            "http://192.168.1.1:2379",
-            "http://localhost:2379",
             "unix:///run/etcd.sock",
+            "https://etcd:2379",
+            "http://etcd",
+            "http://etcd:0",
+            "http://etcd:99999",
+            "http://-etcd:2379",
+            "http://et cd:2379",
+            "http://user@etcd:2379",
+            "http://:2379",
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad} accepted");
         }

@@ -62,7 +62,7 @@ pub use adopt::{Adopt, RawAdopt, Selector, RETIRED_SUFFIX};
 /// cannot change), so `/status` and the decision log can tell it from an owned one.
 pub const LABEL_ADOPTED: &str = "io.steward.adopted";
 
-/// Label carrying the member's loopback address (the pool is shared by the cluster's members).
+/// Label carrying the member's address (the pool is shared by the cluster's members).
 pub const LABEL_ADDRESS: &str = "io.steward.address";
 
 /// Appended to a container's name when it is fenced (see [`DockerPlatform::fence`]).

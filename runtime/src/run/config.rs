@@ -542,7 +542,8 @@ pub const DEFAULT_ENABLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[serde(deny_unknown_fields)]
 pub struct RawBalancersConfig {
     /// Each balancer's Runtime API (`stats socket ... level admin`): `127.0.0.21:9999` or
-    /// `unix:/run/haproxy/admin.sock`. TCP endpoints must be loopback addresses. Required.
+    /// `unix:/run/haproxy/admin.sock`, or the balancer's address on its network
+    /// (`10.1.2.3:9999`). Required.
     #[serde(default)]
     pub runtime_apis: Vec<String>,
     /// The backends every database member is a server of; each backend's own check
@@ -606,14 +607,11 @@ impl RawBalancersConfig {
                 }
                 continue;
             }
+            // Any address: a balancer on another host serves its Runtime API on that host's
+            // network (the API has no authentication of its own: who may reach it is the
+            // network's business, as `stats socket ... level admin` says).
             match text.parse::<std::net::SocketAddr>() {
-                Ok(addr) if addr.ip().is_loopback() => {
-                    apis.push((text.clone(), Endpoint::Tcp(addr)))
-                }
-                Ok(_) => errors.push(
-                    path,
-                    format!("{text:?} is not a loopback address; Steward talks to balancers on 127.0.0.0/8 or a unix socket"),
-                ),
+                Ok(addr) => apis.push((text.clone(), Endpoint::Tcp(addr))),
                 Err(_) => errors.push(
                     path,
                     format!("{text:?} is neither IP:PORT (127.0.0.21:9999) nor unix:/path"),
@@ -868,6 +866,52 @@ fn loopback_http(url: &str) -> Result<(), String> {
         Ok(addr) if addr.ip().is_loopback() => Ok(()),
         Ok(_) => Err(format!("{url:?} is not a loopback address")),
         Err(_) => Err(format!("{url:?} is not http://IP:PORT")),
+    }
+}
+
+#[cfg(test)]
+mod balancers_tests {
+    use super::*;
+    use steward_adapters::haproxy::Endpoint;
+
+    fn raw(apis: &[&str]) -> RawBalancersConfig {
+        RawBalancersConfig {
+            runtime_apis: apis.iter().map(|a| a.to_string()).collect(),
+            backends: default_backends(),
+            port: default_member_port(),
+            check_port: default_check_port(),
+            enable_timeout: default_enable_timeout(),
+        }
+    }
+
+    /// Issue 15: a balancer on another host is reached at its address there; loopback was the
+    /// lab's, never a rule.
+    #[test]
+    fn runtime_apis_are_any_ip_port_or_an_absolute_unix_socket() {
+        let ok = raw(&[
+            "127.0.0.21:9999",
+            "10.213.47.3:9999",
+            "[fd00::3]:9999",
+            "unix:/run/haproxy/admin.sock",
+        ])
+        .validate()
+        .expect("valid");
+        let endpoints: Vec<&Endpoint> = ok.runtime_apis.iter().map(|(_, e)| e).collect();
+        assert!(matches!(endpoints[1], Endpoint::Tcp(a) if a.to_string() == "10.213.47.3:9999"));
+        assert!(matches!(endpoints[2], Endpoint::Tcp(a) if a.ip().is_ipv6()));
+        assert!(
+            matches!(endpoints[3], Endpoint::Unix(p) if p.as_os_str() == "/run/haproxy/admin.sock")
+        );
+        let errors = raw(&["balancer-1:9999", "unix:admin.sock", "10.0.0.1"])
+            .validate()
+            .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["runtime_apis[0]", "runtime_apis[1]", "runtime_apis[2]"],
+            "{errors}"
+        );
+        assert!(raw(&[]).validate().is_err());
     }
 }
 
