@@ -102,8 +102,9 @@ enum Command {
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
-        /// Also ask the platform (read-only) what each `[[platform.docker.adopt]]` rule takes
-        /// now: which container, on which host, as which member.
+        /// Also ask the platform (read-only) what each adoption rule
+        /// (`[[platform.docker.adopt]]`, `[[platform.libvirt.adopt]]`) takes now: which
+        /// container or domain, on which host, as which member.
         #[arg(long)]
         resolve: bool,
     },
@@ -242,14 +243,78 @@ fn check_config(file: &std::path::Path, resolve: bool) -> anyhow::Result<ExitCod
     }
 }
 
-/// `check-config --resolve`: what each adoption rule takes now, asked of the engines.
+/// `check-config --resolve`: what each adoption rule takes now, asked of the platform
+/// (read-only: a listing).
 fn resolve_adoption(
     platform: Option<&steward_runtime::run::config::PlatformSettings>,
 ) -> anyhow::Result<()> {
     use steward_adapters::platform::docker::{DockerPlatform, Selector};
-    let Some(steward_runtime::run::config::PlatformSettings::Docker(docker)) = platform else {
-        println!("# --resolve: only the docker platform has adoption rules; nothing to resolve");
-        return Ok(());
+    use steward_runtime::run::config::PlatformSettings;
+    let docker = match platform {
+        Some(PlatformSettings::Docker(docker)) => docker,
+        Some(PlatformSettings::Libvirt(config)) => {
+            if config.adopt().is_empty() {
+                println!("# adoption: no [[platform.libvirt.adopt]] rule; nothing to resolve");
+                return Ok(());
+            }
+            #[cfg(feature = "libvirt")]
+            {
+                use steward_adapters::platform::libvirt::{LibvirtPlatform, Selector};
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                let matches = runtime.block_on(async {
+                    // A listing reads no time of day.
+                    let clock = std::sync::Arc::new(steward_model::Timestamp::default);
+                    let p = LibvirtPlatform::connect(config.clone(), clock)
+                        .await
+                        .context("connecting to libvirt to resolve the adoption rules")?;
+                    p.adopted()
+                        .await
+                        .context("listing domains to resolve the adoption rules")
+                })?;
+                println!("# adoption, as libvirt answers now:");
+                for (i, rule) in config.adopt().iter().enumerate() {
+                    let what = match &rule.selector {
+                        Selector::Domain { domain, .. } => format!("domain {domain}"),
+                        Selector::Pattern { pattern, .. } => format!("name {pattern}"),
+                    };
+                    let taken: Vec<_> = matches.iter().filter(|m| m.rule == i).collect();
+                    if taken.is_empty() {
+                        println!("#   adopt[{i}] ({what}): takes nothing");
+                    }
+                    for m in taken {
+                        println!(
+                            "#   adopt[{i}] ({what}): member {} = domain {} on {}",
+                            m.member, m.domain, m.host
+                        );
+                    }
+                }
+            }
+            #[cfg(not(feature = "libvirt"))]
+            println!(
+                "# --resolve: this steward was built without the libvirt platform, which asks \
+                 libvirt; rebuild it with `--features libvirt` to resolve the {} \
+                 [[platform.libvirt.adopt]] rule(s)",
+                config.adopt().len()
+            );
+            return Ok(());
+        }
+        Some(PlatformSettings::Kubernetes(config)) => {
+            println!(
+                "# --resolve: resolving the {} [[platform.kubernetes.adopt]] rule(s) needs the \
+                 Kubernetes API, and this steward builds no Kubernetes client yet; not resolved",
+                config.adopt().len()
+            );
+            return Ok(());
+        }
+        _ => {
+            println!(
+                "# --resolve: the simulated platform has no adoption rules; nothing to resolve"
+            );
+            return Ok(());
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

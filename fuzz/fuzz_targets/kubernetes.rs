@@ -103,6 +103,7 @@ fn platform() -> KubernetesPlatform {
         resize_wait_seconds: 1,
         poll_millis: 500,
         max_body_bytes: 1 << 20,
+        adopt: Vec::new(),
     }
     .validate()
     .expect("a valid config");

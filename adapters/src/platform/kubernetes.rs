@@ -47,11 +47,18 @@
 //! max_memory_bytes = 34359738368
 //! ```
 //!
+//! Pods Steward did not create may be managed on the operator's word: `[[platform.kubernetes.adopt]]`
+//! rules ([`adopt`]) name them (a pod, or a label selector such as Spilo's). They are listed,
+//! resized in place and fenced like owned pods; removing one never deletes its PVCs unless the
+//! rule says `delete_data`, and stops it only where that does not fight its controller (see
+//! [`adopt`]).
+//!
 //! What it is not: a Patroni operator. It creates no StatefulSet, Service or RBAC; it does not
 //! move pods between nodes (the scheduler and anti-affinity place them, so `create` does no
 //! placement of its own).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,11 +72,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
+    Capabilities, Change, CreateSpec, ErrorKind, KeptData, Platform, PlatformError, PlatformMember,
     ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{ConfigErrors, Role, Size, Timestamp};
 use tracing::{info, warn};
+
+use crate::platform::docker::LABEL_ADOPTED;
+
+pub mod adopt;
+pub use adopt::{
+    Adopt, RawAdopt, Selector, ANNOTATION_RETIRED_MEMBER, ANNOTATION_RETIRED_POD, LABEL_RETIRED,
+};
 
 /// The StatefulSet annotation listing fenced members (comma-separated pod names).
 pub const ANNOTATION_FENCED: &str = "steward.io/fenced-members";
@@ -111,6 +125,10 @@ pub struct KubernetesConfigRaw {
     /// [`KubernetesPlatform::connect`]). Default [`DEFAULT_MAX_BODY_BYTES`].
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Pods Steward did not create but may manage (`[[platform.kubernetes.adopt]]`, see
+    /// [`adopt`]).
+    #[serde(default)]
+    pub adopt: Vec<RawAdopt>,
 }
 
 /// 16 MiB: a list of every pod of a namespace of ~1,000 pods, with room.
@@ -170,9 +188,15 @@ pub struct KubernetesConfig {
     resize_wait: Duration,
     poll: Duration,
     max_body_bytes: u64,
+    adopt: Vec<Adopt>,
 }
 
 impl KubernetesConfig {
+    /// The adoption rules, in the order written (`adopt[i]`).
+    pub fn adopt(&self) -> &[Adopt] {
+        &self.adopt
+    }
+
     pub fn cluster(&self) -> &str {
         &self.cluster
     }
@@ -216,6 +240,17 @@ impl KubernetesConfigRaw {
                 "max_body_bytes",
                 format!("must be between 1024 and {MAX_MAX_BODY_BYTES} (1 GiB)"),
             );
+        }
+        // The roles written, valid or not, and their containers: what an adoption rule needs.
+        let mut containers = BTreeMap::from([(Role::Database, self.database.container.clone())]);
+        if let Some(b) = &self.balancer {
+            containers.insert(Role::Balancer, b.container.clone());
+        }
+        let mut adopt = Vec::with_capacity(self.adopt.len());
+        for (i, raw) in self.adopt.iter().enumerate() {
+            let mut inner = ConfigErrors::default();
+            adopt.push(raw.validate(&containers, &mut inner));
+            errors.extend_under(&format!("adopt[{i}]"), inner);
         }
         let mut sets = BTreeMap::new();
         let mut names = BTreeSet::new();
@@ -261,6 +296,7 @@ impl KubernetesConfigRaw {
             resize_wait: Duration::from_secs(self.resize_wait_seconds),
             poll: Duration::from_millis(self.poll_millis),
             max_body_bytes: self.max_body_bytes,
+            adopt,
         })
     }
 }
@@ -461,6 +497,58 @@ fn status_code(e: &kube::Error) -> Option<u16> {
 pub struct KubernetesPlatform {
     client: Client,
     config: KubernetesConfig,
+    /// Adopted members this process fenced, by member: Steward writes no record on another's
+    /// StatefulSet, and a fenced pod no controller owns is gone until it is removed.
+    fenced_adopted: Arc<Mutex<BTreeMap<String, AdoptedPod>>>,
+}
+
+/// An adopted member: its pod as read, and what removing it needs.
+#[derive(Clone, Debug)]
+struct AdoptedPod {
+    /// Index into the config's `adopt`.
+    rule: usize,
+    member: String,
+    pod: Pod,
+}
+
+impl AdoptedPod {
+    fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// A pod's PersistentVolumeClaims (its `persistentVolumeClaim` volumes), in volume order.
+fn claims_of(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.clone())
+        .collect()
+}
+
+/// Whether a pod has generic ephemeral volumes: PVCs the pod owns, deleted with it.
+fn has_ephemeral(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.ephemeral.is_some())
+}
+
+/// The controller owning an object, as `(kind, name)`.
+fn controller_of(meta: &kube::core::ObjectMeta) -> Option<(String, String)> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.clone(), o.name.clone()))
+}
+
+/// One listed member with the pod it is and the container whose size it has.
+struct Listed {
+    member: PlatformMember,
+    pod: String,
+    container: String,
 }
 
 /// The kubelet's verdict on an in-place resize.
@@ -477,7 +565,11 @@ impl KubernetesPlatform {
     /// A platform over an API client (from the kubeconfig, the in-cluster config, or a test URL).
     /// Prefer [`KubernetesPlatform::connect`], which limits the size of answers.
     pub fn new(client: Client, config: KubernetesConfig) -> Self {
-        KubernetesPlatform { client, config }
+        KubernetesPlatform {
+            client,
+            config,
+            fenced_adopted: Arc::default(),
+        }
     }
 
     /// A platform whose client is built from `kube` (a kubeconfig's or the in-cluster config)
@@ -505,7 +597,7 @@ impl KubernetesPlatform {
                 },
             ))
             .build();
-        Ok(KubernetesPlatform { client, config })
+        Ok(KubernetesPlatform::new(client, config))
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -651,16 +743,28 @@ impl KubernetesPlatform {
     }
 
     fn member_of(&self, pod: &Pod, role: Role, fenced: bool, disk_bytes: u64) -> PlatformMember {
-        let set = &self.config.sets[&role];
+        let container = self.config.sets[&role].container.clone();
+        self.member_in(pod, role, &container, fenced, disk_bytes)
+    }
+
+    /// The member a pod is, its size that of `container`.
+    fn member_in(
+        &self,
+        pod: &Pod,
+        role: Role,
+        container_name: &str,
+        fenced: bool,
+        disk_bytes: u64,
+    ) -> PlatformMember {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let container = pod
             .spec
             .as_ref()
-            .and_then(|s| s.containers.iter().find(|c| c.name == set.container));
+            .and_then(|s| s.containers.iter().find(|c| c.name == container_name));
         let status = pod.status.as_ref();
         let container_status = status
             .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == set.container));
+            .and_then(|cs| cs.iter().find(|c| c.name == container_name));
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let mut steward_labels: BTreeMap<String, String> = labels
             .iter()
@@ -678,7 +782,7 @@ impl KubernetesPlatform {
             state: if fenced {
                 PlatformState::Fenced
             } else {
-                pod_state(pod, &set.container)
+                pod_state(pod, container_name)
             },
             address: status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
             host: pod
@@ -738,12 +842,12 @@ impl KubernetesPlatform {
     async fn resize_in_place(
         &self,
         pod: &str,
-        set: &RoleSetRaw,
+        container: &str,
         size: Size,
         op: &str,
     ) -> Result<InPlace, PlatformError> {
         let patch = json!({ "spec": { "containers": [
-            { "name": set.container, "resources": resources_json(size) }
+            { "name": container, "resources": resources_json(size) }
         ] } });
         let result = self
             .pods()
@@ -761,7 +865,7 @@ impl KubernetesPlatform {
         };
         let deadline = tokio::time::Instant::now() + self.config.resize_wait;
         loop {
-            if let Some(verdict) = resize_verdict(&current, &set.container, size) {
+            if let Some(verdict) = resize_verdict(&current, container, size) {
                 return Ok(verdict);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -777,9 +881,9 @@ impl KubernetesPlatform {
     }
 
     /// Puts a pod's resources back after a failed resize (best effort, logged).
-    async fn revert_in_place(&self, pod: &str, set: &RoleSetRaw, old: Size) {
+    async fn revert_in_place(&self, pod: &str, container: &str, old: Size) {
         let patch = json!({ "spec": { "containers": [
-            { "name": set.container, "resources": resources_json(old) }
+            { "name": container, "resources": resources_json(old) }
         ] } });
         let result = self
             .pods()
@@ -807,6 +911,460 @@ impl KubernetesPlatform {
         Ok(())
     }
 
+    /// Every member, owned and adopted, with its pod and container, sorted by name.
+    async fn listing(&self, op: &str) -> Result<Vec<Listed>, PlatformError> {
+        let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.config.cluster));
+        let pods = self.pods().list(&lp).await.map_err(|e| kube_error(op, e))?;
+        let mut fenced = BTreeMap::new();
+        for (role, set) in &self.config.sets {
+            fenced.insert(*role, self.fenced_members(set, op).await?);
+        }
+        let mut out = Vec::new();
+        for pod in &pods.items {
+            let Some(role) = self.role_of(pod) else {
+                continue;
+            };
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let set = &self.config.sets[&role];
+            let disk = match self.disk_of(set, &name, op).await? {
+                Some(pvc) => pvc_bytes(&pvc),
+                None => 0,
+            };
+            let is_fenced = fenced.get(&role).is_some_and(|f| f.contains(&name));
+            if is_fenced && self.serving(pod) {
+                // The StatefulSet recreated a fenced member's pod with the template's labels:
+                // take it out of the endpoints again (level-triggered, every list).
+                warn!(member = %name, "recreated pod of a fenced member was serving; relabelled");
+                let out = json!({ "metadata": { "labels": { self.config.serving_label.as_str(): "false" } } });
+                match self
+                    .pods()
+                    .patch(&name, &Self::pp(), &Patch::Merge(&out))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if status_code(&e) == Some(404) => {}
+                    Err(e) => return Err(kube_error(op, e)),
+                }
+            }
+            out.push(Listed {
+                member: self.member_of(pod, role, is_fenced, disk),
+                pod: name,
+                container: set.container.clone(),
+            });
+        }
+        for a in self.adopted_pods(op).await? {
+            let rule = &self.config.adopt[a.rule];
+            let pod = a.name().to_string();
+            let is_fenced = self.fenced_adopted().contains_key(&a.member);
+            if is_fenced && self.serving(&a.pod) {
+                self.unserve(&pod, op).await?;
+            }
+            let (_, disk) = self.adopted_disk(&a, op).await?;
+            let mut member = self.member_in(&a.pod, rule.role, &rule.container, is_fenced, disk);
+            member.name = a.member.clone();
+            member
+                .labels
+                .insert(LABEL_MEMBER.to_string(), a.member.clone());
+            member
+                .labels
+                .insert(LABEL_ADOPTED.to_string(), "true".to_string());
+            out.push(Listed {
+                member,
+                pod,
+                container: rule.container.clone(),
+            });
+        }
+        out.sort_by(|a, b| a.member.name.cmp(&b.member.name));
+        Ok(out)
+    }
+
+    fn fenced_adopted(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AdoptedPod>> {
+        self.fenced_adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a pod out of the Services selecting on the serving label (gone is fine).
+    async fn unserve(&self, pod: &str, op: &str) -> Result<(), PlatformError> {
+        let out =
+            json!({ "metadata": { "labels": { self.config.serving_label.as_str(): "false" } } });
+        match self
+            .pods()
+            .patch(pod, &Self::pp(), &Patch::Merge(&out))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(kube_error(op, e)),
+        }
+    }
+
+    /// The PVCs of retired adopted members of this cluster.
+    async fn retired_claims(&self, op: &str) -> Result<Vec<PersistentVolumeClaim>, PlatformError> {
+        let lp = ListParams::default().labels(&format!("{LABEL_RETIRED}={}", self.config.cluster));
+        Ok(self
+            .claims()
+            .list(&lp)
+            .await
+            .map_err(|e| kube_error(op, e))?
+            .items)
+    }
+
+    /// Every pod an adoption rule takes now (none without rules: no request is made).
+    async fn adopted_pods(&self, op: &str) -> Result<Vec<AdoptedPod>, PlatformError> {
+        if self.config.adopt.is_empty() {
+            return Ok(Vec::new());
+        }
+        let retired: BTreeSet<String> = self
+            .retired_claims(op)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for rule in &self.config.adopt {
+            let pods = match &rule.selector {
+                Selector::Pod { pod, .. } => self
+                    .pods()
+                    .get_opt(pod)
+                    .await
+                    .map_err(|e| kube_error(op, e))?
+                    .into_iter()
+                    .collect(),
+                Selector::Labels(_) => {
+                    let lp =
+                        ListParams::default().labels(&rule.selector.query().unwrap_or_default());
+                    self.pods()
+                        .list(&lp)
+                        .await
+                        .map_err(|e| kube_error(op, e))?
+                        .items
+                }
+            };
+            for pod in pods {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let labels = pod.metadata.labels.clone().unwrap_or_default();
+                if let Some((rule, member)) = adopt::adopted_by(
+                    &self.config.adopt,
+                    &name,
+                    &labels,
+                    &claims_of(&pod),
+                    &retired,
+                ) {
+                    out.push(AdoptedPod { rule, member, pod });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The adopted member `member`, if a rule takes a pod as it.
+    async fn adopted_member(
+        &self,
+        member: &str,
+        op: &str,
+    ) -> Result<Option<AdoptedPod>, PlatformError> {
+        let mut found: Vec<AdoptedPod> = self
+            .adopted_pods(op)
+            .await?
+            .into_iter()
+            .filter(|a| a.member == member)
+            .collect();
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(Some(found.remove(0))),
+            n => Err(PlatformError::new(
+                ErrorKind::Conflict,
+                op,
+                format!("{n} pods claim to be member `{member}`; narrow the adoption rules"),
+            )),
+        }
+    }
+
+    /// An adopted pod's data claim (its first PVC volume, when the PVC exists) and its size.
+    async fn adopted_disk(
+        &self,
+        a: &AdoptedPod,
+        op: &str,
+    ) -> Result<(Option<String>, u64), PlatformError> {
+        let Some(claim) = claims_of(&a.pod).into_iter().next() else {
+            return Ok((None, 0));
+        };
+        let pvc = self
+            .claims()
+            .get_opt(&claim)
+            .await
+            .map_err(|e| kube_error(op, e))?;
+        Ok(match pvc {
+            Some(pvc) => (Some(claim), pvc_bytes(&pvc)),
+            None => (None, 0),
+        })
+    }
+
+    /// Resizes an adopted pod in place only: its controller's template is not Steward's.
+    async fn resize_adopted(
+        &self,
+        a: AdoptedPod,
+        size: Size,
+        op: &str,
+    ) -> Result<ResizeOutcome, PlatformError> {
+        let rule = &self.config.adopt[a.rule];
+        let set = self.role_set(rule.role, op)?;
+        self.check_size(set, size, op)?;
+        let pod = a.name().to_string();
+        let container = a
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == rule.container));
+        let Some(container) = container else {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("pod {pod} has no container {}", rule.container),
+            ));
+        };
+        let (claim, disk) = self.adopted_disk(&a, op).await?;
+        let old = size_of(container.resources.as_ref(), disk);
+        let grow_disk = size.disk_bytes > old.disk_bytes;
+        if size.disk_bytes < old.disk_bytes {
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "PVCs never shrink ({} < {} bytes)",
+                    size.disk_bytes, old.disk_bytes
+                ),
+            ));
+        }
+        let claim = match (grow_disk, claim) {
+            (true, None) => {
+                return Err(PlatformError::new(
+                    ErrorKind::NotFound,
+                    op,
+                    format!("pod {pod} has no PersistentVolumeClaim to grow"),
+                ))
+            }
+            (_, claim) => claim,
+        };
+        let vertical = (old.cpus - size.cpus).abs() >= 0.0005
+            || old.memory_bytes.abs_diff(size.memory_bytes) >= 1024;
+        let verdict = if vertical {
+            Some(
+                self.resize_in_place(&pod, &rule.container, size, op)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        if verdict == Some(InPlace::Infeasible) {
+            self.revert_in_place(&pod, &rule.container, old).await;
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "in-place resize of adopted pod {pod} is infeasible: Steward neither changes \
+                     its controller's template nor restarts it; size it where it is declared"
+                ),
+            ));
+        }
+        if let (true, Some(claim)) = (grow_disk, claim) {
+            let patch = json!({ "spec": { "resources": { "requests": { "storage": bytes_quantity(size.disk_bytes) } } } });
+            if let Err(e) = self
+                .claims()
+                .patch(&claim, &Self::pp(), &Patch::Merge(&patch))
+                .await
+            {
+                if verdict.is_some() {
+                    self.revert_in_place(&pod, &rule.container, old).await;
+                }
+                return Err(kube_error(op, e));
+            }
+        }
+        let outcome = match verdict {
+            Some(InPlace::Pending) => ResizeOutcome::PendingRestart,
+            _ => ResizeOutcome::AppliedLive,
+        };
+        info!(member = %a.member, pod, ?outcome, cpus = size.cpus, memory_bytes = size.memory_bytes, disk_bytes = size.disk_bytes, "adopted pod resized");
+        Ok(outcome)
+    }
+
+    /// Fences an adopted member as an owned one is (out of the serving label's Services,
+    /// deleted with grace 0), remembering the fence in memory.
+    async fn fence_adopted(
+        &self,
+        member: &str,
+        not_found: PlatformError,
+        op: &str,
+    ) -> Result<(), PlatformError> {
+        let Some(a) = self.adopted_member(member, op).await? else {
+            // A pod no controller owns stays deleted after its fence: fenced all the same.
+            return match self.fenced_adopted().contains_key(member) {
+                true => Ok(()),
+                false => Err(not_found),
+            };
+        };
+        let pod = a.name().to_string();
+        self.unserve(&pod, op).await?;
+        self.fenced_adopted().insert(member.to_string(), a);
+        match self
+            .pods()
+            .delete(&pod, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(kube_error(op, e)),
+        }
+        info!(
+            member,
+            pod, "adopted pod fenced (out of endpoints, deleted with grace 0)"
+        );
+        Ok(())
+    }
+
+    /// Ends Steward's care of an adopted member: stopped where that does not fight its
+    /// controller (see [`adopt`]), its PVCs kept and labelled retired unless its rule says
+    /// `delete_data` and `delete_data` is asked.
+    async fn remove_adopted(
+        &self,
+        member: &str,
+        delete_data: bool,
+        not_found: PlatformError,
+        op: &str,
+    ) -> Result<(), PlatformError> {
+        let a = match self.adopted_member(member, op).await? {
+            Some(a) => a,
+            None => match self.fenced_adopted().get(member).cloned() {
+                Some(a) => a,
+                None => return Err(not_found),
+            },
+        };
+        let delete = self.config.adopt[a.rule].delete_data && delete_data;
+        let pod = a.name().to_string();
+        let claims = claims_of(&a.pod);
+        let refuse = |why: String| {
+            Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!("adopted pod {pod} is not stopped: {why}; nothing was changed"),
+            ))
+        };
+        if !delete && has_ephemeral(&a.pod) {
+            return refuse(format!(
+                "its generic ephemeral volumes are deleted with it (set delete_data on adopt[{}] \
+                 to let them go)",
+                a.rule
+            ));
+        }
+        // 1. Stopped, the one way its controller does not undo.
+        let how = match controller_of(&a.pod.metadata) {
+            None => {
+                match self.pods().delete(&pod, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(e) if status_code(&e) == Some(404) => {}
+                    Err(e) => return Err(kube_error(op, e)),
+                }
+                "deleted (no controller owns it)".to_string()
+            }
+            Some((kind, set)) if kind == "StatefulSet" => {
+                let sts = self.sets().get(&set).await.map_err(|e| kube_error(op, e))?;
+                if let Some((kind, owner)) = controller_of(&sts.metadata) {
+                    return refuse(format!(
+                        "its StatefulSet {set} is controlled by {kind} {owner}, which would scale \
+                         it back: scale it down there (its PVCs are kept)"
+                    ));
+                }
+                let when_scaled = sts
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+                    .and_then(|p| p.when_scaled.as_deref());
+                if !delete && when_scaled == Some("Delete") {
+                    return refuse(format!(
+                        "StatefulSet {set} deletes PVCs when it scales down \
+                         (persistentVolumeClaimRetentionPolicy.whenScaled = Delete)"
+                    ));
+                }
+                let replicas = replicas_of(&sts);
+                let last = pod
+                    .strip_prefix(&format!("{set}-"))
+                    .and_then(|o| o.parse::<u32>().ok())
+                    .is_some_and(|o| o.checked_add(1) == Some(replicas));
+                if !last {
+                    return refuse(format!(
+                        "it is not the highest ordinal of StatefulSet {set} ({replicas} \
+                         replicas), and a deleted pod comes back: scale the StatefulSet down \
+                         yourself"
+                    ));
+                }
+                let scale = json!({ "spec": { "replicas": replicas - 1 } });
+                self.sets()
+                    .patch_scale(&set, &Self::pp(), &Patch::Merge(&scale))
+                    .await
+                    .map_err(|e| kube_error(op, e))?;
+                format!(
+                    "removed by scaling StatefulSet {set} down to {}",
+                    replicas - 1
+                )
+            }
+            Some((kind, owner)) => {
+                return refuse(format!(
+                    "{kind} {owner} controls it and would bring it back: scale it down there \
+                     (its PVCs are kept)"
+                ))
+            }
+        };
+        // 2. Its data.
+        for claim in &claims {
+            let result = if delete {
+                self.claims()
+                    .delete(claim, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+            } else {
+                let mark = json!({ "metadata": {
+                    "labels": { LABEL_RETIRED: self.config.cluster },
+                    "annotations": { ANNOTATION_RETIRED_MEMBER: member, ANNOTATION_RETIRED_POD: pod },
+                } });
+                self.claims()
+                    .patch(claim, &Self::pp(), &Patch::Merge(&mark))
+                    .await
+                    .map(|_| ())
+            };
+            match result {
+                Ok(()) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => return Err(kube_error(op, e)),
+            }
+        }
+        self.fenced_adopted().remove(member);
+        let ns = &self.config.namespace;
+        if delete {
+            info!(
+                member,
+                pod,
+                ?claims,
+                "adopted member removed with its PVCs (delete_data)"
+            );
+        } else {
+            warn!(
+                member,
+                pod,
+                namespace = %ns,
+                ?claims,
+                "adopted member retired, nothing deleted: pod {pod} {how}; its data stays in \
+                 PVCs {claims:?} of namespace {ns}; once it is no longer needed: `{}`",
+                delete_claims_command(ns, &claims)
+            );
+        }
+        Ok(())
+    }
+
     fn check_size(&self, set: &RoleSetRaw, size: Size, op: &str) -> Result<(), PlatformError> {
         let refuse = |m: String| Err(PlatformError::new(ErrorKind::Refused, op, m));
         if !(size.cpus >= 0.001 && size.cpus <= set.max_cpus) {
@@ -823,6 +1381,11 @@ impl KubernetesPlatform {
         }
         Ok(())
     }
+}
+
+/// How an operator deletes retired PVCs.
+fn delete_claims_command(namespace: &str, claims: &[String]) -> String {
+    format!("kubectl -n {namespace} delete pvc {}", claims.join(" "))
 }
 
 /// The members a StatefulSet's annotation lists as fenced.
@@ -961,44 +1524,12 @@ impl Platform for KubernetesPlatform {
 
     #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster))]
     async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
-        let op = "list members";
-        let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.config.cluster));
-        let pods = self.pods().list(&lp).await.map_err(|e| kube_error(op, e))?;
-        let mut fenced = BTreeMap::new();
-        for (role, set) in &self.config.sets {
-            fenced.insert(*role, self.fenced_members(set, op).await?);
-        }
-        let mut out = Vec::new();
-        for pod in &pods.items {
-            let Some(role) = self.role_of(pod) else {
-                continue;
-            };
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let set = &self.config.sets[&role];
-            let disk = match self.disk_of(set, &name, op).await? {
-                Some(pvc) => pvc_bytes(&pvc),
-                None => 0,
-            };
-            let is_fenced = fenced.get(&role).is_some_and(|f| f.contains(&name));
-            if is_fenced && self.serving(pod) {
-                // The StatefulSet recreated a fenced member's pod with the template's labels:
-                // take it out of the endpoints again (level-triggered, every list).
-                warn!(member = %name, "recreated pod of a fenced member was serving; relabelled");
-                let out = json!({ "metadata": { "labels": { self.config.serving_label.as_str(): "false" } } });
-                match self
-                    .pods()
-                    .patch(&name, &Self::pp(), &Patch::Merge(&out))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if status_code(&e) == Some(404) => {}
-                    Err(e) => return Err(kube_error(op, e)),
-                }
-            }
-            out.push(self.member_of(pod, role, is_fenced, disk));
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(self
+            .listing("list members")
+            .await?
+            .into_iter()
+            .map(|l| l.member)
+            .collect())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster, member = %spec.name))]
@@ -1193,7 +1724,16 @@ impl Platform for KubernetesPlatform {
     async fn resize(&self, member: &str, size: Size) -> Result<ResizeOutcome, PlatformError> {
         let op = format!("resize member {member}");
         let op = op.as_str();
-        let (pod, role) = self.owned_pod(member, op).await?;
+        let (pod, role) = match self.owned_pod(member, op).await {
+            Ok(found) => found,
+            Err(e) if e.kind == ErrorKind::NotFound && !self.config.adopt.is_empty() => {
+                return match self.adopted_member(member, op).await? {
+                    Some(a) => self.resize_adopted(a, size, op).await,
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let set = self.role_set(role, op)?;
         self.check_size(set, size, op)?;
         let sts = self
@@ -1240,13 +1780,16 @@ impl Platform for KubernetesPlatform {
             || old.memory_bytes.abs_diff(size.memory_bytes) >= 1024;
         let on_delete = uses_on_delete(&sts);
         let verdict = if vertical {
-            Some(self.resize_in_place(member, set, size, op).await?)
+            Some(
+                self.resize_in_place(member, &set.container, size, op)
+                    .await?,
+            )
         } else {
             None
         };
         if verdict == Some(InPlace::Infeasible) && !on_delete {
             // Nothing half-changed: the pod's spec goes back to what runs.
-            self.revert_in_place(member, set, old).await;
+            self.revert_in_place(member, &set.container, old).await;
             return Err(PlatformError::new(
                 ErrorKind::Refused,
                 op,
@@ -1266,7 +1809,7 @@ impl Platform for KubernetesPlatform {
             {
                 // All or nothing: put back a vertical change already asked for.
                 if verdict.is_some() {
-                    self.revert_in_place(member, set, old).await;
+                    self.revert_in_place(member, &set.container, old).await;
                 }
                 return Err(kube_error(op, e));
             }
@@ -1307,7 +1850,13 @@ impl Platform for KubernetesPlatform {
     async fn fence(&self, member: &str) -> Result<(), PlatformError> {
         let op = format!("fence member {member}");
         let op = op.as_str();
-        let role = self.member_role(member, op).await?;
+        let role = match self.member_role(member, op).await {
+            Ok(role) => role,
+            Err(e) if e.kind == ErrorKind::NotFound && !self.config.adopt.is_empty() => {
+                return self.fence_adopted(member, e, op).await;
+            }
+            Err(e) => return Err(e),
+        };
         let set = self.role_set(role, op)?;
         // 1. Out of the Service's endpoints, so no client reaches it while it dies.
         let out =
@@ -1352,7 +1901,13 @@ impl Platform for KubernetesPlatform {
     async fn remove(&self, member: &str, delete_data: bool) -> Result<(), PlatformError> {
         let op = format!("remove member {member}");
         let op = op.as_str();
-        let role = self.member_role(member, op).await?;
+        let role = match self.member_role(member, op).await {
+            Ok(role) => role,
+            Err(e) if e.kind == ErrorKind::NotFound && !self.config.adopt.is_empty() => {
+                return self.remove_adopted(member, delete_data, e, op).await;
+            }
+            Err(e) => return Err(e),
+        };
         let set = self.role_set(role, op)?;
         let sts = self
             .sets()
@@ -1406,10 +1961,46 @@ impl Platform for KubernetesPlatform {
         Ok(())
     }
 
+    /// Retired adopted members: their PVCs, kept and labelled [`LABEL_RETIRED`].
+    async fn kept(&self) -> Result<Vec<KeptData>, PlatformError> {
+        if self.config.adopt.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_member: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        for claim in self.retired_claims("list retired members").await? {
+            let annotations = claim.metadata.annotations.unwrap_or_default();
+            let (Some(member), Some(name)) = (
+                annotations.get(ANNOTATION_RETIRED_MEMBER),
+                claim.metadata.name,
+            ) else {
+                continue;
+            };
+            let pod = annotations
+                .get(ANNOTATION_RETIRED_POD)
+                .cloned()
+                .unwrap_or_default();
+            by_member
+                .entry(member.clone())
+                .or_insert_with(|| (pod, Vec::new()))
+                .1
+                .push(name);
+        }
+        Ok(by_member
+            .into_iter()
+            .map(|(member, (pod, data))| KeptData {
+                member,
+                resource: pod,
+                host: self.config.namespace.clone(),
+                delete_with: delete_claims_command(&self.config.namespace, &data),
+                data,
+            })
+            .collect())
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(platform = "kubernetes", cluster = %self.config.cluster))]
     async fn usage(&self) -> Result<BTreeMap<String, Usage>, PlatformError> {
         let op = "read usage";
-        let members = self.list().await?;
+        let members = self.listing(op).await?;
         let ar = ApiResource {
             group: "metrics.k8s.io".into(),
             version: "v1beta1".into(),
@@ -1419,18 +2010,27 @@ impl Platform for KubernetesPlatform {
         };
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.config.namespace, &ar);
-        let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.config.cluster));
+        // Adopted pods do not carry Steward's label: with adoption rules, every pod's figures.
+        let lp = if self.config.adopt.is_empty() {
+            ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.config.cluster))
+        } else {
+            ListParams::default()
+        };
         let metrics = api.list(&lp).await.map_err(|e| kube_error(op, e))?;
         let mut out = BTreeMap::new();
-        for m in members.iter().filter(|m| m.state == PlatformState::Running) {
+        for listed in &members {
+            let m = &listed.member;
+            if m.state != PlatformState::Running {
+                continue;
+            }
             let Some(pm) = metrics
                 .items
                 .iter()
-                .find(|pm| pm.metadata.name.as_deref() == Some(&m.name))
+                .find(|pm| pm.metadata.name.as_deref() == Some(&listed.pod))
             else {
                 continue;
             };
-            let container = &self.config.sets[&m.role].container;
+            let container = &listed.container;
             let usage = pm
                 .data
                 .get("containers")
@@ -1601,6 +2201,7 @@ mod tests {
             resize_wait_seconds: 1,
             poll_millis: 100,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            adopt: Vec::new(),
         };
         let lines: Vec<String> = raw
             .validate()

@@ -32,6 +32,12 @@
 //! address = "{{name}}"
 //! ```
 //!
+//! Domains Steward did not define may be managed on the operator's word: `[[platform.libvirt.adopt]]`
+//! rules ([`adopt`]) name them (a domain, or a name pattern such as `pg-*`). An adopted domain
+//! is listed, resized and fenced like an owned one; removing it keeps its definition and disks
+//! (destroyed and renamed `<name>.retired`) unless its rule says `delete_data`, and
+//! [`Platform::kept`] lists it with its disks and the `virsh` command that deletes it.
+//!
 //! Built with the `libvirt` cargo feature only ([`LibvirtPlatform`] is in `driver.rs`): the
 //! bindings link libvirt.so and some fifty libraries behind it. The configuration below parses
 //! and validates in every build, so a build without the feature refuses `kind = "libvirt"` with
@@ -96,6 +102,10 @@ pub struct LibvirtConfigRaw {
     /// The template for balancer members; without it, balancers are not created here.
     #[serde(default)]
     pub balancer: Option<RoleTemplateRaw>,
+    /// Domains Steward did not define but may manage (`[[platform.libvirt.adopt]]`, see
+    /// [`adopt`]).
+    #[serde(default)]
+    pub adopt: Vec<RawAdopt>,
 }
 
 /// One role's domain template.
@@ -137,6 +147,7 @@ pub struct LibvirtConfig {
     cluster: String,
     uris: Vec<String>,
     templates: BTreeMap<Role, RoleTemplate>,
+    adopt: Vec<Adopt>,
 }
 
 #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
@@ -156,6 +167,11 @@ impl LibvirtConfig {
 
     pub fn uris(&self) -> &[String] {
         &self.uris
+    }
+
+    /// The adoption rules, in the order written (`adopt[i]`).
+    pub fn adopt(&self) -> &[Adopt] {
+        &self.adopt
     }
 }
 
@@ -185,6 +201,9 @@ impl LibvirtConfigRaw {
             }
         }
         let mut templates = BTreeMap::new();
+        // The roles written, valid or not: an adoption rule is told of a missing template only.
+        let mut written = vec![Role::Database];
+        written.extend(self.balancer.is_some().then_some(Role::Balancer));
         let roles = [
             (Role::Database, Some(self.database)),
             (Role::Balancer, self.balancer),
@@ -198,10 +217,17 @@ impl LibvirtConfigRaw {
                 Err(e) => errors.extend_under(role.as_str(), e),
             }
         }
+        let mut adopt = Vec::with_capacity(self.adopt.len());
+        for (i, raw) in self.adopt.iter().enumerate() {
+            let mut inner = ConfigErrors::default();
+            adopt.push(raw.validate(&self.uris, &templates, &written, &mut inner));
+            errors.extend_under(&format!("adopt[{i}]"), inner);
+        }
         errors.into_result(LibvirtConfig {
             cluster: self.cluster,
             uris: self.uris,
             templates,
+            adopt,
         })
     }
 }
@@ -291,6 +317,9 @@ fn is_safe_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+pub mod adopt;
+pub use adopt::{Adopt, RawAdopt, Selector, RETIRED_SUFFIX};
+
 #[cfg(feature = "libvirt")]
 mod driver;
 #[cfg(feature = "libvirt")]
@@ -312,6 +341,7 @@ mod tests {
                 address: default_address(),
             },
             balancer: None,
+            adopt: Vec::new(),
         }
     }
 

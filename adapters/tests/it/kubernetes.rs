@@ -66,6 +66,11 @@ struct FakeState {
     faults: Vec<Fault>,
     /// `METHOD path` of every request, in order.
     log: Vec<String>,
+    /// StatefulSets Steward does not own (an operator's), by name: get and scale only.
+    others: BTreeMap<String, Value>,
+    /// Their pods as first made, which their controller brings back when deleted below
+    /// `replicas`.
+    originals: BTreeMap<String, Value>,
 }
 
 #[derive(Clone)]
@@ -83,6 +88,8 @@ impl FakeApi {
             recreate: true,
             faults: Vec::new(),
             log: Vec::new(),
+            others: BTreeMap::new(),
+            originals: BTreeMap::new(),
         })))
     }
 
@@ -228,6 +235,31 @@ impl FakeState {
         pod
     }
 
+    /// Another's StatefulSet controller: a deleted pod of it below `replicas` comes back.
+    fn recreate_foreign(&mut self, name: &str) {
+        let Some(mut pod) = self.originals.get(name).cloned() else {
+            return;
+        };
+        let owner = pod["metadata"]["ownerReferences"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let replicas = self
+            .others
+            .get(&owner)
+            .and_then(|s| s["spec"]["replicas"].as_u64())
+            .unwrap_or(0);
+        let below = name
+            .strip_prefix(&format!("{owner}-"))
+            .and_then(|o| o.parse::<u64>().ok())
+            .is_some_and(|o| o < replicas);
+        if below {
+            let serial = self.next();
+            pod["metadata"]["uid"] = json!(format!("00000000-0000-4000-9000-{serial:012}"));
+            self.pods.insert(name.to_string(), pod);
+        }
+    }
+
     /// The kubelet's answer to an in-place resize.
     fn kubelet_resize(&self, pod: &mut Value) {
         let asked = pod["spec"]["containers"][0]["resources"].clone();
@@ -274,6 +306,12 @@ impl FakeState {
         let pods = format!("{CORE}pods");
         let pvcs = format!("{CORE}persistentvolumeclaims");
         let scale = format!("{APPS}/scale");
+        let sets = "/apis/apps/v1/namespaces/steward-test/statefulsets/";
+        let other = path
+            .strip_prefix(sets)
+            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+            .filter(|(name, _)| self.others.contains_key(*name))
+            .map(|(name, sub)| (name.to_string(), sub.to_string()));
 
         match (method.as_str(), path.as_str()) {
             ("GET", p) if p == pods => {
@@ -305,6 +343,37 @@ impl FakeState {
                 )
             }
             ("GET", p) if p == APPS => ok(self.sts.clone()),
+            ("GET", _) if other.as_ref().is_some_and(|(_, sub)| sub.is_empty()) => {
+                let (name, _) = other.unwrap();
+                ok(self.others[&name].clone())
+            }
+            ("PATCH", _) if other.as_ref().is_some_and(|(_, sub)| sub == "scale") => {
+                let (name, _) = other.unwrap();
+                let replicas = body["spec"]["replicas"].as_u64().unwrap_or(0);
+                self.others.get_mut(&name).unwrap()["spec"]["replicas"] = json!(replicas);
+                self.pods.retain(|pod, _| {
+                    pod.strip_prefix(&format!("{name}-"))
+                        .and_then(|o| o.parse::<u64>().ok())
+                        .is_none_or(|o| o < replicas)
+                });
+                let mut s = data("scale.json");
+                s["metadata"]["name"] = json!(name);
+                s["spec"]["replicas"] = json!(replicas);
+                s["status"]["replicas"] = json!(replicas);
+                ok(s)
+            }
+            ("GET", p) if p == pvcs => {
+                let selector = query("labelSelector").unwrap_or_default();
+                let items: Vec<Value> = self
+                    .pvcs
+                    .values()
+                    .filter(|c| labels_match(c, &selector))
+                    .cloned()
+                    .collect();
+                ok(
+                    json!({ "kind": "PersistentVolumeClaimList", "apiVersion": "v1", "metadata": { "resourceVersion": "1" }, "items": items }),
+                )
+            }
             ("PATCH", p) if p == APPS => {
                 // Optimistic concurrency: a patch naming an old resourceVersion is a Conflict.
                 let mut body = body.clone();
@@ -401,6 +470,7 @@ impl FakeState {
                         if self.recreate {
                             self.reconcile();
                         }
+                        self.recreate_foreign(&name);
                         ok(pod)
                     }
                     _ => ResponseTemplate::new(405),
@@ -444,6 +514,7 @@ fn config() -> KubernetesConfigRaw {
         resize_wait_seconds: 1,
         poll_millis: 10,
         max_body_bytes: 1 << 20,
+        adopt: Vec::new(),
     }
 }
 
@@ -1039,4 +1110,310 @@ async fn a_fence_record_changed_underneath_is_a_conflict_not_a_lost_update() {
         fake.state().sts["metadata"]["annotations"][ANNOTATION_FENCED],
         "pg-0"
     );
+}
+
+// --- adoption (issue 15) -------------------------------------------------------------------
+
+/// A PVC of `size` carrying `labels` (none of Steward's).
+fn foreign_pvc(name: &str, size: &str, labels: Value) -> Value {
+    let mut pvc = data("pvc.json");
+    pvc["metadata"]["name"] = json!(name);
+    pvc["metadata"]["labels"] = labels;
+    pvc["spec"]["resources"]["requests"]["storage"] = json!(size);
+    pvc["status"]["capacity"]["storage"] = json!(size);
+    pvc
+}
+
+/// Spilo's pod `ordinal` of StatefulSet `cluster`, with its PVC.
+fn spilo(state: &mut FakeState, cluster: &str, ordinal: u64) {
+    let name = format!("{cluster}-{ordinal}");
+    let claim = format!("pgdata-{name}");
+    let mut pod = data("spilo-pod.json");
+    pod["metadata"]["name"] = json!(name);
+    pod["metadata"]["uid"] = json!(format!("6a0c2b9e-41d3-4f7a-9c55-{ordinal:012}"));
+    pod["metadata"]["labels"]["cluster-name"] = json!(cluster);
+    pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(name);
+    pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
+    if ordinal > 0 {
+        pod["metadata"]["labels"]["spilo-role"] = json!("replica");
+    }
+    pod["metadata"]["ownerReferences"][0]["name"] = json!(cluster);
+    pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = json!(claim);
+    pod["status"]["podIP"] = json!(format!("10.244.{}.21", ordinal + 2));
+    let labels = json!({ "application": "spilo", "cluster-name": cluster, "team": "acid" });
+    state
+        .pvcs
+        .insert(claim.clone(), foreign_pvc(&claim, "1Gi", labels));
+    state.originals.insert(name.clone(), pod.clone());
+    state.pods.insert(name, pod);
+}
+
+/// A pod no controller owns, its data in PVC `claim`.
+fn bare_pod(state: &mut FakeState, name: &str, claim: &str) {
+    let mut pod = data("pod.json");
+    pod["metadata"]["name"] = json!(name);
+    pod["metadata"]["labels"] = json!({ "app": "legacy-pg" });
+    pod["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    pod["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("generateName");
+    pod["spec"]["volumes"] = json!([
+        { "name": "data", "persistentVolumeClaim": { "claimName": claim } },
+        { "name": "scratch", "emptyDir": {} }
+    ]);
+    state.pvcs.insert(
+        claim.into(),
+        foreign_pvc(claim, "10Gi", json!({ "app": "legacy-pg" })),
+    );
+    state.pods.insert(name.into(), pod);
+}
+
+#[tokio::test]
+async fn adopted_pods_are_managed_and_their_pvcs_are_never_deleted() {
+    use steward_adapters::platform::docker::LABEL_ADOPTED;
+    use steward_adapters::platform::kubernetes::{RawAdopt, LABEL_RETIRED};
+
+    // tests/data/k8s/spilo-*.json are written in the shape the Zalando operator gives a Spilo
+    // cluster's pod and StatefulSet (no API server runs here to record them); they must at
+    // least be what the API types read.
+    serde_json::from_value::<Pod>(data("spilo-pod.json")).expect("a Pod");
+    serde_json::from_value::<StatefulSet>(data("spilo-statefulset.json")).expect("a StatefulSet");
+    let fake = FakeApi::new();
+    {
+        let mut state = fake.state();
+        let mut sts = data("spilo-statefulset.json");
+        state
+            .others
+            .insert("acid-minimal-cluster".into(), sts.clone());
+        spilo(&mut state, "acid-minimal-cluster", 0);
+        spilo(&mut state, "acid-minimal-cluster", 1);
+        // Another Spilo cluster, a look-alike pod, and a Spilo pod that is Steward's own.
+        sts["metadata"]["name"] = json!("acid-test");
+        state.others.insert("acid-test".into(), sts);
+        spilo(&mut state, "acid-test", 0);
+        bare_pod(&mut state, "legacy-pg", "legacy-data");
+        bare_pod(&mut state, "legacy-pg-0", "legacy-data-0");
+        spilo(&mut state, "stolen", 0);
+        state.pods.get_mut("stolen-0").unwrap()["metadata"]["labels"]["cluster-name"] =
+            json!("acid-minimal-cluster");
+        state.pods.get_mut("stolen-0").unwrap()["metadata"]["labels"]["io.steward.cluster"] =
+            json!("other");
+    }
+    let foreign = ["acid-test-0", "legacy-pg-0", "stolen-0"];
+    let before: Vec<Value> = foreign
+        .iter()
+        .map(|n| fake.state().pods[*n].clone())
+        .collect();
+    let server = serve(&fake).await;
+    let mut raw = config();
+    raw.adopt = vec![
+        RawAdopt {
+            pod: Some("legacy-pg".into()),
+            member: Some("legacy1".into()),
+            ..Default::default()
+        },
+        RawAdopt {
+            selector: Some("application=spilo,cluster-name=acid-minimal-cluster".into()),
+            ..Default::default()
+        },
+    ];
+    let p = platform_for(&server, raw).await;
+
+    // Listed as members, marked adopted, sized by their container and PVC.
+    let listed = p.list().await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "acid-minimal-cluster-0",
+            "acid-minimal-cluster-1",
+            "legacy1"
+        ],
+        "{listed:#?}"
+    );
+    for m in &listed {
+        assert_eq!(
+            m.labels.get(LABEL_ADOPTED).map(String::as_str),
+            Some("true")
+        );
+        assert_eq!((m.role, m.state), (Role::Database, PlatformState::Running));
+        assert_eq!((m.size.cpus, m.size.memory_bytes), (1.0, GIB));
+    }
+    assert_eq!(listed[1].address, "10.244.3.21");
+    assert_eq!(listed[1].size.disk_bytes, GIB);
+    assert_eq!(listed[2].size.disk_bytes, 10 * GIB);
+    assert_eq!(
+        listed[2].labels.get("io.steward.member").unwrap(),
+        "legacy1"
+    );
+    let usage = p.usage().await.expect("usage");
+    assert_eq!(
+        usage.keys().map(String::as_str).collect::<Vec<_>>(),
+        names,
+        "every adopted pod's figures, by member"
+    );
+
+    // Resized in place; their controller's template is never touched.
+    let uid = |name: &str| fake.state().pods[name]["metadata"]["uid"].clone();
+    let old_uid = uid("acid-minimal-cluster-1");
+    let grown = Size {
+        cpus: 2.0,
+        memory_bytes: 2 * GIB,
+        disk_bytes: GIB,
+    };
+    assert_eq!(
+        p.resize("acid-minimal-cluster-1", grown)
+            .await
+            .expect("resize"),
+        ResizeOutcome::AppliedLive
+    );
+    assert_eq!(uid("acid-minimal-cluster-1"), old_uid, "not restarted");
+    // What the kubelet cannot do in place is refused and undone, not done by a restart.
+    let e = p
+        .resize(
+            "acid-minimal-cluster-1",
+            Size {
+                cpus: 12.0,
+                ..grown
+            },
+        )
+        .await
+        .expect_err("infeasible");
+    assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+    assert_eq!(
+        fake.state().pods["acid-minimal-cluster-1"]["spec"]["containers"][0]["resources"]["limits"]
+            ["cpu"],
+        "2000m"
+    );
+    assert_eq!(uid("acid-minimal-cluster-1"), old_uid);
+    // Its PVC grows.
+    p.resize(
+        "legacy1",
+        Size {
+            cpus: 1.0,
+            memory_bytes: GIB,
+            disk_bytes: 20 * GIB,
+        },
+    )
+    .await
+    .expect("grow legacy1's disk");
+    assert_eq!(
+        fake.state().pvcs["legacy-data"]["spec"]["resources"]["requests"]["storage"],
+        "20Gi"
+    );
+    let template_writes: Vec<String> = fake
+        .state()
+        .log
+        .iter()
+        .filter(|l| l.starts_with("PATCH /apis/apps/"))
+        .cloned()
+        .collect();
+    assert_eq!(template_writes, Vec::<String>::new());
+
+    // Fenced as owned pods are: out of the serving label, deleted; what its controller brings
+    // back stays fenced.
+    p.fence("acid-minimal-cluster-1").await.expect("fence");
+    assert_ne!(uid("acid-minimal-cluster-1"), old_uid, "deleted, recreated");
+    let listed = p.list().await.unwrap();
+    let state = |name: &str| listed.iter().find(|m| m.name == name).map(|m| m.state);
+    assert_eq!(state("acid-minimal-cluster-1"), Some(PlatformState::Fenced));
+    assert_eq!(
+        fake.state().pods["acid-minimal-cluster-1"]["metadata"]["labels"]["io.steward.serving"],
+        "false"
+    );
+
+    // A lower ordinal of a StatefulSet comes back when deleted: refused, nothing changed.
+    let e = p
+        .remove("acid-minimal-cluster-0", true)
+        .await
+        .expect_err("a lower ordinal");
+    assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+    assert!(e.message.contains("highest ordinal"), "{e}");
+    assert!(fake.state().pods.contains_key("acid-minimal-cluster-0"));
+
+    // The highest: its StatefulSet scales down; delete_data asked, the rule keeps the PVC.
+    p.remove("acid-minimal-cluster-1", true)
+        .await
+        .expect("remove");
+    {
+        let state = fake.state();
+        assert_eq!(state.others["acid-minimal-cluster"]["spec"]["replicas"], 1);
+        assert!(!state.pods.contains_key("acid-minimal-cluster-1"));
+        let pvc = &state.pvcs["pgdata-acid-minimal-cluster-1"];
+        assert_eq!(pvc["metadata"]["labels"][LABEL_RETIRED], "demo");
+    }
+
+    // A pod no controller owns: fenced (deleted), then removed; its PVC is kept.
+    p.fence("legacy1").await.expect("fence legacy1");
+    assert!(!fake.state().pods.contains_key("legacy-pg"));
+    p.fence("legacy1").await.expect("fencing again is done");
+    p.remove("legacy1", true).await.expect("remove legacy1");
+    assert_eq!(
+        fake.state().pvcs["legacy-data"]["metadata"]["labels"][LABEL_RETIRED],
+        "demo"
+    );
+    assert_eq!(
+        p.remove("legacy1", true).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+
+    // ... and where the data is and how to delete it (what /status shows).
+    let kept = p.kept().await.expect("kept");
+    let kept: Vec<(&str, &str, &str, Vec<String>, &str)> = kept
+        .iter()
+        .map(|k| {
+            (
+                k.member.as_str(),
+                k.resource.as_str(),
+                k.host.as_str(),
+                k.data.clone(),
+                k.delete_with.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (
+                "acid-minimal-cluster-1",
+                "acid-minimal-cluster-1",
+                "steward-test",
+                vec!["pgdata-acid-minimal-cluster-1".to_string()],
+                "kubectl -n steward-test delete pvc pgdata-acid-minimal-cluster-1"
+            ),
+            (
+                "legacy1",
+                "legacy-pg",
+                "steward-test",
+                vec!["legacy-data".to_string()],
+                "kubectl -n steward-test delete pvc legacy-data"
+            ),
+        ]
+    );
+
+    // Its operator scales the StatefulSet back: the pod on a retired PVC is not taken again.
+    {
+        let mut state = fake.state();
+        state.others.get_mut("acid-minimal-cluster").unwrap()["spec"]["replicas"] = json!(2);
+        state.recreate_foreign("acid-minimal-cluster-1");
+        assert!(state.pods.contains_key("acid-minimal-cluster-1"));
+    }
+    let names: Vec<String> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["acid-minimal-cluster-0"]);
+
+    // Another cluster's pods, a look-alike and Steward's own: never members, never touched.
+    for (name, was) in foreign.iter().zip(&before) {
+        assert_eq!(&fake.state().pods[*name], was, "{name} was touched");
+    }
+    assert!(fake.state().pvcs.contains_key("legacy-data-0"));
 }

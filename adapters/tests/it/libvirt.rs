@@ -103,6 +103,7 @@ fn raw_config(cluster: &str, uris: Vec<String>, template: &str) -> LibvirtConfig
             disk_target: None,
             address: "{{name}}".into(),
         }),
+        adopt: Vec::new(),
     }
 }
 
@@ -476,4 +477,252 @@ async fn an_unreachable_uri_fails_at_start() {
         matches!(err, Some(LibvirtStartError::Connect { .. })),
         "{err:?}"
     );
+}
+
+// --- adoption (issue 15) -----------------------------------------------------------------
+
+/// A host with domains Steward did not define: two a rule names (`legacy-pg1` explicitly,
+/// `prod-pg-2`/`prod-pg-3` by pattern), look-alikes no rule takes (`legacy-pg10`, `stranger`),
+/// and `prod-pg-9`, which matches the pattern but is another cluster's Steward member.
+const ADOPT_HOST: &str = "<node>
+<domain type='test'>
+  <name>legacy-pg1</name>
+  <memory unit='KiB'>4194304</memory>
+  <currentMemory unit='KiB'>1048576</currentMemory>
+  <vcpu current='1'>4</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'><source file='/srv/vm/legacy-pg1.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><source file='/srv/iso/debian.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
+  </devices>
+</domain>
+<domain type='test'>
+  <name>legacy-pg10</name>
+  <memory unit='KiB'>1048576</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+</domain>
+<domain type='test'>
+  <name>prod-pg-2</name>
+  <memory unit='KiB'>2097152</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+</domain>
+<domain type='test'>
+  <name>prod-pg-3</name>
+  <memory unit='KiB'>2097152</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+</domain>
+<domain type='test'>
+  <name>prod-pg-9</name>
+  <metadata><steward:member xmlns:steward='https://steward.dev/xmlns/member/1'
+    cluster='other' role='database' member='prod-pg-9' operation='theirs'/></metadata>
+  <memory unit='KiB'>1048576</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+</domain>
+<domain type='test'>
+  <name>stranger</name>
+  <memory unit='KiB'>1048576</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+</domain>
+</node>";
+
+#[tokio::test]
+async fn adopted_domains_are_managed_and_their_disks_are_never_deleted() {
+    use steward_adapters::platform::docker::LABEL_ADOPTED;
+    use steward_adapters::platform::libvirt::{RawAdopt, RETIRED_SUFFIX};
+    use steward_model::ports::LABEL_OPERATION;
+
+    let dir = tempfile::tempdir().unwrap();
+    let host0 = dir.path().join("adopt-0.xml");
+    std::fs::write(&host0, ADOPT_HOST).unwrap();
+    let host1 = dir.path().join("adopt-1.xml");
+    std::fs::write(&host1, EMPTY_HOST).unwrap();
+    let uris = vec![
+        format!("test://{}", host0.display()),
+        format!("test://{}", host1.display()),
+    ];
+    let mut raw = raw_config("demo", uris.clone(), TEMPLATE);
+    raw.adopt = vec![
+        RawAdopt {
+            domain: Some("legacy-pg1".into()),
+            member: Some("pg1".into()),
+            uri: Some(uris[0].clone()),
+            address: Some("192.0.2.11".into()),
+            ..Default::default()
+        },
+        RawAdopt {
+            name: Some("prod-pg-*".into()),
+            member: Some("pg-{*}".into()),
+            delete_data: true,
+            ..Default::default()
+        },
+    ];
+    let p = LibvirtPlatform::connect(raw.validate().expect("valid"), ticking_clock())
+        .await
+        .expect("connect");
+    let domain = |name: &str| {
+        with_conn(&p, &uris[0], |c| {
+            Domain::lookup_by_name(c, name).map(|d| {
+                (
+                    d.is_active().unwrap(),
+                    d.get_metadata(
+                        virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                        Some("https://steward.dev/xmlns/member/1"),
+                        0,
+                    )
+                    .is_ok(),
+                )
+            })
+        })
+    };
+
+    // Listed as members, marked adopted, with nothing written on them.
+    let listed = p.list().await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["pg-2", "pg-3", "pg1"], "{listed:#?}");
+    for m in &listed {
+        assert_eq!(
+            m.labels.get(LABEL_ADOPTED).map(String::as_str),
+            Some("true")
+        );
+        assert!(!m.labels.contains_key(LABEL_OPERATION), "{m:?}");
+        assert_eq!((m.role, m.state), (Role::Database, PlatformState::Running));
+        assert_eq!(m.created_at, None);
+    }
+    let pg1 = &listed[2];
+    assert_eq!(pg1.address, "192.0.2.11");
+    assert_eq!(listed[0].address, "prod-pg-2.db.internal");
+    assert_eq!((pg1.size.cpus, pg1.size.memory_bytes), (1.0, GIB));
+    let matches = p.adopted().await.expect("resolve");
+    let taken: Vec<(usize, &str, &str)> = matches
+        .iter()
+        .map(|m| (m.rule, m.member.as_str(), m.domain.as_str()))
+        .collect();
+    assert_eq!(
+        taken,
+        [
+            (0, "pg1", "legacy-pg1"),
+            (1, "pg-2", "prod-pg-2"),
+            (1, "pg-3", "prod-pg-3")
+        ]
+    );
+
+    // Resized live.
+    let grown = Size {
+        cpus: 2.0,
+        memory_bytes: 3 * GIB / 2,
+        disk_bytes: 0,
+    };
+    assert_eq!(
+        p.resize("pg1", grown).await.expect("resize"),
+        ResizeOutcome::AppliedLive
+    );
+    let (vcpus, memory_kib) = with_conn(&p, &uris[0], |c| {
+        let info = Domain::lookup_by_name(c, "legacy-pg1")
+            .unwrap()
+            .get_info()
+            .unwrap();
+        (info.nr_virt_cpu, info.memory)
+    });
+    assert_eq!((vcpus, memory_kib), (2, 3 << 19));
+    assert_eq!(
+        domain("legacy-pg1").unwrap(),
+        (true, false),
+        "still running, still not ours"
+    );
+
+    // A replacement is Steward's from birth, and adopted members hold their host: it goes to
+    // the empty one.
+    let mut replacement = spec("demo", "pg-4");
+    replacement.replaces = Some("pg1".into());
+    let made = p.create(&replacement).await.expect("create");
+    assert_eq!(made.host, uris[1]);
+    assert_eq!(
+        made.labels.get(LABEL_OPERATION).map(String::as_str),
+        Some("op-pg-4")
+    );
+    assert!(!made.labels.contains_key(LABEL_ADOPTED));
+
+    // Fenced: destroyed, and said so, without an ownership mark.
+    assert_eq!(p.kept().await.expect("kept"), []);
+    p.fence("pg1").await.expect("fence");
+    let state = |name: &str, listed: &[steward_model::ports::PlatformMember]| {
+        listed.iter().find(|m| m.name == name).map(|m| m.state)
+    };
+    assert_eq!(
+        state("pg1", &p.list().await.unwrap()),
+        Some(PlatformState::Fenced)
+    );
+    assert_eq!(domain("legacy-pg1").unwrap(), (false, false));
+    p.fence("pg1").await.expect("fencing again is done");
+
+    // Removed with delete_data asked: its rule keeps everything. Renamed, shut off, defined.
+    p.remove("pg1", true).await.expect("remove");
+    let retired = format!("legacy-pg1{RETIRED_SUFFIX}");
+    assert!(domain("legacy-pg1").is_err(), "renamed");
+    assert_eq!(domain(&retired).expect("kept, defined"), (false, false));
+    let persistent = with_conn(&p, &uris[0], |c| {
+        Domain::lookup_by_name(c, &retired)
+            .unwrap()
+            .is_persistent()
+            .unwrap()
+    });
+    assert!(persistent, "its definition is kept");
+    let listed = p.list().await.unwrap();
+    assert_eq!(
+        state("pg1", &listed),
+        None,
+        "a retired domain is never taken again"
+    );
+    assert_eq!(
+        p.remove("pg1", true).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    // ... and says where its disks are and how to delete them (what /status shows).
+    let kept = p.kept().await.expect("kept");
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    assert_eq!(
+        (
+            kept[0].member.as_str(),
+            kept[0].resource.as_str(),
+            kept[0].host.as_str()
+        ),
+        ("pg1", retired.as_str(), uris[0].as_str())
+    );
+    assert_eq!(kept[0].data, ["/srv/vm/legacy-pg1.qcow2"], "no CD-ROM");
+    assert_eq!(
+        kept[0].delete_with,
+        format!(
+            "virsh -c {} undefine {retired} && rm -f /srv/vm/legacy-pg1.qcow2",
+            uris[0]
+        )
+    );
+
+    // A rule with delete_data: undefined (libvirt deletes no disk), not kept.
+    p.fence("pg-2").await.expect("fence pg-2");
+    p.remove("pg-2", false).await.expect("remove pg-2");
+    assert!(domain("prod-pg-2").is_err(), "undefined");
+    assert!(domain("prod-pg-2.retired").is_err());
+    assert_eq!(p.kept().await.unwrap().len(), 1);
+
+    // Look-alikes and another cluster's member: untouched, never members.
+    for (name, owned) in [
+        ("legacy-pg10", false),
+        ("stranger", false),
+        ("prod-pg-9", true),
+    ] {
+        assert_eq!(domain(name).unwrap(), (true, owned), "{name} was touched");
+    }
+    let names: Vec<String> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["pg-3", "pg-4"]);
 }

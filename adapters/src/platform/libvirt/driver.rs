@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
+    Capabilities, Change, CreateSpec, ErrorKind, KeptData, Platform, PlatformError, PlatformMember,
     ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{Role, Size, Timestamp};
@@ -20,10 +20,14 @@ use virt::domain::Domain;
 use virt::error::{Error as VirtError, ErrorNumber};
 use virt::sys;
 
+use super::adopt::{self, FENCED_NS};
 use super::*;
+use crate::platform::docker::LABEL_ADOPTED;
 
 /// The namespace prefix Steward's metadata element is written with.
 const METADATA_KEY: &str = "steward";
+/// The namespace prefix of an adopted domain's fence record ([`FENCED_NS`]).
+const FENCED_KEY: &str = "stewardfence";
 
 /// How long the first CPU reading of a member is, when no earlier one exists.
 const FIRST_CPU_WINDOW: Duration = Duration::from_millis(200);
@@ -195,11 +199,38 @@ pub enum LibvirtStartError {
     Join(#[source] tokio::task::JoinError),
 }
 
-/// A member found by name: which host, the domain, and Steward's mark on it.
+/// A member found by name: which host, the domain, and Steward's mark on it (for an adopted
+/// domain, one made up from its rule: it carries none).
 struct Found {
     host: usize,
     domain: Domain,
     mark: Mark,
+    /// The adoption rule (index into the config's `adopt`) that took it; `None` when Steward
+    /// defined it.
+    adopted: Option<usize>,
+    /// The domain's name (an adopted member's may differ from the member's).
+    name: String,
+}
+
+/// Whose a domain is, by its metadata.
+enum Owner {
+    /// Steward's, of this cluster.
+    Us(Mark),
+    /// Steward's of another cluster, or unreadable: never touched, never adopted.
+    Other,
+    /// Carries no Steward metadata: an adoption rule may take it.
+    Nobody,
+}
+
+/// What an adoption rule took (`steward check-config --resolve`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptedMatch {
+    /// Index into `[[platform.libvirt.adopt]]`.
+    pub rule: usize,
+    pub member: String,
+    pub domain: String,
+    /// The libvirt URI.
+    pub host: String,
 }
 
 impl LibvirtPlatform {
@@ -248,6 +279,28 @@ impl LibvirtPlatform {
             .iter()
             .find(|h| h.uri == uri)
             .map(|h| h.conn.clone())
+    }
+
+    /// Every domain the adoption rules take now, with the rule that took it: a read-only
+    /// listing of every host (`steward check-config --resolve`).
+    pub async fn adopted(&self) -> Result<Vec<AdoptedMatch>, PlatformError> {
+        self.blocking("resolve adoption rules".to_string(), |inner, op| {
+            let mut matches: Vec<AdoptedMatch> = inner
+                .members(op)?
+                .into_iter()
+                .filter_map(|f| {
+                    Some(AdoptedMatch {
+                        rule: f.adopted?,
+                        member: f.mark.member,
+                        domain: f.name,
+                        host: inner.hosts[f.host].uri.clone(),
+                    })
+                })
+                .collect();
+            matches.sort_by(|a, b| (a.rule, &a.member).cmp(&(b.rule, &b.member)));
+            Ok(matches)
+        })
+        .await
     }
 
     /// Runs blocking libvirt work on the blocking pool.
@@ -333,42 +386,98 @@ impl Inner {
         })
     }
 
-    /// Steward's mark on a domain, when it is ours (this cluster's).
-    fn mark(&self, domain: &Domain) -> Option<Mark> {
-        let xml = domain
-            .get_metadata(
-                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                Some(METADATA_NS),
-                0,
-            )
-            .ok()?;
-        Mark::parse(&xml).filter(|m| m.cluster == self.config.cluster)
+    /// Whose `domain` is: Steward's metadata element of this cluster, of another, or none.
+    fn owner(&self, domain: &Domain) -> Owner {
+        match domain.get_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(METADATA_NS),
+            0,
+        ) {
+            Ok(xml) => match Mark::parse(&xml) {
+                Some(m) if m.cluster == self.config.cluster => Owner::Us(m),
+                _ => Owner::Other,
+            },
+            Err(e) if e.code() == ErrorNumber::NoDomainMetadata => Owner::Nobody,
+            Err(e) => {
+                // Unreadable is not "nobody's": an adoption rule must not take another's domain.
+                debug!(error = %e, "reading domain metadata failed");
+                Owner::Other
+            }
+        }
     }
 
-    /// Finds an owned member by name on any host.
+    /// Whether Steward's fence of an adopted domain is on record ([`FENCED_NS`]).
+    fn fenced_adopted(domain: &Domain) -> bool {
+        domain
+            .get_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(FENCED_NS), 0)
+            .is_ok()
+    }
+
+    /// The member an adoption rule makes of a domain that carries no Steward metadata.
+    fn adopt(&self, host: usize, domain: Domain, name: String) -> Option<Found> {
+        let (rule, member) = adopt::adopted_by(&self.config.adopt, host, &name, false)?;
+        let mark = Mark {
+            cluster: self.config.cluster.clone(),
+            role: self.config.adopt[rule].role,
+            member,
+            operation: String::new(),
+            replaces: None,
+            created: None,
+            fenced: Self::fenced_adopted(&domain),
+        };
+        Some(Found {
+            host,
+            domain,
+            mark,
+            adopted: Some(rule),
+            name,
+        })
+    }
+
+    /// Finds a member (owned or adopted) by name on any host.
     fn find(&self, member: &str, operation: &str) -> Result<Found, PlatformError> {
         for (i, host) in self.hosts.iter().enumerate() {
             match Domain::lookup_by_name(&host.conn, member) {
                 Ok(domain) => {
                     // Found by name, but only ours counts; another's is as good as absent.
-                    return match self.mark(&domain) {
-                        Some(mark) if mark.member == member => Ok(Found {
-                            host: i,
-                            domain,
-                            mark,
-                        }),
-                        _ => Err(not_found(operation, member)),
-                    };
+                    if let Owner::Us(mark) = self.owner(&domain) {
+                        if mark.member == member {
+                            return Ok(Found {
+                                host: i,
+                                domain,
+                                mark,
+                                adopted: None,
+                                name: member.to_string(),
+                            });
+                        }
+                    }
                 }
                 Err(e) if e.code() == ErrorNumber::NoDomain => continue,
                 Err(e) => return Err(virt_error(operation, e)),
             }
         }
-        Err(not_found(operation, member))
+        if self.config.adopt.is_empty() {
+            return Err(not_found(operation, member));
+        }
+        // An adopted member's domain may have another name: ask the rules.
+        let mut found: Vec<Found> = self
+            .members(operation)?
+            .into_iter()
+            .filter(|f| f.adopted.is_some() && f.mark.member == member)
+            .collect();
+        match found.len() {
+            0 => Err(not_found(operation, member)),
+            1 => Ok(found.remove(0)),
+            n => Err(PlatformError::new(
+                ErrorKind::Conflict,
+                operation,
+                format!("{n} domains claim to be member `{member}`; narrow the adoption rules"),
+            )),
+        }
     }
 
-    /// Every owned domain, with its host index.
-    fn owned(&self, operation: &str) -> Result<Vec<Found>, PlatformError> {
+    /// Every member domain, owned or adopted, with its host index.
+    fn members(&self, operation: &str) -> Result<Vec<Found>, PlatformError> {
         let mut out = Vec::new();
         for (i, host) in self.hosts.iter().enumerate() {
             let domains = host
@@ -376,12 +485,22 @@ impl Inner {
                 .list_all_domains(0)
                 .map_err(|e| virt_error(operation, e))?;
             for domain in domains {
-                if let Some(mark) = self.mark(&domain) {
-                    out.push(Found {
-                        host: i,
-                        domain,
-                        mark,
-                    });
+                match self.owner(&domain) {
+                    Owner::Us(mark) => {
+                        let name = domain.get_name().unwrap_or_else(|_| mark.member.clone());
+                        out.push(Found {
+                            host: i,
+                            domain,
+                            mark,
+                            adopted: None,
+                            name,
+                        });
+                    }
+                    Owner::Nobody if !self.config.adopt.is_empty() => {
+                        let name = domain.get_name().map_err(|e| virt_error(operation, e))?;
+                        out.extend(self.adopt(i, domain, name));
+                    }
+                    Owner::Nobody | Owner::Other => {}
                 }
             }
         }
@@ -409,12 +528,23 @@ impl Inner {
             .domain
             .get_info()
             .map_err(|e| virt_error(operation, e))?;
-        let address = self
-            .config
-            .templates
-            .get(&found.mark.role)
-            .map(|t| t.address.replace("{{name}}", &found.mark.member))
-            .unwrap_or_else(|| found.mark.member.clone());
+        let address = match found.adopted {
+            Some(rule) => self.config.adopt[rule]
+                .address
+                .replace("{{name}}", &found.name),
+            None => self
+                .config
+                .templates
+                .get(&found.mark.role)
+                .map(|t| t.address.replace("{{name}}", &found.mark.member))
+                .unwrap_or_else(|| found.mark.member.clone()),
+        };
+        let mut labels = found.mark.labels();
+        if found.adopted.is_some() {
+            // Made up from the rule, not written on the domain: no operation made it.
+            labels.remove(LABEL_OPERATION);
+            labels.insert(LABEL_ADOPTED.to_string(), "true".to_string());
+        }
         Ok(PlatformMember {
             name: found.mark.member.clone(),
             cluster: found.mark.cluster.clone(),
@@ -427,7 +557,7 @@ impl Inner {
             state: state_of(&found.domain, &found.mark),
             address,
             host: self.hosts[found.host].uri.clone(),
-            labels: found.mark.labels(),
+            labels,
             created_at: found.mark.created.map(Timestamp::from_millis),
             restart_count: 0,
         })
@@ -467,7 +597,8 @@ impl Inner {
                 ));
             }
         }
-        let owned = self.owned(op)?;
+        // Adopted members hold their host as owned ones do.
+        let owned = self.members(op)?;
         let busy: BTreeSet<usize> = owned
             .iter()
             .filter(|f| f.mark.role == spec.role)
@@ -512,7 +643,14 @@ impl Inner {
             return Err(virt_error(op, e));
         }
         info!(member = %spec.name, uri = %self.hosts[host].uri, vcpus, memory_kib, "domain created");
-        self.member(&Found { host, domain, mark }, op)
+        let found = Found {
+            host,
+            domain,
+            mark,
+            adopted: None,
+            name: spec.name.clone(),
+        };
+        self.member(&found, op)
     }
 
     fn resize(&self, member: &str, size: Size, op: &str) -> Result<ResizeOutcome, PlatformError> {
@@ -633,7 +771,18 @@ impl Inner {
                 Err(e) => return Err(virt_error(op, e)),
             }
         }
-        if !found.mark.fenced {
+        if !found.mark.fenced && found.adopted.is_some() {
+            // An adopted domain gets no ownership mark: the fence has its own element.
+            found.mark.fenced = true;
+            d.set_metadata(
+                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some("<fenced/>"),
+                Some(FENCED_KEY),
+                Some(FENCED_NS),
+                sys::VIR_DOMAIN_AFFECT_CONFIG,
+            )
+            .map_err(|e| virt_error(op, e))?;
+        } else if !found.mark.fenced {
             found.mark.fenced = true;
             d.set_metadata(
                 sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
@@ -652,7 +801,24 @@ impl Inner {
         let found = self.find(member, op)?;
         let d = &found.domain;
         if d.is_active().map_err(|e| virt_error(op, e))? {
-            d.destroy().map_err(|e| virt_error(op, e))?;
+            match d.destroy() {
+                Ok(()) => {}
+                // Stopped between the check and the destroy.
+                Err(e) if e.code() == ErrorNumber::OperationInvalid => {}
+                Err(e) => return Err(virt_error(op, e)),
+            }
+        }
+        if let Some(rule) = found.adopted {
+            let result = if self.config.adopt[rule].delete_data {
+                self.undefine_adopted(&found, op)
+            } else {
+                self.retire(&found, op)
+            };
+            self.cpu_samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(member);
+            return result;
         }
         if delete_data {
             // The volume goes first: if that fails, the domain is still there and a retry
@@ -682,12 +848,115 @@ impl Inner {
         Ok(())
     }
 
+    /// Ends Steward's care of an adopted member (shut off already) without deleting anything:
+    /// renamed `<name>.retired` (libvirt renames inactive domains only) so that no rule takes it
+    /// again, its definition and disks kept, and a log line saying where they are and how to
+    /// delete them.
+    fn retire(&self, found: &Found, op: &str) -> Result<(), PlatformError> {
+        let d = &found.domain;
+        let xml = d
+            .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(|e| virt_error(op, e))?;
+        let retired = format!("{}{}", found.name, adopt::RETIRED_SUFFIX);
+        d.rename(&retired, 0).map_err(|e| virt_error(op, e))?;
+        let uri = &self.hosts[found.host].uri;
+        // Steward is done with it: its fence record goes (best effort: it says nothing once the
+        // domain is retired).
+        match Domain::lookup_by_name(&self.hosts[found.host].conn, &retired) {
+            Ok(d) => {
+                if let Err(e) = d.set_metadata(
+                    sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                    None,
+                    None,
+                    Some(FENCED_NS),
+                    sys::VIR_DOMAIN_AFFECT_CONFIG,
+                ) {
+                    debug!(domain = %retired, error = %e, "clearing the fence record failed");
+                }
+            }
+            Err(e) => debug!(domain = %retired, error = %e, "retired domain not found again"),
+        }
+        let disks = disks_of(&xml);
+        let data: Vec<&str> = disks.iter().map(|d| d.source.as_str()).collect();
+        let delete_with = delete_command(uri, &retired, &disks);
+        warn!(
+            member = %found.mark.member,
+            domain = %retired,
+            %uri,
+            disks = ?data,
+            "adopted member retired, nothing deleted: its domain is kept shut off as `{retired}` \
+             on {uri}, its definition and disks {data:?} in place; once it is no longer needed: \
+             `{delete_with}`"
+        );
+        Ok(())
+    }
+
+    /// Undefines an adopted member's domain (its rule says `delete_data`). libvirt's undefine
+    /// never deletes disks, and Steward does not either: they did not come from its template.
+    fn undefine_adopted(&self, found: &Found, op: &str) -> Result<(), PlatformError> {
+        let d = &found.domain;
+        let xml = d
+            .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(|e| virt_error(op, e))?;
+        d.undefine().map_err(|e| virt_error(op, e))?;
+        let disks: Vec<String> = disks_of(&xml).into_iter().map(|d| d.source).collect();
+        warn!(
+            member = %found.mark.member,
+            domain = %found.name,
+            uri = %self.hosts[found.host].uri,
+            ?disks,
+            "adopted member's domain undefined (its rule says delete_data); libvirt does not \
+             delete disks, and they stay where they are: {disks:?}"
+        );
+        Ok(())
+    }
+
+    /// Retired adopted members: domains named `<base>.retired`, without Steward's metadata,
+    /// whose base an adoption rule takes.
+    fn kept(&self, op: &str) -> Result<Vec<KeptData>, PlatformError> {
+        let mut kept = Vec::new();
+        if self.config.adopt.is_empty() {
+            return Ok(kept);
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            let domains = host
+                .conn
+                .list_all_domains(0)
+                .map_err(|e| virt_error(op, e))?;
+            for domain in domains {
+                let name = domain.get_name().map_err(|e| virt_error(op, e))?;
+                let Some(base) = name.strip_suffix(adopt::RETIRED_SUFFIX) else {
+                    continue;
+                };
+                if !matches!(self.owner(&domain), Owner::Nobody) {
+                    continue;
+                }
+                let Some((_, member)) = adopt::adopted_by(&self.config.adopt, i, base, false)
+                else {
+                    continue;
+                };
+                let xml = domain
+                    .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+                    .map_err(|e| virt_error(op, e))?;
+                let disks = disks_of(&xml);
+                kept.push(KeptData {
+                    member,
+                    resource: name.clone(),
+                    host: host.uri.clone(),
+                    data: disks.iter().map(|d| d.source.clone()).collect(),
+                    delete_with: delete_command(&host.uri, &name, &disks),
+                });
+            }
+        }
+        Ok(kept)
+    }
+
     /// One reading of every running owned domain: its usage without the CPU rate, and its
     /// cumulative CPU time in nanoseconds (the rate needs two readings).
     fn read_usage(&self, op: &str) -> Result<Vec<(String, u64, Usage)>, PlatformError> {
         let now = (self.clock)();
         let mut out = Vec::new();
-        for found in self.owned(op)? {
+        for found in self.members(op)? {
             if !found.domain.is_active().unwrap_or(false) {
                 continue;
             }
@@ -742,6 +1011,64 @@ fn checked_size(
     Ok((vcpus, memory_kib))
 }
 
+/// A disk of a domain's definition (`device='disk'`: CD-ROMs and floppies are not data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Disk {
+    /// A file or block device path, or `pool/volume`, or `protocol:name` for a network disk.
+    source: String,
+    /// A plain file only this domain uses (neither shareable nor read-only): one that a
+    /// `rm -f` deletes.
+    own_file: bool,
+}
+
+/// The data disks of a domain's XML.
+fn disks_of(xml: &str) -> Vec<Disk> {
+    xml.split("<disk")
+        .skip(1)
+        .filter_map(|disk| {
+            let (open, body) = disk.split_once('>')?;
+            let body = body.split("</disk>").next()?;
+            let attrs = element_attributes(&format!("<disk{open}>"))?;
+            if attrs.get("device").is_some_and(|d| d != "disk") {
+                return None;
+            }
+            let at = body.find("<source")?;
+            let src = element_attributes(&body[at..])?;
+            let (source, file) = if let Some(f) = src.get("file") {
+                (f.clone(), true)
+            } else if let Some(dev) = src.get("dev") {
+                (dev.clone(), false)
+            } else if let (Some(pool), Some(vol)) = (src.get("pool"), src.get("volume")) {
+                (format!("{pool}/{vol}"), false)
+            } else {
+                let name = src.get("name")?;
+                let protocol = src.get("protocol").map(String::as_str).unwrap_or("network");
+                (format!("{protocol}:{name}"), false)
+            };
+            let shared = body.contains("<shareable") || body.contains("<readonly");
+            Some(Disk {
+                source,
+                own_file: file && !shared,
+            })
+        })
+        .collect()
+}
+
+/// How an operator deletes a retired domain: undefine it, then delete the disk files only it
+/// used, on that host (other disks, block devices and volumes, are listed in the data).
+fn delete_command(uri: &str, domain: &str, disks: &[Disk]) -> String {
+    let mut command = format!("virsh -c {uri} undefine {domain}");
+    let files: Vec<&str> = disks
+        .iter()
+        .filter(|d| d.own_file)
+        .map(|d| d.source.as_str())
+        .collect();
+    if !files.is_empty() {
+        command.push_str(&format!(" && rm -f {}", files.join(" ")));
+    }
+    command
+}
+
 /// The source file of the disk with target device `target` in a domain's XML.
 fn disk_source(xml: &str, target: &str) -> Option<String> {
     xml.split("<disk").skip(1).find_map(|disk| {
@@ -792,7 +1119,7 @@ impl Platform for LibvirtPlatform {
     async fn list(&self) -> Result<Vec<PlatformMember>, PlatformError> {
         self.blocking("list members".to_string(), |inner, op| {
             let mut members = inner
-                .owned(op)?
+                .members(op)?
                 .iter()
                 .map(|f| inner.member(f, op))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -834,6 +1161,14 @@ impl Platform for LibvirtPlatform {
         let member = member.to_string();
         self.blocking(format!("remove member {member}"), move |inner, op| {
             inner.remove(&member, delete_data, op)
+        })
+        .await
+    }
+
+    /// Retired adopted members: shut off, renamed `<name>.retired`, definition and disks kept.
+    async fn kept(&self) -> Result<Vec<KeptData>, PlatformError> {
+        self.blocking("list retired members".to_string(), |inner, op| {
+            inner.kept(op)
         })
         .await
     }
@@ -919,6 +1254,36 @@ mod tests {
             Mark::parse("<member cluster='x'/>"),
             None,
             "role and member are required"
+        );
+    }
+
+    #[test]
+    fn data_disks_are_told_from_cdroms_and_shared_ones_are_never_rm_ed() {
+        let xml = "<domain><devices>\
+            <disk type='file' device='disk'><driver name='qemu'/><source file='/v/pg.qcow2'/><target dev='vda'/></disk>\
+            <disk type='file' device='cdrom'><source file='/iso/debian.iso'/><target dev='sda'/><readonly/></disk>\
+            <disk type='block' device='disk'><source dev='/dev/vg/pgdata'/><target dev='vdb'/></disk>\
+            <disk type='volume' device='disk'><source pool='default' volume='wal'/><target dev='vdc'/></disk>\
+            <disk type='file' device='disk'><source file='/v/shared.img'/><target dev='vdd'/><shareable/></disk>\
+            </devices></domain>";
+        let disks = disks_of(xml);
+        let sources: Vec<&str> = disks.iter().map(|d| d.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            [
+                "/v/pg.qcow2",
+                "/dev/vg/pgdata",
+                "default/wal",
+                "/v/shared.img"
+            ]
+        );
+        assert_eq!(
+            delete_command("qemu+ssh://db-a/system", "pg-1.retired", &disks),
+            "virsh -c qemu+ssh://db-a/system undefine pg-1.retired && rm -f /v/pg.qcow2"
+        );
+        assert_eq!(
+            delete_command("test:///default", "x.retired", &[]),
+            "virsh -c test:///default undefine x.retired"
         );
     }
 
