@@ -626,15 +626,16 @@ fn a_prometheus_history_is_replayed_like_a_recording() {
 
 #[test]
 fn an_unreachable_prometheus_is_an_error_not_an_empty_history() {
-    // Bound, then released: nothing listens there.
-    let port = TcpListener::bind("127.0.0.1:0")
+    // Bound, then released: nothing listens there (on an address no other test binds, so a
+    // test's server beside this one cannot be given the port a moment later).
+    let port = TcpListener::bind("127.0.255.254:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let out = steward(&[
         "--prometheus",
-        &format!("http://127.0.0.1:{port}"),
+        &format!("http://127.0.255.254:{port}"),
         "--since",
         "1h",
         "--cpus",

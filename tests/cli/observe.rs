@@ -133,8 +133,11 @@ async fn output(a: &ObserveArgs) -> anyhow::Result<String> {
 }
 
 /// A URL where nothing listens (bound, then released).
+/// A URL nobody answers: a port the kernel just gave out and took back, on a loopback address
+/// no other test binds (on 127.0.0.1 a test's server running beside this one could be given
+/// the same port a moment later, and answer).
 fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = std::net::TcpListener::bind("127.0.255.254:0").unwrap();
     format!("http://{}", l.local_addr().unwrap())
 }
 
