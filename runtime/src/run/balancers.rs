@@ -29,8 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use steward_adapters::haproxy::{
-    AdminState, BalancerSet, Change, CheckWait, HaproxyError, HealthCheck, ServerSpec, ServerState,
-    Status,
+    AdminState, Change, CheckWait, HaproxyError, HealthCheck, ServerSpec, ServerState, Status,
 };
 use steward_model::observation::PlatformState;
 use steward_model::ports::platform::unfinished_replacements;
@@ -129,15 +128,11 @@ pub fn plan(
 
 /// The `[balancers]` section turned into the set of balancers and the backends a member is in.
 pub fn build(config: &BalancersConfig) -> Balancers {
-    use steward_adapters::haproxy::RuntimeApi;
-    let mut set = BalancerSet::new();
-    for (name, endpoint) in &config.runtime_apis {
-        set = set.with(name.clone(), Arc::new(RuntimeApi::new(endpoint.clone())));
-    }
-    Balancers {
-        set,
-        backends: config.backends.clone(),
-    }
+    Balancers::new(
+        config.runtime_apis.clone(),
+        config.member_api_port,
+        config.backends.clone(),
+    )
 }
 
 /// The members the sync remembers across ticks.
@@ -253,9 +248,17 @@ impl Inner {
     }
 
     async fn pass(&self, listed: &[PlatformMember]) {
+        let (joined, left) = self.balancers.follow(listed);
+        for balancer in &joined {
+            info!(%balancer, "a balancer member joined the balancers kept in step");
+        }
+        for balancer in &left {
+            info!(%balancer, "a balancer member left the balancers kept in step (not running)");
+        }
+        let set = self.balancers.set();
         let mut held = Held::default();
         for backend in &self.balancers.backends {
-            for (balancer, answer) in self.balancers.set.servers(backend).await {
+            for (balancer, answer) in set.servers(backend).await {
                 match answer {
                     Ok(servers) => held.add_listing(servers),
                     // An unreachable balancer is judged again next tick; the others go on.
@@ -394,7 +397,7 @@ impl Inner {
             server: member.to_string(),
             wait: self.wait,
         };
-        let report = self.balancers.set.apply(&change).await;
+        let report = self.balancers.set().apply(&change).await;
         if report.all_applied() {
             return Ok(());
         }
@@ -414,7 +417,7 @@ impl Inner {
     }
 
     async fn apply(&self, change: &Change) -> Result<(), String> {
-        let report = self.balancers.set.apply(change).await;
+        let report = self.balancers.set().apply(change).await;
         if report.all_applied() {
             Ok(())
         } else {
@@ -458,6 +461,55 @@ mod tests {
             created_at: None,
             restart_count: 0,
         }
+    }
+
+    /// Issue 15: with `member_api_port`, the balancers kept in step are the configured ones
+    /// plus the platform's running balancer members; one that dies leaves, its replacement
+    /// joins, database members never do.
+    #[test]
+    fn the_set_follows_the_running_balancer_members() {
+        use steward_adapters::haproxy::Endpoint;
+        let fixed = vec![(
+            "127.0.0.21:9999".to_string(),
+            Endpoint::Tcp("127.0.0.21:9999".parse().unwrap()),
+        )];
+        let balancers = Balancers::new(fixed.clone(), Some(9999), vec!["primary".into()]);
+        let lb = |name: &str, address: &str, state| PlatformMember {
+            role: Role::Balancer,
+            ..member(name, address, state)
+        };
+        let names = |b: &Balancers| b.set().names().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(names(&balancers), ["127.0.0.21:9999"]);
+        let listed = vec![
+            member("pg-1", "127.0.0.11", PlatformState::Running),
+            lb("lb-1", "127.0.0.22", PlatformState::Running),
+            lb("lb-2", "127.0.0.23", PlatformState::Exited),
+            lb("lb-3", "not an address", PlatformState::Running),
+        ];
+        assert_eq!(
+            balancers.follow(&listed),
+            (vec!["lb-1".to_string()], vec![])
+        );
+        assert_eq!(names(&balancers), ["127.0.0.21:9999", "lb-1"]);
+        assert_eq!(
+            balancers.follow(&listed),
+            (vec![], vec![]),
+            "nothing changed"
+        );
+        // lb-1 dies, lb-4 is made in its place.
+        let listed = vec![
+            lb("lb-1", "127.0.0.22", PlatformState::Exited),
+            lb("lb-4", "127.0.0.24", PlatformState::Running),
+        ];
+        assert_eq!(
+            balancers.follow(&listed),
+            (vec!["lb-4".to_string()], vec!["lb-1".to_string()])
+        );
+        assert_eq!(names(&balancers), ["127.0.0.21:9999", "lb-4"]);
+        // Without member_api_port the set is what the config says, whatever is listed.
+        let fixed_only = Balancers::new(fixed, None, vec!["primary".into()]);
+        assert_eq!(fixed_only.follow(&listed), (vec![], vec![]));
+        assert_eq!(names(&fixed_only), ["127.0.0.21:9999"]);
     }
 
     fn server(name: &str, maintenance: bool, drain: bool) -> ServerState {

@@ -560,6 +560,11 @@ pub struct RawBalancersConfig {
     /// out of traffic and is tried again on a later tick).
     #[serde(default = "default_enable_timeout", with = "humantime_serde")]
     pub enable_timeout: Duration,
+    /// The Runtime API port of the platform's `balancer` members (owned or adopted): each
+    /// running one is a balancer at its address and this port, besides `runtime_apis`, so a
+    /// balancer Steward makes in place of a dead one is kept in step from its first pass.
+    #[serde(default)]
+    pub member_api_port: Option<u16>,
 }
 
 fn default_backends() -> Vec<String> {
@@ -584,17 +589,22 @@ pub struct BalancersConfig {
     pub port: u16,
     pub check_port: u16,
     pub enable_timeout: Duration,
+    pub member_api_port: Option<u16>,
 }
 
 impl RawBalancersConfig {
     pub fn validate(&self) -> Result<BalancersConfig, ConfigErrors> {
         use steward_adapters::haproxy::Endpoint;
         let mut errors = ConfigErrors::default();
-        if self.runtime_apis.is_empty() {
+        if self.runtime_apis.is_empty() && self.member_api_port.is_none() {
             errors.push(
                 "runtime_apis",
-                "list each balancer's Runtime API, e.g. [\"127.0.0.21:9999\", \"127.0.0.22:9999\"]",
+                "list each balancer's Runtime API, e.g. [\"127.0.0.21:9999\", \"127.0.0.22:9999\"], \
+                 or give `member_api_port` to follow the platform's balancer members",
             );
+        }
+        if self.member_api_port == Some(0) {
+            errors.push("member_api_port", "must be a port number (1-65535)");
         }
         let mut apis = Vec::new();
         for (i, text) in self.runtime_apis.iter().enumerate() {
@@ -649,6 +659,7 @@ impl RawBalancersConfig {
             port: self.port,
             check_port: self.check_port,
             enable_timeout: self.enable_timeout,
+            member_api_port: self.member_api_port,
         })
     }
 }
@@ -881,6 +892,7 @@ mod balancers_tests {
             port: default_member_port(),
             check_port: default_check_port(),
             enable_timeout: default_enable_timeout(),
+            member_api_port: None,
         }
     }
 
@@ -912,6 +924,14 @@ mod balancers_tests {
             "{errors}"
         );
         assert!(raw(&[]).validate().is_err());
+        let followed = RawBalancersConfig {
+            member_api_port: Some(9999),
+            ..raw(&[])
+        };
+        assert_eq!(
+            followed.validate().expect("valid").member_api_port,
+            Some(9999)
+        );
     }
 }
 

@@ -9,14 +9,16 @@
 //!
 //! What it is not: a decision maker or a retrier. It runs a step once and reports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use steward_adapters::haproxy::{AdminState, BalancerSet, Change};
+use steward_adapters::haproxy::{AdminState, BalancerSet, Change, Endpoint, RuntimeApi};
 use steward_adapters::patroni::{PatroniApi, PatroniError, RestartConditions, Switchover};
+use steward_model::observation::PlatformState;
 use steward_model::operation::Step;
-use steward_model::ports::{ErrorKind, Platform, PlatformError, LABEL_OPERATION};
+use steward_model::ports::{ErrorKind, Platform, PlatformError, PlatformMember, LABEL_OPERATION};
+use steward_model::Role;
 
 /// A failed step, classified.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,11 +52,76 @@ impl From<PatroniError> for ExecError {
 }
 
 /// The balancers and the backends a member is drained from.
+///
+/// The set is `[balancers] runtime_apis`, plus, with `member_api_port`, the platform's running
+/// `balancer` members at their address and that port: [`Balancers::follow`] brings it up to
+/// date from each listing (the balancer sync calls it every pass), so a balancer that died
+/// leaves the set and the one made in its place joins it.
 #[derive(Clone)]
 pub struct Balancers {
-    pub set: BalancerSet,
+    now: Arc<std::sync::Mutex<BalancerSet>>,
+    fixed: Vec<(String, Endpoint)>,
+    member_api_port: Option<u16>,
     /// Backend names each database member may be in (e.g. `primary`, `replicas`).
     pub backends: Vec<String>,
+}
+
+impl Balancers {
+    /// `fixed`: the balancers always in the set (name, Runtime API).
+    pub fn new(
+        fixed: Vec<(String, Endpoint)>,
+        member_api_port: Option<u16>,
+        backends: Vec<String>,
+    ) -> Balancers {
+        let set = Self::build(fixed.iter().cloned());
+        Balancers {
+            now: Arc::new(std::sync::Mutex::new(set)),
+            fixed,
+            member_api_port,
+            backends,
+        }
+    }
+
+    fn build(apis: impl Iterator<Item = (String, Endpoint)>) -> BalancerSet {
+        apis.fold(BalancerSet::new(), |set, (name, endpoint)| {
+            set.with(name, Arc::new(RuntimeApi::new(endpoint)))
+        })
+    }
+
+    /// The balancers now.
+    pub fn set(&self) -> BalancerSet {
+        self.now.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// With `member_api_port`: the set becomes the fixed balancers plus every running
+    /// `balancer` member of `listed`. Returns the names that joined and left (empty when
+    /// nothing changed, and always without `member_api_port`).
+    pub fn follow(&self, listed: &[PlatformMember]) -> (Vec<String>, Vec<String>) {
+        let Some(port) = self.member_api_port else {
+            return (Vec::new(), Vec::new());
+        };
+        let members = listed.iter().filter_map(|m| {
+            let ip = m.address.parse::<std::net::IpAddr>().ok()?;
+            (m.role == Role::Balancer && m.state == PlatformState::Running).then(|| {
+                (
+                    m.name.clone(),
+                    Endpoint::Tcp(std::net::SocketAddr::new(ip, port)),
+                )
+            })
+        });
+        let want: Vec<(String, Endpoint)> = self.fixed.iter().cloned().chain(members).collect();
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        let had: BTreeSet<String> = now.names().map(str::to_string).collect();
+        let has: BTreeSet<String> = want.iter().map(|(n, _)| n.clone()).collect();
+        if had == has {
+            return (Vec::new(), Vec::new());
+        }
+        *now = Self::build(want.into_iter());
+        (
+            has.difference(&had).cloned().collect(),
+            had.difference(&has).cloned().collect(),
+        )
+    }
 }
 
 /// What must still hold, checked right before every step: with several instances, that this
@@ -159,7 +226,7 @@ impl Executor {
                 server: member.to_string(),
                 state,
             };
-            let report = b.set.apply(&change).await;
+            let report = b.set().apply(&change).await;
             if let Some((name, e)) = report.failed.first() {
                 return Err(ExecError {
                     kind: ErrorKind::Transient,
