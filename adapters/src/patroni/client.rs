@@ -51,8 +51,12 @@ fn answer_timeout(path: &str) -> Option<Duration> {
 #[derive(Debug)]
 pub struct PatroniClient {
     http: reqwest::Client,
-    /// Where cluster-wide requests go: tried in order.
+    /// Where cluster-wide requests go: tried in order, from the one that answered last.
     seeds: Vec<String>,
+    /// The index of the seed that answered last: a dead member's URL on a real network does
+    /// not refuse, it times out (with retries), so starting from the first seed every time
+    /// would cost each request that long for as long as the member is gone.
+    answered: std::sync::atomic::AtomicUsize,
     auth: Option<BasicAuth>,
     retries: u32,
     retry_delay: Duration,
@@ -81,6 +85,7 @@ impl PatroniClient {
         Ok(PatroniClient {
             http,
             seeds: settings.urls.clone(),
+            answered: std::sync::atomic::AtomicUsize::new(0),
             auth: settings.auth.clone(),
             retries: settings.retries,
             retry_delay: settings.retry_delay,
@@ -169,9 +174,12 @@ impl PatroniClient {
         Fut: std::future::Future<Output = Result<T, PatroniError>>,
     {
         let mut last = None;
-        for base in &self.seeds {
-            match f(base.clone()).await {
-                Ok(v) => return Ok(v),
+        for (i, base) in self.seed_order() {
+            match f(base.to_string()).await {
+                Ok(v) => {
+                    self.answered.store(i, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(v);
+                }
                 Err(e) if e.class() == ErrorKind::Transient => {
                     warn!(url = %base, error = %e, "patroni url did not answer, trying the next");
                     last = Some(e);
@@ -188,6 +196,20 @@ impl PatroniClient {
             // Validation guarantees at least one seed; say so rather than panic.
             None => PatroniError::NoUrl,
         })
+    }
+
+    /// The seeds with their index, starting from the one that answered last, then the others
+    /// in their configured order.
+    fn seed_order(&self) -> impl Iterator<Item = (usize, &str)> {
+        let first = self
+            .answered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(self.seeds.len().saturating_sub(1));
+        let rest = (0..self.seeds.len()).filter(move |i| *i != first);
+        std::iter::once(first)
+            .filter(|_| !self.seeds.is_empty())
+            .chain(rest)
+            .map(|i| (i, self.seeds[i].as_str()))
     }
 
     async fn get_with_retries(
@@ -313,7 +335,7 @@ impl PatroniClient {
     ) -> Result<Answer, PatroniError> {
         let bases: Vec<&str> = match base {
             Some(b) => vec![b],
-            None => self.seeds.iter().map(String::as_str).collect(),
+            None => self.seed_order().map(|(_, b)| b).collect(),
         };
         let mut last = None;
         for b in &bases {

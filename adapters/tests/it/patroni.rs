@@ -597,6 +597,47 @@ async fn cluster_is_read_from_the_next_url_when_the_first_refuses() {
     assert_eq!(err.class(), ErrorKind::Transient);
 }
 
+/// Issue 15, found on a Docker network: a dead member's URL there does not refuse, it times
+/// out (with retries). Once another seed answered, cluster-wide requests start from that one,
+/// so the dead seed costs its timeout once, not on every tick; back in order if that one fails.
+#[tokio::test]
+async fn cluster_requests_start_from_the_seed_that_answered_last() {
+    let silent = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/cluster"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&silent)
+        .await;
+    let good = MockServer::start().await;
+    serve(
+        &good,
+        "GET",
+        "/cluster",
+        json_body(200, "patroni-3.0.2/cluster.replica.http200.json"),
+    )
+    .await;
+    let s = settings(vec![silent.uri(), good.uri()], json!({ "retries": 0 }));
+    let c = PatroniClient::new(&s, StdRng::seed_from_u64(1)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.cluster().await.unwrap().members.len(), 3);
+    }
+    assert_eq!(
+        asked(&silent).await,
+        1,
+        "the silent seed is asked once, not every time"
+    );
+    assert_eq!(asked(&good).await, 3);
+    // The good one goes silent too: back to the others, in order.
+    good.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/cluster"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&good)
+        .await;
+    assert!(c.cluster().await.is_err());
+    assert_eq!(asked(&silent).await, 2);
+}
+
 #[test]
 fn a_bad_tls_file_is_a_config_error_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -711,4 +752,9 @@ mod tls {
         );
         assert!(no_ca.cluster().await.is_err());
     }
+}
+
+/// How many requests `server` received.
+async fn asked(server: &MockServer) -> usize {
+    server.received_requests().await.unwrap_or_default().len()
 }
