@@ -515,7 +515,11 @@ impl Repairer {
                 t.signals.clear();
                 continue;
             }
-            t.signals = t.evidence.signals(m, now, &self.config.signals);
+            // Judged at the time of the evidence: between two looks (an action's result, the
+            // platform's list before the observation of the same tick) nothing new was heard,
+            // and time passing is not silence. A slow tick (a dead member's address timing out
+            // on a real network) made every member "silent" at once otherwise.
+            t.signals = t.evidence.signals(m, observation.at, &self.config.signals);
             t.health = t
                 .health
                 .judge(!t.signals.is_empty(), now, self.config.signals.grace_window);
@@ -1036,13 +1040,27 @@ impl Repairer {
                     Refusal::UnhealthyMajority {
                         looking_bad,
                         members,
-                    } => alerts.push((
-                        Alert::UnhealthyMajority {
-                            looking_bad: *looking_bad,
-                            members: *members,
-                        },
-                        format!("{refusal}; {target} is not repaired: {why}"),
-                    )),
+                    } => {
+                        // Each member that looks bad, and why: the operator judges the observer.
+                        let bad: Vec<String> = self
+                            .members
+                            .iter()
+                            .filter(|(name, t)| !t.signals.is_empty() && name.as_str() != target)
+                            .map(|(name, t)| format!("{name}: {}", signal::describe(&t.signals)))
+                            .collect();
+                        let others = if bad.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (also looking bad: {})", bad.join("; "))
+                        };
+                        alerts.push((
+                            Alert::UnhealthyMajority {
+                                looking_bad: *looking_bad,
+                                members: *members,
+                            },
+                            format!("{refusal}; {target} is not repaired: {why}{others}"),
+                        ))
+                    }
                     Refusal::BudgetSpent { .. } | Refusal::BreakerOpen { .. } => alerts.push((
                         Alert::RepairRefused {
                             member: target.to_string(),

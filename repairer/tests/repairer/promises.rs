@@ -1098,3 +1098,30 @@ fn a_replacement_whose_journal_was_lost_is_finished_not_made_again() {
         "{commands:?}"
     );
 }
+
+/// Issue 15, found on a Docker network: a dead member's address there times out instead of
+/// refusing, ticks took 8 s, and the events between two looks (the platform's list, an action's
+/// result) were judged at their own time: every member had been "silent" since the last look,
+/// and a false unhealthy-majority alert followed. Time passing between two looks is not
+/// silence; a member is silent when looks happen and it does not answer in them.
+#[test]
+fn time_between_two_looks_is_not_silence() {
+    let config = RawRepairConfig::default().validate().unwrap();
+    let limit = config.signals.silence_limit;
+    let mut d = Driver::new(config);
+    d.observe(t(0), three(replica("pg-3")));
+    let later = t(0) + limit * 10;
+    d.handle(Event::Tick, later);
+    for member in ["pg-1", "pg-2", "pg-3"] {
+        assert_eq!(d.repairer.signals(member), Some(&[][..]), "{member}");
+    }
+    assert!(alerts(&d.log).is_empty(), "{:#?}", d.log);
+    // Looks that go on without an answer from pg-3 make it silent, and only it.
+    d.observe(later, three(silent("pg-3")));
+    d.observe(later + limit * 2, three(silent("pg-3")));
+    assert!(matches!(
+        d.repairer.signals("pg-3"),
+        Some([steward_repairer::signal::Signal::Silent { .. }, ..])
+    ));
+    assert_eq!(d.repairer.signals("pg-1"), Some(&[][..]));
+}
