@@ -259,7 +259,10 @@ impl Steward {
                 .unwrap()
         };
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_steward"))
-            .args(["run", "--config", config.to_str().unwrap(), "--log", "info"])
+            // STEWARD_E2E_LOG: another log filter for a failing test's steward (e.g.
+            // `info,steward_runtime::run=debug` shows each observation's notes).
+            .args(["run", "--config", config.to_str().unwrap(), "--log"])
+            .arg(std::env::var("STEWARD_E2E_LOG").unwrap_or_else(|_| "info".into()))
             .envs(env.iter().copied())
             .stdout(Stdio::from(append(&out)))
             .stderr(Stdio::from(append(&err)))
