@@ -37,6 +37,15 @@ run_tests() {
     fi
 }
 
+# Compiles every test and the binary they run (target/debug/steward), running none.
+build_tests() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --all-features --no-run
+    else
+        cargo test --workspace --all-features --no-run
+    fi
+}
+
 require_cargo
 
 if [ "$mode" = quick ]; then
@@ -53,17 +62,14 @@ install_debian_packages "${BUILD_PACKAGES[@]}" \
     xfsprogs util-linux         `# loop-mounted XFS volumes that grow online` \
     haproxy                     `# the HAProxy Runtime API client, tested on a real haproxy` \
     etcd-server                 `# leader election on etcd leases, tested on a real etcd` \
-    openssl                     `# certificates of the TLS Docker engine (scripts/dockerd.sh tls)`
+    openssl                     `# certificates of the TLS Docker engine (scripts/dockerd.sh tls)` \
+    python3-yaml binutils       `# tests/cli/packaging.rs reads the manifests; image.sh strips`
 log "what the lab runs on (Debian packages, Patroni)"
 scripts/lab.sh install
 
 if [ "$mode" = build ]; then
     log "compiling every test (--build-only: none is run)"
-    if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run --workspace --all-features --no-run
-    else
-        cargo test --workspace --all-features --no-run
-    fi
+    build_tests
     exit
 fi
 
@@ -81,6 +87,12 @@ eval "$(scripts/lab.sh env)"
 export STEWARD_LAB=1
 # The contract: every service above is up, so a test that finds one missing fails, never skips.
 export STEWARD_REQUIRE_SERVICES=1
+
+# tests/cli/packaging.rs runs Steward's image on the lab: built from the binary the tests run
+# (the debug build, --all-features), not a release build (minutes more).
+log "building the tests, then the image steward:<version> from target/debug/steward"
+build_tests
+scripts/image.sh --binary target/debug/steward
 
 log "running the tests"
 run_tests "$@"

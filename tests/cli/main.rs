@@ -9,6 +9,7 @@ mod ha;
 mod journal;
 mod lab;
 mod observe;
+mod packaging;
 mod run;
 mod secrets;
 mod server;
