@@ -248,108 +248,151 @@ fn check_config(file: &std::path::Path, resolve: bool) -> anyhow::Result<ExitCod
 fn resolve_adoption(
     platform: Option<&steward_runtime::run::config::PlatformSettings>,
 ) -> anyhow::Result<()> {
-    use steward_adapters::platform::docker::{DockerPlatform, Selector};
     use steward_runtime::run::config::PlatformSettings;
-    let docker = match platform {
-        Some(PlatformSettings::Docker(docker)) => docker,
-        Some(PlatformSettings::Libvirt(config)) => {
-            if config.adopt().is_empty() {
-                println!("# adoption: no [[platform.libvirt.adopt]] rule; nothing to resolve");
-                return Ok(());
-            }
-            #[cfg(feature = "libvirt")]
-            {
-                use steward_adapters::platform::libvirt::{LibvirtPlatform, Selector};
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start the async runtime")?;
-                let matches = runtime.block_on(async {
-                    // A listing reads no time of day.
-                    let clock = std::sync::Arc::new(steward_model::Timestamp::default);
-                    let p = LibvirtPlatform::connect(config.clone(), clock)
-                        .await
-                        .context("connecting to libvirt to resolve the adoption rules")?;
-                    p.adopted()
-                        .await
-                        .context("listing domains to resolve the adoption rules")
-                })?;
-                println!("# adoption, as libvirt answers now:");
-                for (i, rule) in config.adopt().iter().enumerate() {
-                    let what = match &rule.selector {
-                        Selector::Domain { domain, .. } => format!("domain {domain}"),
-                        Selector::Pattern { pattern, .. } => format!("name {pattern}"),
-                    };
-                    let taken: Vec<_> = matches.iter().filter(|m| m.rule == i).collect();
-                    if taken.is_empty() {
-                        println!("#   adopt[{i}] ({what}): takes nothing");
-                    }
-                    for m in taken {
-                        println!(
-                            "#   adopt[{i}] ({what}): member {} = domain {} on {}",
-                            m.member, m.domain, m.host
-                        );
-                    }
-                }
-            }
-            #[cfg(not(feature = "libvirt"))]
-            println!(
-                "# --resolve: this steward was built without the libvirt platform, which asks \
-                 libvirt; rebuild it with `--features libvirt` to resolve the {} \
-                 [[platform.libvirt.adopt]] rule(s)",
-                config.adopt().len()
-            );
-            return Ok(());
-        }
+    match platform {
+        Some(PlatformSettings::Docker(docker)) => resolve_docker(docker),
+        Some(PlatformSettings::Libvirt(config)) => resolve_libvirt(config),
         Some(PlatformSettings::Kubernetes(config)) => {
             println!(
                 "# --resolve: resolving the {} [[platform.kubernetes.adopt]] rule(s) needs the \
                  Kubernetes API, and this steward builds no Kubernetes client yet; not resolved",
                 config.adopt().len()
             );
-            return Ok(());
+            Ok(())
         }
         _ => {
             println!(
                 "# --resolve: the simulated platform has no adoption rules; nothing to resolve"
             );
-            return Ok(());
+            Ok(())
         }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    }
+}
+
+/// One adoption rule's catch, as `--resolve` prints it: member, resource, host.
+struct Taken {
+    rule: usize,
+    member: String,
+    resource: String,
+    host: String,
+}
+
+/// Prints what each rule (described by `rules`) takes, asked of `source` now.
+fn print_adoption(source: &str, section: &str, rules: &[String], taken: &[Taken]) {
+    println!("# adoption, as {source} answers now:");
+    if rules.is_empty() {
+        println!("#   no [[{section}]] rule");
+    }
+    for (i, what) in rules.iter().enumerate() {
+        let mine: Vec<&Taken> = taken.iter().filter(|t| t.rule == i).collect();
+        if mine.is_empty() {
+            println!("#   adopt[{i}] ({what}): takes nothing");
+        }
+        for t in mine {
+            println!(
+                "#   adopt[{i}] ({what}): member {} = {} on {}",
+                t.member, t.resource, t.host
+            );
+        }
+    }
+}
+
+/// Runs one async listing for `--resolve`.
+fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    let matches = runtime.block_on(async {
-        let p = DockerPlatform::connect((**docker).clone())
+        .context("cannot start the async runtime")?
+        .block_on(work)
+}
+
+fn resolve_docker(docker: &steward_adapters::platform::docker::DockerConfig) -> anyhow::Result<()> {
+    use steward_adapters::platform::docker::{DockerPlatform, Selector};
+    let matches = block_on(async {
+        let p = DockerPlatform::connect(docker.clone())
             .await
             .context("connecting to docker to resolve the adoption rules")?;
         p.adopted()
             .await
             .context("listing containers to resolve the adoption rules")
     })?;
-    println!("# adoption, as the engines answer now:");
-    if docker.adopt.is_empty() {
-        println!("#   no [[platform.docker.adopt]] rule");
-    }
-    for (i, rule) in docker.adopt.iter().enumerate() {
-        let what = match &rule.selector {
+    let rules: Vec<String> = docker
+        .adopt
+        .iter()
+        .map(|rule| match &rule.selector {
             Selector::Container { container, .. } => format!("container {container}"),
             Selector::Label { key, value, .. } => match value {
                 Some(v) => format!("label {key}={v}"),
                 None => format!("label {key}"),
             },
-        };
-        let taken: Vec<_> = matches.iter().filter(|m| m.rule == i).collect();
-        if taken.is_empty() {
-            println!("#   adopt[{i}] ({what}): takes nothing");
-        }
-        for m in taken {
-            println!(
-                "#   adopt[{i}] ({what}): member {} = container {} on {}",
-                m.member, m.container, m.host
-            );
-        }
+        })
+        .collect();
+    let taken: Vec<Taken> = matches
+        .into_iter()
+        .map(|m| Taken {
+            rule: m.rule,
+            member: m.member,
+            resource: format!("container {}", m.container),
+            host: m.host,
+        })
+        .collect();
+    print_adoption("the engines", "platform.docker.adopt", &rules, &taken);
+    Ok(())
+}
+
+#[cfg(feature = "libvirt")]
+fn resolve_libvirt(
+    config: &steward_adapters::platform::libvirt::LibvirtConfig,
+) -> anyhow::Result<()> {
+    use steward_adapters::platform::libvirt::{LibvirtPlatform, Selector};
+    if config.adopt().is_empty() {
+        println!("# adoption: no [[platform.libvirt.adopt]] rule; nothing to resolve");
+        return Ok(());
+    }
+    let matches = block_on(async {
+        // A listing reads no time of day.
+        let clock = std::sync::Arc::new(steward_model::Timestamp::default);
+        let p = LibvirtPlatform::connect(config.clone(), clock)
+            .await
+            .context("connecting to libvirt to resolve the adoption rules")?;
+        p.adopted()
+            .await
+            .context("listing domains to resolve the adoption rules")
+    })?;
+    let rules: Vec<String> = config
+        .adopt()
+        .iter()
+        .map(|rule| match &rule.selector {
+            Selector::Domain { domain, .. } => format!("domain {domain}"),
+            Selector::Pattern { pattern, .. } => format!("name {pattern}"),
+        })
+        .collect();
+    let taken: Vec<Taken> = matches
+        .into_iter()
+        .map(|m| Taken {
+            rule: m.rule,
+            member: m.member,
+            resource: format!("domain {}", m.domain),
+            host: m.host,
+        })
+        .collect();
+    print_adoption("libvirt", "platform.libvirt.adopt", &rules, &taken);
+    Ok(())
+}
+
+#[cfg(not(feature = "libvirt"))]
+fn resolve_libvirt(
+    config: &steward_adapters::platform::libvirt::LibvirtConfig,
+) -> anyhow::Result<()> {
+    if config.adopt().is_empty() {
+        println!("# adoption: no [[platform.libvirt.adopt]] rule; nothing to resolve");
+    } else {
+        println!(
+            "# --resolve: this steward was built without the libvirt platform, which asks \
+             libvirt; rebuild it with `--features libvirt` to resolve the {} \
+             [[platform.libvirt.adopt]] rule(s)",
+            config.adopt().len()
+        );
     }
     Ok(())
 }

@@ -210,3 +210,49 @@ fn exit_codes_tell_usage_invalid_input_and_failure_apart() {
         );
     }
 }
+
+/// Issue 15: `check-config --resolve` asks libvirt (its test driver, whose default host holds
+/// one domain, `test`) what each `[[platform.libvirt.adopt]]` rule takes.
+#[cfg(feature = "libvirt")]
+#[test]
+fn resolve_shows_what_each_libvirt_adoption_rule_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("libvirt.toml");
+    let template = "<domain type='test'><name>{{name}}</name>{{metadata}}\
+        <memory unit='KiB'>{{max_memory_kib}}</memory>\
+        <currentMemory unit='KiB'>{{memory_kib}}</currentMemory>\
+        <vcpu current='{{vcpus}}'>{{max_vcpus}}</vcpu>\
+        <os><type arch='x86_64'>hvm</type></os></domain>";
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nname = \"demo\"\nstate_dir = \"{}\"\n\n\
+             [patroni]\nurls = [\"http://127.0.0.1:8008\"]\n\n\
+             [platform]\nkind = \"libvirt\"\n\n\
+             [platform.libvirt]\ncluster = \"demo\"\nuris = [\"test:///default\"]\n\n\
+             [platform.libvirt.database]\ntemplate = \"{template}\"\nmax_vcpus = 4\n\
+             max_memory_bytes = 4294967296\n\n\
+             [[platform.libvirt.adopt]]\ndomain = \"test\"\nmember = \"pg1\"\n\n\
+             [[platform.libvirt.adopt]]\nname = \"legacy-*\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = steward(&["check-config", "--resolve", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("adopt[")).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("#   adopt[0] (domain test): member pg1 = domain test on "),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1], "#   adopt[1] (name legacy-*): takes nothing",
+        "{stdout}"
+    );
+}

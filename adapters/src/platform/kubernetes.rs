@@ -63,7 +63,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
@@ -425,6 +425,23 @@ fn resources_json(size: Size) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
+
+/// The container `name` of `pod`, or a permanent error naming both.
+fn container_named<'a>(pod: &'a Pod, name: &str, op: &str) -> Result<&'a Container, PlatformError> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == name))
+        .ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "pod {} has no container {name}",
+                    pod.metadata.name.as_deref().unwrap_or("?")
+                ),
+            )
+        })
+}
 
 /// Classifies a kube-rs error; an API error keeps the server's `Status` message verbatim.
 fn kube_error(operation: &str, e: kube::Error) -> PlatformError {
@@ -1116,18 +1133,7 @@ impl KubernetesPlatform {
         let set = self.role_set(rule.role, op)?;
         self.check_size(set, size, op)?;
         let pod = a.name().to_string();
-        let container = a
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.iter().find(|c| c.name == rule.container));
-        let Some(container) = container else {
-            return Err(PlatformError::new(
-                ErrorKind::Permanent,
-                op,
-                format!("pod {pod} has no container {}", rule.container),
-            ));
-        };
+        let container = container_named(&a.pod, &rule.container, op)?;
         let (claim, disk) = self.adopted_disk(&a, op).await?;
         let old = size_of(container.resources.as_ref(), disk);
         let grow_disk = size.disk_bytes > old.disk_bytes;
@@ -1741,17 +1747,7 @@ impl Platform for KubernetesPlatform {
             .get(&set.statefulset)
             .await
             .map_err(|e| kube_error(op, e))?;
-        let container = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.iter().find(|c| c.name == set.container));
-        let Some(container) = container else {
-            return Err(PlatformError::new(
-                ErrorKind::Permanent,
-                op,
-                format!("pod {member} has no container {}", set.container),
-            ));
-        };
+        let container = container_named(&pod, &set.container, op)?;
         let pvc = self.disk_of(set, member, op).await?;
         let old = size_of(
             container.resources.as_ref(),
