@@ -1658,16 +1658,18 @@ impl DockerPlatform {
         size: Size,
         quota_period: Option<i64>,
     ) -> Result<(), PlatformError> {
-        let memory = size.memory_bytes as i64;
+        // A 0 is "no limit" kept as it is: the field is not sent.
+        let memory = (size.memory_bytes > 0).then_some(size.memory_bytes as i64);
         let (nano_cpus, cpu_quota) = match quota_period {
+            _ if size.cpus == 0.0 => (None, None),
             Some(period) => (None, Some((size.cpus * period as f64).round() as i64)),
             None => (Some((size.cpus * 1e9).round() as i64), None),
         };
         let body = ContainerUpdateBody {
             nano_cpus,
             cpu_quota,
-            memory: Some(memory),
-            memory_swap: Some(memory),
+            memory,
+            memory_swap: memory,
             ..Default::default()
         };
         self.engines[f.host]
@@ -1732,11 +1734,21 @@ impl Platform for DockerPlatform {
         let quota_period = hc
             .cpu_period
             .filter(|p| *p > 0 && hc.nano_cpus.unwrap_or(0) == 0 && hc.cpu_quota.unwrap_or(0) > 0);
-        if size.cpus.is_nan() || size.cpus <= 0.0 || size.memory_bytes == 0 {
+        // 0 is "no limit": kept where there is none (an adopted container run without
+        // `--cpus` or `--memory`), never asked for where there is one.
+        let takes_off = |asked: f64, now: f64| asked == 0.0 && now != 0.0;
+        if size.cpus.is_nan()
+            || size.cpus < 0.0
+            || takes_off(size.cpus, current.cpus)
+            || takes_off(size.memory_bytes as f64, current.memory_bytes as f64)
+        {
             return Err(PlatformError::new(
                 ErrorKind::Permanent,
                 op,
-                format!("{size:?} has no CPU or no memory"),
+                format!(
+                    "{size:?} has no CPU or no memory (a limit is never taken off; 0 stays only \
+                     where there is none)"
+                ),
             ));
         }
         let disk_grows = size.disk_bytes > current.disk_bytes;

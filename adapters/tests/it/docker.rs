@@ -1243,10 +1243,10 @@ async fn adopted_containers_are_managed_and_their_data_is_never_deleted() {
             &legacy2,
             &[project, ("patroni.name", "pg-legacy-2")],
             &[],
+            // No memory limit: run as many operators run their containers.
             bollard::models::HostConfig {
                 cpu_period: Some(100_000),
                 cpu_quota: Some(50_000),
-                memory: Some(128 * MIB as i64),
                 binds: mounts(None),
                 ..Default::default()
             },
@@ -1337,8 +1337,18 @@ async fn adopted_containers_are_managed_and_their_data_is_never_deleted() {
             (before.id, before.state.unwrap().started_at),
             "resized live, not restarted"
         );
+        // Without a memory limit (0: none), a CPU resize keeps none (found on the lab's own
+        // HAProxy, adopted: "has no CPU or no memory" refused every balancer grow).
+        assert_eq!(listed[1].size.memory_bytes, 0);
         adopting
-            .resize("pg-legacy-2", Size { cpus: 1.0, ..grown })
+            .resize(
+                "pg-legacy-2",
+                Size {
+                    cpus: 1.0,
+                    memory_bytes: 0,
+                    disk_bytes: 0,
+                },
+            )
             .await
             .expect("resize pg-legacy-2");
         let hc = c
@@ -1348,9 +1358,21 @@ async fn adopted_containers_are_managed_and_their_data_is_never_deleted() {
             .host_config
             .unwrap();
         assert_eq!(
-            (hc.cpu_quota, hc.cpu_period),
-            (Some(100_000), Some(100_000))
+            (hc.cpu_quota, hc.cpu_period, hc.memory.unwrap_or(0)),
+            (Some(100_000), Some(100_000), 0)
         );
+        // A limit is never taken off: 0 where there is one is refused.
+        let e = adopting
+            .resize(
+                "legacy1",
+                Size {
+                    memory_bytes: 0,
+                    ..grown
+                },
+            )
+            .await
+            .expect_err("taking legacy1's memory limit off");
+        assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
         let e = adopting
             .resize(
                 "legacy1",
