@@ -871,8 +871,165 @@ async fn the_labs_haproxy_adopted_as_balancers_a_killed_one_is_replaced_and_kept
     .await;
 }
 
-/// One value from `psql` as the lab's superuser, through `host:port`.
-async fn psql(host: &str, port: &str, query: &str) -> Result<String, String> {
+/// A balancer's CPU limit (vCPU: `NanoCpus`, else quota over period) and the time it started.
+async fn balancer_cpus(container: &str) -> (f64, String) {
+    let out = sh(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}} {{.State.StartedAt}}",
+            container,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "docker inspect {container}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpus = if num(0) > 0.0 {
+        num(0) / 1e9
+    } else if num(1) > 0.0 && num(2) > 0.0 {
+        num(1) / num(2)
+    } else {
+        0.0
+    };
+    (cpus, f.get(3).unwrap_or(&"").to_string())
+}
+
+/// Issue 15: the lab's HAProxy pair adopted as `balancer` members grows live under a CPU load
+/// through it. Both are limited to 0.05 vCPU first (the lab runs them without a limit, whose
+/// size Steward cannot know), with a balancer CPU policy that acts within seconds; four
+/// streams of `COPY ... TO STDOUT` through both read ports keep HAProxy busier than that. Both
+/// must be grown (the role has one size) without a restart: the same container, started at
+/// the same time. The lab's HAProxy pair is removed after and `lab.sh up` makes it afresh
+/// (a Docker limit cannot be taken off with `docker update`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_labs_haproxy_adopted_as_balancers_grows_live_under_a_cpu_load() {
+    let Some(urls) = lab() else {
+        return;
+    };
+    const START: f64 = 0.05;
+    with_lab(urls, move |_| async move {
+        let outcome = tokio::spawn(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let state_dir = dir.path().join("state");
+            let config = balancer_config(dir.path(), &state_dir);
+            let mut doc: toml::Table =
+                toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+            let policy: toml::Table = toml::from_str(&format!(
+                "[balancer.cpu]\nstep = {START}\nmin = {START}\nmax = 0.5\nwindow = \"10s\"\n\
+                 up_window = \"12s\"\ndown_window = \"1h\"\ncooldown = \"10m\"\n"
+            ))
+            .unwrap();
+            doc.insert("policy".into(), toml::Value::Table(policy));
+            std::fs::write(&config, toml::to_string(&doc).unwrap()).unwrap();
+            let mut before = Vec::new();
+            for (container, _) in LAB_BALANCERS {
+                let out = sh(
+                    "docker",
+                    &["update", "--cpus", &START.to_string(), container],
+                )
+                .await;
+                assert!(out.status.success(), "docker update {container}: {out:?}");
+                before.push((container, balancer_cpus(container).await));
+            }
+            let mut steward = Steward::start(&config, dir, state_dir);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let streams: Vec<_> = LAB_BALANCERS
+                .iter()
+                .flat_map(|(_, api)| {
+                    let host = api.split_once(':').unwrap().0.to_string();
+                    [host.clone(), host]
+                })
+                .map(|host| {
+                    let stop = std::sync::Arc::clone(&stop);
+                    tokio::spawn(async move {
+                        let mut copies = 0u32;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let copied = stream_through(&host, "5433").await;
+                            if copied.is_ok() {
+                                copies += 1;
+                            } else {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                        copies
+                    })
+                })
+                .collect();
+            let loaded = Instant::now();
+            let deadline = loaded + Duration::from_secs(180);
+            let grown = loop {
+                steward.assert_alive();
+                let mut now = Vec::new();
+                for (container, _) in LAB_BALANCERS {
+                    now.push(balancer_cpus(container).await);
+                }
+                if now.iter().all(|(cpus, _)| *cpus > START + 1e-6) {
+                    break now;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the balancers did not grow within 180 s of the load: {now:?}\n{}",
+                    steward.output()
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut copies = 0;
+            for s in streams {
+                copies += s.await.unwrap_or(0);
+            }
+            eprintln!(
+                "e2e-adopt: balancers grown {START} -> {:?} vCPU {:.1} s after the load \
+                 ({copies} copies of 200 MB through them)",
+                grown.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+                loaded.elapsed().as_secs_f64()
+            );
+            for ((container, (_, started)), (_, started_now)) in before.iter().zip(&grown) {
+                assert_eq!(
+                    started, started_now,
+                    "{container} was restarted, not grown live"
+                );
+            }
+            assert!(copies > 0, "no copy went through the balancers");
+            steward.stop_cleanly().await;
+        })
+        .await;
+        // The pair is made afresh by the restore (`lab.sh up`): the limit cannot be undone.
+        for (container, _) in LAB_BALANCERS {
+            let _ = sh("docker", &["rm", "-f", container]).await;
+        }
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    })
+    .await;
+}
+
+/// 200 MB from a replica through `host:port` (`COPY ... TO STDOUT`), thrown away.
+async fn stream_through(host: &str, port: &str) -> Result<(), String> {
+    let mut command = psql_command(host, port)?;
+    let status = command
+        .args([
+            "-c",
+            "copy (select repeat('x', 1000) from generate_series(1, 200000)) to stdout",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("psql: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or(format!("psql: {status}"))
+}
+
+/// `psql` as the lab's superuser, to `host:port`, its password from the lab's secrets.
+fn psql_command(host: &str, port: &str) -> Result<tokio::process::Command, String> {
     let secrets = std::fs::read_to_string("/var/lib/steward-lab/secrets/passwords.env")
         .map_err(|e| format!("the lab's secrets (root): {e}"))?;
     let password = secrets
@@ -881,13 +1038,19 @@ async fn psql(host: &str, port: &str, query: &str) -> Result<String, String> {
         .ok_or("no SUPERUSER_PASSWORD in the lab's secrets")?
         .trim_matches('\'')
         .to_string();
-    let out = tokio::process::Command::new("/usr/lib/postgresql/15/bin/psql")
-        .args([
-            "-h", host, "-p", port, "-U", "postgres", "-d", "postgres", "-tAc", query,
-        ])
+    let mut command = tokio::process::Command::new("/usr/lib/postgresql/15/bin/psql");
+    command
+        .args(["-h", host, "-p", port, "-U", "postgres", "-d", "postgres"])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "3")
-        .env_remove("PGPASSFILE")
+        .env_remove("PGPASSFILE");
+    Ok(command)
+}
+
+/// One value from `psql` as the lab's superuser, through `host:port`.
+async fn psql(host: &str, port: &str, query: &str) -> Result<String, String> {
+    let out = psql_command(host, port)?
+        .args(["-tAc", query])
         .output()
         .await
         .map_err(|e| format!("psql: {e}"))?;
