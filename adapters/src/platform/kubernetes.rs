@@ -426,6 +426,21 @@ fn resources_json(size: Size) -> Value {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
+/// Whether `size` grows the disk of `old`; a shrink is refused (PVCs never shrink).
+fn disk_grows(size: Size, old: Size, op: &str) -> Result<bool, PlatformError> {
+    if size.disk_bytes < old.disk_bytes {
+        return Err(PlatformError::new(
+            ErrorKind::Refused,
+            op,
+            format!(
+                "PVCs never shrink ({} < {} bytes)",
+                size.disk_bytes, old.disk_bytes
+            ),
+        ));
+    }
+    Ok(size.disk_bytes > old.disk_bytes)
+}
+
 /// The container `name` of `pod`, or a permanent error naming both.
 fn container_named<'a>(pod: &'a Pod, name: &str, op: &str) -> Result<&'a Container, PlatformError> {
     pod.spec
@@ -1136,17 +1151,7 @@ impl KubernetesPlatform {
         let container = container_named(&a.pod, &rule.container, op)?;
         let (claim, disk) = self.adopted_disk(&a, op).await?;
         let old = size_of(container.resources.as_ref(), disk);
-        let grow_disk = size.disk_bytes > old.disk_bytes;
-        if size.disk_bytes < old.disk_bytes {
-            return Err(PlatformError::new(
-                ErrorKind::Refused,
-                op,
-                format!(
-                    "PVCs never shrink ({} < {} bytes)",
-                    size.disk_bytes, old.disk_bytes
-                ),
-            ));
-        }
+        let grow_disk = disk_grows(size, old, op)?;
         let claim = match (grow_disk, claim) {
             (true, None) => {
                 return Err(PlatformError::new(
@@ -1754,17 +1759,7 @@ impl Platform for KubernetesPlatform {
             pvc.as_ref().map(pvc_bytes).unwrap_or(0),
         );
         // Check everything before changing anything.
-        let grow_disk = size.disk_bytes > old.disk_bytes;
-        if size.disk_bytes < old.disk_bytes {
-            return Err(PlatformError::new(
-                ErrorKind::Refused,
-                op,
-                format!(
-                    "PVCs never shrink ({} < {} bytes)",
-                    size.disk_bytes, old.disk_bytes
-                ),
-            ));
-        }
+        let grow_disk = disk_grows(size, old, op)?;
         if grow_disk && pvc.is_none() {
             return Err(PlatformError::new(
                 ErrorKind::NotFound,
