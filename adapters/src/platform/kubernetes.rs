@@ -632,6 +632,19 @@ impl KubernetesPlatform {
         Ok(KubernetesPlatform::new(client, config))
     }
 
+    /// Deletes `pod` with grace period 0 (the process dies now); one already gone is fine.
+    async fn kill_pod(&self, pod: &str, op: &str) -> Result<(), PlatformError> {
+        match self
+            .pods()
+            .delete(pod, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(kube_error(op, e)),
+        }
+    }
+
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.config.namespace)
     }
@@ -1222,15 +1235,7 @@ impl KubernetesPlatform {
         let pod = a.name().to_string();
         self.unserve(&pod, op).await?;
         self.fenced_adopted().insert(member.to_string(), a);
-        match self
-            .pods()
-            .delete(&pod, &DeleteParams::default().grace_period(0))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if status_code(&e) == Some(404) => {}
-            Err(e) => return Err(kube_error(op, e)),
-        }
+        self.kill_pod(&pod, op).await?;
         info!(
             member,
             pod, "adopted pod fenced (out of endpoints, deleted with grace 0)"
@@ -1872,15 +1877,7 @@ impl Platform for KubernetesPlatform {
             self.set_fenced(set, &sts, &fenced, op).await?;
         }
         // 3. The process dies now: grace period 0.
-        match self
-            .pods()
-            .delete(member, &DeleteParams::default().grace_period(0))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if status_code(&e) == Some(404) => {}
-            Err(e) => return Err(kube_error(op, e)),
-        }
+        self.kill_pod(member, op).await?;
         info!(
             member,
             "pod fenced (out of endpoints, deleted with grace 0)"

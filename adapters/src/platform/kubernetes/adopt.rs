@@ -191,19 +191,7 @@ impl RawAdopt {
                 Selector::Labels(Vec::new())
             }
         };
-        let role = match self.role.as_deref().unwrap_or("database").parse::<Role>() {
-            Ok(r) => r,
-            Err(_) => {
-                errors.push(
-                    "role",
-                    format!(
-                        "`{}`: expected database or balancer",
-                        self.role.as_deref().unwrap_or_default()
-                    ),
-                );
-                Role::Database
-            }
-        };
+        let role = super::super::adopted_role(self.role.as_deref(), errors);
         let role_container = containers.get(&role);
         if role_container.is_none()
             && self

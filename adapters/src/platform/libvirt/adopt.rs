@@ -197,19 +197,7 @@ impl RawAdopt {
                     None
                 }
             });
-        let role = match self.role.as_deref().unwrap_or("database").parse::<Role>() {
-            Ok(r) => r,
-            Err(_) => {
-                errors.push(
-                    "role",
-                    format!(
-                        "`{}`: expected database or balancer",
-                        self.role.as_deref().unwrap_or_default()
-                    ),
-                );
-                Role::Database
-            }
-        };
+        let role = super::super::adopted_role(self.role.as_deref(), errors);
         let template_address = match templates.get(&role) {
             Some(t) => t.address.clone(),
             None => {
