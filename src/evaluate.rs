@@ -111,11 +111,16 @@ pub enum Timeline {
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(
     clap::ArgGroup::new("input")
-        .args(["csv", "synthetic", "jsonl", "prometheus"])
+        .args(["csv", "synthetic", "jsonl", "synthetic_cluster", "prometheus"])
         .multiple(true)
         .required(true)
 ))]
 #[command(group(clap::ArgGroup::new("traces").args(["csv", "synthetic"]).multiple(true)))]
+#[command(group(
+    clap::ArgGroup::new("generated")
+        .args(["synthetic", "synthetic_cluster"])
+        .multiple(true)
+))]
 pub struct EvaluateArgs {
     /// A CSV trace `timestamp,value` (a header row is allowed), e.g. the NAB traces; say what it
     /// measures with --role, --resource, --size and --values. Repeat it, or name a folder (its
@@ -124,7 +129,7 @@ pub struct EvaluateArgs {
     #[arg(
         long,
         value_name = "FILE|DIR",
-        conflicts_with_all = ["jsonl", "prometheus"]
+        conflicts_with_all = ["jsonl", "synthetic_cluster", "prometheus"]
     )]
     pub csv: Vec<PathBuf>,
     /// Synthetic traces, 14 days at 5 minutes in percent of --size, deterministic per seed:
@@ -133,16 +138,24 @@ pub struct EvaluateArgs {
     #[arg(
         long,
         value_name = "KIND:SEEDS",
-        conflicts_with_all = ["jsonl", "prometheus"]
+        conflicts_with_all = ["jsonl", "synthetic_cluster", "prometheus"]
     )]
     pub synthetic: Vec<synthetic::Spec>,
-    /// With --synthetic: also write each trace as a NAB-style CSV, DIR/<kind>-<seed>.csv.
-    #[arg(long, value_name = "DIR", requires = "synthetic")]
+    /// With --synthetic or --synthetic-cluster: also write each trace as a NAB-style CSV,
+    /// DIR/<kind>-<seed>.csv, and each recording as DIR/<kind>-<seed>.jsonl.
+    #[arg(long, value_name = "DIR", requires = "generated")]
     pub write_synthetic: Option<PathBuf>,
     /// A JSON-lines recording of member records (`steward observe --record`); runs vertical CPU
-    /// and memory per role (busiest member), disk and the replica count.
-    #[arg(long, value_name = "FILE", conflicts_with = "prometheus")]
-    pub jsonl: Option<PathBuf>,
+    /// and memory per role (busiest member), disk and the replica count. Repeat it, or name a
+    /// folder (its *.jsonl files), for a scorecard with a sum row per knob and policy.
+    #[arg(long, value_name = "FILE|DIR", conflicts_with = "prometheus")]
+    pub jsonl: Vec<PathBuf>,
+    /// Synthetic whole-cluster recordings (three database members and two balancers, 14 days
+    /// at 5 minutes, OOM kills where big sorts meet the memory limit), replayed like --jsonl:
+    /// KIND:SEEDS as for --synthetic (e.g. --synthetic-cluster all:6-10). Repeatable; mixes
+    /// with --jsonl.
+    #[arg(long, value_name = "KIND:SEEDS", conflicts_with = "prometheus")]
+    pub synthetic_cluster: Vec<synthetic::Spec>,
     /// Prometheus base URL (e.g. http://127.0.0.1:9090): replay the cluster's history from
     /// it, one range query per metric for all members, like a --jsonl recording. Give the
     /// members' size with --cpus, --memory and --disk (a knob without a size is skipped).
@@ -325,8 +338,23 @@ pub fn run(args: &EvaluateArgs, policy: PolicyConfig, out: &mut dyn Write) -> an
             reports.push(evaluate_trace(args, trace, &policy, timeline)?);
         }
         flat = true;
-    } else if let Some(path) = &args.jsonl {
-        reports.push(recording::evaluate_jsonl(args, path, &policy)?);
+    } else if !args.jsonl.is_empty() || !args.synthetic_cluster.is_empty() {
+        let sources = recording::sources(args)?;
+        if sources.len() > 1 && args.chart.is_some() {
+            return Err(crate::UsageError(format!(
+                "--chart draws one recording's timeline; for {} recordings use --plane FILE.svg",
+                sources.len()
+            ))
+            .into());
+        }
+        let timeline = if sources.len() == 1 {
+            Timeline::Steward
+        } else {
+            Timeline::None
+        };
+        for source in &sources {
+            reports.push(recording::evaluate_source(args, source, &policy, timeline)?);
+        }
     } else if let Some(url) = &args.prometheus {
         // The command's edge: the one place `evaluate` reads the wall clock, and only
         // when --until does not say where the history ends.
@@ -340,7 +368,7 @@ pub fn run(args: &EvaluateArgs, policy: PolicyConfig, out: &mut dyn Write) -> an
         reports.push(runtime.block_on(recording::evaluate_prometheus(args, url, until, &policy))?);
     } else {
         return Err(crate::UsageError(
-            "give traces with --csv FILE or --synthetic KIND:SEEDS, a recording with --jsonl FILE or a history with --prometheus URL".into(),
+            "give traces with --csv FILE or --synthetic KIND:SEEDS, recordings with --jsonl FILE or --synthetic-cluster KIND:SEEDS, or a history with --prometheus URL".into(),
         )
         .into());
     }
@@ -376,21 +404,7 @@ struct TraceInput {
 fn read_traces(args: &EvaluateArgs) -> anyhow::Result<Vec<TraceInput>> {
     let mut traces = Vec::new();
     for path in &args.csv {
-        let files = if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read the folder {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                bail!("{} holds no .csv file", path.display());
-            }
-            files
-        } else {
-            vec![path.clone()]
-        };
-        for file in files {
+        for file in files_of(path, "csv")? {
             let series = input::read_csv(open(&file)?, &file.display().to_string(), args.skip_bad)?;
             log_read(&file, series.samples.len(), &series.skipped);
             traces.push(TraceInput {
@@ -402,23 +416,12 @@ fn read_traces(args: &EvaluateArgs) -> anyhow::Result<Vec<TraceInput>> {
             });
         }
     }
-    if let Some(dir) = &args.write_synthetic {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-    }
     for spec in &args.synthetic {
         for (kind, seed) in spec.traces() {
             let trace = synthetic::generate(kind, seed);
             if let Some(dir) = &args.write_synthetic {
-                let path = dir.join(format!("{}-{seed}.csv", kind.name()));
-                let mut file = std::io::BufWriter::new(
-                    File::create(&path)
-                        .with_context(|| format!("cannot create {}", path.display()))?,
-                );
-                trace
-                    .write_csv(&mut file)
-                    .and_then(|()| file.flush())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                let name = format!("{}-{seed}.csv", kind.name());
+                write_synthetic(dir, &name, |out| trace.write_csv(out))?;
             }
             let samples = trace
                 .times
@@ -441,6 +444,43 @@ fn read_traces(args: &EvaluateArgs) -> anyhow::Result<Vec<TraceInput>> {
         }
     }
     Ok(traces)
+}
+
+/// `path` itself, or for a folder its files named `*.<extension>`, sorted (at least one).
+fn files_of(path: &Path, extension: &str) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read the folder {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case(extension))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no .{extension} file", path.display());
+    }
+    Ok(files)
+}
+
+/// Creates the --write-synthetic folder and writes one generated input into it.
+fn write_synthetic(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    let path = dir.join(name);
+    let mut file = std::io::BufWriter::new(
+        File::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    write(&mut file)
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn open(path: &Path) -> anyhow::Result<BufReader<File>> {

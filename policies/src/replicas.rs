@@ -2,8 +2,9 @@
 //!
 //! What it is (DESIGN.md 4): driven by database signals, not a pod average: the capacity
 //! replicas' mean CPU utilization, connections per capacity member and (if configured) read rate
-//! per capacity replica, each with a band. Any signal above its `high` for `up_window`: add one
-//! member; every signal below its `low` for `down_window`: remove one. One member at a time, never
+//! per capacity replica, each with a band. Any signal above its `scale_out_at` (`high` for
+//! connections and read rate, halfway from the band's middle to `high` for CPU) for `up_window`:
+//! add one member; every signal below its `low` for `down_window`: remove one. One member at a time, never
 //! below the HA minimum (`min_members`, primary included) or above `max_members`, a cooldown after
 //! each change. A replica that lags more than `max_lag_bytes` or is not streaming serves stale or
 //! no reads, so it is not counted as capacity. On scale-in it picks the replica that matters least:
@@ -290,7 +291,7 @@ impl ReplicaPolicy {
 
         let above: Vec<Signal> = signals
             .iter()
-            .filter(|s| s.value.is_some_and(|v| v > s.band.high))
+            .filter(|s| s.value.is_some_and(|v| v > s.band.scale_out_at))
             .copied()
             .collect();
         let all_below = signals
@@ -341,7 +342,7 @@ impl ReplicaPolicy {
         ));
     }
 
-    /// Below the HA minimum, or a signal above `high`: one member more, once the up window has
+    /// Below the HA minimum, or a signal above `scale_out_at`: one member more, once the up window has
     /// passed (the minimum does not wait for it), outside the cooldown, within `max_members`.
     fn grow(
         &self,
@@ -371,7 +372,7 @@ impl ReplicaPolicy {
             let names: Vec<String> = a
                 .above
                 .iter()
-                .map(|s| format!("{} above {:.2}", s.name, s.band.high))
+                .map(|s| format!("{} above {:.2}", s.name, s.band.scale_out_at))
                 .collect();
             if held < cfg.up_window {
                 d.rules.push(rule(
@@ -709,6 +710,29 @@ mod tests {
     }
 
     #[test]
+    fn replica_cpu_scales_out_from_scale_out_at_before_it_reaches_high() {
+        // 1.3 of 2 vCPU = 0.65: above scale_out_at (0.6 by default), below high (0.7).
+        let mut p = policy();
+        let d = run(&mut p, 0, 300, |t| cluster(3, 1.3, t));
+        assert_eq!(
+            (d.decision.action, d.decision.target),
+            (Action::Grow, 4.0),
+            "{d:?}"
+        );
+        assert!(
+            d.decision.summary.contains("replica cpu above 0.60"),
+            "{}",
+            d.decision.summary
+        );
+        // With scale_out_at = high, the same load is inside the band: hold.
+        let mut cfg = PolicyConfig::default().replicas;
+        cfg.cpu.scale_out_at = cfg.cpu.high;
+        let mut p = ReplicaPolicy::new(cfg);
+        let d = run(&mut p, 0, 300, |t| cluster(3, 1.3, t));
+        assert_eq!(d.decision.action, Action::Hold, "{d:?}");
+    }
+
+    #[test]
     fn a_busy_cluster_adds_one_member_after_the_up_window() {
         let mut p = policy();
         // 1.8 of 2 vCPU = 0.9 > 0.7.
@@ -861,6 +885,7 @@ mod tests {
         cfg.cpu = Band {
             low: 0.3,
             high: 0.35,
+            scale_out_at: 0.35,
         };
         cfg.connections = None;
         p = ReplicaPolicy { config: cfg, ..p };
@@ -875,6 +900,7 @@ mod tests {
         cfg.read_rate = Some(Band {
             low: 100.0,
             high: 1000.0,
+            scale_out_at: 1000.0,
         });
         let mut p = ReplicaPolicy::new(cfg);
         // CPU and connections are quiet; 2 replicas read 1,500/s each.

@@ -157,9 +157,9 @@ pub fn sums(reports: &[Report]) -> Vec<(&KnobReport, Vec<(&'static str, Summary)
 }
 
 /// A trace's name for tables: a file's stem (`ec2_cpu_utilization_5f5533`), a synthetic
-/// trace's own name (`synthetic:diurnal:3`).
+/// trace's or recording's own name (`synthetic:diurnal:3`, `synthetic-cluster:diurnal:3`).
 pub fn short_name(file: &str) -> String {
-    if file.starts_with("synthetic:") {
+    if file.starts_with("synthetic:") || file.starts_with("synthetic-cluster:") {
         return file.to_string();
     }
     std::path::Path::new(file)

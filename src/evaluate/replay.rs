@@ -127,13 +127,30 @@ impl Tally {
     /// counts toward the size held, not toward any band.
     #[inline]
     pub fn interval(&mut self, secs: f64, usage: Option<f64>, size: f64) {
+        self.interval_scored(secs, usage, usage.map(|u| u / size), size);
+    }
+
+    /// Like [`Tally::interval`], with the utilization the band judges given apart from the
+    /// usage (the replica count: all members' demand is used, the replicas' utilization is
+    /// judged). A missing utilization counts toward no band.
+    #[inline]
+    pub fn interval_scored(
+        &mut self,
+        secs: f64,
+        usage: Option<f64>,
+        utilization: Option<f64>,
+        size: f64,
+    ) {
         let hours = secs / 3600.0;
         self.summary.resource_hours += size / self.unit * hours;
         self.summary.hours += hours;
         self.summary.final_size = size;
-        let Some(usage) = usage else { return };
-        self.summary.used_hours += usage / self.unit * hours;
-        let utilization = usage / size;
+        if let Some(usage) = usage {
+            self.summary.used_hours += usage / self.unit * hours;
+        }
+        let Some(utilization) = utilization else {
+            return;
+        };
         let minutes = secs / 60.0;
         if utilization > self.limits.high {
             self.summary.minutes_above_high += minutes;

@@ -15,6 +15,8 @@
 //! `steward evaluate --synthetic diurnal:1-5 --size 2 --baseline all` replays them;
 //! `--write-synthetic DIR` also writes each as `DIR/<kind>-<seed>.csv`.
 
+pub mod cluster;
+
 use std::f64::consts::TAU;
 use std::io::Write;
 use std::str::FromStr;

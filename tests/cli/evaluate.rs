@@ -426,6 +426,112 @@ fn a_synthetic_trace_written_out_replays_like_the_generated_one() {
     assert_eq!(replayed["input"]["samples"], 4032);
 }
 
+/// Whole-cluster recordings: `--synthetic-cluster` makes a scorecard of recordings (every knob,
+/// the replica count against the HPA on replicas, a sum over them), and what `--write-synthetic`
+/// writes is a recording that `--jsonl` (given its folder) replays to the same figures.
+#[test]
+fn synthetic_cluster_recordings_make_a_scorecard_that_their_files_replay_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = json_of(&steward(&[
+        "--synthetic-cluster",
+        "diurnal:1-2",
+        "--write-synthetic",
+        dir.path().to_str().unwrap(),
+        "--baseline",
+        "hpa",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(generated["sum_of"], 2);
+    let traces = generated["traces"].as_array().unwrap();
+    assert_eq!(traces[1]["input"]["file"], "synthetic-cluster:diurnal:2");
+    assert_eq!(traces[1]["input"]["samples"], 4032);
+    let replicas = &generated["summary"]["database.replicas"];
+    for policy in ["steward", "hpa"] {
+        let sum = replicas[policy]["changes"].as_f64().unwrap();
+        let each: f64 = traces
+            .iter()
+            .map(|t| {
+                t["summary"]["database.replicas"][policy]["changes"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(sum, each, "{policy}");
+        assert!(sum > 0.0, "a diurnal load moves the count: {replicas}");
+        assert!(replicas[policy]["resource_hours"].as_f64().unwrap() > 0.0);
+    }
+    for knob in [
+        "database.cpu",
+        "database.memory",
+        "database.disk",
+        "balancer.cpu",
+    ] {
+        assert!(
+            generated["summary"][knob]["steward"]["changes"].is_number(),
+            "{knob}"
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["diurnal-1.jsonl", "diurnal-2.jsonl"]);
+    let replayed = json_of(&steward(&[
+        "--jsonl",
+        dir.path().to_str().unwrap(),
+        "--baseline",
+        "hpa",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(generated["summary"], replayed["summary"]);
+}
+
+/// An OOM kill in a recording is replayed as Steward's emergency grow, at once and said so.
+#[test]
+fn an_oom_kill_in_a_recording_is_an_emergency_grow_in_the_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oom.jsonl");
+    let mut text = String::new();
+    for minute in 0..40 {
+        let kills = if minute >= 20 { 1 } else { 0 };
+        for (member, role) in [("pg-1", "leader"), ("pg-2", "replica"), ("pg-3", "replica")] {
+            text.push_str(&format!(
+                concat!(
+                    r#"{{"time":"2026-11-26T10:{:02}:00Z","member":"{}","role":"database","#,
+                    r#""patroni_role":"{}","cpu_used":1.0,"memory_used":2576980377.6,"#,
+                    r#""oom_kills":{},"size":{{"cpus":2.0,"memory_bytes":4294967296,"disk_bytes":0}}}}"#,
+                    "\n"
+                ),
+                minute,
+                member,
+                role,
+                if member == "pg-2" { kills } else { 0 }
+            ));
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    let v = json_of(&steward(&[
+        "--jsonl",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let memory: Vec<&Value> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["knob"] == "database.memory")
+        .collect();
+    assert_eq!(memory.len(), 1, "{memory:?}");
+    assert_eq!(memory[0]["at"], "2026-11-26T10:20:00Z");
+    assert_eq!(memory[0]["action"], "grow");
+    let reason = memory[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("OOM kill: emergency grow"), "{reason}");
+}
+
 #[test]
 fn scorecard_flags_fail_with_clear_errors() {
     let err = |args: &[&str]| {
@@ -458,9 +564,27 @@ fn scorecard_flags_fail_with_clear_errors() {
         "noise:1",
     ]);
     assert!(e.contains("cannot be used with"), "{e}");
+    let e = err(&[
+        "--synthetic-cluster",
+        "noise:1",
+        "--csv",
+        &data("surge.csv"),
+    ]);
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = err(&["--synthetic-cluster", "noise:1-2", "--chart", "x.svg"]);
+    assert!(e.contains("use --plane"), "{e}");
+    let e = err(&[
+        "--jsonl",
+        &data("recording.jsonl"),
+        "--write-synthetic",
+        "x",
+    ]);
+    assert!(e.contains("--synthetic"), "{e}");
     let empty = tempfile::tempdir().unwrap();
     let e = err(&["--csv", empty.path().to_str().unwrap(), "--size", "2"]);
     assert!(e.contains("holds no .csv file"), "{e}");
+    let e = err(&["--jsonl", empty.path().to_str().unwrap()]);
+    assert!(e.contains("holds no .jsonl file"), "{e}");
 }
 
 /// A Prometheus on loopback for `--prometheus`: answers range queries from the files under
