@@ -2,11 +2,12 @@
 # The whole test suite, from a fresh Debian 12 machine as root:
 #   1. installs what the tests need (Debian packages, Patroni for the lab; Rust is expected,
 #      cargo-nextest used if present),
-#   2. starts the services the tests use (the Docker engine, the lab: etcd, Patroni, HAProxy,
-#      Prometheus),
-#   3. runs every test of the workspace (unit, property, wiremock, real Docker, libvirt test driver,
-#      the lab end to end) with every feature. A test whose service is missing FAILS: this script
-#      exports STEWARD_REQUIRE_SERVICES=1 whatever the caller's environment says.
+#   2. starts the services the tests use (the Docker engine, libvirtd, the lab: etcd, Patroni,
+#      HAProxy, Prometheus),
+#   3. runs every test of the workspace (unit, property, wiremock, real Docker, libvirt's test
+#      driver and real LXC domains, the lab end to end) with every feature. A test whose service
+#      is missing FAILS: this script exports STEWARD_REQUIRE_SERVICES=1 whatever the caller's
+#      environment says.
 #
 # Usage: scripts/test.sh [--quick | --build-only] [extra arguments for the test runner]
 #   --quick       a developer's quick run: no packages, no Docker engine, no lab; tests that need a
@@ -27,7 +28,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 run_tests() {
     # --all-features: the libvirt platform is a cargo feature (off in the default build, which does
-    # not link libvirt); its tests run against libvirt's test driver here.
+    # not link libvirt); its tests run against libvirt's test driver and a real libvirtd (lxc:///).
     if cargo nextest --version >/dev/null 2>&1; then
         # nextest does not run doctests: run them first, so that nextest's summary closes the output.
         cargo test --workspace --all-features --doc
@@ -58,6 +59,7 @@ fi
 # Debian packages the build and the tests need (the lab's own list is in scripts/lab.sh).
 install_debian_packages "${BUILD_PACKAGES[@]}" \
     libvirt-dev libvirt-clients `# the libvirt platform (virt crate) and its test driver` \
+    libvirt-daemon-system libvirt-daemon-driver-lxc `# libvirtd: real LXC domains (lxc:///)` \
     docker.io                   `# the Docker platform, tested on a real engine` \
     xfsprogs util-linux         `# loop-mounted XFS volumes that grow online` \
     haproxy                     `# the HAProxy Runtime API client, tested on a real haproxy` \
@@ -77,6 +79,8 @@ log "starting the Docker engine if it is not running"
 scripts/dockerd.sh
 log "starting a Docker engine over TCP with TLS client certificates (a remote host's kind)"
 scripts/dockerd.sh tls
+log "starting libvirtd for LXC domains (its own mount namespace) if it is not running"
+scripts/libvirtd-lxc.sh
 
 log "bringing up the lab (etcd, 3 Patroni members, 2 HAProxy, Prometheus) for the end-to-end tests"
 scripts/lab.sh up

@@ -3,6 +3,8 @@ mod config;
 mod e2e;
 mod e2e_adopt;
 mod e2e_crash;
+#[cfg(feature = "libvirt")]
+mod e2e_libvirt;
 mod e2e_scaling;
 mod evaluate;
 mod ha;

@@ -1,4 +1,5 @@
-//! The libvirt platform: members are libvirt domains (VMs), one libvirt URI per physical host.
+//! The libvirt platform: members are libvirt domains (VMs, or LXC containers), one libvirt URI
+//! per physical host.
 //!
 //! What it is: an implementation of [`Platform`] over the `virt` bindings. Domains are defined
 //! from a per-role XML template; Steward's ownership is a `<metadata>` element in Steward's own
@@ -8,12 +9,23 @@
 //!
 //! - vCPU and memory change live within the domain's maxima (`<vcpu>` and `<memory>` of the
 //!   template), and are written to the persistent definition as well so a restart keeps them.
+//! - Where the driver cannot change vCPUs live (LXC, `lxc:///`), CPU is a CFS quota over the
+//!   whole domain instead: fractions of a CPU (0.01 and up, at most `max_vcpus`), live, written
+//!   into the definition too; memory is the cgroup's hard limit. [`Capabilities::cpu`] is
+//!   [`Change::Live`] on both; `LibvirtPlatform::cpu_control` says which kind (`CpuControl`),
+//!   and the platform logs it per URI when it connects. The `lxc` module has the details and the
+//!   libvirt 9.0 crash it steers around.
 //! - The data disk grows with `virDomainBlockResize` where the driver supports it. libvirt's test
 //!   driver does not: there [`Capabilities::disk_grow`] is [`Change::Unsupported`] and a grow
 //!   request is a [`ErrorKind::Permanent`] error carrying libvirt's own message.
 //! - Fence = `virDomainDestroy` (a hard power-off), marked `fenced="1"` in the metadata so that a
 //!   shut-off member fenced by us is told apart from one that stopped by itself.
-//! - Several URIs = several hosts: create puts a member on a URI holding no member of its role.
+//! - Several URIs = several hosts: create puts a member on a URI holding no member of its role
+//!   (`placement = "preferred"`: on the URI with the fewest when none is free).
+//! - Members of domains that share the host's network (an LXC domain without `<interface>`)
+//!   each get an address of their own from `addresses` (`{{address}}`), held until removed.
+//! - `host_dirs`: folders made per member before its domain is defined (an LXC domain's root
+//!   and data), deleted by a remove with `delete_data`.
 //!
 //! What it is not: a storage or network manager. It does not create volumes or networks (the
 //! template refers to existing ones); it does not read guest-internal figures (disk use, RSS)
@@ -24,13 +36,19 @@
 //! ```toml
 //! cluster = "demo"
 //! uris = ["qemu+ssh://db-a/system", "qemu+ssh://db-b/system", "qemu+ssh://db-c/system"]
+//! placement = "required"
+//! addresses = []               # e.g. ["127.0.81.11-127.0.81.19"] for `{{address}}`
 //! [database]
 //! template = "<domain type='kvm'><name>{{name}}</name>{{metadata}} ... </domain>"
 //! max_vcpus = 8
 //! max_memory_bytes = 34359738368
 //! disk_target = "vdb"          # optional: no disk growth without it
 //! address = "{{name}}"
+//! host_dirs = []               # e.g. ["/var/lib/steward-lxc/{{name}}/root"]
 //! ```
+//!
+//! `examples/libvirt-lxc.toml` is a whole configuration with Patroni members as LXC domains over
+//! the host's programs (the Docker lab's empty-root approach).
 //!
 //! Domains Steward did not define may be managed on the operator's word: `[[platform.libvirt.adopt]]`
 //! rules ([`adopt`]) name them (a domain, or a name pattern such as `pg-*`). An adopted domain
@@ -38,7 +56,7 @@
 //! (destroyed and renamed `<name>.retired`) unless its rule says `delete_data`, and
 //! [`Platform::kept`] lists it with its disks and the `virsh` command that deletes it.
 //!
-//! Built with the `libvirt` cargo feature only ([`LibvirtPlatform`] is in `driver.rs`): the
+//! Built with the `libvirt` cargo feature only (`LibvirtPlatform` is in `driver.rs`): the
 //! bindings link libvirt.so and some fifty libraries behind it. The configuration below parses
 //! and validates in every build, so a build without the feature refuses `kind = "libvirt"` with
 //! a clear error rather than an unknown field.
@@ -51,6 +69,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use steward_model::ports::Placement;
 #[cfg(doc)]
 use steward_model::ports::{Capabilities, Change, ErrorKind, Platform};
 use steward_model::{ConfigErrors, Role, Timestamp};
@@ -63,8 +82,9 @@ pub const METADATA_NS: &str = "https://steward.dev/xmlns/member/1";
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// The placeholders a template may use, each replaced at create time.
-const PLACEHOLDERS: [&str; 7] = [
+const PLACEHOLDERS: [&str; 8] = [
     "name",
+    "address",
     "vcpus",
     "max_vcpus",
     "memory_kib",
@@ -106,6 +126,18 @@ pub struct LibvirtConfigRaw {
     /// [`adopt`]).
     #[serde(default)]
     pub adopt: Vec<RawAdopt>,
+    /// Members' own IPv4 addresses, single (`127.0.0.31`) or ranges (`127.0.0.31-127.0.0.39`):
+    /// a new member gets the first one no member of the cluster holds, as `{{address}}` in its
+    /// template and `address`. For domains that share their host's network (an LXC domain
+    /// without `<interface>`), where each member listens on an address of its own. Default none:
+    /// `{{address}}` may not be used.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `required` (default): one member of a role per URI, a create with no such URI left is
+    /// refused. `preferred`: spread when possible, else the URI with the fewest (with a
+    /// warning): several members on one host, e.g. LXC domains of a test or a lab.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 /// One role's domain template.
@@ -113,7 +145,8 @@ pub struct LibvirtConfigRaw {
 #[serde(deny_unknown_fields)]
 pub struct RoleTemplateRaw {
     /// Domain XML with placeholders `{{name}}`, `{{vcpus}}`, `{{max_vcpus}}`, `{{memory_kib}}`,
-    /// `{{max_memory_kib}}`, `{{metadata}}` (all required) and `{{disk_bytes}}` (optional).
+    /// `{{max_memory_kib}}`, `{{metadata}}` (all required), `{{disk_bytes}}` and `{{address}}`
+    /// (optional; the member's address from `addresses`).
     /// `{{metadata}}` becomes the whole `<metadata>` element; the template must not have its own.
     pub template: String,
     /// The most vCPUs a member may get (the `<vcpu>` maximum): live changes stay within it.
@@ -126,9 +159,18 @@ pub struct RoleTemplateRaw {
     #[serde(default)]
     pub disk_target: Option<String>,
     /// The member's address; `{{name}}` is replaced with the member's name (a name that resolves
-    /// through libvirt-nss or DNS). Default `{{name}}`.
+    /// through libvirt-nss or DNS), `{{address}}` with its address from `addresses`. Default
+    /// `{{name}}`.
     #[serde(default = "default_address")]
     pub address: String,
+    /// Folders made on the libvirt host before a member's domain is defined, `{{name}}`
+    /// replaced with the member's name (e.g. an LXC domain's root and data folders,
+    /// `/var/lib/steward-lxc/{{name}}/root`). Each must be absolute and have a component naming
+    /// the member: that folder (`/var/lib/steward-lxc/<name>`) is what `remove` with
+    /// `delete_data` deletes, and it is never shared. Local URIs only (`lxc:///`,
+    /// `qemu:///system`): Steward makes them on its own machine.
+    #[serde(default)]
+    pub host_dirs: Vec<String>,
 }
 
 fn default_max_vcpus() -> u32 {
@@ -148,6 +190,8 @@ pub struct LibvirtConfig {
     uris: Vec<String>,
     templates: BTreeMap<Role, RoleTemplate>,
     adopt: Vec<Adopt>,
+    addresses: Vec<std::net::Ipv4Addr>,
+    placement: Placement,
 }
 
 #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
@@ -158,6 +202,7 @@ struct RoleTemplate {
     max_memory_kib: u64,
     disk_target: Option<String>,
     address: String,
+    host_dirs: Vec<String>,
 }
 
 impl LibvirtConfig {
@@ -210,11 +255,40 @@ impl LibvirtConfigRaw {
         ];
         for (role, raw) in roles {
             let Some(raw) = raw else { continue };
+            if !raw.host_dirs.is_empty() {
+                for uri in self.uris.iter().filter(|u| !is_local_uri(u)) {
+                    errors.push(
+                        format!("{role}.host_dirs"),
+                        format!("folders are made on Steward's own machine: `{uri}` is remote"),
+                    );
+                }
+            }
             match raw.validate() {
                 Ok(t) => {
                     templates.insert(role, t);
                 }
                 Err(e) => errors.extend_under(role.as_str(), e),
+            }
+        }
+        let mut addresses = Vec::new();
+        for (i, text) in self.addresses.iter().enumerate() {
+            match parse_addresses(text) {
+                Ok(mut list) => addresses.append(&mut list),
+                Err(e) => errors.push(format!("addresses[{i}]"), e),
+            }
+        }
+        if addresses.iter().collect::<BTreeSet<_>>().len() != addresses.len() {
+            errors.push("addresses", "an address is listed twice");
+        }
+        if self.addresses.is_empty() {
+            for (role, t) in &templates {
+                let uses = |text: &str| text.contains("{{address}}");
+                if uses(&t.template) || uses(&t.address) {
+                    errors.push(
+                        format!("{role}"),
+                        "uses `{{address}}`, but `addresses` gives none",
+                    );
+                }
             }
         }
         let mut adopt = Vec::with_capacity(self.adopt.len());
@@ -228,6 +302,8 @@ impl LibvirtConfigRaw {
             uris: self.uris,
             templates,
             adopt,
+            addresses,
+            placement: self.placement,
         })
     }
 }
@@ -287,12 +363,18 @@ impl RoleTemplateRaw {
         if self.address.trim().is_empty() {
             errors.push("address", "must not be empty");
         }
+        for (i, dir) in self.host_dirs.iter().enumerate() {
+            if let Err(message) = member_folder(dir, "x") {
+                errors.push(format!("host_dirs[{i}]"), message);
+            }
+        }
         errors.into_result(RoleTemplate {
             template: self.template,
             max_vcpus: self.max_vcpus,
             max_memory_kib: self.max_memory_bytes / 1024,
             disk_target: self.disk_target,
             address: self.address,
+            host_dirs: self.host_dirs,
         })
     }
 }
@@ -310,6 +392,84 @@ fn placeholders(template: &str) -> Result<BTreeSet<String>, String> {
     Ok(used)
 }
 
+/// `127.0.0.31` or `127.0.0.31-127.0.0.39` (at most 65,536 addresses).
+fn parse_addresses(text: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    use std::net::Ipv4Addr;
+    let one = |s: &str| -> Result<Ipv4Addr, String> {
+        let a: Ipv4Addr = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{}` is not an IPv4 address", s.trim()))?;
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+            return Err(format!("`{a}` cannot be a member's address"));
+        }
+        Ok(a)
+    };
+    match text.split_once('-') {
+        None => Ok(vec![one(text)?]),
+        Some((a, b)) => {
+            let (a, b) = (u32::from(one(a)?), u32::from(one(b)?));
+            if a > b {
+                return Err(format!("range `{text}` runs backwards"));
+            }
+            if b - a >= 65_536 {
+                return Err(format!("range `{text}` is larger than 65,536 addresses"));
+            }
+            Ok((a..=b).map(Ipv4Addr::from).collect())
+        }
+    }
+}
+
+/// Whether a libvirt URI names this machine's daemon (`lxc:///`, `qemu:///system`,
+/// `test:///default`): no transport and no host.
+fn is_local_uri(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(scheme, rest)| !scheme.contains('+') && rest.starts_with('/'))
+}
+
+/// For a `host_dirs` entry and a member: the folder to make, and the member's own folder (the
+/// first component naming the member), which `remove` with `delete_data` deletes. Or what is
+/// wrong with the entry.
+fn member_folder(
+    dir: &str,
+    member: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    use std::path::{Component, PathBuf};
+    if !dir.starts_with('/') {
+        return Err(format!("`{dir}` is not an absolute path"));
+    }
+    let mut own = PathBuf::from("/");
+    let mut found = None;
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        if part == "." || part == ".." {
+            return Err(format!("`{dir}` may not contain `.` or `..`"));
+        }
+        let filled = part.replace("{{name}}", member);
+        if filled.contains("{{") || filled.contains("}}") {
+            return Err(format!("`{dir}`: `{{{{name}}}}` is its only placeholder"));
+        }
+        if filled == "." || filled == ".." || filled.contains('/') {
+            return Err(format!(
+                "`{dir}` with member `{member}` is not a folder of its own"
+            ));
+        }
+        own.push(&filled);
+        if found.is_none() && part.contains("{{name}}") {
+            found = Some(own.clone());
+        }
+    }
+    let Some(folder) = found else {
+        return Err(format!(
+            "`{dir}` has no component naming the member (`{{{{name}}}}`): \
+             a folder shared by members could be deleted with one of them"
+        ));
+    };
+    debug_assert!(own
+        .components()
+        .all(|c| !matches!(c, Component::ParentDir | Component::CurDir)));
+    Ok((own, folder))
+}
+
 /// Letters, digits, `-`, `_`, `.`: safe as a domain name, in XML and in a libvirt URI path.
 fn is_safe_name(s: &str) -> bool {
     !s.is_empty()
@@ -323,7 +483,11 @@ pub use adopt::{Adopt, RawAdopt, Selector, RETIRED_SUFFIX};
 #[cfg(feature = "libvirt")]
 mod driver;
 #[cfg(feature = "libvirt")]
+mod lxc;
+#[cfg(feature = "libvirt")]
 pub use driver::{LibvirtPlatform, LibvirtStartError};
+#[cfg(feature = "libvirt")]
+pub use lxc::CpuControl;
 
 #[cfg(test)]
 mod tests {
@@ -339,9 +503,12 @@ mod tests {
                 max_memory_bytes: 4 << 30,
                 disk_target: None,
                 address: default_address(),
+                host_dirs: Vec::new(),
             },
             balancer: None,
             adopt: Vec::new(),
+            addresses: Vec::new(),
+            placement: Placement::Required,
         }
     }
 
@@ -385,6 +552,41 @@ mod tests {
         for e in expect {
             assert!(lines.iter().any(|l| l == e), "missing `{e}` in {lines:#?}");
         }
+    }
+
+    #[test]
+    fn host_dirs_are_local_absolute_and_name_the_member() {
+        let mut r = raw(GOOD);
+        r.uris = vec!["lxc:///".into(), "lxc+ssh://db-b/".into()];
+        r.database.host_dirs = vec![
+            "/var/lib/steward-lxc/{{name}}/root".into(),
+            "relative/{{name}}".into(),
+            "/var/lib/shared".into(),
+            "/var/lib/{{name}}/../x".into(),
+        ];
+        let lines: Vec<String> = r
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "database.host_dirs: folders are made on Steward's own machine: `lxc+ssh://db-b/` is remote",
+                "database.host_dirs[1]: `relative/{{name}}` is not an absolute path",
+                "database.host_dirs[2]: `/var/lib/shared` has no component naming the member \
+                 (`{{name}}`): a folder shared by members could be deleted with one of them",
+                "database.host_dirs[3]: `/var/lib/{{name}}/../x` may not contain `.` or `..`",
+            ]
+        );
+        let (path, own) = member_folder("/var/lib/steward-lxc/{{name}}/root", "pg-1").unwrap();
+        assert_eq!(path, std::path::Path::new("/var/lib/steward-lxc/pg-1/root"));
+        assert_eq!(own, std::path::Path::new("/var/lib/steward-lxc/pg-1"));
+        assert!(
+            member_folder("/var/lib/{{name}}", "..").is_err(),
+            "a member named `..` has no folder of its own"
+        );
     }
 
     #[test]

@@ -95,6 +95,7 @@ fn raw_config(cluster: &str, uris: Vec<String>, template: &str) -> LibvirtConfig
             max_memory_bytes: 4 * GIB,
             disk_target: None,
             address: "{{name}}.db.internal".into(),
+            host_dirs: Vec::new(),
         },
         balancer: Some(RoleTemplateRaw {
             template: TEMPLATE.into(),
@@ -102,8 +103,11 @@ fn raw_config(cluster: &str, uris: Vec<String>, template: &str) -> LibvirtConfig
             max_memory_bytes: 2 * GIB,
             disk_target: None,
             address: "{{name}}".into(),
+            host_dirs: Vec::new(),
         }),
         adopt: Vec::new(),
+        addresses: Vec::new(),
+        placement: Default::default(),
     }
 }
 
@@ -725,4 +729,96 @@ async fn adopted_domains_are_managed_and_their_disks_are_never_deleted() {
         .map(|m| m.name)
         .collect();
     assert_eq!(names, ["pg-3", "pg-4"]);
+}
+
+// --- members' own addresses --------------------------------------------------------------
+
+#[tokio::test]
+async fn members_get_free_addresses_from_the_pool_and_hold_them_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let uris = write_hosts(dir.path(), 3);
+    let mut raw = raw_config("pool", uris, TEMPLATE);
+    raw.addresses = vec!["127.0.0.31-127.0.0.32".into()];
+    raw.database.address = "{{address}}".into();
+    // The address reaches the domain too (here a description; an LXC member's PATRONI_*
+    // variables in examples/libvirt-lxc.toml).
+    raw.database.template = TEMPLATE.replace(
+        "{{metadata}}",
+        "{{metadata}}<description>listens on {{address}}</description>",
+    );
+    let p = LibvirtPlatform::connect(raw.validate().expect("valid"), ticking_clock())
+        .await
+        .unwrap();
+    let a = p.create(&spec("pool", "pg-a")).await.unwrap();
+    let b = p.create(&spec("pool", "pg-b")).await.unwrap();
+    assert_eq!(
+        (a.address.as_str(), b.address.as_str()),
+        ("127.0.0.31", "127.0.0.32")
+    );
+    let description = with_conn(&p, &a.host, |c| {
+        Domain::lookup_by_name(c, "pg-a")
+            .unwrap()
+            .get_xml_desc(0)
+            .unwrap()
+    });
+    assert!(
+        description.contains("listens on 127.0.0.31"),
+        "{description}"
+    );
+    let e = p.create(&spec("pool", "pg-c")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+    assert!(e.message.contains("no address left"), "{e}");
+    // A fenced member still holds its address; a removed one gives it back.
+    p.fence("pg-a").await.unwrap();
+    assert_eq!(
+        p.create(&spec("pool", "pg-c")).await.unwrap_err().kind,
+        ErrorKind::Refused
+    );
+    p.remove("pg-a", true).await.unwrap();
+    let c = p.create(&spec("pool", "pg-c")).await.unwrap();
+    assert_eq!(c.address, "127.0.0.31");
+    let listed: Vec<(String, String)> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.address))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("pg-b".to_string(), "127.0.0.32".to_string()),
+            ("pg-c".to_string(), "127.0.0.31".to_string())
+        ]
+    );
+
+    // `{{address}}` without a pool, and a bad pool, are configuration errors.
+    let mut bad = raw_config("pool", vec!["test:///default".into()], TEMPLATE);
+    bad.database.address = "{{address}}".into();
+    bad.addresses = Vec::new();
+    let errors: Vec<String> = bad
+        .clone()
+        .validate()
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        ["database: uses `{{address}}`, but `addresses` gives none"]
+    );
+    bad.addresses = vec!["127.0.0.9-127.0.0.1".into(), "nonsense".into()];
+    let errors: Vec<String> = bad
+        .validate()
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "addresses[0]: range `127.0.0.9-127.0.0.1` runs backwards",
+            "addresses[1]: `nonsense` is not an IPv4 address"
+        ]
+    );
 }

@@ -8,6 +8,8 @@ mod lab_docker;
 mod lease;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+#[cfg(feature = "libvirt")]
+mod libvirt_lxc;
 mod patroni;
 mod prometheus;
 mod simulated;

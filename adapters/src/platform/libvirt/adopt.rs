@@ -315,9 +315,12 @@ mod tests {
                 max_memory_bytes: 4 << 30,
                 disk_target: None,
                 address: "{{name}}.db.internal".into(),
+                host_dirs: Vec::new(),
             },
             balancer: None,
             adopt,
+            addresses: Vec::new(),
+            placement: Default::default(),
         }
     }
 

@@ -21,6 +21,7 @@ use virt::error::{Error as VirtError, ErrorNumber};
 use virt::sys;
 
 use super::adopt::{self, FENCED_NS};
+use super::lxc::{self, CpuControl};
 use super::*;
 use crate::platform::docker::LABEL_ADOPTED;
 
@@ -49,6 +50,8 @@ struct Mark {
     created: Option<i64>,
     /// Destroyed by Steward's fence (so a shut-off domain is `Fenced`, not `Exited`).
     fenced: bool,
+    /// The address it was given from the configuration's `addresses`, held until removed.
+    address: Option<String>,
 }
 
 impl Mark {
@@ -66,6 +69,9 @@ impl Mark {
         }
         if let Some(ms) = self.created {
             s.push_str(&format!(" created=\"{ms}\""));
+        }
+        if let Some(address) = &self.address {
+            s.push_str(&format!(" address=\"{}\"", xml_escape(address)));
         }
         if self.fenced {
             s.push_str(" fenced=\"1\"");
@@ -95,6 +101,7 @@ impl Mark {
             replaces: attrs.get("replaces").cloned(),
             created: attrs.get("created").and_then(|v| v.parse().ok()),
             fenced: attrs.get("fenced").is_some_and(|v| v == "1" || v == "true"),
+            address: attrs.get("address").cloned(),
         })
     }
 
@@ -161,6 +168,8 @@ struct Host {
     conn: Connect,
     /// The driver's name (`QEMU`, `Test`, ...), read once: it decides what can be resized.
     driver: String,
+    /// How CPU changes on this host (the LXC driver: a quota).
+    cpu: CpuControl,
 }
 
 impl Drop for Host {
@@ -248,11 +257,20 @@ impl LibvirtPlatform {
                         source,
                     })?;
                 let driver = conn.get_type().unwrap_or_default();
-                info!(%uri, %driver, "connected to libvirt");
+                let cpu = CpuControl::of_driver(&driver);
+                info!(%uri, %driver, ?cpu, "connected to libvirt");
+                if cpu == CpuControl::Quota {
+                    info!(
+                        %uri,
+                        "CPU changes as a CFS quota (fractions of a CPU): the {driver} driver \
+                         cannot change vCPUs live"
+                    );
+                }
                 hosts.push(Host {
                     uri: uri.clone(),
                     conn,
                     driver,
+                    cpu,
                 });
             }
             Ok::<_, LibvirtStartError>(Inner {
@@ -279,6 +297,17 @@ impl LibvirtPlatform {
             .iter()
             .find(|h| h.uri == uri)
             .map(|h| h.conn.clone())
+    }
+
+    /// How CPU changes on the host of `uri`: whole vCPUs, or a quota where the driver cannot
+    /// change vCPUs live (LXC). [`Capabilities::cpu`] is [`Change::Live`] either way; this says
+    /// which kind of live.
+    pub fn cpu_control(&self, uri: &str) -> Option<CpuControl> {
+        self.inner
+            .hosts
+            .iter()
+            .find(|h| h.uri == uri)
+            .map(|h| h.cpu)
     }
 
     /// Every domain the adoption rules take now, with the rule that took it: a read-only
@@ -424,6 +453,7 @@ impl Inner {
             replaces: None,
             created: None,
             fenced: Self::fenced_adopted(&domain),
+            address: None,
         };
         Some(Found {
             host,
@@ -523,6 +553,30 @@ impl Inner {
         }
     }
 
+    /// A member's CPUs and memory KiB as the host enforces them: vCPUs and the current memory,
+    /// or (quota hosts) the quota and the hard limit written in its XML. The XML, not the
+    /// scheduler calls: those crash libvirtd 9.0 on a shut-off LXC domain.
+    fn size_of(
+        &self,
+        found: &Found,
+        info: &virt::domain::DomainInfo,
+        operation: &str,
+    ) -> Result<(f64, u64), PlatformError> {
+        let vcpus = f64::from(info.nr_virt_cpu);
+        match self.hosts[found.host].cpu {
+            CpuControl::Vcpus => Ok((vcpus, info.memory)),
+            CpuControl::Quota => {
+                let xml = found
+                    .domain
+                    .get_xml_desc(0)
+                    .map_err(|e| virt_error(operation, e))?;
+                let (cpus, memory) = lxc::quota_size(&xml);
+                // No quota: the domain may use every CPU; its vCPU count is the nearest figure.
+                Ok((cpus.unwrap_or(vcpus), memory.unwrap_or(info.max_mem)))
+            }
+        }
+    }
+
     fn member(&self, found: &Found, operation: &str) -> Result<PlatformMember, PlatformError> {
         let info = found
             .domain
@@ -536,9 +590,14 @@ impl Inner {
                 .config
                 .templates
                 .get(&found.mark.role)
-                .map(|t| t.address.replace("{{name}}", &found.mark.member))
+                .map(|t| {
+                    t.address
+                        .replace("{{name}}", &found.mark.member)
+                        .replace("{{address}}", found.mark.address.as_deref().unwrap_or(""))
+                })
                 .unwrap_or_else(|| found.mark.member.clone()),
         };
+        let (cpus, memory_kib) = self.size_of(found, &info, operation)?;
         let mut labels = found.mark.labels();
         if found.adopted.is_some() {
             // Made up from the rule, not written on the domain: no operation made it.
@@ -550,8 +609,8 @@ impl Inner {
             cluster: found.mark.cluster.clone(),
             role: found.mark.role,
             size: Size {
-                cpus: f64::from(info.nr_virt_cpu),
-                memory_bytes: info.memory * 1024,
+                cpus,
+                memory_bytes: memory_kib * 1024,
                 disk_bytes: self.disk_bytes(found),
             },
             state: state_of(&found.domain, &found.mark),
@@ -582,7 +641,6 @@ impl Inner {
                 format!("`{}` is not a usable domain name", spec.name),
             ));
         }
-        let (vcpus, memory_kib) = checked_size(template, spec.size, op)?;
         // A name is unique across hosts, owned or not: two domains of one name would make every
         // later lookup ambiguous.
         for host in &self.hosts {
@@ -599,22 +657,66 @@ impl Inner {
         }
         // Adopted members hold their host as owned ones do.
         let owned = self.members(op)?;
-        let busy: BTreeSet<usize> = owned
-            .iter()
-            .filter(|f| f.mark.role == spec.role)
-            .map(|f| f.host)
+        let per_host: Vec<usize> = (0..self.hosts.len())
+            .map(|h| {
+                owned
+                    .iter()
+                    .filter(|f| f.host == h && f.mark.role == spec.role)
+                    .count()
+            })
             .collect();
-        let Some(host) = (0..self.hosts.len()).find(|i| !busy.contains(i)) else {
+        let Some((host, shared)) = self.config.placement.pick(&per_host) else {
             return Err(PlatformError::new(
                 ErrorKind::Refused,
                 op,
                 format!(
-                    "no host left: each of the {} libvirt URIs already holds a {} member",
+                    "no host left: each of the {} libvirt URIs already holds a {} member \
+                     (`placement = \"preferred\"` lets members share a host)",
                     self.hosts.len(),
                     spec.role
                 ),
             ));
         };
+        if shared {
+            warn!(
+                member = %spec.name,
+                uri = %self.hosts[host].uri,
+                sharing_with = per_host[host],
+                "no host without a {} member is left: placed beside another (placement = preferred)",
+                spec.role
+            );
+        }
+        let address = if self.config.addresses.is_empty() {
+            None
+        } else {
+            // Held by every member of the cluster, running or not, until it is removed.
+            let taken: BTreeSet<&str> = owned
+                .iter()
+                .filter_map(|f| f.mark.address.as_deref())
+                .collect();
+            let free = self
+                .config
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .find(|a| !taken.contains(a.as_str()));
+            Some(free.ok_or_else(|| {
+                PlatformError::new(
+                    ErrorKind::Refused,
+                    op,
+                    format!(
+                        "no address left in the pool ({} addresses, all taken)",
+                        self.config.addresses.len()
+                    ),
+                )
+            })?)
+        };
+        let cpu = self.hosts[host].cpu;
+        let Sized {
+            vcpus,
+            quota_us,
+            memory_kib,
+        } = checked_size(template, spec.size, cpu, op)?;
         let mark = Mark {
             cluster: self.config.cluster.clone(),
             role: spec.role,
@@ -623,26 +725,60 @@ impl Inner {
             replaces: spec.replaces.clone(),
             created: Some((self.clock)().as_millis()),
             fenced: false,
+            address: address.clone(),
         };
         let xml = template
             .template
             .replace("{{name}}", &spec.name)
+            .replace("{{address}}", address.as_deref().unwrap_or(""))
             .replace("{{vcpus}}", &vcpus.to_string())
             .replace("{{max_vcpus}}", &template.max_vcpus.to_string())
             .replace("{{memory_kib}}", &memory_kib.to_string())
             .replace("{{max_memory_kib}}", &template.max_memory_kib.to_string())
             .replace("{{disk_bytes}}", &spec.size.disk_bytes.to_string())
             .replace("{{metadata}}", &mark.metadata_element());
+        // A quota host starts the domain with its quota and limit already in the definition:
+        // no moment without them, and no scheduler call on a shut-off LXC domain.
+        let xml = match quota_us {
+            Some(quota) => lxc::with_quota(&xml, quota, memory_kib),
+            None => xml,
+        };
+        let made = lxc::make_host_dirs(&template.host_dirs, &spec.name).map_err(|e| {
+            PlatformError::new(
+                ErrorKind::Transient,
+                op,
+                format!(
+                    "making the member's host folders {:?} failed",
+                    template.host_dirs
+                ),
+            )
+            .with_source(e)
+        })?;
+        // Nothing half-done: folders made for a domain that did not start are deleted again.
+        let undo_dirs = |why: &str| {
+            for folder in &made {
+                if let Err(e) = lxc::delete_member_folder(folder, &[]) {
+                    warn!(member = %spec.name, folder = %folder.display(), error = %e, why, "deleting a new member's folder failed");
+                }
+            }
+        };
         let conn = &self.hosts[host].conn;
-        let domain = Domain::define_xml(conn, &xml).map_err(|e| virt_error(op, e))?;
+        let domain = match Domain::define_xml(conn, &xml) {
+            Ok(d) => d,
+            Err(e) => {
+                undo_dirs("define failed");
+                return Err(virt_error(op, e));
+            }
+        };
         if let Err(e) = domain.create() {
-            // Nothing half-done: a defined domain that did not start is undefined again.
+            // A defined domain that did not start is undefined again.
             if let Err(undo) = domain.undefine() {
                 warn!(member = %spec.name, error = %undo, "undefining a domain that failed to start failed");
             }
+            undo_dirs("start failed");
             return Err(virt_error(op, e));
         }
-        info!(member = %spec.name, uri = %self.hosts[host].uri, vcpus, memory_kib, "domain created");
+        info!(member = %spec.name, uri = %self.hosts[host].uri, vcpus, ?quota_us, memory_kib, "domain created");
         let found = Found {
             host,
             domain,
@@ -656,7 +792,12 @@ impl Inner {
     fn resize(&self, member: &str, size: Size, op: &str) -> Result<ResizeOutcome, PlatformError> {
         let found = self.find(member, op)?;
         let template = self.template(found.mark.role, op)?;
-        let (vcpus, memory_kib) = checked_size(template, size, op)?;
+        let cpu = self.hosts[found.host].cpu;
+        let Sized {
+            vcpus,
+            quota_us,
+            memory_kib,
+        } = checked_size(template, size, cpu, op)?;
         let info = found.domain.get_info().map_err(|e| virt_error(op, e))?;
         // An adopted domain may have a lower maximum than the template: say so plainly
         // rather than pass libvirt's refusal on.
@@ -691,6 +832,16 @@ impl Inner {
                 op,
                 format!("role {} has no disk_target to grow", found.mark.role),
             ));
+        }
+        if let Some(quota) = quota_us {
+            if grow_disk {
+                return Err(PlatformError::new(
+                    ErrorKind::Permanent,
+                    op,
+                    "disks of quota-controlled (LXC) domains are host folders: nothing to grow",
+                ));
+            }
+            return self.resize_quota(&found, quota, memory_kib, active, &info, op);
         }
         // A shut-off domain has no live state: the change goes to its definition and takes
         // effect when it starts.
@@ -758,6 +909,110 @@ impl Inner {
         } else {
             ResizeOutcome::PendingRestart
         })
+    }
+
+    /// Resizes a member of a quota host (LXC): the CFS quota and the memory limit, live and in
+    /// the definition; a shut-off domain is redefined with them (no scheduler call: see
+    /// [`lxc`]). All or nothing: a failed memory change puts the quota back.
+    fn resize_quota(
+        &self,
+        found: &Found,
+        quota_us: i64,
+        memory_kib: u64,
+        active: bool,
+        info: &virt::domain::DomainInfo,
+        op: &str,
+    ) -> Result<ResizeOutcome, PlatformError> {
+        let member = found.mark.member.as_str();
+        let d = &found.domain;
+        if !active {
+            let xml = d
+                .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+                .map_err(|e| virt_error(op, e))?;
+            let conn = &self.hosts[found.host].conn;
+            Domain::define_xml(conn, &lxc::with_quota(&xml, quota_us, memory_kib))
+                .map_err(|e| virt_error(op, e))?;
+            info!(
+                member,
+                quota_us, memory_kib, "shut-off domain redefined with its new size"
+            );
+            return Ok(ResizeOutcome::PendingRestart);
+        }
+        let (_, old_memory) = self.size_of(found, info, op)?;
+        // What to put back on a failure: the quota there was, or none (-1: unlimited, as an
+        // adopted domain may have run).
+        let live = d.get_xml_desc(0).map_err(|e| virt_error(op, e))?;
+        let old_quota = lxc::quota_size(&live).0.map_or(-1, |cpus| {
+            (cpus * lxc::QUOTA_PERIOD_US as f64).round() as i64
+        });
+        let both = sys::VIR_DOMAIN_AFFECT_LIVE | sys::VIR_DOMAIN_AFFECT_CONFIG;
+        let set_quota = |quota: i64| {
+            let params = virt::domain::SchedulerInfo {
+                vcpu_bw: virt::domain::SchedBandwidth {
+                    period: Some(lxc::QUOTA_PERIOD_US),
+                    quota: Some(quota),
+                },
+                ..Default::default()
+            };
+            d.set_scheduler_parameters_flags(&params, both)
+        };
+        // The current memory and the hard limit write the same cgroup file, two places in the
+        // XML: both, so that the definition and the live domain agree.
+        let set_memory = |kib: u64| {
+            d.set_memory_flags(kib, sys::VIR_DOMAIN_MEM_LIVE | sys::VIR_DOMAIN_MEM_CONFIG)?;
+            let params = virt::domain::MemoryParameters {
+                hard_limit: Some(kib),
+                ..Default::default()
+            };
+            d.set_memory_parameters(params, both)
+        };
+        let started = Instant::now();
+        if quota_us != old_quota {
+            set_quota(quota_us).map_err(|e| virt_error(op, e))?;
+        }
+        if memory_kib != old_memory {
+            if let Err(e) = set_memory(memory_kib) {
+                if quota_us != old_quota {
+                    if let Err(undo) = set_quota(old_quota) {
+                        warn!(member, error = %undo, "restoring the CPU quota failed");
+                    }
+                }
+                // The first of the two memory calls may have gone through.
+                if let Err(undo) = set_memory(old_memory) {
+                    debug!(member, error = %undo, "restoring the memory limit failed");
+                }
+                if memory_kib < old_memory && e.code() == ErrorNumber::OperationFailed {
+                    // The kernel keeps a limit below what the cgroup holds from being set
+                    // (libvirt says only "Failed to set memory"): a refusal, not a retry.
+                    let held = d.memory_stats(0).ok().and_then(|stats| {
+                        stats
+                            .iter()
+                            .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS)
+                            .map(|s| s.val)
+                    });
+                    return Err(PlatformError::new(
+                        ErrorKind::Refused,
+                        op,
+                        format!(
+                            "a memory limit of {memory_kib} KiB is below what the domain holds \
+                             ({} KiB): {}",
+                            held.map_or("unknown".to_string(), |k| k.to_string()),
+                            e.message()
+                        ),
+                    )
+                    .with_source(e));
+                }
+                return Err(virt_error(op, e));
+            }
+        }
+        info!(
+            member,
+            quota_us,
+            memory_kib,
+            took_ms = started.elapsed().as_millis() as u64,
+            "domain resized live (CPU quota, memory limit)"
+        );
+        Ok(ResizeOutcome::AppliedLive)
     }
 
     fn fence(&self, member: &str, op: &str) -> Result<(), PlatformError> {
@@ -840,6 +1095,17 @@ impl Inner {
             }
         }
         d.undefine().map_err(|e| virt_error(op, e))?;
+        if delete_data {
+            // After the undefine: a domain that is gone can no longer be started over its
+            // folders. A failure here leaves folders (said so), not a domain.
+            let template = self.template(found.mark.role, op)?;
+            let daemon = libvirtd_mounts(&self.hosts[found.host]);
+            for folder in lxc::member_folders(&template.host_dirs, member) {
+                if let Err(e) = lxc::delete_member_folder(&folder, &daemon) {
+                    warn!(member, folder = %folder.display(), error = %e, "the member's folder was not deleted");
+                }
+            }
+        }
         self.cpu_samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -961,13 +1227,22 @@ impl Inner {
                 continue;
             }
             let info = found.domain.get_info().map_err(|e| virt_error(op, e))?;
-            // The host's RSS of the VM is its working set; drivers without statistics (the
-            // test driver for domains it did not invent) give none, and None it stays.
-            let memory_used = found.domain.memory_stats(0).ok().and_then(|stats| {
-                stats
-                    .iter()
-                    .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS)
-                    .map(|s| s.val * 1024)
+            // A local LXC domain: its cgroup's RSS + shared memory and OOM kills (libvirt's
+            // figure for it counts page cache too).
+            let host = &self.hosts[found.host];
+            let from_cgroup = (host.cpu == CpuControl::Quota && is_local_uri(&host.uri))
+                .then(|| found.domain.get_id())
+                .flatten()
+                .and_then(lxc::cgroup_memory);
+            // Otherwise the host's RSS of the VM is its working set; drivers without statistics
+            // (the test driver for domains it did not invent) give none, and None it stays.
+            let memory_used = from_cgroup.map(|(used, _)| used).or_else(|| {
+                found.domain.memory_stats(0).ok().and_then(|stats| {
+                    stats
+                        .iter()
+                        .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS)
+                        .map(|s| s.val * 1024)
+                })
             });
             let disk = self.disk_bytes(&found);
             let usage = Usage {
@@ -976,7 +1251,7 @@ impl Inner {
                 memory_used,
                 disk_used: None,
                 disk_size: (disk > 0).then_some(disk),
-                oom_kills: None,
+                oom_kills: from_cgroup.and_then(|(_, ooms)| ooms),
             };
             out.push((found.mark.member.clone(), info.cpu_time, usage));
         }
@@ -984,21 +1259,46 @@ impl Inner {
     }
 }
 
-/// vCPUs and KiB for a size, refused when outside what the template allows.
+/// A size as a host applies it.
+struct Sized {
+    /// vCPUs (`{{vcpus}}`): the size on a vCPU host, the ceiling of the quota on a quota host.
+    vcpus: u32,
+    /// The CFS quota per [`lxc::QUOTA_PERIOD_US`], on a quota host.
+    quota_us: Option<i64>,
+    memory_kib: u64,
+}
+
+/// A size as `cpu` applies it, refused when outside what the template allows.
 fn checked_size(
     template: &RoleTemplate,
     size: Size,
+    cpu: CpuControl,
     op: &str,
-) -> Result<(u32, u64), PlatformError> {
+) -> Result<Sized, PlatformError> {
     let refuse = |m: String| Err(PlatformError::new(ErrorKind::Refused, op, m));
-    if !(size.cpus >= 1.0 && size.cpus.fract() == 0.0) {
-        return refuse(format!("libvirt gives whole vCPUs, not {}", size.cpus));
-    }
-    let vcpus = size.cpus as u32;
+    let (vcpus, quota_us) = match cpu {
+        CpuControl::Vcpus => {
+            if !(size.cpus >= 1.0 && size.cpus.fract() == 0.0) {
+                return refuse(format!("libvirt gives whole vCPUs, not {}", size.cpus));
+            }
+            (size.cpus as u32, None)
+        }
+        CpuControl::Quota => {
+            if !(size.cpus.is_finite() && size.cpus >= lxc::MIN_QUOTA_CPUS) {
+                return refuse(format!(
+                    "a CPU quota is at least {} CPU, not {}",
+                    lxc::MIN_QUOTA_CPUS,
+                    size.cpus
+                ));
+            }
+            let quota = (size.cpus * lxc::QUOTA_PERIOD_US as f64).round() as i64;
+            (size.cpus.ceil() as u32, Some(quota))
+        }
+    };
     if vcpus > template.max_vcpus {
         return refuse(format!(
-            "{vcpus} vCPUs is above the maximum of {}",
-            template.max_vcpus
+            "{} CPUs is above the maximum of {}",
+            size.cpus, template.max_vcpus
         ));
     }
     let memory_kib = size.memory_bytes / 1024;
@@ -1008,7 +1308,23 @@ fn checked_size(
             template.max_memory_kib
         ));
     }
-    Ok((vcpus, memory_kib))
+    Ok(Sized {
+        vcpus,
+        quota_us,
+        memory_kib,
+    })
+}
+
+/// The mount table of the local libvirtd serving `host` (it may run in a mount namespace of its
+/// own, where an LXC domain's bind mounts are set up): checked before a member's folder goes.
+fn libvirtd_mounts(host: &Host) -> Vec<std::path::PathBuf> {
+    let pid = ["/run/libvirtd.pid", "/run/libvirt/virtlxcd.pid"]
+        .iter()
+        .filter(|_| is_local_uri(&host.uri))
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    pid.map(|p| vec![std::path::PathBuf::from(format!("/proc/{p}/mountinfo"))])
+        .unwrap_or_default()
 }
 
 /// A disk of a domain's definition (`device='disk'`: CD-ROMs and floppies are not data).
@@ -1244,6 +1560,7 @@ mod tests {
             replaces: Some("lb-0 \"old\"".into()),
             created: Some(1_700_000_000_000),
             fenced: true,
+            address: Some("127.0.0.31".into()),
         };
         assert_eq!(Mark::parse(&mark.element()), Some(mark.clone()));
         assert_eq!(
