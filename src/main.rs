@@ -252,14 +252,7 @@ fn resolve_adoption(
     match platform {
         Some(PlatformSettings::Docker(docker)) => resolve_docker(docker),
         Some(PlatformSettings::Libvirt(config)) => resolve_libvirt(config),
-        Some(PlatformSettings::Kubernetes(config)) => {
-            println!(
-                "# --resolve: resolving the {} [[platform.kubernetes.adopt]] rule(s) needs the \
-                 Kubernetes API, and this steward builds no Kubernetes client yet; not resolved",
-                config.adopt().len()
-            );
-            Ok(())
-        }
+        Some(PlatformSettings::Kubernetes(config)) => resolve_kubernetes(config),
         _ => {
             println!(
                 "# --resolve: the simulated platform has no adoption rules; nothing to resolve"
@@ -337,6 +330,61 @@ fn resolve_docker(docker: &steward_adapters::platform::docker::DockerConfig) -> 
         })
         .collect();
     print_adoption("the engines", "platform.docker.adopt", &rules, &taken);
+    Ok(())
+}
+
+fn resolve_kubernetes(
+    config: &steward_adapters::platform::kubernetes::KubernetesConfig,
+) -> anyhow::Result<()> {
+    use steward_adapters::platform::kubernetes::client::KubeApi;
+    use steward_adapters::platform::kubernetes::{KubernetesPlatform, Selector};
+    if config.adopt().is_empty() {
+        println!("# adoption: no [[platform.kubernetes.adopt]] rule; nothing to resolve");
+        return Ok(());
+    }
+    let matches = block_on(async {
+        let api = KubeApi::connect(
+            config.kubeconfig(),
+            config.context(),
+            config.max_body_bytes(),
+            |k| std::env::var(k).ok(),
+        )
+        .await
+        .context("setting up the kubernetes client to resolve the adoption rules")?;
+        KubernetesPlatform::on(&api, config.clone())
+            .adopted()
+            .await
+            .context("listing pods to resolve the adoption rules")
+    })?;
+    let rules: Vec<String> = config
+        .adopt()
+        .iter()
+        .map(|rule| match &rule.selector {
+            Selector::Pod { pod, .. } => format!("pod {pod}"),
+            Selector::Labels(_) => {
+                format!("selector {}", rule.selector.query().unwrap_or_default())
+            }
+        })
+        .collect();
+    let taken: Vec<Taken> = matches
+        .into_iter()
+        .map(|m| Taken {
+            rule: m.rule,
+            member: m.member,
+            resource: format!("pod {}/{}", config.namespace(), m.pod),
+            host: if m.node.is_empty() {
+                "no node yet".to_string()
+            } else {
+                format!("node {}", m.node)
+            },
+        })
+        .collect();
+    print_adoption(
+        "the Kubernetes API",
+        "platform.kubernetes.adopt",
+        &rules,
+        &taken,
+    );
     Ok(())
 }
 

@@ -26,6 +26,10 @@
 //! What this module is not: it does not decide what to do with leadership (the loops do), it does
 //! not rebalance clusters when an instance joins (an owner keeps what it holds until it resigns or
 //! dies), and it speaks plain HTTP to etcd only (no TLS yet).
+//!
+//! The same vocabulary ([`LeaseConfig`], [`Leadership`], [`FencingToken`], [`LeaderState`]) serves
+//! the election on a Kubernetes Lease object (`[lease] kind = "kubernetes"`,
+//! `crate::platform::kubernetes::lease`), which gives the runtime the same contract.
 
 use crate::http::Secret;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -69,17 +73,47 @@ pub const MAX_ETCD_TIMEOUT: Duration = Duration::from_secs(300);
 
 // ---- config ---------------------------------------------------------------------------------
 
-/// `[lease]`: where etcd is and how leases are held. Serializes with every default filled in.
+/// Where the lease lives (`[lease] kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKind {
+    /// A key on an etcd lease (this module).
+    #[default]
+    Etcd,
+    /// A `coordination.k8s.io/v1` Lease object
+    /// (`crate::platform::kubernetes::lease`).
+    Kubernetes,
+}
+
+/// `[lease]`: where the lease is and how it is held. Serializes with every default filled in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseConfig {
+    /// `etcd` (default) or `kubernetes`: a `coordination.k8s.io/v1` Lease through the same API
+    /// client as `[platform.kubernetes]` (else KUBECONFIG, `~/.kube/config` or the pod's
+    /// service account).
+    #[serde(default)]
+    pub kind: LeaseKind,
     /// etcd endpoints, `http://HOST:2379` (an IP address or a DNS name; plain HTTP, etcd over
-    /// TLS is not supported yet). Required.
+    /// TLS is not supported yet). Required with `kind = "etcd"`.
     #[serde(default)]
     pub endpoints: Vec<String>,
-    /// This instance's id, unique among Steward instances (the leader key's value). Required.
+    /// `kind = "kubernetes"`: the Lease's namespace. Default: the namespace of
+    /// `[platform.kubernetes]`, else the kubeconfig context's or the pod's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `kind = "kubernetes"`: the Lease's name. Default `steward-<scope>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// This instance's id, unique among Steward instances (the leader key's value, the
+    /// Lease's holderIdentity). Required, here or through `instance_env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The environment variable holding this instance's id instead of `instance`: one config
+    /// for every replica of a Deployment, each with its pod's name (`POD_NAME` from the
+    /// downward API, `fieldRef: metadata.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_env: Option<String>,
     /// Name of the group of instances electing one leader (`/steward/<scope>/leader`). Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -142,8 +176,12 @@ fn default_namespace() -> String {
 impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
+            kind: LeaseKind::Etcd,
             endpoints: Vec::new(),
+            namespace: None,
+            name: None,
             instance: None,
+            instance_env: None,
             scope: None,
             prefix: default_prefix(),
             ttl: DEFAULT_TTL,
@@ -174,10 +212,23 @@ pub struct Credentials {
     pub password: PasswordSource,
 }
 
+/// Where a validated lease lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseBackend {
+    /// etcd, at [`LeaseSettings::endpoints`].
+    Etcd,
+    /// A Kubernetes Lease `name` in `namespace` (`None`: the API connection's default).
+    Kubernetes {
+        namespace: Option<String>,
+        name: String,
+    },
+}
+
 /// A validated [`LeaseConfig`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseSettings {
-    /// `http://HOST:PORT`.
+    pub backend: LeaseBackend,
+    /// `http://HOST:PORT` (etcd; empty for a Kubernetes Lease).
     pub endpoints: Vec<String>,
     pub instance: String,
     pub scope: String,
@@ -222,8 +273,59 @@ impl LeaseConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<LeaseSettings, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        if self.endpoints.is_empty() {
+        let kubernetes = self.kind == LeaseKind::Kubernetes;
+        if self.endpoints.is_empty() && !kubernetes {
             errors.push("endpoints", "at least one etcd endpoint is required");
+        }
+        if !self.endpoints.is_empty() && kubernetes {
+            errors.push(
+                "endpoints",
+                "etcd endpoints with kind = \"kubernetes\": the Lease is on the API server",
+            );
+        }
+        if kubernetes {
+            for (field, set) in [
+                ("username", self.username.is_some()),
+                ("password_file", self.password_file.is_some()),
+                ("password_env", self.password_env.is_some()),
+            ] {
+                if set {
+                    errors.push(
+                        field,
+                        "is etcd's; a Kubernetes Lease uses the API client's credentials",
+                    );
+                }
+            }
+        } else {
+            for (field, set) in [
+                ("namespace", self.namespace.is_some()),
+                ("name", self.name.is_some()),
+            ] {
+                if set {
+                    errors.push(field, "is for kind = \"kubernetes\" only");
+                }
+            }
+        }
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        let dns_subdomain = |s: &str| s.len() <= 253 && s.split('.').all(dns_label);
+        if let Some(ns) = self.namespace.as_deref().filter(|ns| !dns_label(ns)) {
+            errors.push(
+                "namespace",
+                format!("`{ns}` is not a DNS-1123 label (lowercase, digits, `-`, at most 63)"),
+            );
+        }
+        if let Some(name) = self.name.as_deref().filter(|n| !dns_subdomain(n)) {
+            errors.push(
+                "name",
+                format!("`{name}` is not a DNS-1123 subdomain (lowercase, digits, `-`, `.`)"),
+            );
         }
         let mut endpoints = Vec::new();
         for (i, e) in self.endpoints.iter().enumerate() {
@@ -232,7 +334,26 @@ impl LeaseConfig {
                 Err(message) => errors.push(format!("endpoints[{i}]"), message),
             }
         }
-        let instance = required_name(&mut errors, "instance", self.instance.as_deref());
+        let instance = match (&self.instance, &self.instance_env) {
+            (Some(_), Some(_)) => {
+                errors.push(
+                    "instance_env",
+                    "give `instance` or `instance_env`, not both",
+                );
+                String::new()
+            }
+            (None, Some(var)) => match env(var) {
+                Some(value) => required_name(&mut errors, "instance_env", Some(&value)),
+                None => {
+                    errors.push(
+                        "instance_env",
+                        format!("environment variable `{var}` is not set"),
+                    );
+                    String::new()
+                }
+            },
+            (instance, None) => required_name(&mut errors, "instance", instance.as_deref()),
+        };
         let scope = required_name(&mut errors, "scope", self.scope.as_deref());
         let prefix = self.prefix.trim_end_matches('/').to_string();
         if !prefix.starts_with('/') {
@@ -336,7 +457,30 @@ impl LeaseConfig {
         if ns.is_empty() {
             errors.push("patroni_namespace", "must not be empty");
         }
+        let backend = match self.kind {
+            LeaseKind::Etcd => LeaseBackend::Etcd,
+            LeaseKind::Kubernetes => {
+                let name = self
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("steward-{scope}"));
+                if self.name.is_none() && !scope.is_empty() && !dns_subdomain(&name) {
+                    errors.push(
+                        "scope",
+                        format!(
+                            "the Lease would be named `{name}`, not a DNS-1123 subdomain: give \
+                             `name`, or a lowercase scope"
+                        ),
+                    );
+                }
+                LeaseBackend::Kubernetes {
+                    namespace: self.namespace.clone(),
+                    name,
+                }
+            }
+        };
         let settings = LeaseSettings {
+            backend,
             endpoints,
             instance,
             scope,
@@ -453,6 +597,24 @@ pub enum LeaseError {
     Fenced { token: FencingToken },
     #[error("the election task stopped")]
     Stopped,
+    /// A request about the Kubernetes Lease failed.
+    #[error("kubernetes lease {operation} failed")]
+    Kubernetes {
+        operation: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("kubernetes lease {operation} timed out after {after:?}")]
+    KubernetesTimeout {
+        operation: &'static str,
+        after: Duration,
+    },
+    /// The Lease was written by another instance (a resourceVersion conflict, or another
+    /// holder in the answer): it is no longer held under `token`.
+    #[error(
+        "the kubernetes lease was taken by another instance: no longer held under token {token}"
+    )]
+    Taken { token: FencingToken },
 }
 
 impl LeaseError {
@@ -462,8 +624,16 @@ impl LeaseError {
             LeaseError::Connect { source, .. } | LeaseError::Etcd { source, .. } => {
                 classify(source)
             }
-            LeaseError::Timeout { .. } | LeaseError::StreamEnded { .. } => ErrorKind::Transient,
-            LeaseError::NotLeader(_) | LeaseError::Fenced { .. } => ErrorKind::Conflict,
+            LeaseError::Timeout { .. }
+            | LeaseError::StreamEnded { .. }
+            | LeaseError::KubernetesTimeout { .. } => ErrorKind::Transient,
+            LeaseError::NotLeader(_) | LeaseError::Fenced { .. } | LeaseError::Taken { .. } => {
+                ErrorKind::Conflict
+            }
+            LeaseError::Kubernetes { source, .. } => match source {
+                kube::Error::Api(status) => ErrorKind::of_http_status(status.code),
+                _ => ErrorKind::Transient,
+            },
             LeaseError::Credentials { .. } | LeaseError::Stopped => ErrorKind::Permanent,
         }
     }
@@ -1460,6 +1630,76 @@ mod tests {
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn a_kubernetes_lease_needs_no_endpoints_and_refuses_etcds_fields() {
+        let k = LeaseConfig {
+            kind: LeaseKind::Kubernetes,
+            endpoints: Vec::new(),
+            ..config()
+        };
+        let s = k.validate_with_env(|_| None).unwrap();
+        assert_eq!(
+            s.backend,
+            LeaseBackend::Kubernetes {
+                namespace: None,
+                name: "steward-fleet".into()
+            }
+        );
+        let named = LeaseConfig {
+            namespace: Some("databases".into()),
+            name: Some("steward.orders".into()),
+            ..k.clone()
+        };
+        assert_eq!(
+            named.validate_with_env(|_| None).unwrap().backend,
+            LeaseBackend::Kubernetes {
+                namespace: Some("databases".into()),
+                name: "steward.orders".into()
+            }
+        );
+        let wrong = LeaseConfig {
+            endpoints: vec!["http://127.0.0.5:2379".into()],
+            username: Some("root".into()),
+            password_file: Some("/etc/steward/etcd-password".into()),
+            namespace: Some("Databases".into()),
+            ..k.clone()
+        };
+        let got = paths(wrong.validate_with_env(|_| None).unwrap_err());
+        for path in ["endpoints", "username", "password_file", "namespace"] {
+            assert!(got.iter().any(|p| p == path), "{path}: {got:?}");
+        }
+        let upper = LeaseConfig {
+            scope: Some("Orders".into()),
+            ..k
+        };
+        let e = upper.validate_with_env(|_| None).unwrap_err();
+        assert_eq!(paths(e.clone()), ["scope"]);
+        assert!(e.to_string().contains("steward-Orders"), "{e}");
+        // One config for every pod: the id from the environment.
+        let from_env = LeaseConfig {
+            instance: None,
+            instance_env: Some("POD_NAME".into()),
+            ..config()
+        };
+        let env = |k: &str| (k == "POD_NAME").then(|| "steward-7c9d8f6b5-x2k4q".to_string());
+        assert_eq!(
+            from_env.validate_with_env(env).unwrap().instance,
+            "steward-7c9d8f6b5-x2k4q"
+        );
+        let e = from_env.validate_with_env(|_| None).unwrap_err();
+        assert_eq!(paths(e.clone()), ["instance_env"]);
+        assert!(e.to_string().contains("`POD_NAME` is not set"), "{e}");
+        // And the Lease's fields are refused for etcd, by name.
+        let etcd = LeaseConfig {
+            name: Some("steward-orders".into()),
+            ..config()
+        };
+        assert_eq!(
+            paths(etcd.validate_with_env(|_| None).unwrap_err()),
+            ["name"]
+        );
     }
 
     #[test]

@@ -104,6 +104,8 @@ fn platform() -> KubernetesPlatform {
         poll_millis: 500,
         max_body_bytes: 1 << 20,
         adopt: Vec::new(),
+        kubeconfig: None,
+        context: None,
     }
     .validate()
     .expect("a valid config");

@@ -9,6 +9,7 @@ mod e2e_scaling;
 mod evaluate;
 mod ha;
 mod journal;
+mod kubernetes;
 mod lab;
 mod observe;
 mod packaging;

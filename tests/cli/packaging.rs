@@ -39,6 +39,8 @@ fn adapter_code() -> String {
     [
         "adapters/src/platform/kubernetes.rs",
         "adapters/src/platform/kubernetes/adopt.rs",
+        "adapters/src/platform/kubernetes/client.rs",
+        "adapters/src/platform/kubernetes/lease.rs",
     ]
     .iter()
     .map(|file| code_only(&std::fs::read_to_string(repo().join(file)).expect(file)))
@@ -146,6 +148,7 @@ fn calls_in(code: &str) -> BTreeSet<Grant> {
         ("Pod", ("", "pods")),
         ("StatefulSet", ("apps", "statefulsets")),
         ("PersistentVolumeClaim", ("", "persistentvolumeclaims")),
+        ("Lease", ("coordination.k8s.io", "leases")),
     ]);
     let mut calls = BTreeSet::new();
     let mut constructors = 0;
@@ -393,6 +396,7 @@ fn the_role_grants_exactly_what_the_kubernetes_adapter_calls() {
         grant("apps", "statefulsets/scale", "patch"),
         grant("", "persistentvolumeclaims", "create"),
         grant("metrics.k8s.io", "pods", "list"),
+        grant("coordination.k8s.io", "leases", "update"),
     ] {
         assert!(
             calls.contains(&expected),
@@ -407,6 +411,13 @@ fn the_role_grants_exactly_what_the_kubernetes_adapter_calls() {
         .iter()
         .filter_map(|role| kube.get(role)?.get("statefulset")?.as_str())
         .collect();
+    // The Lease of `[lease] kind = "kubernetes"`: `name`, else `steward-<scope>`.
+    let lease = &config["lease"];
+    assert_eq!(lease["kind"].as_str(), Some("kubernetes"), "{lease}");
+    let lease_name = match lease.get("name") {
+        Some(name) => name.as_str().unwrap().to_string(),
+        None => format!("steward-{}", lease["scope"].as_str().unwrap()),
+    };
     let mut granted = BTreeSet::new();
     for rule in role["rules"].as_array().expect("rules") {
         let (groups, resources, verbs) = (
@@ -418,11 +429,22 @@ fn the_role_grants_exactly_what_the_kubernetes_adapter_calls() {
             assert!(!list.contains(&"*"), "no wildcard in the Role: {rule}");
         }
         if let Some(names) = rule.get("resourceNames") {
-            // Only the configured StatefulSets, by name.
+            // Only the configured StatefulSets, or the one Lease, by name.
             let names: BTreeSet<&str> = strings(names).into_iter().collect();
+            let expected = if resources == ["leases"] {
+                BTreeSet::from([lease_name.as_str()])
+            } else {
+                sets.clone()
+            };
             assert_eq!(
-                names, sets,
-                "resourceNames must be the ConfigMap's StatefulSets: {rule}"
+                names, expected,
+                "resourceNames must be the ConfigMap's StatefulSets or Lease: {rule}"
+            );
+        } else {
+            // A create is authorized before its object has a name: it cannot be narrowed.
+            assert!(
+                !resources.contains(&"leases") || verbs == ["create"],
+                "leases other than create are narrowed to the Lease's name: {rule}"
             );
         }
         for g in &groups {
@@ -505,12 +527,33 @@ fn the_kubernetes_manifests_agree_and_their_config_is_valid() {
         Some(format!("0.0.0.0:{port}").as_str())
     );
     assert_eq!(steward["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // Each pod's lease instance is its own name, from the downward API: one ConfigMap for
+    // every replica (`[lease] instance_env`), checked by the init container as by `run`.
+    let env_var = config["lease"]["instance_env"]
+        .as_str()
+        .expect("[lease] instance_env");
+    let init = pod["initContainers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "check-config"))
+        .expect("an init container check-config");
+    for container in [steward, init] {
+        let from_pod_name = container["env"].as_array().is_some_and(|env| {
+            env.iter().any(|e| {
+                e["name"] == env_var && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+            })
+        });
+        assert!(
+            from_pod_name,
+            "{} sets {env_var} from metadata.name",
+            container["name"]
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("steward.toml");
-    // As the init container writes it for a pod.
-    std::fs::write(&path, text.replace("@POD_NAME@", "steward-7d9f8-abcde")).unwrap();
+    std::fs::write(&path, &text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(["check-config", path.to_str().unwrap()])
+        .env(env_var, "steward-7d9f8-abcde")
         .output()
         .unwrap();
     assert!(
@@ -518,9 +561,16 @@ fn the_kubernetes_manifests_agree_and_their_config_is_valid() {
         "the ConfigMap's steward.toml is not valid:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Without the variable (not in a pod): refused, naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["check-config", path.to_str().unwrap()])
+        .env_remove(env_var)
+        .output()
+        .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("instance = \"steward-7d9f8-abcde\""),
-        "the pod's name is the lease instance"
+        String::from_utf8_lossy(&out.stderr).contains(&format!("`{env_var}` is not set")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

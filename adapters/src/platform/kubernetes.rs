@@ -2,9 +2,15 @@
 //! shape), driven through the API server with kube-rs.
 //!
 //! What it is: an implementation of [`Platform`] where
-//! - the replica count moves through the StatefulSet's `scale` subresource: create adds the next
-//!   ordinal (a StatefulSet names its pods, so the name asked for must be that ordinal) after
-//!   creating its PVC at the asked disk size, and waits until the pod runs;
+//! - the replica count moves through the StatefulSet's `scale` subresource: create of the next
+//!   ordinal's name (`pg-3` beside `pg-0..2`) scales up after creating its PVC at the asked disk
+//!   size, and waits until the pod runs. Create of a name that is no ordinal of the set (the
+//!   repairer names a replacement after the member it replaces: `pg-1-r1`) makes **a pod of its
+//!   own** from the StatefulSet's pod template and volumeClaimTemplates, labelled
+//!   [`LABEL_STANDALONE`] (see `create_standalone`): a StatefulSet cannot name a pod, and a
+//!   Patroni that takes its name from its pod (Spilo) must join under the name Steward asked
+//!   for. Such a pod is resized in place only (no controller brings it back from a template);
+//!   removing it deletes it;
 //! - vCPU and memory change in place through the Pod `resize` subresource (Kubernetes 1.33+).
 //!   When the kubelet answers `PodResizePending`/`Infeasible` (or the API refuses the in-place
 //!   change), the StatefulSet template is patched and the pod deleted, so that it comes back at
@@ -19,7 +25,8 @@
 //!   i.e. out of the endpoints and reported [`PlatformState::Fenced`]), then delete the pod with
 //!   grace period 0 so the old process dies at once;
 //! - remove = forget the fence; scale down when the member is the highest ordinal, else delete
-//!   the pod (its replacement comes back under the same name); delete the PVC when asked.
+//!   the pod (the StatefulSet brings it back under the same name, with fresh data when its PVC
+//!   goes too: a StatefulSet has no holes); delete the PVC when asked.
 //!
 //! Ownership is by labels: only pods carrying [`LABEL_CLUSTER`] = the configured cluster, in the
 //! configured namespace, from the configured StatefulSets, exist for it.
@@ -39,6 +46,8 @@
 //! pod_wait_seconds = 300
 //! resize_wait_seconds = 30
 //! poll_millis = 1000
+//! # kubeconfig = "/etc/steward/kubeconfig"   # default: KUBECONFIG, ~/.kube/config, in-cluster
+//! # context = "prod"                         # default: the kubeconfig's current-context
 //! [database]
 //! statefulset = "pg"
 //! container = "postgres"
@@ -46,6 +55,9 @@
 //! max_cpus = 8.0
 //! max_memory_bytes = 34359738368
 //! ```
+//!
+//! The API client comes from [`client`] (a kubeconfig or the pod's service account); a
+//! `coordination.k8s.io/v1` Lease election over the same client is in [`lease`].
 //!
 //! Pods Steward did not create may be managed on the operator's word: `[[platform.kubernetes.adopt]]`
 //! rules ([`adopt`]) name them (a pod, or a label selector such as Spilo's). They are listed,
@@ -81,12 +93,17 @@ use tracing::{info, warn};
 use crate::platform::docker::LABEL_ADOPTED;
 
 pub mod adopt;
+pub mod client;
+pub mod lease;
 pub use adopt::{
     Adopt, RawAdopt, Selector, ANNOTATION_RETIRED_MEMBER, ANNOTATION_RETIRED_POD, LABEL_RETIRED,
 };
 
 /// The StatefulSet annotation listing fenced members (comma-separated pod names).
 pub const ANNOTATION_FENCED: &str = "steward.io/fenced-members";
+/// Marks a pod Steward created beside the StatefulSet (a replacement, whose name is not an
+/// ordinal of it): see [`KubernetesPlatform`]'s `create`.
+pub const LABEL_STANDALONE: &str = "io.steward.standalone";
 /// The field manager Steward's patches are recorded under.
 const FIELD_MANAGER: &str = "steward";
 
@@ -129,6 +146,13 @@ pub struct KubernetesConfigRaw {
     /// [`adopt`]).
     #[serde(default)]
     pub adopt: Vec<RawAdopt>,
+    /// The kubeconfig file to use. Default: the files in `KUBECONFIG`, else `~/.kube/config`,
+    /// else the pod's service account (see [`client`]).
+    #[serde(default)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use. Default: its `current-context`.
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// 16 MiB: a list of every pod of a namespace of ~1,000 pods, with room.
@@ -189,9 +213,21 @@ pub struct KubernetesConfig {
     poll: Duration,
     max_body_bytes: u64,
     adopt: Vec<Adopt>,
+    kubeconfig: Option<std::path::PathBuf>,
+    context: Option<String>,
 }
 
 impl KubernetesConfig {
+    /// `kubeconfig`, when the config file names one.
+    pub fn kubeconfig(&self) -> Option<&std::path::Path> {
+        self.kubeconfig.as_deref()
+    }
+
+    /// `context`, when the config file names one.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+
     /// The adoption rules, in the order written (`adopt[i]`).
     pub fn adopt(&self) -> &[Adopt] {
         &self.adopt
@@ -203,6 +239,11 @@ impl KubernetesConfig {
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The largest answer accepted from the API server, bytes.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
     }
 }
 
@@ -239,6 +280,22 @@ impl KubernetesConfigRaw {
             errors.push(
                 "max_body_bytes",
                 format!("must be between 1024 and {MAX_MAX_BODY_BYTES} (1 GiB)"),
+            );
+        }
+        if self.context.as_deref() == Some("") {
+            errors.push(
+                "context",
+                "must not be empty (leave it out for the current-context)",
+            );
+        }
+        if self
+            .kubeconfig
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            errors.push(
+                "kubeconfig",
+                "must not be empty (leave it out to look it up)",
             );
         }
         // The roles written, valid or not, and their containers: what an adoption rule needs.
@@ -297,6 +354,8 @@ impl KubernetesConfigRaw {
             poll: Duration::from_millis(self.poll_millis),
             max_body_bytes: self.max_body_bytes,
             adopt,
+            kubeconfig: self.kubeconfig,
+            context: self.context,
         })
     }
 }
@@ -576,6 +635,42 @@ fn controller_of(meta: &kube::core::ObjectMeta) -> Option<(String, String)> {
         .map(|o| (o.kind.clone(), o.name.clone()))
 }
 
+/// What an adoption rule takes, as [`KubernetesPlatform::adopted`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptedMatch {
+    /// Index into `adopt`.
+    pub rule: usize,
+    pub member: String,
+    pub pod: String,
+    /// The node it runs on (empty while unscheduled).
+    pub node: String,
+}
+
+/// A client from `kube` that refuses any answer larger than `limit` bytes, counted as it
+/// arrives (issue 16). Chooses the process' TLS crypto provider first (see
+/// [`client::install_crypto_provider`]).
+pub(crate) fn limited_client(kube: kube::Config, limit: u64) -> Result<Client, kube::Error> {
+    use http_body_util::BodyExt;
+    client::install_crypto_provider();
+    let builder = kube::client::ClientBuilder::try_from(kube)?;
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(builder
+        .with_layer(&tower::util::MapResponseLayer::new(
+            move |answer: http::Response<_>| {
+                answer.map(|body| {
+                    http_body_util::Limited::new(body, cap).map_err(move |e| -> tower::BoxError {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            Box::new(AnswerTooLarge { limit })
+                        } else {
+                            e
+                        }
+                    })
+                })
+            },
+        ))
+        .build())
+}
+
 /// One listed member with the pod it is and the container whose size it has.
 struct Listed {
     member: PlatformMember,
@@ -607,29 +702,35 @@ impl KubernetesPlatform {
     /// A platform whose client is built from `kube` (a kubeconfig's or the in-cluster config)
     /// and refuses any answer larger than `max_body_bytes`, counted as it arrives (issue 16).
     pub fn connect(kube: kube::Config, config: KubernetesConfig) -> Result<Self, PlatformError> {
-        use http_body_util::BodyExt;
-        let limit = config.max_body_bytes;
-        let builder = kube::client::ClientBuilder::try_from(kube)
+        let client = limited_client(kube, config.max_body_bytes)
             .map_err(|e| kube_error("connect to the Kubernetes API", e))?;
-        let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-        let client = builder
-            .with_layer(&tower::util::MapResponseLayer::new(
-                move |answer: http::Response<_>| {
-                    answer.map(|body| {
-                        http_body_util::Limited::new(body, cap).map_err(
-                            move |e| -> tower::BoxError {
-                                if e.is::<http_body_util::LengthLimitError>() {
-                                    Box::new(AnswerTooLarge { limit })
-                                } else {
-                                    e
-                                }
-                            },
-                        )
-                    })
-                },
-            ))
-            .build();
         Ok(KubernetesPlatform::new(client, config))
+    }
+
+    /// A platform over the API connection `api` (shared with a Kubernetes Lease).
+    pub fn on(connection: &client::KubeApi, config: KubernetesConfig) -> Self {
+        KubernetesPlatform::new(connection.client.clone(), config)
+    }
+
+    /// The pods the adoption rules take now, for `check-config --resolve` (a listing: reads
+    /// only).
+    pub async fn adopted(&self) -> Result<Vec<AdoptedMatch>, PlatformError> {
+        Ok(self
+            .adopted_pods("resolve the adoption rules")
+            .await?
+            .into_iter()
+            .map(|a| AdoptedMatch {
+                rule: a.rule,
+                member: a.member.clone(),
+                pod: a.name().to_string(),
+                node: a
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// Deletes `pod` with grace period 0 (the process dies now); one already gone is fine.
@@ -695,6 +796,13 @@ impl KubernetesPlatform {
         let role: Role = labels.get(LABEL_ROLE)?.parse().ok()?;
         let set = self.config.sets.get(&role)?;
         let name = pod.metadata.name.as_deref()?;
+        if is_standalone(pod) {
+            // Steward's own pod beside the StatefulSet (a replacement): its member label is
+            // its name, and no controller owns it.
+            return (labels.get(LABEL_MEMBER).map(String::as_str) == Some(name)
+                && controller_of(&pod.metadata).is_none())
+            .then_some(role);
+        }
         // A pod of this cluster's labels but not of the configured StatefulSet is not ours.
         let ordinal = name.strip_prefix(&format!("{}-", set.statefulset))?;
         ordinal.parse::<u32>().ok().map(|_| role)
@@ -922,6 +1030,141 @@ impl KubernetesPlatform {
             }
             tokio::time::sleep(self.config.poll).await;
             current = self.pods().get(pod).await.map_err(|e| kube_error(op, e))?;
+        }
+    }
+
+    /// Creates a member whose name is not an ordinal of the StatefulSet (the repairer names a
+    /// replacement after the member it replaces, `pg-1-r1`): a pod of its own from the
+    /// StatefulSet's pod template, with its PVCs made from the volumeClaimTemplates (the data
+    /// claim at the asked size), its hostname and subdomain as the StatefulSet would set them,
+    /// and [`LABEL_STANDALONE`]. Its name is its member name, so a Patroni that takes its name
+    /// from the pod (Spilo's `POD_NAME`) joins under the name Steward asked for. The
+    /// StatefulSet controller leaves it alone (its name carries no ordinal of the set); no
+    /// controller brings it back either: Steward replaces it when it fails, as any member.
+    async fn create_standalone(
+        &self,
+        spec: &CreateSpec,
+        set: &RoleSetRaw,
+        sts: &StatefulSet,
+        op: &str,
+    ) -> Result<PlatformMember, PlatformError> {
+        if !is_dns_label(&spec.name) {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!("`{}` is not a valid pod name (a DNS-1123 label)", spec.name),
+            ));
+        }
+        let sts_spec = sts.spec.clone().unwrap_or_default();
+        let mut template = sts_spec.template;
+        let mut meta = template.metadata.take().unwrap_or_default();
+        let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+        for (k, v) in [
+            (LABEL_MEMBER, Some(spec.name.clone())),
+            (LABEL_OPERATION, Some(spec.operation_id.clone())),
+            (LABEL_REPLACES, spec.replaces.clone()),
+            (LABEL_STANDALONE, Some("true".to_string())),
+        ] {
+            if let Some(v) = v {
+                labels.insert(k.to_string(), v);
+            }
+        }
+        meta.name = Some(spec.name.clone());
+        meta.namespace = Some(self.config.namespace.clone());
+        let mut pod_spec = template.spec.unwrap_or_default();
+        pod_spec.hostname = Some(spec.name.clone());
+        pod_spec.subdomain = sts_spec.service_name.clone();
+        let Some(container) = pod_spec
+            .containers
+            .iter_mut()
+            .find(|c| c.name == set.container)
+        else {
+            return Err(PlatformError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "the pod template of StatefulSet {} has no container {}",
+                    set.statefulset, set.container
+                ),
+            ));
+        };
+        container.resources = serde_json::from_value(resources_json(spec.size)).ok();
+        // The claims, as the StatefulSet would make them for an ordinal.
+        let mut made: Vec<String> = Vec::new();
+        let volumes = pod_spec.volumes.get_or_insert_with(Vec::new);
+        for t in sts_spec.volume_claim_templates.iter().flatten() {
+            let Some(template_name) = t.metadata.name.clone() else {
+                continue;
+            };
+            let claim = format!("{template_name}-{}", spec.name);
+            volumes.retain(|v| v.name != template_name);
+            volumes.push(
+                serde_json::from_value(json!({
+                    "name": template_name,
+                    "persistentVolumeClaim": { "claimName": claim },
+                }))
+                .unwrap_or_default(),
+            );
+            if self
+                .claims()
+                .get_opt(&claim)
+                .await
+                .map_err(|e| kube_error(op, e))?
+                .is_some()
+            {
+                continue;
+            }
+            let mut pvc = PersistentVolumeClaim {
+                spec: t.spec.clone(),
+                ..PersistentVolumeClaim::default()
+            };
+            pvc.metadata.name = Some(claim.clone());
+            pvc.metadata.labels = Some(BTreeMap::from([
+                (LABEL_CLUSTER.to_string(), self.config.cluster.clone()),
+                (LABEL_ROLE.to_string(), spec.role.to_string()),
+                (LABEL_MEMBER.to_string(), spec.name.clone()),
+                (LABEL_OPERATION.to_string(), spec.operation_id.clone()),
+            ]));
+            if template_name == set.volume_claim && spec.size.disk_bytes > 0 {
+                pvc.spec
+                    .get_or_insert_with(Default::default)
+                    .resources
+                    .get_or_insert_with(Default::default)
+                    .requests
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert("storage".into(), bytes_quantity(spec.size.disk_bytes));
+            }
+            let created = self.claims().create(&PostParams::default(), &pvc).await;
+            if let Err(e) = created {
+                self.undo_claims(&made, &spec.name).await;
+                return Err(kube_error(op, e));
+            }
+            made.push(claim);
+        }
+        let pod = Pod {
+            metadata: meta,
+            spec: Some(pod_spec),
+            status: None,
+        };
+        if let Err(e) = self.pods().create(&PostParams::default(), &pod).await {
+            self.undo_claims(&made, &spec.name).await;
+            return Err(kube_error(op, e));
+        }
+        info!(member = %spec.name, statefulset = %set.statefulset, "standalone pod created");
+        let pod = self.wait_running(&spec.name, None, op).await?;
+        let disk = match self.disk_of(set, &spec.name, op).await? {
+            Some(pvc) => pvc_bytes(&pvc),
+            None => 0,
+        };
+        Ok(self.member_of(&pod, spec.role, false, disk))
+    }
+
+    /// Deletes the PVCs a failed create made (best effort, logged).
+    async fn undo_claims(&self, claims: &[String], member: &str) {
+        for claim in claims {
+            if let Err(e) = self.claims().delete(claim, &DeleteParams::default()).await {
+                warn!(member, claim, error = %e, "deleting the PVC of a failed create failed");
+            }
         }
     }
 
@@ -1499,6 +1742,16 @@ fn pod_state(pod: &Pod, container: &str) -> PlatformState {
     }
 }
 
+/// Whether a pod is one Steward made beside the StatefulSet ([`LABEL_STANDALONE`]).
+fn is_standalone(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_STANDALONE))
+        .map(String::as_str)
+        == Some("true")
+}
+
 fn ordinal(set: &RoleSetRaw, pod: &str) -> Option<u32> {
     pod.strip_prefix(&format!("{}-", set.statefulset))?
         .parse()
@@ -1624,6 +1877,10 @@ impl Platform for KubernetesPlatform {
         }
         let replicas = replicas_of(&sts);
         let next = format!("{}-{replicas}", set.statefulset);
+        if spec.name != next && ordinal(set, &spec.name).is_none() {
+            // Not an ordinal of the StatefulSet (a replacement `pg-1-r1`): a pod of its own.
+            return self.create_standalone(spec, set, &sts, op).await;
+        }
         if spec.name != next {
             return Err(PlatformError::new(
                 ErrorKind::Refused,
@@ -1774,7 +2031,9 @@ impl Platform for KubernetesPlatform {
         }
         let vertical = (old.cpus - size.cpus).abs() >= 0.0005
             || old.memory_bytes.abs_diff(size.memory_bytes) >= 1024;
-        let on_delete = uses_on_delete(&sts);
+        let standalone = is_standalone(&pod);
+        // A standalone pod has no controller to bring it back from the template.
+        let on_delete = uses_on_delete(&sts) && !standalone;
         let verdict = if vertical {
             Some(
                 self.resize_in_place(member, &set.container, size, op)
@@ -1783,6 +2042,19 @@ impl Platform for KubernetesPlatform {
         } else {
             None
         };
+        if verdict == Some(InPlace::Infeasible) && standalone {
+            self.revert_in_place(member, &set.container, old).await;
+            return Err(PlatformError::new(
+                ErrorKind::Refused,
+                op,
+                format!(
+                    "in-place resize of {member} is infeasible, and it is a pod of its own (a \
+                     replacement beside StatefulSet {}): no controller would bring it back \
+                     from a changed template",
+                    set.statefulset
+                ),
+            ));
+        }
         if verdict == Some(InPlace::Infeasible) && !on_delete {
             // Nothing half-changed: the pod's spec goes back to what runs.
             self.revert_in_place(member, &set.container, old).await;
@@ -1810,7 +2082,7 @@ impl Platform for KubernetesPlatform {
                 return Err(kube_error(op, e));
             }
         }
-        if vertical {
+        if vertical && !standalone {
             if on_delete {
                 self.patch_template(set, size, op).await?;
             } else {
@@ -2190,6 +2462,8 @@ mod tests {
             poll_millis: 100,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             adopt: Vec::new(),
+            kubeconfig: None,
+            context: Some(String::new()),
         };
         let lines: Vec<String> = raw
             .validate()
@@ -2204,6 +2478,7 @@ mod tests {
                 "namespace",
                 "serving_label",
                 "pod_wait_seconds",
+                "context",
                 "database.max_cpus",
                 "database.max_memory_bytes",
                 "balancer.statefulset",

@@ -326,6 +326,28 @@ impl FakeState {
                     json!({ "kind": "PodList", "apiVersion": "v1", "metadata": { "resourceVersion": "1" }, "items": items }),
                 )
             }
+            ("POST", p) if p == pods => {
+                // A pod Steward makes itself (a replacement): the kubelet starts it at once.
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if self.pods.contains_key(&name) {
+                    return status("status-409.json");
+                }
+                let serial = self.next();
+                let mut pod = body.clone();
+                pod["metadata"]["uid"] = json!(format!("00000000-0000-4000-7000-{serial:012}"));
+                pod["spec"]["nodeName"] = json!("node-9");
+                let mut st = data("pod.json")["status"].clone();
+                st["podIP"] = json!("10.244.9.10");
+                let resources = pod["spec"]["containers"][0]["resources"].clone();
+                st["containerStatuses"][0]["resources"] = resources.clone();
+                st["containerStatuses"][0]["allocatedResources"] = resources["requests"].clone();
+                pod["status"] = st;
+                self.pods.insert(name, pod.clone());
+                ResponseTemplate::new(201).set_body_json(pod)
+            }
             ("GET", p) if p == METRICS => {
                 let template = data("pod-metrics.json")["items"][0].clone();
                 let items: Vec<Value> = self
@@ -515,6 +537,8 @@ fn config() -> KubernetesConfigRaw {
         poll_millis: 10,
         max_body_bytes: 1 << 20,
         adopt: Vec::new(),
+        kubeconfig: None,
+        context: None,
     }
 }
 
@@ -686,6 +710,128 @@ async fn create_scales_the_statefulset_and_labels_the_pod() {
             "PATCH /api/v1/namespaces/steward-test/pods/pg-0",
         ]
     );
+}
+
+/// A replacement named after the member it replaces (`pg-1-r1`, the repairer's name) is no
+/// ordinal of the StatefulSet: it becomes a pod of its own, made from the pod template and the
+/// claim template (the asked size), which the StatefulSet leaves alone. It is listed, resized
+/// in place (never restarted through a template no controller would apply: refused and put
+/// back), fenced (gone for good: nothing recreates it) and removed with its data.
+#[tokio::test]
+async fn a_replacement_is_a_pod_of_its_own_made_from_the_statefulsets_templates() {
+    let fake = FakeApi::new();
+    let server = serve(&fake).await;
+    let p = platform_for(&server, config()).await;
+    p.create(&spec("pg-0")).await.unwrap();
+    p.create(&spec("pg-1")).await.unwrap();
+    fake.state().log.clear();
+    let replacement = CreateSpec {
+        replaces: Some("pg-1".into()),
+        size: Size {
+            disk_bytes: 20 * GIB,
+            ..spec("pg-1-r1").size
+        },
+        ..spec("pg-1-r1")
+    };
+    let m = p.create(&replacement).await.unwrap();
+    assert_eq!(
+        (m.name.as_str(), m.state, m.size),
+        ("pg-1-r1", PlatformState::Running, replacement.size)
+    );
+    assert_eq!(m.labels["io.steward.replaces"], "pg-1");
+    {
+        let state = fake.state();
+        assert_eq!(state.replicas(), 2, "the StatefulSet is not scaled");
+        let pod = &state.pods["pg-1-r1"];
+        assert_eq!(pod["metadata"]["labels"]["io.steward.standalone"], "true");
+        assert_eq!(
+            pod["metadata"]["labels"]["app.kubernetes.io/name"],
+            "patroni"
+        );
+        assert_eq!(pod["metadata"]["ownerReferences"], Value::Null);
+        assert_eq!(
+            (&pod["spec"]["hostname"], &pod["spec"]["subdomain"]),
+            (&json!("pg-1-r1"), &json!("pg"))
+        );
+        assert_eq!(
+            pod["spec"]["volumes"],
+            json!([{ "name": "data", "persistentVolumeClaim": { "claimName": "data-pg-1-r1" } }])
+        );
+        assert_eq!(
+            state.pvcs["data-pg-1-r1"]["spec"]["storageClassName"],
+            "standard-expandable"
+        );
+        assert_eq!(
+            state.pvcs["data-pg-1-r1"]["spec"]["resources"]["requests"]["storage"],
+            "20Gi"
+        );
+        let order: Vec<&String> = state.log.iter().filter(|l| !l.starts_with("GET")).collect();
+        assert_eq!(
+            order,
+            [
+                "POST /api/v1/namespaces/steward-test/persistentvolumeclaims",
+                "POST /api/v1/namespaces/steward-test/pods",
+            ]
+        );
+    }
+    let names: Vec<String> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["pg-0", "pg-1", "pg-1-r1"]);
+
+    // In place: fine. Infeasible (above the node's 8 vCPUs): refused, and the pod put back.
+    let grown = Size {
+        cpus: 2.0,
+        ..replacement.size
+    };
+    assert_eq!(
+        p.resize("pg-1-r1", grown).await.unwrap(),
+        ResizeOutcome::AppliedLive
+    );
+    let e = p
+        .resize(
+            "pg-1-r1",
+            Size {
+                cpus: 12.0,
+                ..grown
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Refused);
+    assert!(e.message.contains("a pod of its own"), "{e}");
+    {
+        let state = fake.state();
+        let pod = &state.pods["pg-1-r1"];
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "2000m"
+        );
+        assert_eq!(
+            state.sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "1",
+            "a standalone pod's size is not the template's business"
+        );
+    }
+
+    p.fence("pg-1-r1").await.unwrap();
+    assert!(
+        !fake.state().pods.contains_key("pg-1-r1"),
+        "nothing recreates it"
+    );
+    p.fence("pg-1-r1").await.unwrap();
+    p.remove("pg-1-r1", true).await.unwrap();
+    let state = fake.state();
+    assert!(!state.pvcs.contains_key("data-pg-1-r1"));
+    assert_eq!(
+        state.sts["metadata"]["annotations"][ANNOTATION_FENCED],
+        Value::Null
+    );
+    assert_eq!(state.replicas(), 2);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ mod docker;
 mod haproxy;
 mod host;
 mod kubernetes;
+mod kubernetes_lease;
 mod lab_docker;
 mod lease;
 #[cfg(feature = "libvirt")]

@@ -1,6 +1,8 @@
 //! `steward run` with `[lease]`: several instances, one acting (DESIGN.md promise 8).
 //!
-//! What it is: the outer loop around [`super::run`]. While this instance does not hold the etcd
+//! What it is: the outer loop around [`super::run`], over either election (`[lease] kind`: an
+//! etcd lease, [`connect_patiently`], or a Kubernetes Lease, [`kubernetes_leadership`]; both
+//! are a [`Leadership`] with the same contract). While this instance does not hold the
 //! lease it runs the loops in **hot standby** (dry-run semantics over a memory journal: it
 //! observes and decides, `/status` is populated, nothing is executed, journaled or written to
 //! `actions.jsonl`) and campaigns. Once [`Leadership::campaign`] hands it a fencing token the
@@ -15,16 +17,20 @@
 //! Each transition is logged (instance, token, leader) and published on `/status` (`lease`,
 //! and `leadership`) and `/metrics` (`steward_leader`).
 //!
-//! What it is not: the election itself (steward_adapters::lease does it on etcd's primitives)
-//! nor a decision maker. Standby and acting runs do not share the cores' memory: an acting run
-//! starts from the journal and fresh observations, as a restarted Steward does.
+//! What it is not: the election itself (steward_adapters::lease does it on etcd's primitives,
+//! steward_adapters::platform::kubernetes::lease on a Lease object) nor a decision maker.
+//! Standby and acting runs do not share the cores' memory: an acting run starts from the
+//! journal and fresh observations, as a restarted Steward does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use steward_adapters::lease::{
-    Etcd, FencingToken, LeaderState, Leadership, LeaseError, LeaseSettings,
+    Etcd, FencingToken, LeaderState, Leadership, LeaseBackend, LeaseError, LeaseSettings,
 };
+use steward_adapters::platform::kubernetes::client::KubeApi;
+use steward_adapters::platform::kubernetes::lease::{KubeLeadership, KubeLeaseSettings};
 use tracing::{info, warn};
 
 use super::actions::ActionLog;
@@ -49,6 +55,12 @@ pub async fn connect_patiently(
     settings: &LeaseSettings,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Option<Etcd>> {
+    if let LeaseBackend::Kubernetes { .. } = settings.backend {
+        anyhow::bail!(
+            "[lease] kind = \"kubernetes\" elects the acting instance of one cluster; a [fleet] \
+             shares its clusters out on etcd leases only: use kind = \"etcd\" with a [fleet]"
+        );
+    }
     let mut stop = shutdown.clone();
     let mut delay = Duration::from_secs(1);
     loop {
@@ -71,6 +83,55 @@ pub async fn connect_patiently(
             }
         }
     }
+}
+
+/// The election on a Kubernetes Lease (`[lease] kind = "kubernetes"`): over the platform's API
+/// connection when the platform is Kubernetes, else one found as the platform's would be
+/// (KUBECONFIG, `~/.kube/config`, the pod's service account). The Lease's namespace is
+/// `[lease] namespace`, else the platform's, else the connection's default (the pod's own).
+/// Building it asks nothing of the API server: the election task reads the Lease, retrying
+/// while the server cannot be reached (nothing acts meanwhile).
+pub async fn kubernetes_leadership(
+    settings: &LeaseSettings,
+    api: Option<KubeApi>,
+    platform_namespace: Option<&str>,
+    clock: Clock,
+) -> anyhow::Result<Arc<dyn Leadership>> {
+    let LeaseBackend::Kubernetes { namespace, name } = &settings.backend else {
+        anyhow::bail!("not a kubernetes lease");
+    };
+    let api = match api {
+        Some(api) => api,
+        None => KubeApi::connect(
+            None,
+            None,
+            steward_adapters::platform::kubernetes::DEFAULT_MAX_BODY_BYTES,
+            |k| std::env::var(k).ok(),
+        )
+        .await
+        .context("setting up the kubernetes client for [lease] kind = \"kubernetes\"")?,
+    };
+    let namespace = namespace
+        .clone()
+        .or_else(|| platform_namespace.map(str::to_string))
+        .unwrap_or_else(|| api.default_namespace().to_string());
+    info!(
+        lease = %format!("{namespace}/{name}"),
+        instance = %settings.instance,
+        source = %api.source(),
+        "electing on a kubernetes lease"
+    );
+    let kube = KubeLeaseSettings {
+        namespace,
+        name: name.clone(),
+        instance: settings.instance.clone(),
+        ttl: settings.ttl,
+        keepalive: settings.keepalive,
+        safety_margin: settings.safety_margin,
+        request_timeout: settings.request_timeout,
+    };
+    let wall = Arc::new(move || clock.now());
+    Ok(Arc::new(KubeLeadership::start(&api, kube, wall)))
 }
 
 /// How long a stopping instance waits for etcd to take its resignation; past it the lease
@@ -631,6 +692,27 @@ mod tests {
         // Every acting step was journaled and ended.
         let pending = super::super::journal::Pending::from_entries(&bench.journal.entries());
         assert!(pending.is_empty());
+    }
+
+    /// A `[fleet]` shares clusters on etcd leases only: given a Kubernetes Lease it stops at
+    /// once, saying so, rather than waiting for an etcd that was never configured.
+    #[tokio::test]
+    async fn a_fleet_refuses_a_kubernetes_lease() {
+        use steward_adapters::lease::{LeaseConfig, LeaseKind};
+        let settings = LeaseConfig {
+            kind: LeaseKind::Kubernetes,
+            instance: Some("a".into()),
+            scope: Some("orders".into()),
+            ..LeaseConfig::default()
+        }
+        .validate_with_env(|_| None)
+        .unwrap();
+        let (_trigger, shutdown) = shutdown_channel();
+        let e = connect_patiently(&settings, &shutdown).await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("a [fleet] shares its clusters out on etcd leases only"),
+            "{e:#}"
+        );
     }
 
     /// A guard under an old token refuses, with the reason; under the current one it allows.

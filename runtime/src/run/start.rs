@@ -12,8 +12,11 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use steward_adapters::lease::LeaseBackend;
 use steward_adapters::patroni::{PatroniApi, PatroniClient};
 use steward_adapters::platform::docker::DockerPlatform;
+use steward_adapters::platform::kubernetes::client::KubeApi;
+use steward_adapters::platform::kubernetes::KubernetesPlatform;
 use steward_adapters::prometheus::PrometheusClient;
 use steward_model::ports::metrics::MetricsSource;
 use steward_model::ports::Platform;
@@ -37,6 +40,9 @@ struct Built {
     start: Timestamp,
     /// The simulation, when the platform is simulated (its fault script is played).
     world: Option<Arc<SimWorld>>,
+    /// The Kubernetes API connection, when the platform is Kubernetes (a Kubernetes Lease
+    /// shares it).
+    kube: Option<KubeApi>,
 }
 
 /// Runs `steward run` to its end.
@@ -72,6 +78,7 @@ async fn async_main(
         patroni,
         start,
         world,
+        kube,
     } = match &platform {
         PlatformSettings::Simulated(s) => {
             // A relative trace path is relative to the config file, as a reader expects.
@@ -92,6 +99,7 @@ async fn async_main(
                 patroni: Arc::clone(&world.patroni) as Arc<dyn PatroniApi>,
                 start: s.start,
                 world: Some(world),
+                kube: None,
             }
         }
         other => {
@@ -102,6 +110,7 @@ async fn async_main(
             let now = Timestamp::from_millis(chrono::Utc::now().timestamp_millis());
             let client = PatroniClient::with_seed(patroni, now.as_millis() as u64)
                 .context("setting up the patroni client")?;
+            let mut kube = None;
             let platform: Arc<dyn Platform> = match other {
                 PlatformSettings::Docker(c) => Arc::new(
                     DockerPlatform::connect((**c).clone())
@@ -109,10 +118,17 @@ async fn async_main(
                         .context("connecting to docker")?,
                 ),
                 PlatformSettings::Libvirt(c) => libvirt_platform(c, now).await?,
-                PlatformSettings::Kubernetes(_) => bail!(
-                    "kind = \"kubernetes\" is validated but `steward run` does not build a \
-                     kubernetes client yet; use the adapter from a program of your own"
-                ),
+                PlatformSettings::Kubernetes(c) => {
+                    let api =
+                        KubeApi::connect(c.kubeconfig(), c.context(), c.max_body_bytes(), |k| {
+                            std::env::var(k).ok()
+                        })
+                        .await
+                        .context("setting up the kubernetes client ([platform.kubernetes])")?;
+                    info!(source = %api.source(), "kubernetes client configured");
+                    kube = Some(api.clone());
+                    Arc::new(KubernetesPlatform::on(&api, c.clone()))
+                }
                 PlatformSettings::Simulated(_) => unreachable!("handled above"),
             };
             Built {
@@ -120,6 +136,7 @@ async fn async_main(
                 patroni: Arc::new(client),
                 start: now,
                 world: None,
+                kube,
             }
         }
     };
@@ -229,12 +246,29 @@ async fn async_main(
     match &config.lease {
         // Several instances: standby until elected, acting while elected (lease.rs).
         Some(lease) if !args.dry_run => {
-            let Some(etcd) = super::lease::connect_patiently(lease, &shutdown).await? else {
-                info!("stopped before etcd could be reached");
-                return Ok(());
+            let leadership: Arc<dyn steward_adapters::lease::Leadership> = match &lease.backend {
+                LeaseBackend::Etcd => {
+                    let Some(etcd) = super::lease::connect_patiently(lease, &shutdown).await?
+                    else {
+                        info!("stopped before etcd could be reached");
+                        return Ok(());
+                    };
+                    Arc::new(etcd.leadership())
+                }
+                LeaseBackend::Kubernetes { .. } => {
+                    let platform_namespace = match &platform {
+                        PlatformSettings::Kubernetes(c) => Some(c.namespace()),
+                        _ => None,
+                    };
+                    super::lease::kubernetes_leadership(
+                        lease,
+                        kube.clone(),
+                        platform_namespace,
+                        clock,
+                    )
+                    .await?
+                }
             };
-            let leadership: Arc<dyn steward_adapters::lease::Leadership> =
-                Arc::new(etcd.leadership());
             // A standby's lines go to the terminal only: the actions file lists what was done.
             let mut standby_decisions = ActionLog::new(None);
             if !args.quiet {
