@@ -5,16 +5,23 @@
 //! One tick, phase by phase, as the run loop does it for one cluster (`runtime/src/run/observer.rs`),
 //! but for the whole fleet at once:
 //! 1. `fetch`: one instant query per metric for the WHOLE fleet through the production
-//!    [`PrometheusClient`] (8 queries, 30,000 series each; sequential, as the observer asks);
-//! 2. `split`: the fleet-wide readings cut into one `BTreeMap<Metric, MetricReading>` per
-//!    cluster (the client keys series by the `member` label only; member names embed the
-//!    cluster name, as the scaler names new members `<cluster>-db-N`, so a member-to-cluster
-//!    index does the split and the served `cluster` label is not needed);
+//!    [`PrometheusClient`] (8 queries, 30,000 series each; sequential, as the observer asks).
+//!    By default ([`Fetch::Table`]) each series is handed over as the answer is decoded
+//!    ([`PrometheusClient::instant_each`]) and filed in the fleet's [`FleetReadings`] (a row per
+//!    member, built once; the key is borrowed from the answer): nothing is left to split;
+//! 2. `split` (`FLEET_FETCH=client` or `lean`, the paths before the table): the fleet-wide
+//!    readings cut into one `BTreeMap<Metric, MetricReading>` per cluster (the client keys
+//!    series by the `member` label only; member names embed the cluster name, as the scaler
+//!    names new members `<cluster>-db-N`, so a member-to-cluster index does the split and the
+//!    served `cluster` label is not needed);
 //! 3. `list`: each cluster's [`SimulatedPlatform::list`];
-//! 4. `assemble`: [`assemble`] per cluster (with a prebuilt Patroni `/cluster` and leader
-//!    `/patroni` answer: Patroni is not part of this benchmark, so its answers are parsed once);
+//! 4. `assemble`: [`assemble_with`] per cluster over its share of the table (or [`assemble`]
+//!    over its maps), with a prebuilt Patroni `/cluster` and leader `/patroni` answer: Patroni
+//!    is not part of this benchmark, so its answers are parsed once;
 //! 5. `scaler` and `repairer`: each core's `handle` for the observation and a tick, every
-//!    proposal refused as a dry-run driver does, so no plan advances.
+//!    proposal refused as a dry-run driver does, so no plan advances. The scaler is lent the
+//!    snapshot ([`Scaler::observed`]), which then goes on to the repairer: one copy of the
+//!    observation and list per cluster, not one per core.
 //!
 //! What is measured: this thread's CPU time per phase (`CLOCK_THREAD_CPUTIME_ID`). The HTTP
 //! server runs on a thread of its own, so its work and the time spent waiting for it are not
@@ -27,8 +34,9 @@
 //! actions being carried out.
 //!
 //! Run: `cargo bench -p steward --bench fleet` (env `FLEET_CLUSTERS`, `FLEET_TICKS`,
-//! `FLEET_WARMUP` change the size). Under `cargo test -p steward --benches` (no `--bench`
-//! argument) it runs a small fleet for two ticks and checks what the pipeline produced.
+//! `FLEET_WARMUP` change the size, `FLEET_FETCH=client|lean` the fetch path). Under
+//! `cargo test -p steward --benches` (no `--bench` argument) it runs a small fleet and checks
+//! what the pipeline produced, and that every fetch path observes the same.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -50,7 +58,8 @@ use steward_model::observation::Observation;
 use steward_model::ports::{CreateSpec, Platform};
 use steward_model::{Role, Size, Timestamp};
 use steward_repairer::{Event as RepairEvent, RepairConfig, Repairer};
-use steward_runtime::observe::assemble::{assemble, Answers};
+use steward_runtime::observe::assemble::{assemble, assemble_with, Answers};
+use steward_runtime::observe::fleet::FleetReadings;
 use steward_scaler::{
     Command as ScalerCommand, Event as ScalerEvent, Scaler, ScalerConfig, Snapshot,
 };
@@ -338,8 +347,13 @@ struct Produced {
 /// How the metrics are fetched and split per cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fetch {
+    /// The production [`PrometheusClient`] handing each series over as it decodes the answer
+    /// ([`PrometheusClient::instant_each`]), filed straight into the fleet's table of readings
+    /// ([`FleetReadings`]: a row per member, a cell per metric, built once), which
+    /// [`assemble_with`] reads per cluster. No split: the series land in their cluster's rows.
+    Table,
     /// The production [`PrometheusClient`] (one reading per metric keyed by member), then a
-    /// split by a member-to-cluster index.
+    /// split by a member-to-cluster index into a map per cluster and metric (before the table).
     Client,
     /// The same queries through plain reqwest and a lean serde type that borrows the labels
     /// from the body and files each series under its `cluster` label at once: what a
@@ -366,6 +380,23 @@ async fn tick(
     // 1. fetch: one query per metric for the fleet; 2. split per cluster.
     let wall = tokio::time::Instant::now();
     let per_cluster = match fetch {
+        Fetch::Table => {
+            s.table.clear();
+            for metric in s.client.metrics() {
+                let table = &mut s.table;
+                table.answered(metric);
+                s.client
+                    .instant_each(metric, now, |key, reading| {
+                        table.file(metric, key, reading);
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("the {} query failed: {e:#?}", metric.as_str()));
+            }
+            fig[1] = wall.elapsed();
+            fig[0] = thread_cpu() - tick_start;
+            // Nothing to split: every cluster reads its share of the table.
+            Vec::new()
+        }
         Fetch::Client => {
             let mut fleet_readings = Vec::new();
             for metric in s.client.metrics() {
@@ -396,7 +427,7 @@ async fn tick(
     };
 
     let mut per_cluster = per_cluster.into_iter();
-    for chunk in s.fleet.chunks_mut(CHUNK) {
+    for (n, chunk) in s.fleet.chunks_mut(CHUNK).enumerate() {
         // 3. the platforms' lists.
         let mut listed = Vec::with_capacity(chunk.len());
         for cluster in chunk.iter() {
@@ -412,18 +443,27 @@ async fn tick(
 
         // 4. assemble the observations.
         let mut observations = Vec::with_capacity(chunk.len());
-        for (cluster, listed) in chunk.iter().zip(&listed) {
+        for (i, (cluster, listed)) in chunk.iter().zip(&listed).enumerate() {
             let answers = Answers {
                 cluster: Some(&cluster.patroni),
                 statuses: BTreeMap::from([(
                     cluster.patroni.members[0].name.clone(),
                     cluster.leader_status.clone(),
                 )]),
-                metrics: per_cluster.next().expect("one metrics map per cluster"),
+                metrics: match fetch {
+                    Fetch::Table => BTreeMap::new(),
+                    _ => per_cluster.next().expect("one metrics map per cluster"),
+                },
                 platform: Some(listed),
                 notes: Vec::new(),
             };
-            let mut observation = assemble(&cluster.name, now, &answers);
+            let mut observation = match fetch {
+                Fetch::Table => {
+                    let share = s.table.cluster(n * CHUNK + i);
+                    assemble_with(&cluster.name, now, &answers, &share)
+                }
+                _ => assemble(&cluster.name, now, &answers),
+            };
             // As the run loop's observer does: restart counters come from the platform.
             for m in &mut observation.members {
                 if let Some(p) = listed.iter().find(|p| p.name == m.name) {
@@ -444,14 +484,18 @@ async fn tick(
         }
         lap(&mut fig, 4);
 
-        // 5. the scalers: observation, then a tick; a proposal is refused (dry-run).
-        for ((cluster, listed), observation) in chunk.iter_mut().zip(&listed).zip(&observations) {
+        // 5. the scalers: observation, then a tick; a proposal is refused (dry-run). The
+        // snapshot is lent ([`Scaler::observed`]): the scaler copies it only to keep it, and
+        // its parts go on to the repairer. (The run loop's two loops are tasks of their own,
+        // each handed its own copy; a fleet's driver need not copy.)
+        let mut snapshots = Vec::with_capacity(chunk.len());
+        for ((cluster, listed), observation) in chunk.iter_mut().zip(listed).zip(observations) {
             let snapshot = Snapshot {
-                observation: observation.clone(),
-                platform: listed.clone(),
+                observation,
+                platform: listed,
                 capabilities: cluster.platform.capabilities(),
             };
-            let mut commands = cluster.scaler.handle(ScalerEvent::Observed(snapshot), now);
+            let mut commands = cluster.scaler.observed(&snapshot, now);
             commands.extend(cluster.scaler.handle(ScalerEvent::Tick, now));
             for c in commands {
                 if let ScalerCommand::Propose { plan } = c {
@@ -463,11 +507,17 @@ async fn tick(
                     cluster.scaler.handle(refused, now);
                 }
             }
+            snapshots.push(snapshot);
         }
         lap(&mut fig, 5);
 
         // 6. the repairers: the platform's list, the observation, a tick.
-        for ((cluster, listed), observation) in chunk.iter_mut().zip(listed).zip(observations) {
+        for (cluster, snapshot) in chunk.iter_mut().zip(snapshots) {
+            let Snapshot {
+                observation,
+                platform: listed,
+                ..
+            } = snapshot;
             let (r, c) = (&mut cluster.repairer, &mut cluster.coordinator);
             let listed = RepairEvent::PlatformListed {
                 at: now,
@@ -615,6 +665,8 @@ struct Setup {
     index: HashMap<String, usize>,
     /// Cluster name -> position, for [`lean_fetch`].
     cluster_index: HashMap<String, usize>,
+    /// The fleet's readings, a row per member, for [`Fetch::Table`].
+    table: FleetReadings,
     settings: PrometheusSettings,
     http: reqwest::Client,
     /// RSS (kB) after each setup stage.
@@ -645,6 +697,11 @@ async fn setup(clusters: usize) -> Setup {
     let addr = start_server(served);
     let settings = PrometheusSettings::with_url(&format!("http://{addr}")).expect("a valid url");
     let client = PrometheusClient::new(&settings).expect("the client builds");
+    // Rows in fleet order: the order the answers list their series in.
+    let table = FleetReadings::new(
+        &client.metrics(),
+        (0..clusters).map(|c| (0..MEMBERS).map(move |m| member_name(c, m))),
+    );
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(settings.timeout)
@@ -656,6 +713,7 @@ async fn setup(clusters: usize) -> Setup {
         client,
         index,
         cluster_index,
+        table,
         settings,
         http,
         stages,
@@ -669,7 +727,8 @@ async fn measure() {
     let warmup = env_usize("FLEET_WARMUP", 3);
     let fetch = match std::env::var("FLEET_FETCH").as_deref() {
         Ok("lean") => Fetch::Lean,
-        _ => Fetch::Client,
+        Ok("client") => Fetch::Client,
+        _ => Fetch::Table,
     };
     let before = status_kb("VmRSS");
     let build = thread_cpu();
@@ -744,6 +803,23 @@ async fn measure() {
         status_kb("VmHWM") / 1024,
         status_kb("VmRSS") / 1024
     );
+    // Per cluster: the tick's CPU, and the peak RSS over the process before the fleet was
+    // built, with and without the benchmark's own fixtures (simulated platforms and Patroni's
+    // answers, the first setup stage).
+    let mut ticks_cpu: Vec<Duration> = all.iter().map(|f| f[7]).collect();
+    ticks_cpu.sort();
+    let grown = status_kb("VmHWM").saturating_sub(before) as f64;
+    let fixtures = match s.stages.as_slice() {
+        [(_, start), (_, built), ..] => built.saturating_sub(*start) as f64,
+        _ => 0.0,
+    };
+    println!(
+        "per cluster: {:.1} us CPU per tick (median); {:.1} KB peak RSS, {:.1} KB without the \
+         fixtures",
+        percentile(&ticks_cpu, 0.5).as_secs_f64() * 1e6 / clusters as f64,
+        grown / clusters as f64,
+        (grown - fixtures) / clusters as f64
+    );
 }
 
 /// `cargo test --benches`: a small fleet, two ticks, and checks that the pipeline is real:
@@ -754,8 +830,13 @@ async fn check() {
     let mut s = setup(clusters).await;
     let mut seen = Vec::new();
     // Two ticks through the production client, then the second instant again through the
-    // lean path: both must observe exactly the same.
-    for (t, fetch) in [(1, Fetch::Client), (2, Fetch::Client), (2, Fetch::Lean)] {
+    // lean path and the table: all must observe exactly the same.
+    for (t, fetch) in [
+        (1, Fetch::Client),
+        (2, Fetch::Client),
+        (2, Fetch::Lean),
+        (2, Fetch::Table),
+    ] {
         let now = Timestamp::from_millis(START.as_millis() + t * 600 * 1000);
         let (fig, produced) = tick(&mut s, fetch, now, Some(&mut seen)).await;
         assert_eq!(produced.observations, clusters);
@@ -771,8 +852,13 @@ async fn check() {
     let second = &seen[clusters..2 * clusters];
     assert_eq!(
         second,
-        &seen[2 * clusters..],
+        &seen[2 * clusters..3 * clusters],
         "the lean fetch observes as the client does"
+    );
+    assert_eq!(
+        second,
+        &seen[3 * clusters..],
+        "the table observes as the client does"
     );
     for (c, (a, b)) in first.iter().zip(second).enumerate() {
         assert_eq!(a.cluster, cluster_name(c));
@@ -791,7 +877,7 @@ async fn check() {
             assert_eq!(mb.streaming, if m == 0 { None } else { Some(true) });
         }
     }
-    println!("fleet bench check: ok ({clusters} clusters, 3 ticks, both fetch paths)");
+    println!("fleet bench check: ok ({clusters} clusters, 4 ticks, three fetch paths)");
 }
 
 fn main() {

@@ -35,7 +35,7 @@ use crate::http::{
 };
 
 mod answer;
-use answer::{Answer, Data};
+use answer::{Answer, Data, Kind, Streamed};
 pub use steward_model::ports::metrics::{
     Metric, MetricReading, MetricsError, MetricsSource, Reading,
 };
@@ -668,6 +668,32 @@ impl PrometheusClient {
         metric: Metric,
         now: Timestamp,
     ) -> Result<MetricReading, PrometheusError> {
+        let mut values = BTreeMap::new();
+        self.instant_each(metric, now, |key, reading| {
+            values.insert(key.to_string(), reading);
+        })
+        .await?;
+        Ok(MetricReading {
+            metric,
+            label: self.query_of(metric)?.label.clone(),
+            values,
+        })
+    }
+
+    /// [`Self::instant_query`] without the map: each series' key (the value of the metric's
+    /// member label, borrowed from the answer) and its judged reading go to `each` as the
+    /// answer is decoded, in the answer's order. For a fleet, whose answers hold a series per
+    /// member of every cluster: the caller files each where it belongs, and nothing is
+    /// allocated per series. A key seen twice is handed over twice (the map keeps the last).
+    ///
+    /// On an error, `each` may have seen some of the series (Prometheus names the status
+    /// first, but a proxy may not): drop what it collected.
+    pub async fn instant_each(
+        &self,
+        metric: Metric,
+        now: Timestamp,
+        mut each: impl FnMut(&str, Reading),
+    ) -> Result<(), PrometheusError> {
         let q = self.query_of(metric)?;
         let time = now.as_millis().div_euclid(1000).to_string();
         let timeout = format!("{}ms", self.timeout.as_millis());
@@ -678,35 +704,64 @@ impl PrometheusClient {
                 &[("query", &q.query), ("time", &time), ("timeout", &timeout)],
             )
             .await?;
-        let vector = match self.data(metric, &body)? {
-            Data::Vector(v) => v,
-            other => {
-                return Err(PrometheusError::ResultType {
-                    metric: metric.as_str(),
-                    got: other.kind(),
-                    expected: "vector",
-                })
-            }
-        };
-        let mut values = BTreeMap::new();
-        for series in vector {
+        let mut hand = |key: Option<&str>, sample: Option<answer::Sample>| {
             // A series without the member label cannot be attributed to anyone: skip it
             // rather than guess (it would otherwise collapse onto the key "").
-            let Some(key) = series.metric.get(&q.label) else {
+            let Some(key) = key else {
                 debug!(metric = metric.as_str(), label = %q.label, "series without the member label skipped");
-                continue;
+                return;
             };
-            let Some(s) = series.value else { continue };
-            values.insert(
-                key.to_string(),
-                judge(s.value, s.at_secs, now, self.max_age),
-            );
+            let Some(s) = sample else { return };
+            each(key, judge(s.value, s.at_secs, now, self.max_age));
+        };
+        let streamed = match answer::each_instant(&body, &q.label, &mut hand) {
+            Ok(s) if s.kind != Some(Kind::Unordered) => s,
+            // An answer in an unusual order, or one that does not decode: decoded whole, as
+            // before streaming, so that what is accepted and each error stay the same.
+            _ => {
+                return match self.data(metric, &body)? {
+                    Data::Vector(v) => {
+                        for series in v {
+                            hand(series.metric.get(&q.label), series.value);
+                        }
+                        Ok(())
+                    }
+                    other => Err(PrometheusError::ResultType {
+                        metric: metric.as_str(),
+                        got: other.kind(),
+                        expected: "vector",
+                    }),
+                };
+            }
+        };
+        match streamed {
+            Streamed {
+                kind: Some(Kind::Vector),
+                ref status,
+                ..
+            } if status == "success" => Ok(()),
+            Streamed {
+                kind: Some(kind),
+                ref status,
+                ..
+            } if status == "success" => Err(PrometheusError::ResultType {
+                metric: metric.as_str(),
+                got: kind.as_str(),
+                expected: "vector",
+            }),
+            Streamed {
+                error_type, error, ..
+            } => Err(PrometheusError::Api {
+                metric: metric.as_str(),
+                url: self.url.clone(),
+                status: 200,
+                error_type: error_type.map_or_else(|| "none".into(), Cow::into_owned),
+                message: snippet(
+                    error.as_deref().unwrap_or("no data").as_bytes(),
+                    ERROR_BODY_CHARS,
+                ),
+            }),
         }
-        Ok(MetricReading {
-            metric,
-            label: q.label.clone(),
-            values,
-        })
     }
 
     /// [`MetricsSource::range`], with Prometheus' own error.

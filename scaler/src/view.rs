@@ -4,7 +4,6 @@
 //! What it is not: a judge of health for repairs (the repairer has its own, stricter, state
 //! machine). Here "healthy" only means "good enough to go on with a rollout".
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -49,18 +48,33 @@ impl Snapshot {
 
     /// The members of a role, seen by either source, sorted by name.
     pub fn members(&self, role: Role) -> Vec<String> {
-        let mut names: BTreeSet<String> = self
+        self.names(role).into_iter().map(str::to_string).collect()
+    }
+
+    /// [`Self::members`], borrowed: the scaler asks it on every observation, for every role.
+    pub(crate) fn names(&self, role: Role) -> Vec<&str> {
+        let mut names: Vec<&str> = self
             .observation
             .members_of(role)
-            .map(|m| m.name.clone())
+            .map(|m| m.name.as_str())
+            .chain(
+                self.platform
+                    .iter()
+                    .filter(|m| m.role == role)
+                    .map(|m| m.name.as_str()),
+            )
             .collect();
-        names.extend(
-            self.platform
-                .iter()
-                .filter(|m| m.role == role)
-                .map(|m| m.name.clone()),
-        );
-        names.into_iter().collect()
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Whether every member of `role` whose size is known has a disk of `disk_bytes`.
+    pub fn disks_are(&self, role: Role, disk_bytes: u64) -> bool {
+        self.names(role)
+            .into_iter()
+            .filter_map(|n| self.size_of(n))
+            .all(|s| s.disk_bytes == disk_bytes)
     }
 
     /// A member's size: the platform's figure, else the observation's.
@@ -74,8 +88,8 @@ impl Snapshot {
     /// half-done grow is judged against the size it is heading for. `None` with no known size.
     pub fn role_size(&self, role: Role) -> Option<RoleSize> {
         let sizes: Vec<Size> = self
-            .members(role)
-            .iter()
+            .names(role)
+            .into_iter()
             .filter_map(|n| self.size_of(n))
             .collect();
         let mut best: Option<(usize, Size)> = None;

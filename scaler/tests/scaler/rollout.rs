@@ -33,6 +33,27 @@ fn first_step(h: &mut Harness) -> Vec<String> {
     Vec::new()
 }
 
+/// A lent observation (`Scaler::observed`, which copies the snapshot only to keep it) drives
+/// the scaler exactly as a given one: the same commands and journal through a whole rollout,
+/// and the same idle ticks after it.
+#[test]
+fn a_lent_observation_is_an_observation() {
+    let run = |lend: bool| {
+        let mut h = cpu_pressure(live());
+        h.lend = lend;
+        let outcome = h.run_until_finished(40);
+        for _ in 0..5 {
+            h.observe();
+        }
+        let journal: Vec<String> = h.journal.iter().map(|(j, _)| j.clone()).collect();
+        (outcome, h.commands, journal, h.scaler.decisions().to_vec())
+    };
+    let given = run(false);
+    assert_eq!(given.0, Some(PlanOutcome::Completed));
+    assert!(!given.1.is_empty());
+    assert_eq!(run(true), given);
+}
+
 #[test]
 fn cpu_pressure_resizes_replica_replica_primary_then_patches() {
     let mut h = cpu_pressure(live());

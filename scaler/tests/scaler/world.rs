@@ -372,6 +372,8 @@ pub struct Harness {
     pub silent: bool,
     /// Journal entries with the world as it was when each was written (for resume tests).
     pub journal: Vec<(String, World)>,
+    /// Observations are lent (`Scaler::observed`) instead of given (`Event::Observed`).
+    pub lend: bool,
 }
 
 impl Harness {
@@ -384,16 +386,25 @@ impl Harness {
             permit: true,
             silent: false,
             journal: Vec::new(),
+            lend: false,
         }
     }
 
     /// Feeds one event and then every answer the driver owes (permissions, action results),
     /// returning every command produced.
     pub fn feed(&mut self, event: Event) -> Vec<Command> {
-        let mut queue = vec![event];
+        let first = self.scaler.handle(event, self.now);
+        self.answer(first)
+    }
+
+    /// Runs what the driver owes for `first` (the commands of one event) and for every command
+    /// that follows, returning every command produced.
+    fn answer(&mut self, first: Vec<Command>) -> Vec<Command> {
+        let mut queue = Vec::new();
         let mut produced = Vec::new();
-        while let Some(e) = queue.pop() {
-            for c in self.scaler.handle(e, self.now) {
+        let mut batch = first;
+        loop {
+            for c in batch {
                 match &c {
                     Command::Propose { .. } if self.silent => {}
                     Command::Propose { plan } => queue.push(if self.permit {
@@ -424,6 +435,8 @@ impl Harness {
                 }
                 produced.push(c);
             }
+            let Some(e) = queue.pop() else { break };
+            batch = self.scaler.handle(e, self.now);
         }
         self.commands.extend(produced.iter().cloned());
         produced
@@ -433,6 +446,10 @@ impl Harness {
     pub fn observe(&mut self) -> Vec<Command> {
         self.now = self.now + PERIOD;
         let snap = self.world.snapshot(self.now);
+        if self.lend {
+            let first = self.scaler.observed(&snap, self.now);
+            return self.answer(first);
+        }
         self.feed(Event::Observed(snap))
     }
 
