@@ -222,6 +222,8 @@ pub struct RawPolicyConfig {
     pub replicas: RawReplicaConfig,
     /// Replication slots that keep WAL for nobody (`[policy.slots]`).
     pub slots: crate::slots::RawSlotsConfig,
+    /// When the databases' `shared_buffers` grows (`[policy.cache]`).
+    pub cache: crate::cache::RawCacheConfig,
 }
 
 impl Default for RawPolicyConfig {
@@ -231,6 +233,7 @@ impl Default for RawPolicyConfig {
             balancer: RawRolePolicies::balancer(),
             replicas: RawReplicaConfig::default(),
             slots: crate::slots::RawSlotsConfig::default(),
+            cache: crate::cache::RawCacheConfig::default(),
         }
     }
 }
@@ -885,6 +888,8 @@ pub struct PolicyConfig {
     pub replicas: ReplicaConfig,
     /// Replication slots that keep WAL for nobody.
     pub slots: crate::slots::SlotsConfig,
+    /// When the databases' `shared_buffers` grows.
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl PolicyConfig {
@@ -1384,11 +1389,13 @@ impl RawPolicyConfig {
         let balancer = self.balancer.validate_into("balancer", &mut errors);
         let replicas = self.replicas.validate_into(&mut errors);
         let slots = self.slots.validate_into(&mut errors).unwrap_or_default();
+        let cache = self.cache.validate_into(&mut errors).unwrap_or_default();
         errors.into_result(PolicyConfig {
             database,
             balancer,
             replicas,
             slots,
+            cache,
         })
     }
 }

@@ -245,6 +245,8 @@ fn apply_metrics(
             Metric::Connections => &mut m.connections,
             Metric::ReadRate => &mut m.read_rate,
             Metric::OomKills => &mut m.oom_kills,
+            Metric::CacheHitRatio => &mut m.cache_hit_ratio,
+            Metric::SharedBuffers => &mut m.shared_buffers,
             // Keyed by slot, not member: see `slots`.
             Metric::SlotWalBytes => continue,
             // Patroni's own lag (bytes, from the DCS) is preferred; Prometheus fills the gap.
