@@ -109,6 +109,8 @@ fn value(metric: Metric, i: usize, t: i64) -> f64 {
         Metric::LagBytes => (4096.0 * (1.0 + w)).round(),
         Metric::OomKills => 0.0,
         Metric::SlotWalBytes => 16e6,
+        Metric::CacheHitRatio => 0.99 + 0.005 * w,
+        Metric::SharedBuffers => SIZE.memory_bytes as f64 / 4.0,
     }
 }
 

@@ -42,6 +42,9 @@ pub trait PatroniApi: Send + Sync {
     async fn cluster(&self) -> Result<ClusterView, PatroniError>;
 
     /// One member about itself (`GET /patroni`); on the leader, `replication` lists who streams.
+    /// One attempt, never retried: a member is looked at on every observation pass, so the next
+    /// pass is the retry (retries here made a dead member whose address times out cost every
+    /// pass its retries).
     async fn member_status(&self, api_base: &str) -> Result<MemberStatus, PatroniError>;
 
     /// Planned leader change (`POST /switchover`); 200 done, 202 scheduled, 412 refused.

@@ -404,6 +404,8 @@ impl PrometheusError {
 ///   `disk_used` at node_exporter's filesystem metrics where the data disk is a mount.
 /// - WAL bytes need a custom exporter query (`pg_ls_waldir()`), so there is no default.
 /// - Slots: postgres_exporter's `pg_replication_slots_pg_wal_lsn_diff`, keyed by `slot_name`.
+/// - The buffer cache: postgres_exporter's `pg_stat_database_blks_hit`/`_read` (a hit ratio
+///   over 5 minutes) and `pg_settings_shared_buffers_bytes`.
 /// - With several clusters in one Prometheus, narrow the queries (e.g. `{scope="..."}`).
 pub fn default_query(metric: Metric) -> Option<MetricQuery> {
     let cadvisor = |expr: &str| {
@@ -441,6 +443,11 @@ pub fn default_query(metric: Metric) -> Option<MetricQuery> {
             query: "max by (slot_name) (pg_replication_slots_pg_wal_lsn_diff unless on (member) patroni_replica == 1)".into(),
             label: "slot_name".into(),
         },
+        // Idle (no block read at all) is 0/0: NaN, missing, not a bad ratio.
+        Metric::CacheHitRatio => by_member(
+            "sum by (member) (rate(pg_stat_database_blks_hit[5m])) / sum by (member) (rate(pg_stat_database_blks_hit[5m]) + rate(pg_stat_database_blks_read[5m]))",
+        ),
+        Metric::SharedBuffers => by_member("max by (member) (pg_settings_shared_buffers_bytes)"),
         Metric::WalBytes => return None,
     })
 }
@@ -905,7 +912,8 @@ mod tests {
         let s = ok.validate_with_env(&|_| None).unwrap();
         assert!(!s.queries.contains_key(&Metric::OomKills));
         assert!(!s.queries.contains_key(&Metric::WalBytes));
-        assert_eq!(s.queries.len(), 7);
+        // Ten metrics have defaults (WAL has none), less the one turned off.
+        assert_eq!(s.queries.len(), 9);
         assert_eq!(s.url, "http://127.0.0.1:9090");
     }
 

@@ -15,6 +15,8 @@ pub enum Knob {
     Vertical { role: Role, resource: Resource },
     /// The number of database members (primary included).
     Replicas,
+    /// The databases' `shared_buffers`, bytes: the buffer cache (issue 17).
+    SharedBuffers,
 }
 
 impl fmt::Display for Knob {
@@ -22,6 +24,7 @@ impl fmt::Display for Knob {
         match self {
             Knob::Vertical { role, resource } => write!(f, "{role}.{resource}"),
             Knob::Replicas => f.write_str("database.replicas"),
+            Knob::SharedBuffers => f.write_str("database.shared_buffers"),
         }
     }
 }
@@ -85,6 +88,8 @@ pub enum Rule {
     NotCapacity,
     /// A disk never shrinks.
     NeverShrink,
+    /// The buffer cache's hit ratio stayed below `low`: `shared_buffers` grows.
+    CacheShort,
 }
 
 impl Rule {
@@ -108,6 +113,7 @@ impl Rule {
             Rule::HaMinimum => "ha_minimum",
             Rule::NotCapacity => "not_capacity",
             Rule::NeverShrink => "never_shrink",
+            Rule::CacheShort => "cache_short",
         }
     }
 }

@@ -130,6 +130,10 @@ pub struct MemberObservation {
     pub read_rate: Option<Figure>,
     /// OOM kills seen since the member started (a counter).
     pub oom_kills: Option<Figure>,
+    /// The share of block reads the buffer cache answered lately, 0..1.
+    pub cache_hit_ratio: Option<Figure>,
+    /// The `shared_buffers` PostgreSQL runs with, bytes.
+    pub shared_buffers: Option<Figure>,
     /// The size the platform gave the member.
     pub size: Option<Size>,
     /// Seen by the platform (true), only by Patroni (false), or not asked (None).

@@ -58,6 +58,12 @@ pub struct MemberRecord {
     pub read_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kills: Option<f64>,
+    /// The buffer cache's hit ratio lately, 0..1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_hit_ratio: Option<f64>,
+    /// `shared_buffers`, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_buffers: Option<f64>,
     /// Restarts the platform counted since the member was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_count: Option<u32>,
@@ -92,6 +98,8 @@ impl MemberRecord {
             connections: value(m.connections.as_ref()),
             read_rate: value(m.read_rate.as_ref()),
             oom_kills: value(m.oom_kills.as_ref()),
+            cache_hit_ratio: value(m.cache_hit_ratio.as_ref()),
+            shared_buffers: value(m.shared_buffers.as_ref()),
             restart_count: m.restart_count,
             size: m.size,
         }
@@ -118,6 +126,8 @@ impl MemberRecord {
             connections: figure(self.connections),
             read_rate: figure(self.read_rate),
             oom_kills: figure(self.oom_kills),
+            cache_hit_ratio: figure(self.cache_hit_ratio),
+            shared_buffers: figure(self.shared_buffers),
             restart_count: self.restart_count,
             size: self.size,
             ..MemberObservation::default()
@@ -197,6 +207,8 @@ mod tests {
             connections: None,
             read_rate: None,
             oom_kills: None,
+            cache_hit_ratio: None,
+            shared_buffers: None,
             restart_count: None,
             size: None,
         };

@@ -17,6 +17,7 @@
 //! [`VerticalPolicy::tick`] is allocation-free), then [`disk`] and [`replicas`].
 
 pub mod amount;
+pub mod cache;
 pub mod config;
 pub mod disk;
 mod figures;
@@ -28,6 +29,7 @@ pub mod vertical;
 mod window;
 
 pub use amount::{parse_bytes, parse_cpus, AmountError, RawAmount};
+pub use cache::{CacheConfig, CachePolicy, RawCacheConfig};
 pub use config::{
     Band, DiskConfig, OomConfig, PolicyConfig, RawBand, RawDiskConfig, RawOomConfig,
     RawPolicyConfig, RawReplicaConfig, RawRolePolicies, RawVerticalConfig, ReplicaConfig,

@@ -19,7 +19,7 @@ pub(crate) fn rule(rule: Rule, before: f64, after: f64, detail: String) -> RuleA
 }
 
 /// Every rule, in the order of their bits.
-const ALL: [Rule; 18] = [
+const ALL: [Rule; 19] = [
     Rule::Band,
     Rule::UpWindow,
     Rule::DownWindow,
@@ -38,6 +38,7 @@ const ALL: [Rule; 18] = [
     Rule::HaMinimum,
     Rule::NotCapacity,
     Rule::NeverShrink,
+    Rule::CacheShort,
 ];
 
 fn bit(rule: Rule) -> u32 {
@@ -61,6 +62,7 @@ fn bit(rule: Rule) -> u32 {
         Rule::HaMinimum => 15,
         Rule::NotCapacity => 16,
         Rule::NeverShrink => 17,
+        Rule::CacheShort => 18,
     };
     1 << index
 }

@@ -830,7 +830,7 @@ async fn recover(
                 concerned.joining.push(member.clone());
             }
             IntentKind::ScaleIn { member } => concerned.members.push(member.clone()),
-            IntentKind::Resize { .. } => {}
+            IntentKind::Resize { .. } | IntentKind::Retune { .. } => {}
         }
         let op = plan.id.clone();
         let purpose = Purpose::Scale {
@@ -1146,6 +1146,11 @@ fn describe_intent(kind: &IntentKind) -> String {
         }
         IntentKind::ScaleOut { member } => format!("scale out: add {member}"),
         IntentKind::ScaleIn { member } => format!("scale in: remove {member}"),
+        IntentKind::Retune { role, from, to } => format!(
+            "{role} shared_buffers {} -> {} (the buffer cache is short)",
+            steward_model::size::human_bytes(*from),
+            steward_model::size::human_bytes(*to)
+        ),
     }
 }
 

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use steward_model::observation::Figure;
 use steward_model::ports::platform::{Change, CreateSpec, ErrorKind};
 use steward_model::{Action as Direction, Decision, Resource, Role, Rule, Timestamp};
-use steward_policies::{DiskPolicy, ReplicaPolicy, VerticalPolicy};
+use steward_policies::{CachePolicy, DiskPolicy, ReplicaPolicy, VerticalPolicy};
 
 use crate::config::ScalerConfig;
 use crate::plan::{
@@ -178,6 +178,8 @@ pub struct Scaler {
     database: RolePolicies,
     balancer: RolePolicies,
     replicas: ReplicaPolicy,
+    /// The databases' buffer cache: when `shared_buffers` grows.
+    cache: CachePolicy,
     /// The last OOM-kill counter seen per member.
     oom_seen: BTreeMap<String, f64>,
     /// The last snapshot, while a plan is in flight or proposed (its steps are checked and
@@ -218,6 +220,17 @@ enum Build {
     },
 }
 
+/// The `shared_buffers` the database members run (the largest), when every one of them says.
+fn running_shared_buffers(snap: &Snapshot) -> Option<f64> {
+    snap.observation
+        .members_of(Role::Database)
+        .map(|m| m.shared_buffers.map(|f| f.value).filter(|v| v.is_finite()))
+        .try_fold(None, |max: Option<f64>, v| {
+            v.map(|v| Some(max.map_or(v, |m| m.max(v))))
+        })
+        .flatten()
+}
+
 fn split_number(name: &str) -> Option<(&str, u64)> {
     let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     if digits == 0 {
@@ -250,6 +263,7 @@ impl Scaler {
         };
         Scaler {
             replicas: ReplicaPolicy::new(config.policy.replicas.clone()),
+            cache: CachePolicy::new(config.policy.cache.clone()),
             database: policies(Role::Database),
             balancer: policies(Role::Balancer),
             config,
@@ -540,6 +554,7 @@ impl Scaler {
                     p.record_change(now, *to);
                 }
             }
+            IntentKind::Retune { .. } => self.cache.record_retune(now),
             IntentKind::ScaleOut { .. } | IntentKind::ScaleIn { .. } => {
                 self.replicas.record_change(now, self.databases as u32);
             }
@@ -769,8 +784,13 @@ impl Scaler {
                         .config
                         .settings
                         .diff(&current, &current.with(resource, d.target));
-                    match settings {
-                        Settings::Headroom => diff.for_headroom(),
+                    match (settings, resource, d.action) {
+                        (Settings::Headroom, _, _) => diff.for_headroom(),
+                        // The buffer cache grows on its own signal only (`policies::cache`).
+                        (_, Resource::Memory, Direction::Grow) => diff.for_memory_grow(),
+                        (_, Resource::Memory, _) => {
+                            diff.for_memory_shrink(running_shared_buffers(snap))
+                        }
                         _ => diff,
                     }
                 } else {
@@ -853,6 +873,42 @@ impl Scaler {
             }
             decisions.extend([cpu_d, mem_d, disk_d]);
             decisions.extend(oom_d);
+            if role == Role::Database {
+                let settings = &self.config.settings;
+                let share = settings
+                    .enabled
+                    .then(|| settings.shared_buffers_for(&current))
+                    .filter(|s| *s > 0.0);
+                let members: Vec<&steward_model::observation::MemberObservation> =
+                    snap.observation.members_of(role).collect();
+                let cache_d = self.cache.decide(now, &members, share);
+                if cache_d.changes() && !rs.mixed {
+                    // Its own operation: patch, restart the replicas, switchover, restart the
+                    // old primary; the resize builder with nothing to resize does exactly that.
+                    candidates.push(Candidate {
+                        priority: 7,
+                        intent: Intent {
+                            kind: IntentKind::Retune {
+                                role,
+                                from: cache_d.current,
+                                to: cache_d.target,
+                            },
+                            emergency: false,
+                            disruptive: true,
+                            decision: cache_d.clone(),
+                        },
+                        build: Build::Resize {
+                            role,
+                            resource: Resource::Memory,
+                            target: current.memory_bytes as f64,
+                            how: Change::Live,
+                            diff: self.config.settings.cache_retune(&current),
+                            grow: true,
+                        },
+                    });
+                }
+                decisions.push(cache_d);
+            }
         }
 
         let rd = self.replicas.decide(now, &snap.observation);

@@ -48,6 +48,9 @@ pub enum IntentKind {
     ScaleOut { member: String },
     /// One database replica less: `member`.
     ScaleIn { member: String },
+    /// `shared_buffers` of every member of `role` from `from` to `to` bytes: the buffer cache
+    /// was short (`policies::cache`); restart-only, no resize.
+    Retune { role: Role, from: f64, to: f64 },
 }
 
 /// An operation the scaler wants to start, and why: what the coordinator approves or refuses.

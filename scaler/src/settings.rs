@@ -258,6 +258,23 @@ impl SettingsConfig {
         Settings(m)
     }
 
+    /// `shared_buffers` for a member of `size`, in bytes (whole megabytes, as it is written).
+    pub fn shared_buffers_for(&self, size: &Size) -> f64 {
+        match self.settings_for(size).get("shared_buffers") {
+            Some(ParamValue::Megabytes(mb)) => (mb * MIB) as f64,
+            _ => 0.0,
+        }
+    }
+
+    /// The restart-only diff of a cache retune: `shared_buffers` to its share of `size`.
+    pub fn cache_retune(&self, size: &Size) -> SettingsDiff {
+        let mut diff = SettingsDiff::default();
+        if let Some(v) = self.settings_for(size).get("shared_buffers") {
+            diff.restart.0.insert("shared_buffers".into(), v);
+        }
+        diff
+    }
+
     /// What changes between the settings of `from` and `to`.
     pub fn diff(&self, from: &Size, to: &Size) -> SettingsDiff {
         let (old, new) = (self.settings_for(from), self.settings_for(to));
@@ -313,6 +330,31 @@ impl SettingsDiff {
             restart: keep(&self.restart),
             reload: keep(&self.reload),
         }
+    }
+
+    /// The diff of an ordinary memory grow: `shared_buffers` stays where it is. The new memory
+    /// is the workload's until the buffer cache says it is short (`policies::cache`, its own
+    /// restart-only decision), so a memory grow restarts nothing for it (issue 17).
+    pub fn for_memory_grow(&self) -> SettingsDiff {
+        let mut diff = self.clone();
+        diff.restart.0.remove("shared_buffers");
+        diff
+    }
+
+    /// The diff of a memory shrink when the members run `running` bytes of `shared_buffers`
+    /// (the largest; `None` unknown): it goes down only when it is above what the new size's
+    /// settings give it (a shrink must not leave the cache bigger than its share). Unknown, it
+    /// follows the size, as every setting does.
+    pub fn for_memory_shrink(&self, running: Option<f64>) -> SettingsDiff {
+        let mut diff = self.clone();
+        let fits = match (running, diff.restart.0.get("shared_buffers")) {
+            (Some(running), Some(ParamValue::Megabytes(new))) => running <= (new * MIB) as f64,
+            _ => false,
+        };
+        if fits {
+            diff.restart.0.remove("shared_buffers");
+        }
+        diff
     }
 
     /// Both halves in one patch.

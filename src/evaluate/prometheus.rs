@@ -235,6 +235,8 @@ pub fn to_records(answers: &Answers, facts: &Facts) -> Vec<MemberRecord> {
                     Metric::ReadRate => r.read_rate = value,
                     Metric::LagBytes => r.lag_bytes = value,
                     Metric::OomKills => r.oom_kills = value,
+                    Metric::CacheHitRatio => r.cache_hit_ratio = value,
+                    Metric::SharedBuffers => r.shared_buffers = value,
                     Metric::SlotWalBytes => {}
                 }
             }
@@ -278,6 +280,8 @@ fn empty_record(at: Timestamp, member: &str, facts: &Facts) -> MemberRecord {
         connections: None,
         read_rate: None,
         oom_kills: None,
+        cache_hit_ratio: None,
+        shared_buffers: None,
         restart_count: None,
         size: facts.size,
     }

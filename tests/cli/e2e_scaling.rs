@@ -23,11 +23,12 @@
 //!   :9999), and a read through 5433 reaches; once the load stops it is removed again (from
 //!   Patroni, both balancers, the platform and its volume), and /cluster never shows fewer than
 //!   the three lab members.
-//! - Rolling restart: tests/data/e2e/scaling-memory.toml's memory policy grows every member by
-//!   one step; the new shared_buffers needs a restart, so each replica is resized and restarted,
-//!   the primary is switched over, and the old primary resized and restarted, while the writer
-//!   commits: every member ends restarted (a new postmaster start time, the same container) with
-//!   the new settings, the leader has moved, and no acknowledged row is lost.
+//! - Rolling restart: tests/data/e2e/scaling-cache.toml's buffer cache policy finds every
+//!   member's cache short (issue 17) and moves shared_buffers to its share of memory; it needs a
+//!   restart, so each replica is restarted, the primary is switched over, and the old primary
+//!   restarted, while the writer commits: every member ends restarted (a new postmaster start
+//!   time, the same container, the same memory) with the new shared_buffers, the leader has
+//!   moved, and no acknowledged row is lost.
 //! - OOM: tests/data/e2e/scaling-oom.toml never grows memory for usage; a replica's backend is
 //!   OOM-killed by a sort far bigger than its 1 GiB, and every member's memory grows live by one
 //!   step with no PostgreSQL restart, the same shared_buffers and no switchover (issue 17).
@@ -1165,18 +1166,19 @@ async fn replicas_scenario(urls: Vec<String>) {
 
 /// What the rollout test gives the members back: the lab's memory (scripts/lab.sh MEMBER_MEMORY).
 const LAB_MEMORY: &str = "1073741824";
-/// tests/data/e2e/scaling-memory.toml's maximum: one 256 MiB step above the lab's 1 GiB.
+/// tests/data/e2e/scaling-oom.toml's maximum: one 256 MiB step above the lab's 1 GiB.
 const GROWN_MEMORY: u64 = 1280 * 1024 * 1024;
-/// From the memory grow to every member restarted and the primary switched over: up window
-/// (12 s), a resize, a PATCH, three PostgreSQL restarts and a switchover, each waited for in
-/// Patroni's 5 s loop, on a loaded 2-core box.
+/// From the retune to every member restarted and the primary switched over: the cache window
+/// (20 s), a PATCH, three PostgreSQL restarts and a switchover, each waited for in Patroni's 5 s
+/// loop, on a loaded 2-core box.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Promise 5 through a rolling restart that switches the primary: a memory grow changes
-/// shared_buffers, which needs a restart, so every member is resized, restarted, and the primary
-/// handed over before its own restart (scaler/src/plan.rs), while the writer commits through
-/// HAProxy. Every member ends at the new size with the new settings in effect, restarted (a new
-/// postmaster start time) in the same container, the leader moved, and no acknowledged row lost.
+/// Promise 5 through a rolling restart that switches the primary: a short buffer cache moves
+/// shared_buffers to its share of memory (policies/src/cache.rs), which needs a restart, so every
+/// member is restarted and the primary handed over before its own restart (scaler/src/plan.rs),
+/// while the writer commits through HAProxy. Every member ends with the new shared_buffers in
+/// effect, restarted (a new postmaster start time) in the same container at the same memory, the
+/// leader moved, and no acknowledged row lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_with_a_switchover_loses_no_acknowledged_write() {
     let Some(urls) = lab() else {
@@ -1217,35 +1219,50 @@ async fn rollout_scenario(urls: Vec<String>) {
     let mut before: BTreeMap<&str, (Container, String)> = BTreeMap::new();
     for m in LAB_MEMBERS {
         let c = inspect(m).await;
-        assert!(
-            c.memory_bytes < GROWN_MEMORY,
-            "{m} already has {} bytes: nothing to grow",
-            c.memory_bytes
-        );
         before.insert(m, (c, postmaster_start(&hosts[m]).await));
     }
     let (old_leader, _) = crate::e2e::leader_and_streaming(&client)
         .await
         .expect("the lab has a leader");
     let from = before[LAB_MEMBERS[0]].0.clone();
-    let size = |memory_bytes| Size {
+    let size = Size {
         cpus: from.cpus,
-        memory_bytes,
+        memory_bytes: from.memory_bytes,
         disk_bytes: 0,
     };
-    let diff = SettingsConfig::default().diff(&size(from.memory_bytes), &size(GROWN_MEMORY));
-    assert!(
-        !diff.restart.is_empty(),
-        "a memory grow {} -> {GROWN_MEMORY} changes no restart-only setting: no rolling restart \
-         to watch",
-        from.memory_bytes
-    );
-    let mut expected = diff.restart.0.clone();
-    expected.extend(diff.reload.0.clone());
-    eprintln!("e2e-scaling: settings expected after the grow: {expected:?}");
+    let retune = SettingsConfig::default().cache_retune(&size);
+    let expected = retune.restart.0.clone();
+    let Some(ParamValue::Megabytes(share_mb)) = expected.get("shared_buffers").copied() else {
+        panic!("a retune sets shared_buffers: {expected:?}");
+    };
+    for m in LAB_MEMBERS {
+        let running = shared_buffers(&hosts[m]).await;
+        assert_ne!(
+            running,
+            format!("{share_mb}MB"),
+            "{m} already runs shared_buffers at its share: nothing to retune"
+        );
+    }
+    eprintln!("e2e-scaling: settings expected after the retune: {expected:?}");
 
+    // Every member answers a query now and then, so each has a hit ratio (an idle one has none,
+    // and the policy holds on a missing figure).
+    let stop_reads = Arc::new(AtomicBool::new(false));
+    let reads = {
+        let (stop, hosts) = (Arc::clone(&stop_reads), hosts.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for host in hosts.values() {
+                    if let Ok(c) = connect(host, 5432).await {
+                        let _ = c.query("select count(*) from pg_class", &[]).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
     let writer = Writer::start().await;
-    let (mut steward, state_dir) = start_steward("scaling-memory.toml").await;
+    let (mut steward, state_dir) = start_steward("scaling-cache.toml").await;
     let started = Instant::now();
     let deadline = started + ROLLOUT_TIMEOUT;
     let mut last = String::new();
@@ -1253,10 +1270,7 @@ async fn rollout_scenario(urls: Vec<String>) {
         steward.assert_alive();
         let mut waiting = Vec::new();
         for m in LAB_MEMBERS {
-            let c = inspect(m).await;
-            if c.memory_bytes != GROWN_MEMORY {
-                waiting.push(format!("{m} has {} bytes", c.memory_bytes));
-            } else if postmaster_start(&hosts[m]).await == before[m].1 {
+            if postmaster_start(&hosts[m]).await == before[m].1 {
                 waiting.push(format!("{m} not restarted yet"));
             } else if let Some(why) = settings_mismatch(&hosts[m], &expected).await {
                 waiting.push(why);
@@ -1279,21 +1293,27 @@ async fn rollout_scenario(urls: Vec<String>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     eprintln!(
-        "e2e-scaling: every member grown, restarted with its settings and the primary moved \
-         {:.1} s after steward started ({last})",
+        "e2e-scaling: every member restarted with shared_buffers {share_mb}MB and the primary \
+         moved {:.1} s after steward started ({last})",
         done_at.as_secs_f64()
     );
-    // The same containers: the restarts were PostgreSQL's (through Patroni), not the platform's.
+    // The same containers at the same size: the restarts were PostgreSQL's (through Patroni),
+    // not the platform's, and no memory moved.
     for (m, (was, _)) in &before {
         let now = inspect(m).await;
         assert_eq!(
-            (&now.id, &now.started_at, now.status.as_str()),
-            (&was.id, &was.started_at, "running"),
-            "{m}'s container was restarted or replaced by the rollout"
+            (
+                &now.id,
+                &now.started_at,
+                now.status.as_str(),
+                now.memory_bytes
+            ),
+            (&was.id, &was.started_at, "running", was.memory_bytes),
+            "{m}'s container was restarted, replaced or resized by the retune"
         );
     }
-    let steps: Vec<String> = steward
-        .actions()
+    let lines = steward.actions();
+    let steps: Vec<String> = lines
         .iter()
         .filter(|l| l["kind"] == "command")
         .map(|l| l.to_string())
@@ -1302,7 +1322,15 @@ async fn rollout_scenario(urls: Vec<String>) {
         steps.iter().any(|s| s.contains("switchover")),
         "no switchover among Steward's commands: {steps:#?}"
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.to_string().contains("the buffer cache is short")),
+        "no line says why: {lines:#?}"
+    );
     stop_when_idle(steward, &state_dir).await;
+    stop_reads.store(true, Ordering::Relaxed);
+    let _ = reads.await;
     let report = writer.stop().await;
     assert_no_acknowledged_write_lost(&report).await;
 }

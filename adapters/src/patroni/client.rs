@@ -1,7 +1,8 @@
 //! The reqwest implementation of [`super::PatroniApi`], plus the reads loops rarely need
 //! (`/health`, `/liveness`, `/config`, `/history`, `/metrics`).
 //!
-//! Every request has a total and a connect timeout. GETs are retried a bounded number of times
+//! Every request has a total and a connect timeout. GETs (but a member's `/patroni`, asked on
+//! every observation pass) are retried a bounded number of times
 //! on transient failures, with exponential backoff and jitter from a seeded RNG the caller
 //! passes in (tests stay deterministic, several Stewards do not retry in lockstep). Actions
 //! (POST, PATCH) are never retried: a switchover sent twice is not the same as once.
@@ -379,7 +380,11 @@ impl PatroniApi for PatroniClient {
     }
 
     async fn member_status(&self, api_base: &str) -> Result<MemberStatus, PatroniError> {
-        let wire: WireStatus = self.get_json(api_base, "patroni").await?;
+        // One attempt (see the trait): the caller's next pass is the retry.
+        let answer = self
+            .send(Method::GET, api_base, "patroni", None, &[])
+            .await?;
+        let wire: WireStatus = parse_json("GET", &join(api_base, "patroni"), &answer.body)?;
         Ok(wire.into())
     }
 

@@ -270,10 +270,36 @@ async fn a_timeout_is_transient_and_gets_are_retried_a_bounded_number_of_times()
 async fn a_5xx_then_success_is_retried_into_success() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .and(path("/patroni"))
+        .and(path("/cluster"))
         .respond_with(ResponseTemplate::new(502).set_body_string("bad gateway"))
         .up_to_n_times(2)
         .expect(2)
+        .mount(&server)
+        .await;
+    serve(
+        &server,
+        "GET",
+        "/cluster",
+        json_body(200, "patroni-4.1.5/cluster.leader.http200.json"),
+    )
+    .await;
+    let view = client(&server, json!({ "retries": 2 }))
+        .cluster()
+        .await
+        .unwrap();
+    assert!(!view.members.is_empty());
+}
+
+/// A member's `/patroni` is asked once per look whatever `retries` says: every observation pass
+/// looks again, and a dead member must not cost each pass its retries.
+#[tokio::test]
+async fn a_members_status_is_asked_once_per_look() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/patroni"))
+        .respond_with(ResponseTemplate::new(502).set_body_string("bad gateway"))
+        .up_to_n_times(1)
+        .expect(1)
         .mount(&server)
         .await;
     serve(
@@ -283,11 +309,13 @@ async fn a_5xx_then_success_is_retried_into_success() {
         json_body(200, "patroni-4.1.5/patroni.leader.http200.json"),
     )
     .await;
-    let st = client(&server, json!({ "retries": 2 }))
-        .member_status(&server.uri())
-        .await
-        .unwrap();
+    let c = client(&server, json!({ "retries": 3 }));
+    let err = c.member_status(&server.uri()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorKind::Transient);
+    // The next look is the retry.
+    let st = c.member_status(&server.uri()).await.unwrap();
     assert_eq!(st.role, PatroniRole::Leader);
+    server.verify().await;
 }
 
 #[tokio::test]
@@ -296,7 +324,7 @@ async fn a_persistent_500_ends_as_transient_with_patronis_message() {
     Mock::given(method("GET"))
         .and(path("/patroni"))
         .respond_with(ResponseTemplate::new(500).set_body_string("Internal Server Error"))
-        .expect(2)
+        .expect(1)
         .mount(&server)
         .await;
     let err = client(&server, json!({ "retries": 1 }))

@@ -167,21 +167,21 @@ async fn a_sample_older_than_max_age_is_stale() {
 #[tokio::test]
 async fn instant_all_sends_exactly_one_query_per_configured_metric() {
     let server = MockServer::start().await;
-    // Eight metrics have defaults (WAL has none); the override turns OOM kills off: seven queries.
+    // Ten metrics have defaults (WAL has none); the override turns OOM kills off: nine queries.
     Mock::given(method("GET"))
         .and(path("/api/v1/query"))
         .respond_with(answer("query.cpu_used.json"))
-        .expect(7)
+        .expect(9)
         .mount(&server)
         .await;
     let c = client(
         &server,
         json!({ "queries": { "oom_kills": { "query": "", "label": "member" } } }),
     );
-    assert_eq!(c.metrics().len(), 7);
+    assert_eq!(c.metrics().len(), 9);
     let (readings, errors) = c.instant_all(NOW).await;
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(readings.len(), 7);
+    assert_eq!(readings.len(), 9);
     assert!(!readings.contains_key(&Metric::OomKills));
     server.verify().await;
 }

@@ -39,10 +39,14 @@ pub enum Metric {
     /// WAL the leader keeps for a replication slot, bytes: keyed by the SLOT's name, not a
     /// member's (Patroni names a member's slot after it: see `policies::slots`).
     SlotWalBytes,
+    /// The share of block reads PostgreSQL's buffer cache answered lately, 0..1.
+    CacheHitRatio,
+    /// The `shared_buffers` PostgreSQL runs with, bytes.
+    SharedBuffers,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 11] = [
         Metric::CpuUsed,
         Metric::MemoryUsed,
         Metric::DiskUsed,
@@ -52,6 +56,8 @@ impl Metric {
         Metric::LagBytes,
         Metric::OomKills,
         Metric::SlotWalBytes,
+        Metric::CacheHitRatio,
+        Metric::SharedBuffers,
     ];
 
     /// The key in `[prometheus.queries]`.
@@ -66,6 +72,8 @@ impl Metric {
             Metric::LagBytes => "lag_bytes",
             Metric::OomKills => "oom_kills",
             Metric::SlotWalBytes => "slot_wal_bytes",
+            Metric::CacheHitRatio => "cache_hit_ratio",
+            Metric::SharedBuffers => "shared_buffers",
         }
     }
 

@@ -271,6 +271,8 @@ fn apply_metrics(
         connections,
         read_rate,
         oom_kills,
+        cache_hit_ratio,
+        shared_buffers,
         ..
     } = m;
     let keys = [Some(name.as_str()), address.as_deref(), host];
@@ -303,6 +305,8 @@ fn apply_metrics(
             Metric::Connections => &mut *connections,
             Metric::ReadRate => &mut *read_rate,
             Metric::OomKills => &mut *oom_kills,
+            Metric::CacheHitRatio => &mut *cache_hit_ratio,
+            Metric::SharedBuffers => &mut *shared_buffers,
             // Keyed by slot, not member: see `slots`.
             Metric::SlotWalBytes => continue,
             // Patroni's own lag (bytes, from the DCS) is preferred; Prometheus fills the gap.

@@ -274,11 +274,13 @@ impl LoopJournal for StateJournal {
                         steward_scaler::IntentKind::Resize { .. } => K::Resize,
                         steward_scaler::IntentKind::ScaleOut { .. } => K::AddMember,
                         steward_scaler::IntentKind::ScaleIn { .. } => K::RemoveMember,
+                        steward_scaler::IntentKind::Retune { .. } => K::Reconfigure,
                     };
                     let targets = match &plan.intent.kind {
                         steward_scaler::IntentKind::ScaleOut { member }
                         | steward_scaler::IntentKind::ScaleIn { member } => vec![member.clone()],
-                        steward_scaler::IntentKind::Resize { .. } => Vec::new(),
+                        steward_scaler::IntentKind::Resize { .. }
+                        | steward_scaler::IntentKind::Retune { .. } => Vec::new(),
                     };
                     let new = crate::journal::NewOperation {
                         kind,

@@ -25,7 +25,9 @@ fn original() -> Harness {
 #[test]
 fn plans_round_trip_through_json() {
     let h = original();
-    assert!(h.journal.len() >= 8, "{}", h.journal.len());
+    // Five steps (the memory grow restarts nothing for its settings since issue 17; the
+    // restart-only platform restarts each member to resize it).
+    assert!(h.journal.len() >= 5, "{}", h.journal.len());
     for (json, _) in &h.journal {
         let plan: Plan = serde_json::from_str(json).unwrap();
         assert_eq!(serde_json::to_string(&plan).unwrap(), *json);

@@ -12,8 +12,8 @@ use steward_model::ports::platform::{Capabilities, Change, ErrorKind, PlatformMe
 use steward_model::{Role, Size, Timestamp};
 use steward_policies::{PolicyConfig, RawPolicyConfig};
 use steward_scaler::{
-    ActionError, Command, ConfigPatch, Event, PlanOutcome, RawScalerConfig, Scaler, ScalerConfig,
-    Snapshot, Step,
+    ActionError, Command, ConfigPatch, Event, ParamValue, PlanOutcome, RawScalerConfig, Scaler,
+    ScalerConfig, Snapshot, Step,
 };
 
 pub const GIB: u64 = 1024 * 1024 * 1024;
@@ -37,6 +37,9 @@ pub struct Member {
     pub disk_used: Option<f64>,
     pub connections: Option<f64>,
     pub oom_kills: f64,
+    /// The buffer cache's hit ratio and `shared_buffers` (bytes), as postgres_exporter says.
+    pub cache_hit_ratio: Option<f64>,
+    pub shared_buffers: Option<f64>,
     pub created_at: Timestamp,
     /// Observations left before a new member streams.
     pub warming: u32,
@@ -100,6 +103,8 @@ impl World {
                 disk_used: Some(size.disk_bytes as f64 * 0.3),
                 connections: Some(50.0),
                 oom_kills: 0.0,
+                cache_hit_ratio: None,
+                shared_buffers: None,
                 created_at: Timestamp::from_secs(i as i64),
                 warming: 0,
             });
@@ -123,6 +128,8 @@ impl World {
                 disk_used: Some(GIB as f64),
                 connections: None,
                 oom_kills: 0.0,
+                cache_hit_ratio: None,
+                shared_buffers: None,
                 created_at: Timestamp::from_secs(0),
                 warming: 0,
             });
@@ -222,6 +229,8 @@ impl World {
                         None
                     },
                     oom_kills: Some(Figure::new(m.oom_kills, Source::Platform, at)),
+                    cache_hit_ratio: fig(m.cache_hit_ratio, Source::Prometheus),
+                    shared_buffers: fig(m.shared_buffers, Source::Prometheus),
                     size: Some(m.size),
                     in_platform: Some(true),
                     in_patroni: Some(db),
@@ -313,7 +322,19 @@ impl World {
                 self.member_mut(candidate).leader = true;
                 self.member_mut(candidate).streaming = false;
             }
-            Step::RestartMember { .. } | Step::Drain { .. } | Step::Undrain { .. } => {}
+            Step::RestartMember { member } => {
+                // A restart applies the last shared_buffers patched (a pending restart setting).
+                let patched = self
+                    .patches
+                    .iter()
+                    .rev()
+                    .find_map(|p| p.0.get("shared_buffers").copied());
+                let m = self.member_mut(member);
+                if let (Some(ParamValue::Megabytes(mb)), Some(_)) = (patched, m.shared_buffers) {
+                    m.shared_buffers = Some((mb * 1024 * 1024) as f64);
+                }
+            }
+            Step::Drain { .. } | Step::Undrain { .. } => {}
             Step::Create { spec } => {
                 let mut m = self.databases().next().expect("a database member").clone();
                 m.name = spec.name.clone();

@@ -169,6 +169,9 @@ pub fn generate(kind: Kind, seed: u64) -> Recording {
                 ),
                 read_rate: (!leader).then(|| round(50.0 + 4000.0 * utilization)),
                 oom_kills: Some(f64::from(oom_kills[m])),
+                // A cache that holds the working set: a little worse under load.
+                cache_hit_ratio: Some(round(0.995 - 0.02 * utilization)),
+                shared_buffers: Some(DATABASE.memory_bytes as f64 / 4.0),
                 restart_count: Some(0),
                 size: Some(DATABASE),
             });
@@ -193,6 +196,8 @@ pub fn generate(kind: Kind, seed: u64) -> Recording {
                 connections: None,
                 read_rate: None,
                 oom_kills: Some(0.0),
+                cache_hit_ratio: None,
+                shared_buffers: None,
                 restart_count: Some(0),
                 size: Some(BALANCER),
             });
