@@ -209,6 +209,7 @@ mod tests {
     fn snapshot(sizes: &[(&str, f64)]) -> Snapshot {
         let caps = Capabilities {
             cpu: Change::Live,
+            cpu_unit: steward_model::ports::CpuUnit::Quota,
             memory: Change::Live,
             disk_grow: Change::Live,
             disk_shrink: Change::Unsupported,

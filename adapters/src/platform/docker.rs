@@ -47,9 +47,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, KeptData, Placement, Platform, PlatformError,
-    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION,
-    LABEL_REPLACES, LABEL_ROLE,
+    Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, KeptData, Placement, Platform,
+    PlatformError, PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER,
+    LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{ConfigErrors, Role, Size, Timestamp};
 
@@ -1693,6 +1693,7 @@ impl Platform for DockerPlatform {
             Change::Unsupported
         };
         Capabilities {
+            cpu_unit: CpuUnit::Quota,
             cpu: Change::Live,
             memory: Change::Live,
             disk_grow: grow,

@@ -84,8 +84,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, KeptData, Platform, PlatformError, PlatformMember,
-    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
+    Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, KeptData, Platform, PlatformError,
+    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION,
+    LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{ConfigErrors, Role, Size, Timestamp};
 use tracing::{info, warn};
@@ -1781,6 +1782,7 @@ impl Platform for KubernetesPlatform {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            cpu_unit: CpuUnit::Quota,
             // In place on 1.33+; where the kubelet finds it infeasible, by a restart.
             cpu: Change::Live,
             memory: Change::Live,

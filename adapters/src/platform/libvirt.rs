@@ -12,7 +12,8 @@
 //! - Where the driver cannot change vCPUs live (LXC, `lxc:///`), CPU is a CFS quota over the
 //!   whole domain instead: fractions of a CPU (0.01 and up, at most `max_vcpus`), live, written
 //!   into the definition too; memory is the cgroup's hard limit. [`Capabilities::cpu`] is
-//!   [`Change::Live`] on both; `LibvirtPlatform::cpu_control` says which kind (`CpuControl`),
+//!   [`Change::Live`] on both; `Capabilities::cpu_unit` says `Quota` (`Vcpus` when any host
+//!   changes whole vCPUs), `LibvirtPlatform::cpu_control` which kind per URI (`CpuControl`),
 //!   and the platform logs it per URI when it connects. The `lxc` module has the details and the
 //!   libvirt 9.0 crash it steers around.
 //! - The data disk grows with `virDomainBlockResize` where the driver supports it. libvirt's test

@@ -29,7 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
+    Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
     ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{Role, Size, Timestamp};
@@ -219,6 +219,7 @@ impl SimConfig {
             host_cpus: 16.0,
             host_memory_bytes: 64 << 30,
             capabilities: Capabilities {
+                cpu_unit: CpuUnit::Quota,
                 cpu: Change::Live,
                 memory: Change::Live,
                 disk_grow: Change::Live,

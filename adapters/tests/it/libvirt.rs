@@ -14,7 +14,7 @@ use steward_adapters::platform::libvirt::{
     Clock, LibvirtConfigRaw, LibvirtPlatform, LibvirtStartError, RoleTemplateRaw,
 };
 use steward_model::observation::PlatformState;
-use steward_model::ports::{Change, CreateSpec, ErrorKind, Platform, ResizeOutcome};
+use steward_model::ports::{Change, CpuUnit, CreateSpec, ErrorKind, Platform, ResizeOutcome};
 use steward_model::{Role, Size, Timestamp};
 use virt::domain::Domain;
 
@@ -411,6 +411,8 @@ async fn disk_grow_on_the_test_driver_is_unsupported_and_rolls_back_cpu_and_memo
         Change::Unsupported,
         "the test driver has no blockResize"
     );
+    // A driver that is not LXC changes whole vCPUs.
+    assert_eq!(p.capabilities().cpu_unit, CpuUnit::Vcpus);
     let created = p.create(&spec("disk", "pg-1")).await.unwrap();
     // The test driver invents a capacity for any file disk; what matters is that it is read.
     let disk = created.size.disk_bytes;

@@ -22,7 +22,7 @@ use steward_adapters::platform::libvirt::{
     Clock, CpuControl, LibvirtConfigRaw, LibvirtPlatform, RoleTemplateRaw,
 };
 use steward_model::observation::PlatformState;
-use steward_model::ports::{Change, CreateSpec, ErrorKind, Platform, ResizeOutcome};
+use steward_model::ports::{Change, CpuUnit, CreateSpec, ErrorKind, Platform, ResizeOutcome};
 use steward_model::{Role, Size, Timestamp};
 use tokio::time::Instant;
 use virt::connect::Connect;
@@ -343,6 +343,8 @@ async fn cpu_is_a_quota_and_memory_a_limit_both_changed_live_in_the_cgroup() {
     };
     let caps = p.capabilities();
     assert_eq!((caps.cpu, caps.memory), (Change::Live, Change::Live));
+    // Live CPU on LXC is a quota, and the capability says so.
+    assert_eq!(caps.cpu_unit, CpuUnit::Quota);
     assert_eq!(caps.disk_grow, Change::Unsupported, "no disk_target");
 
     let started = Instant::now();

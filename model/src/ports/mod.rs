@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod platform;
 
 pub use platform::{
-    Capabilities, Change, CreateSpec, ErrorKind, KeptData, Placement, Platform, PlatformError,
-    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION,
-    LABEL_REPLACES, LABEL_ROLE,
+    Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, KeptData, Placement, Platform,
+    PlatformError, PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER,
+    LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };

@@ -68,10 +68,26 @@ pub enum Change {
     Unsupported,
 }
 
+/// What a CPU size means on a platform.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuUnit {
+    /// A share of CPU time over the member (CFS quota): fractions of a CPU, changed without
+    /// touching its processes (Docker `--cpus`, Kubernetes limits, libvirt LXC `<cputune>`).
+    #[default]
+    Quota,
+    /// Whole virtual CPUs (libvirt QEMU/KVM `setvcpus`).
+    Vcpus,
+}
+
 /// What a platform can change, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub cpu: Change,
+    /// What `cpu` changes: a quota or whole vCPUs (issue 18: libvirt LXC cannot change vCPUs
+    /// live, so its CPU is a quota).
+    #[serde(default)]
+    pub cpu_unit: CpuUnit,
     pub memory: Change,
     pub disk_grow: Change,
     /// Disks never shrink in Steward's policies; platforms report it for completeness.

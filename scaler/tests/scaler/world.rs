@@ -69,6 +69,7 @@ pub struct World {
 pub fn live() -> Capabilities {
     Capabilities {
         cpu: Change::Live,
+        cpu_unit: steward_model::ports::CpuUnit::Quota,
         memory: Change::Live,
         disk_grow: Change::Live,
         disk_shrink: Change::Unsupported,
@@ -79,6 +80,7 @@ pub fn live() -> Capabilities {
 pub fn restart_only() -> Capabilities {
     Capabilities {
         cpu: Change::Restart,
+        cpu_unit: steward_model::ports::CpuUnit::Quota,
         memory: Change::Restart,
         disk_grow: Change::Restart,
         ..live()

@@ -9,8 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use steward_model::observation::PlatformState;
 use steward_model::ports::{
-    Capabilities, Change, CreateSpec, ErrorKind, KeptData, Platform, PlatformError, PlatformMember,
-    ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
+    Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, KeptData, Platform, PlatformError,
+    PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION,
+    LABEL_REPLACES, LABEL_ROLE,
 };
 use steward_model::{Role, Size, Timestamp};
 use tokio::time::Instant;
@@ -1418,8 +1419,15 @@ impl Platform for LibvirtPlatform {
                 .hosts
                 .iter()
                 .all(|h| !h.driver.eq_ignore_ascii_case("test"));
+        // Whole vCPUs where any host changes them so (QEMU): a size must suit every host.
+        let cpu_unit = if self.inner.hosts.iter().all(|h| h.cpu == CpuControl::Quota) {
+            CpuUnit::Quota
+        } else {
+            CpuUnit::Vcpus
+        };
         Capabilities {
             cpu: Change::Live,
+            cpu_unit,
             memory: Change::Live,
             disk_grow: if can_grow {
                 Change::Live
