@@ -365,32 +365,6 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-fn parse_address(text: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let one = |s: &str| -> Result<Ipv4Addr, String> {
-        let a: Ipv4Addr = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IPv4 address"))?;
-        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
-            return Err(format!("`{a}` cannot be a member's address"));
-        }
-        Ok(a)
-    };
-    match text.split_once('-') {
-        None => Ok(vec![one(text)?]),
-        Some((a, b)) => {
-            let (a, b) = (u32::from(one(a)?), u32::from(one(b)?));
-            if a > b {
-                return Err(format!("range `{text}` runs backwards"));
-            }
-            if b - a >= 65_536 {
-                return Err(format!("range `{text}` is larger than 65,536 addresses"));
-            }
-            Ok((a..=b).map(Ipv4Addr::from).collect())
-        }
-    }
-}
-
 fn validate_endpoint(h: &RawHost) -> Result<Endpoint, String> {
     let text = h.endpoint.as_str();
     if let Some(path) = text.strip_prefix("unix://") {
@@ -594,7 +568,7 @@ impl RawDockerConfig {
         }
         let mut addresses = Vec::new();
         for (i, a) in self.addresses.iter().enumerate() {
-            match parse_address(a) {
+            match super::parse_address_range(a) {
                 Ok(mut list) => addresses.append(&mut list),
                 Err(e) => errors.push(format!("addresses[{i}]"), e),
             }

@@ -273,7 +273,7 @@ impl LibvirtConfigRaw {
         }
         let mut addresses = Vec::new();
         for (i, text) in self.addresses.iter().enumerate() {
-            match parse_addresses(text) {
+            match super::parse_address_range(text) {
                 Ok(mut list) => addresses.append(&mut list),
                 Err(e) => errors.push(format!("addresses[{i}]"), e),
             }
@@ -391,34 +391,6 @@ fn placeholders(template: &str) -> Result<BTreeSet<String>, String> {
         rest = &after[end + 2..];
     }
     Ok(used)
-}
-
-/// `127.0.0.31` or `127.0.0.31-127.0.0.39` (at most 65,536 addresses).
-fn parse_addresses(text: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
-    use std::net::Ipv4Addr;
-    let one = |s: &str| -> Result<Ipv4Addr, String> {
-        let a: Ipv4Addr = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{}` is not an IPv4 address", s.trim()))?;
-        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
-            return Err(format!("`{a}` cannot be a member's address"));
-        }
-        Ok(a)
-    };
-    match text.split_once('-') {
-        None => Ok(vec![one(text)?]),
-        Some((a, b)) => {
-            let (a, b) = (u32::from(one(a)?), u32::from(one(b)?));
-            if a > b {
-                return Err(format!("range `{text}` runs backwards"));
-            }
-            if b - a >= 65_536 {
-                return Err(format!("range `{text}` is larger than 65,536 addresses"));
-            }
-            Ok((a..=b).map(Ipv4Addr::from).collect())
-        }
-    }
 }
 
 /// Whether a libvirt URI names this machine's daemon (`lxc:///`, `qemu:///system`,
