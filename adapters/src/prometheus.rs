@@ -575,16 +575,7 @@ impl PrometheusClient {
             } if decoded.status == "success" => Ok(data),
             Answer {
                 error_type, error, ..
-            } => Err(PrometheusError::Api {
-                metric: metric.as_str(),
-                url: self.url.clone(),
-                status: 200,
-                error_type: error_type.map_or_else(|| "none".into(), Cow::into_owned),
-                message: snippet(
-                    error.as_deref().unwrap_or("no data").as_bytes(),
-                    ERROR_BODY_CHARS,
-                ),
-            }),
+            } => Err(self.api_error(metric, error_type, error)),
         }
     }
 
@@ -669,6 +660,24 @@ pub fn judge(value: f64, sample_secs: f64, now: Timestamp, max_age: Duration) ->
 }
 
 impl PrometheusClient {
+    /// A `"status": "error"` answer (or one without data) as the error that says so.
+    fn api_error(
+        &self,
+        metric: Metric,
+        error_type: Option<Cow<'_, str>>,
+        error: Option<Cow<'_, str>>,
+    ) -> PrometheusError {
+        PrometheusError::Api {
+            metric: metric.as_str(),
+            url: self.url.clone(),
+            status: 200,
+            error_type: error_type.map_or_else(|| "none".into(), Cow::into_owned),
+            message: snippet(
+                error.as_deref().unwrap_or("no data").as_bytes(),
+                ERROR_BODY_CHARS,
+            ),
+        }
+    }
     /// [`MetricsSource::instant`], with Prometheus' own error.
     pub async fn instant_query(
         &self,
@@ -758,16 +767,7 @@ impl PrometheusClient {
             }),
             Streamed {
                 error_type, error, ..
-            } => Err(PrometheusError::Api {
-                metric: metric.as_str(),
-                url: self.url.clone(),
-                status: 200,
-                error_type: error_type.map_or_else(|| "none".into(), Cow::into_owned),
-                message: snippet(
-                    error.as_deref().unwrap_or("no data").as_bytes(),
-                    ERROR_BODY_CHARS,
-                ),
-            }),
+            } => Err(self.api_error(metric, error_type, error)),
         }
     }
 
