@@ -27,7 +27,8 @@
 //! server runs on a thread of its own, so its work and the time spent waiting for it are not
 //! counted; the client's own work (request, reading and parsing the JSON) is, under `fetch`.
 //! Wall time of `fetch` is shown beside it. Peak RSS is `VmHWM` from `/proc/self/status` at
-//! the end (the whole process, server included).
+//! the end (the whole process, server included). The allocator is the `steward` binary's
+//! (mimalloc): it is part of what the pipeline costs.
 //!
 //! What it is not: a Criterion bench (one tick is 10^5 calls, and the figures wanted are CPU
 //! per phase and peak memory, not a wall-clock distribution), nor a model of Patroni or of
@@ -63,6 +64,10 @@ use steward_runtime::observe::fleet::FleetReadings;
 use steward_scaler::{
     Command as ScalerCommand, Event as ScalerEvent, Scaler, ScalerConfig, Snapshot,
 };
+
+/// The allocator the `steward` binary runs with (`src/main.rs`): the bench measures its pipeline.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const MEMBERS: usize = 3;
 /// Seconds between ticks: the values served move with the evaluation time.
