@@ -7,7 +7,7 @@
 //! Invariant: nothing panics.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -124,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
                     state: PlatformState::Running,
                     address: s.addr.clone(),
                     host: String::new(),
-                    labels: BTreeMap::new(),
+                    labels: Default::default(),
                     created_at: None,
                     restart_count: 0,
                 })

@@ -1246,7 +1246,7 @@ impl DockerPlatform {
                 .or_else(|| f.adopted.and_then(|_| inspected_address(c)))
                 .unwrap_or_default(),
             host: self.engines[f.host].name.clone(),
-            labels,
+            labels: labels.into(),
             created_at,
             restart_count: c.restart_count.unwrap_or(0).max(0) as u32,
         }

@@ -944,7 +944,7 @@ impl KubernetesPlatform {
                 .as_ref()
                 .and_then(|s| s.node_name.clone())
                 .unwrap_or_default(),
-            labels: steward_labels,
+            labels: steward_labels.into(),
             created_at: pod
                 .metadata
                 .creation_timestamp

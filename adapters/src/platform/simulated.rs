@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use steward_model::observation::PlatformState;
+use steward_model::ports::platform::Labels;
 use steward_model::ports::{
     Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
     ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
@@ -261,7 +262,8 @@ struct SimMember {
     state: PlatformState,
     host: String,
     address: String,
-    labels: BTreeMap<String, String>,
+    /// Shared with every listing of the member ([`Labels`]).
+    labels: Labels,
     created_at: Timestamp,
     restart_count: u32,
     load: Option<Load>,
@@ -586,7 +588,7 @@ impl Platform for SimulatedPlatform {
             state: PlatformState::Running,
             host,
             address: format!("127.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff),
-            labels,
+            labels: labels.into(),
             created_at: now,
             restart_count: 0,
             load: None,

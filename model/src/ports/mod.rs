@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod platform;
 
 pub use platform::{
-    Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, KeptData, Placement, Platform,
+    Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, KeptData, Labels, Placement, Platform,
     PlatformError, PlatformMember, ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER,
     LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };

@@ -457,7 +457,7 @@ mod tests {
             state,
             address: address.into(),
             host: "h".into(),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             created_at: None,
             restart_count: 0,
         }

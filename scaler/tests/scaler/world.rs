@@ -2,7 +2,6 @@
 //! feeds the scaler (observations, permissions, action results). Fakes, not mocks: the world
 //! applies each action the way a platform and Patroni would, and the tests look at its state.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use steward_model::observation::{
@@ -252,7 +251,7 @@ impl World {
                 state: m.state,
                 address: "127.0.0.1".into(),
                 host: format!("host-{}", m.name),
-                labels: BTreeMap::new(),
+                labels: Default::default(),
                 created_at: Some(m.created_at),
                 restart_count: 0,
             })

@@ -617,7 +617,7 @@ impl Inner {
             state: state_of(&found.domain, &found.mark),
             address,
             host: self.hosts[found.host].uri.clone(),
-            labels,
+            labels: labels.into(),
             created_at: found.mark.created.map(Timestamp::from_millis),
             restart_count: 0,
         })
