@@ -12,6 +12,7 @@
 
 pub mod decision;
 pub mod errors;
+pub mod fixed;
 pub mod observation;
 pub mod operation;
 pub mod ports;
@@ -21,5 +22,6 @@ pub mod time;
 
 pub use decision::{Action, Decision, Knob, Rule, RuleApplied};
 pub use errors::ConfigErrors;
+pub use fixed::Fixed;
 pub use size::{Resource, Role, Size};
 pub use time::Timestamp;

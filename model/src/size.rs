@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fixed::Fixed;
+
 /// The two kinds of member Steward sizes. Members of one role share one size (DESIGN.md 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,7 +131,7 @@ impl Size {
 /// Formats an amount of a resource for people: `1.5 vCPU`, `2.0 GiB`.
 pub fn human_amount(resource: Resource, amount: f64) -> String {
     match resource {
-        Resource::Cpu => format!("{amount:.2} vCPU"),
+        Resource::Cpu => format!("{:.2} vCPU", Fixed(amount)),
         Resource::Memory | Resource::Disk => human_bytes(amount),
     }
 }
@@ -144,9 +146,9 @@ pub fn human_bytes(bytes: f64) -> String {
         unit += 1;
     }
     if unit == 0 {
-        format!("{v:.0} B")
+        format!("{:.0} B", Fixed(v))
     } else {
-        format!("{v:.1} {}", UNITS[unit])
+        format!("{:.1} {}", Fixed(v), UNITS[unit])
     }
 }
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use steward_model::decision::Knob;
 use steward_model::observation::{Figure, Freshness, MemberObservation};
 use steward_model::size::human_bytes;
-use steward_model::{Action, ConfigErrors, Decision, Rule, Timestamp};
+use steward_model::{Action, ConfigErrors, Decision, Fixed, Rule, Timestamp};
 
 use crate::config::MAX_WINDOW;
 use crate::rules::rule;
@@ -205,8 +205,9 @@ impl CachePolicy {
         }
         let best = best.expect("every member has a fresh ratio");
         let state = format!(
-            "database shared_buffers {}: buffer cache hit ratio {best:.3} or lower on every member",
-            human_bytes(current)
+            "database shared_buffers {}: buffer cache hit ratio {:.3} or lower on every member",
+            human_bytes(current),
+            Fixed(best)
         );
         if best >= cfg.low {
             self.low_since = None;
@@ -214,9 +215,13 @@ impl CachePolicy {
                 Rule::Band,
                 current,
                 current,
-                format!("hit ratio {best:.3} at or above low {:.3}", cfg.low),
+                format!(
+                    "hit ratio {:.3} at or above low {:.3}",
+                    Fixed(best),
+                    Fixed(cfg.low)
+                ),
             ));
-            d.summary = format!("{state}, at or above {:.3}: hold", cfg.low);
+            d.summary = format!("{state}, at or above {:.3}: hold", Fixed(cfg.low));
             return d;
         }
         let since = *self.low_since.get_or_insert(now);
@@ -228,14 +233,14 @@ impl CachePolicy {
                 current,
                 format!(
                     "below {:.3} for {} of {}",
-                    cfg.low,
+                    Fixed(cfg.low),
                     format_duration(held),
                     format_duration(cfg.window)
                 ),
             ));
             d.summary = format!(
                 "{state}, below {:.3} for {}: hold",
-                cfg.low,
+                Fixed(cfg.low),
                 format_duration(held)
             );
             return d;

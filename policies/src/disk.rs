@@ -27,7 +27,7 @@ use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
 use steward_model::size::human_bytes;
-use steward_model::{Action, Decision, Resource, Role, Rule, Timestamp};
+use steward_model::{Action, Decision, Fixed, Resource, Role, Rule, Timestamp};
 
 use crate::config::DiskConfig;
 use crate::figures::{ceil_step, millis, Tally};
@@ -83,7 +83,7 @@ fn slope(points: impl Iterator<Item = (f64, f64)> + Clone, min_span_s: f64) -> O
 }
 
 fn pct(v: f64) -> String {
-    format!("{:.0}%", v * 100.0)
+    format!("{:.0}%", Fixed(v * 100.0))
 }
 
 impl DiskPolicy {

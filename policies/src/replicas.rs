@@ -26,7 +26,7 @@ use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::{Figure, Freshness, MemberObservation, Observation, PatroniRole};
 use steward_model::size::human_bytes;
-use steward_model::{Action, Decision, Role, Rule, Timestamp};
+use steward_model::{Action, Decision, Fixed, Role, Rule, Timestamp};
 
 use crate::config::{Band, ReplicaConfig};
 use crate::rules::rule;
@@ -281,7 +281,7 @@ impl ReplicaPolicy {
         for s in &signals {
             match s.value {
                 Some(v) => {
-                    let _ = write!(state, ", {} {v:.2}", s.name);
+                    let _ = write!(state, ", {} {:.2}", s.name, Fixed(v));
                 }
                 None => {
                     let _ = write!(state, ", {} unknown", s.name);
@@ -372,7 +372,7 @@ impl ReplicaPolicy {
             let names: Vec<String> = a
                 .above
                 .iter()
-                .map(|s| format!("{} above {:.2}", s.name, s.band.scale_out_at))
+                .map(|s| format!("{} above {:.2}", s.name, Fixed(s.band.scale_out_at)))
                 .collect();
             if held < cfg.up_window {
                 d.rules.push(rule(

@@ -40,7 +40,7 @@ use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
 use steward_model::size::human_amount;
-use steward_model::{Action, Decision, Resource, Role, Rule, Timestamp};
+use steward_model::{Action, Decision, Fixed, Resource, Role, Rule, Timestamp};
 
 use crate::config::{OomConfig, VerticalConfig};
 use crate::figures::{ceil_step, floor_step, millis, Tally};
@@ -226,6 +226,8 @@ pub struct VerticalPolicy {
     last_sample: Option<Timestamp>,
     last_change: Option<Timestamp>,
     /// The hourly peaks of the last days, when `learn` is on (boxed: most of the policy's size).
+    /// Made with the first complete sample, not before: a scaler has policies for balancers
+    /// too, and a cluster without any would carry two empty profiles (a fleet of 10,000: 8 MB).
     profile: Option<Box<Profile>>,
     /// The last hour's 5-minute peaks.
     trend: Trend,
@@ -269,7 +271,7 @@ impl VerticalPolicy {
             resource,
             window_ms: millis(config.window),
             stale_ms: millis(config.stale_after),
-            profile: config.learn.then(|| Box::new(Profile::new(config.max))),
+            profile: None,
             trend: Trend::default(),
             sized_for: None,
             kept: None,
@@ -485,10 +487,11 @@ impl VerticalPolicy {
         if !cfg.ramp_horizon.is_zero() {
             self.trend.record(now.0, usage_stat);
         }
-        if complete {
-            if let Some(profile) = self.profile.as_deref_mut() {
-                profile.record(now.0, usage_stat);
-            }
+        if complete && cfg.learn {
+            let max = cfg.max;
+            self.profile
+                .get_or_insert_with(|| Box::new(Profile::new(max)))
+                .record(now.0, usage_stat);
         }
 
         let above = utilization > cfg.grow_at;
@@ -580,6 +583,10 @@ impl VerticalPolicy {
     fn outlook(&self, now: Timestamp, horizon_ms: i64) -> Outlook {
         match self.profile.as_deref() {
             Some(p) => p.outlook(now.0, horizon_ms, self.config.step),
+            // Learning, with no complete sample yet: what an empty profile says.
+            None if self.config.learn => {
+                Profile::new(self.config.max).outlook(now.0, horizon_ms, self.config.step)
+            }
             None => Outlook::Short,
         }
     }
@@ -779,23 +786,25 @@ impl VerticalPolicy {
         d.target = v.target;
         d.raw = v.raw;
         d.statistic = v.statistic;
-        let stat_name = cfg.statistic.to_string();
+        let stat_name = cfg.statistic;
         let util = v.statistic.unwrap_or(f64::NAN);
         for step in t.steps.0.iter().flatten() {
             let detail = match step.rule {
                 Rule::Band => format!(
-                    "{stat_name} {util:.2} inside [{:.2}, {:.2}]",
-                    cfg.low, cfg.high
+                    "{stat_name} {:.2} inside [{:.2}, {:.2}]",
+                    Fixed(util),
+                    Fixed(cfg.low),
+                    Fixed(cfg.high)
                 ),
                 Rule::UpWindow => format!(
                     "above {:.2} for {} of {}",
-                    cfg.grow_at,
+                    Fixed(cfg.grow_at),
                     format_duration(t.held_for),
                     format_duration(cfg.up_window)
                 ),
                 Rule::DownWindow => format!(
                     "below {:.2} for {} of {}",
-                    cfg.low,
+                    Fixed(cfg.low),
                     format_duration(t.held_for),
                     format_duration(cfg.down_window)
                 ),
@@ -927,7 +936,9 @@ impl VerticalPolicy {
     fn summary(&self, t: &Trace<StepList>) -> String {
         let cfg = &self.config;
         let v = &t.verdict;
-        let name = format!("{} {}", self.role, self.resource);
+        // Room for the usual summary, so the writes below do not grow it piecemeal.
+        let mut name = String::with_capacity(96);
+        let _ = write!(name, "{} {}", self.role, self.resource);
         let Some(util) = v.statistic else {
             if !(t.current.is_finite() && t.current > 0.0) {
                 return format!("{name}: the current size is unknown: hold");
@@ -940,18 +951,19 @@ impl VerticalPolicy {
                 self.amount(t.current)
             );
         };
-        let stat = format!("{} {util:.2}", cfg.statistic);
         let has = |r| v.rules.contains(r);
-        let position = if util > cfg.high {
-            format!("above high {:.2}", cfg.high)
+        // One string written in place: this runs for every policy on every observation.
+        let mut s = name;
+        let _ = write!(s, " {} {:.2} ", cfg.statistic, Fixed(util));
+        let _ = if util > cfg.high {
+            write!(s, "above high {:.2}", Fixed(cfg.high))
         } else if util > cfg.grow_at {
-            format!("above grow_at {:.2}", cfg.grow_at)
+            write!(s, "above grow_at {:.2}", Fixed(cfg.grow_at))
         } else if util < cfg.low {
-            format!("below low {:.2}", cfg.low)
+            write!(s, "below low {:.2}", Fixed(cfg.low))
         } else {
-            format!("inside [{:.2}, {:.2}]", cfg.low, cfg.high)
+            write!(s, "inside [{:.2}, {:.2}]", Fixed(cfg.low), Fixed(cfg.high))
         };
-        let mut s = format!("{name} {stat} {position}");
         let learned = match t.outlook {
             Some(Outlook::Learned(seen)) => Some(seen),
             _ => None,
@@ -1085,11 +1097,12 @@ impl VerticalPolicy {
         } else {
             String::new()
         };
-        if why.is_empty() {
-            format!("{s}: hold {}", self.amount(t.current))
-        } else {
-            format!("{s} {why}: hold {}", self.amount(t.current))
+        if !why.is_empty() {
+            s.push(' ');
+            s.push_str(&why);
         }
+        let _ = write!(s, ": hold {}", self.amount(t.current));
+        s
     }
 }
 
@@ -1624,12 +1637,18 @@ mod tests {
         // Per knob, whatever the history: the hourly peaks of 8 days and the last hour's trend.
         let learned = std::mem::size_of::<Profile>() + std::mem::size_of::<Trend>();
         assert!(learned <= 480, "{learned} bytes");
-        // A policy that does not learn keeps no profile.
+        // A policy that does not learn keeps no profile; one that learns makes it with its
+        // first complete sample.
         let mut cfg = cpu_config();
         cfg.learn = false;
-        assert!(VerticalPolicy::new(Role::Database, Resource::Cpu, cfg)
-            .profile
-            .is_none());
-        assert!(cpu().profile.is_some());
+        let at = Timestamp::from_secs(1_800_000_000);
+        let sample = [Some(Figure::new(1.0, Source::Prometheus, at))];
+        let mut off = VerticalPolicy::new(Role::Database, Resource::Cpu, cfg);
+        off.decide(at, &sample, 2.0);
+        assert!(off.profile.is_none());
+        let mut on = cpu();
+        assert!(on.profile.is_none());
+        on.decide(at, &sample, 2.0);
+        assert!(on.profile.is_some());
     }
 }
