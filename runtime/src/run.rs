@@ -55,7 +55,7 @@ use steward_repairer::{
     ActionError, Command as RepairCommand, CommandKind, Event, OperationId, OperatorCommand,
     RepairKind, RepairRecord, Repairer,
 };
-use steward_scaler::{Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler, Snapshot};
+use steward_scaler::{Command as ScaleCommand, Event as ScaleEvent, IntentKind, Scaler};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
@@ -447,12 +447,13 @@ impl Shared {
             cluster: &self.cluster,
             age: Duration::from_millis(
                 now.as_millis()
-                    .saturating_sub(seen.observation.at.as_millis())
+                    .saturating_sub(seen.snapshot.observation.at.as_millis())
                     .max(0) as u64,
             ),
         }
         .emit(t.server.metrics());
         let members = seen
+            .snapshot
             .observation
             .members
             .iter()
@@ -460,8 +461,8 @@ impl Shared {
             .collect();
         t.server
             .update_status(|s| {
-                s.observed_at = Some(seen.observation.at);
-                s.notes = seen.observation.notes.clone();
+                s.observed_at = Some(seen.snapshot.observation.at);
+                s.notes = seen.snapshot.observation.notes.clone();
                 s.members = members;
                 s.guards = guards;
                 s.held_slots = held.iter().map(ToString::to_string).collect();
@@ -919,16 +920,16 @@ async fn repair_loop(
                     let began = tokio::time::Instant::now();
                     let span = info_span!("tick", loop = "repair", cluster = %shared.cluster);
                     let seen = Arc::new(observer.observe(now).instrument(span.clone()).await);
-                    for note in &seen.observation.notes {
+                    for note in &seen.snapshot.observation.notes {
                         tracing::debug!(parent: &span, %note, "observation note");
                     }
                     let commands = {
                         let mut r = shared.cores();
                         let mut c = r.handle(
-                            Event::PlatformListed { at: now, members: seen.platform.clone() },
+                            Event::PlatformListed { at: now, members: seen.snapshot.platform.clone() },
                             now,
                         );
-                        c.extend(r.handle(Event::Observed(seen.observation.clone()), now));
+                        c.extend(r.handle(Event::Observed(seen.snapshot.observation.clone()), now));
                         c
                     };
                     last = Some(Arc::clone(&seen));
@@ -938,12 +939,12 @@ async fn repair_loop(
                         // The balancers follow the platform's members; only an instance that may
                         // act touches them.
                         match shared.exec.guard.as_ref().map(|g| g.may_act()) {
-                            None | Some(Ok(())) => sync.tick(&seen.platform),
+                            None | Some(Ok(())) => sync.tick(&seen.snapshot.platform),
                             Some(Err(why)) => tracing::debug!(%why, "balancers left alone"),
                         }
                     }
                     let held = slot_watch
-                        .tick(&shared, &seen.observation, &slots.config, slots.max_age)
+                        .tick(&shared, &seen.snapshot.observation, &slots.config, slots.max_age)
                         .instrument(span.clone())
                         .await;
                     shared.publish_repair_tick(&seen, &held, began.elapsed()).await;
@@ -1010,7 +1011,9 @@ fn dispatch_repair(
             info!(cluster = %shared.cluster, op = %op, command = %c.kind, reason = %c.reason, "dry-run: not executed");
             continue;
         }
-        let listed = seen.map(|s| s.platform.as_slice()).unwrap_or_default();
+        let listed = seen
+            .map(|s| s.snapshot.platform.as_slice())
+            .unwrap_or_default();
         let work = match c.kind {
             CommandKind::AskSwitchover { from, to } => Step::Switchover {
                 leader: from,
@@ -1103,18 +1106,14 @@ async fn scale_loop(
                     let now = shared.clock.now();
                     let began = tokio::time::Instant::now();
                     let span = info_span!("tick", loop = "scale", cluster = %shared.cluster);
-                    let snapshot = Snapshot {
-                        observation: seen.observation.clone(),
-                        platform: seen.platform.clone(),
-                        capabilities: seen.capabilities,
-                    };
-                    let mut commands = scaler.handle(ScaleEvent::Observed(snapshot), now);
+                    // Lent, not copied: the scaler copies it only to keep it (a plan under way).
+                    let mut commands = scaler.observed(&seen.snapshot, now);
                     commands.extend(scaler.handle(ScaleEvent::Tick, now));
                     last = Some(Arc::clone(&seen));
                     span.in_scope(|| dispatch_scale(&shared, &mut scaler, &mut grant, commands, last.as_deref(), &mut said, &mut inflight))?;
                     shared.publish_scale_tick(scaler.decisions(), began.elapsed()).await;
                     let floor = scaler.min_members();
-                    shared.watch_floor(&seen.observation, floor, &mut said.floor).await;
+                    shared.watch_floor(&seen.snapshot.observation, floor, &mut said.floor).await;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The one observer both loops share: each tick it asks Patroni (`/cluster`, each member's
 //! `/patroni`), the platform (its list and its usage figures) and, when configured, a metrics
-//! source, and assembles one [`Observation`] with [`crate::observe::assemble::assemble`].
+//! source, and assembles one [`Observation`](steward_model::observation::Observation) with
+//! [`crate::observe::assemble::assemble`].
 //!
 //! What it is: the asking, and one rule of its own: the platform's usage figures fill the CPU,
 //! memory, disk and OOM figures Prometheus did not give (source `platform`, their own sampling
@@ -22,10 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steward_adapters::patroni::PatroniApi;
-use steward_model::observation::{Figure, Observation, Source};
+use steward_model::observation::{Figure, Source};
 use steward_model::ports::metrics::MetricsSource;
-use steward_model::ports::{Capabilities, Platform, PlatformMember, Usage};
+use steward_model::ports::{Platform, Usage};
 use steward_model::Timestamp;
+use steward_scaler::Snapshot;
 use tracing::debug;
 
 use crate::observe::assemble::{assemble, Answers};
@@ -33,10 +35,10 @@ use crate::observe::assemble::{assemble, Answers};
 /// One tick's view: the observation, and the platform's list it was joined with.
 #[derive(Clone, Debug)]
 pub struct Seen {
-    pub observation: Observation,
-    /// The platform's members (empty when the platform did not answer).
-    pub platform: Vec<PlatformMember>,
-    pub capabilities: Capabilities,
+    /// The observation, the platform's members (empty when the platform did not answer) and
+    /// its capabilities: the scaler's input as it is, so the scale loop lends it
+    /// ([`steward_scaler::Scaler::observed`]) instead of copying both every tick.
+    pub snapshot: Snapshot,
     /// Members' Patroni REST base URLs, by name.
     pub api_urls: BTreeMap<String, String>,
     /// Members retired with their data kept (issue 15), for `/status`.
@@ -233,9 +235,11 @@ impl Observer {
             }
         }
         Seen {
-            observation,
-            platform: listed,
-            capabilities: self.platform.capabilities(),
+            snapshot: Snapshot {
+                observation,
+                platform: listed,
+                capabilities: self.platform.capabilities(),
+            },
             api_urls,
             kept,
         }
@@ -328,13 +332,14 @@ mod tests {
         assert!(took >= limit && took < limit * 2, "took {took:?}");
         let late = format!("patroni /cluster did not answer within {limit:?}");
         assert!(
-            seen.observation.notes.contains(&late),
+            seen.snapshot.observation.notes.contains(&late),
             "{:?}",
-            seen.observation.notes
+            seen.snapshot.observation.notes
         );
         // The platform still answered: its members are there, with nothing from Patroni.
-        assert!(!seen.platform.is_empty());
+        assert!(!seen.snapshot.platform.is_empty());
         assert!(seen
+            .snapshot
             .observation
             .members
             .iter()
@@ -353,14 +358,16 @@ mod tests {
         .with_time_limit(Duration::from_secs(3));
         let seen = observer.observe(world.clock.now()).await;
         assert!(
-            seen.observation
+            seen.snapshot
+                .observation
                 .notes
                 .iter()
                 .all(|n| !n.contains("did not answer within")),
             "{:?}",
-            seen.observation.notes
+            seen.snapshot.observation.notes
         );
         assert!(seen
+            .snapshot
             .observation
             .members
             .iter()
@@ -441,7 +448,7 @@ mod tests {
             vec![first.clone() as Arc<dyn MetricsSource>, second.clone()],
         );
         let seen = observer.observe(world.clock.now()).await;
-        let m = &seen.observation.members[0];
+        let m = &seen.snapshot.observation.members[0];
         assert_eq!(
             m.cpu_used.map(|f| f.value),
             Some(0.25),
