@@ -135,10 +135,36 @@ impl RawConfig {
             f.validate(crate::run::config::FleetContext {
                 cluster_name: &self.cluster.name,
                 platform: self.platform.as_ref().map(|p| p.kind),
-                server: self.server.is_some(),
+                patroni: self.patroni.as_ref(),
                 balancers: self.balancers.is_some(),
+                adopts: self
+                    .platform
+                    .as_ref()
+                    .and_then(|p| p.docker.as_ref())
+                    .and_then(|d| d.get("adopt"))
+                    .and_then(|a| a.as_array())
+                    .is_some_and(|a| !a.is_empty()),
             })
         });
+        // A listed fleet's clusters name their own Patroni URLs; `[patroni]` then holds what they
+        // share (credentials, timeouts, TLS), checked here with the first cluster's URLs.
+        let listed = self.fleet.as_ref().filter(|f| f.is_listed());
+        let patroni_section = match (listed, &self.patroni) {
+            (Some(f), Some(p)) => {
+                if !p.urls.is_empty() {
+                    errors.push(
+                        "patroni.urls",
+                        "leave it out with [[fleet.cluster]]: each cluster lists its own \
+                         patroni_urls",
+                    );
+                }
+                Some(PatroniConfig {
+                    urls: f.cluster[0].patroni_urls.clone(),
+                    ..p.clone()
+                })
+            }
+            _ => self.patroni.clone(),
+        };
         let cluster = self.cluster.validate(&mut errors);
         let policy = match self.policy.validate() {
             Ok(p) => Some(p),
@@ -150,7 +176,13 @@ impl RawConfig {
         let patroni = section(
             &mut errors,
             "patroni",
-            self.patroni.as_ref().map(PatroniConfig::validate),
+            patroni_section.as_ref().map(|p| {
+                p.validate().map_err(|e| match listed {
+                    // The URLs' errors are the cluster entries' (reported under `fleet`).
+                    Some(_) => e.without_path_prefix("urls"),
+                    None => e,
+                })
+            }),
         );
         let prometheus = section(
             &mut errors,
