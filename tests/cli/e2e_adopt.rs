@@ -1116,7 +1116,7 @@ async fn cleanup_network(site: &Site) {
 }
 
 /// Standard base64 with padding (etcd's JSON gateway takes keys so).
-fn b64(text: &str) -> String {
+pub(crate) fn b64(text: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in text.as_bytes().chunks(3) {

@@ -65,7 +65,10 @@ pub fn execute(args: &RunOptions, config: Config, fleet: FleetSettings) -> anyho
                 // Validation already refuses a count without the simulated platform.
                 bail!("a fleet of simulated clusters needs [platform] kind = \"simulated\"");
             };
-            Kind::Simulated { sim, clusters }
+            Kind::Simulated {
+                sim: Box::new(sim),
+                clusters,
+            }
         }
         FleetSettings::Listed { clusters } => Kind::Listed { clusters },
     };
@@ -79,7 +82,7 @@ pub fn execute(args: &RunOptions, config: Config, fleet: FleetSettings) -> anyho
 enum Kind {
     /// Simulated clusters, each its own world built from `sim`.
     Simulated {
-        sim: SimSettings,
+        sim: Box<SimSettings>,
         clusters: Vec<String>,
     },
     /// Clusters of the real platform `[platform]` names, sharing its engines.
