@@ -192,8 +192,10 @@ fn free_port() -> u16 {
 fn write_fleet_config(dir: &Path, state_dir: &Path, id: &str, scope: &str, port: u16) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("tests/data/e2e/lab.toml")).unwrap();
     let mut doc: toml::Table = toml::from_str(&text).unwrap();
-    // What a fleet's clusters name for themselves, each in its entry.
-    for own in ["patroni", "prometheus", "balancers"] {
+    // What a fleet's clusters name for themselves, each in its entry. The lab's Prometheus
+    // stays, as a deployment's would (it scrapes the lab's cluster only; that each cluster
+    // asks for its own series is tests/cli/lab.rs's test on it).
+    for own in ["patroni", "balancers"] {
         doc.remove(own);
     }
     doc["cluster"]

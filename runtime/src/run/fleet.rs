@@ -8,8 +8,10 @@
 //! - simulated clusters (`clusters = N`), each its own simulated world;
 //! - listed clusters of a real platform (`[[fleet.cluster]]`, Docker): one connection per
 //!   engine, shared by every cluster's view of the platform ([`DockerPlatform::for_cluster`]:
-//!   the cluster's label, its own address pool), one Prometheus client, and per cluster its
-//!   Patroni client (its URLs, `[patroni]`'s credentials) and its balancers.
+//!   the cluster's label, its own address pool), and per cluster its Patroni client (its URLs,
+//!   `[patroni]`'s credentials), its balancers and its Prometheus queries (the defaults
+//!   narrowed to its own series, `{cluster}` filled in the config's own:
+//!   `PrometheusSettings::for_cluster`).
 //!
 //! The clusters share nothing else: a tick costs what one cluster's tick costs, times the
 //! clusters; nothing compares clusters with each other. Their loops start staggered over one
@@ -334,13 +336,6 @@ async fn build_worlds(
             let shared = DockerPlatform::connect((**docker).clone())
                 .await
                 .context("connecting to docker")?;
-            // One Prometheus client for the fleet: each cluster asks for its own members.
-            let metrics: Vec<Arc<dyn MetricsSource>> = match &config.prometheus {
-                Some(p) => vec![Arc::new(
-                    PrometheusClient::new(p).context("setting up the prometheus client")?,
-                )],
-                None => Vec::new(),
-            };
             let seed = chrono::Utc::now().timestamp_millis() as u64;
             for (i, c) in clusters.iter().enumerate() {
                 let mut own = own_config(&c.name);
@@ -349,12 +344,21 @@ async fn build_worlds(
                 let patroni = PatroniClient::with_seed(&c.patroni, seed.wrapping_add(i as u64))
                     .with_context(|| format!("setting up the patroni client of {}", c.name))?;
                 let platform = shared.for_cluster(&c.name, c.addresses.clone());
+                // The clusters share Prometheus: each asks for its own members' series.
+                let mut metrics: Vec<Arc<dyn MetricsSource>> = Vec::new();
+                if let Some(p) = &config.prometheus {
+                    let own_queries = p.for_cluster(&c.name);
+                    metrics.push(Arc::new(PrometheusClient::new(&own_queries).with_context(
+                        || format!("setting up the prometheus client of {}", c.name),
+                    )?));
+                    own.prometheus = Some(own_queries);
+                }
                 out.push((
                     own,
                     World::Real {
                         platform: Arc::new(platform),
                         patroni: Arc::new(patroni),
-                        metrics: metrics.clone(),
+                        metrics,
                     },
                 ));
             }
