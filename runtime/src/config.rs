@@ -510,6 +510,37 @@ mod tests {
         );
     }
 
+    /// Issue 19: a listed fleet's clusters bring their own Patroni URLs; `[patroni]` holds what
+    /// they share, is checked once, and may not list URLs of its own.
+    #[test]
+    fn a_listed_fleet_takes_patroni_urls_from_its_clusters_only() {
+        let fleet = "[platform]\nkind = \"docker\"\n[platform.docker]\ncluster = \"x\"\n\
+                     hosts = [{name = \"h\", endpoint = \"unix:///var/run/docker.sock\"}]\n\
+                     addresses = [\"10.0.0.10\"]\nvolumes = {kind = \"fixed\", root = \"/srv\"}\n\
+                     database = {image = \"i\", command = [\"c\"]}\n\
+                     [[fleet.cluster]]\nname = \"a\"\npatroni_urls = [\"http://10.0.1.1:8008\"]\n\
+                     addresses = [\"10.0.1.10-10.0.1.19\"]\n";
+        let shared = format!("{fleet}[patroni]\ntimeout = \"3s\"\n");
+        let config = parse_raw(&shared).unwrap().validate().expect("valid");
+        let Some(crate::run::config::FleetSettings::Listed { clusters }) = config.fleet else {
+            panic!("a listed fleet");
+        };
+        assert_eq!(clusters[0].patroni.urls, ["http://10.0.1.1:8008"]);
+        assert_eq!(
+            clusters[0].patroni.timeout,
+            std::time::Duration::from_secs(3)
+        );
+        let both = format!("{fleet}[patroni]\nurls = [\"http://10.0.2.1:8008\"]\n");
+        let errors = parse_raw(&both).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["patroni.urls"], "{errors}");
+        // A bad URL of a cluster is reported once, under the cluster.
+        let bad = fleet.replace("http://10.0.1.1:8008", "ftp://10.0.1.1");
+        let errors = parse_raw(&bad).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["fleet.cluster[0].patroni_urls[0]"], "{errors}");
+    }
+
     #[test]
     fn label_values_follow_kubernetes_rules() {
         assert!(check_label_value("pg-main_1.a").is_ok());

@@ -181,14 +181,14 @@ impl Site {
 }
 
 /// The host's programs, read-only, as every lab container has them.
-fn host_programs() -> Vec<String> {
+pub(crate) fn host_programs() -> Vec<String> {
     ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt"]
         .iter()
         .flat_map(|m| ["-v".to_string(), format!("{m}:{m}:ro")])
         .collect()
 }
 
-async fn docker_run(args: Vec<String>, what: &str) {
+pub(crate) async fn docker_run(args: Vec<String>, what: &str) {
     let mut all = vec!["run".to_string(), "-d".into()];
     all.extend(args);
     let argv: Vec<&str> = all.iter().map(String::as_str).collect();

@@ -2,8 +2,10 @@
 //! Patroni clusters through per-cluster etcd leases; one instance is killed, the other takes
 //! its clusters over, and a replica killed in one of them is replaced exactly once.
 //!
-//! The test makes the two clusters itself on the lab's engines, as Steward's Docker platform
-//! makes a member (the lab's template: Patroni 4.1.5 over the host's programs, a loop-mounted
+//! The test makes the two clusters itself on the lab's engines, and one HAProxy they share
+//! (`fleet-e2e-lb`, 127.0.0.80, Runtime API :9999) with two backends per cluster (`a_primary`,
+//! `a_replicas`, `b_primary`, `b_replicas`), each cluster's `[fleet.cluster.balancers]` naming
+//! its own. The clusters are made as Steward's Docker platform makes a member (the lab's template: Patroni 4.1.5 over the host's programs, a loop-mounted
 //! XFS disk each): `fleet-e2e-a` (members `fa-1..3`, 127.0.0.61-63, pool .61-.69) and
 //! `fleet-e2e-b` (`fb-1..3`, 127.0.0.71-73, pool .71-.79), each its own Patroni scope in the
 //! lab's etcd. Then:
@@ -13,15 +15,16 @@
 //! 3. `a` is SIGKILLed (no resign: its leases run out after the TTL) and at once a replica of
 //!    `fleet-e2e-a` is `docker kill`ed;
 //! 4. within `REPAIR_TIMEOUT`, `b` owns both clusters and `fleet-e2e-a` is back to three members,
-//!    one leader and two streaming, one of them the replacement; the cluster's decision log
+//!    one leader and two streaming, one of them the replacement, and its backends on the
+//!    shared balancer list the replacement and not the dead replica; the cluster's decision log
 //!    (shared state folder, as instances sharing a fleet share their storage) holds exactly one
 //!    create, `b`'s; `a` ran no repair; `fleet-e2e-b` was not touched (the same three
-//!    containers, running).
+//!    containers, running, its backends as they were).
 //!
 //! Needs what tests/cli/e2e.rs needs (root, the lab up for its image, engines and etcd,
 //! `STEWARD_LAB=1`, the lab lock). It leaves nothing: both clusters' containers and disks (on
-//! every engine), their scopes' keys in the lab's etcd and the instances' lease keys are removed
-//! at the end, also when it fails. About two minutes.
+//! every engine), the balancer, their scopes' keys in the lab's etcd and the instances' lease
+//! keys are removed at the end, also when it fails. About a minute and a half.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,7 +35,9 @@ use steward_model::ports::{CreateSpec, ErrorKind, Platform};
 use steward_model::{Role, Size};
 use tokio::time::Instant;
 
-use crate::e2e::{lab, leader_and_streaming, patroni, platform, repo, sh, REPAIR_TIMEOUT};
+use crate::e2e::{
+    balancer_servers, lab, leader_and_streaming, patroni, platform, repo, sh, REPAIR_TIMEOUT,
+};
 
 /// One test cluster: its name (Patroni scope), members and address pool.
 struct TestCluster {
@@ -61,6 +66,13 @@ const B: TestCluster = TestCluster {
     pool: "127.0.0.71-127.0.0.79",
 };
 
+/// The balancer both clusters share, each with backends of its own (`<a|b>_primary`,
+/// `<a|b>_replicas`), and its Runtime API.
+const BALANCER: &str = "fleet-e2e-lb";
+const BALANCER_ADDR: &str = "127.0.0.80";
+/// Where its configuration lives.
+const BALANCER_DIR: &str = "/var/lib/steward-lab/fleet-e2e-lb";
+
 /// The lab's etcd (scripts/lab.sh ETCD_ADDR); Patroni's namespace there (lab/patroni.yml.tmpl).
 const LAB_ETCD: &str = "127.0.0.2:2379";
 const PATRONI_NAMESPACE: &str = "/service";
@@ -70,6 +82,12 @@ const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
 const LEASE_TTL: &str = "4s";
 
 impl TestCluster {
+    /// Its backends on the shared balancer: `a_primary`, `a_replicas` for `fleet-e2e-a`.
+    fn backends(&self) -> [String; 2] {
+        let short = self.name.trim_start_matches("fleet-e2e-");
+        [format!("{short}_primary"), format!("{short}_replicas")]
+    }
+
     fn urls(&self) -> Vec<String> {
         self.members
             .iter()
@@ -180,6 +198,89 @@ async fn etcd_delete_prefix(prefix: &str) {
     }
 }
 
+/// Runs the shared HAProxy (the lab's settings: checks on Patroni's REST API, OPTIONS
+/// /primary and /replica), each cluster's two backends listing its three members.
+async fn run_balancer() {
+    let mut listens = Vec::new();
+    for (i, c) in [&A, &B].iter().enumerate() {
+        let servers: Vec<String> = c
+            .members
+            .iter()
+            .map(|(m, a)| format!("    server {m} {a}:5432 check port 8008"))
+            .collect();
+        let servers = servers.join("\n");
+        let [primary, replicas] = c.backends();
+        let (p, r) = (6001 + 2 * i, 6002 + 2 * i);
+        listens.push(format!(
+            "listen {primary}\n    bind {BALANCER_ADDR}:{p}\n    option httpchk OPTIONS /primary\n    http-check expect status 200\n{servers}\n"
+        ));
+        listens.push(format!(
+            "listen {replicas}\n    bind {BALANCER_ADDR}:{r}\n    balance leastconn\n    option httpchk OPTIONS /replica\n    http-check expect status 200\n{servers}\n"
+        ));
+    }
+    let config = [
+        "global".to_string(),
+        "    maxconn 200".into(),
+        format!("    stats socket ipv4@{BALANCER_ADDR}:9999 level admin"),
+        "    stats timeout 30s".into(),
+        "defaults".into(),
+        "    mode tcp".into(),
+        "    timeout connect 3s".into(),
+        "    timeout client 30m".into(),
+        "    timeout server 30m".into(),
+        "    timeout check 2s".into(),
+        "    default-server inter 1s fastinter 500ms downinter 2s rise 2 fall 2 on-marked-down shutdown-sessions".into(),
+        listens.join("\n"),
+    ]
+    .join("\n");
+    std::fs::create_dir_all(BALANCER_DIR).unwrap();
+    std::fs::write(Path::new(BALANCER_DIR).join("haproxy.cfg"), config).unwrap();
+    let mut args: Vec<String> = vec![
+        "--name".into(),
+        BALANCER.into(),
+        "--network".into(),
+        "host".into(),
+    ];
+    args.extend(crate::e2e_adopt::host_programs());
+    args.extend(["-v".into(), format!("{BALANCER_DIR}:{BALANCER_DIR}:ro")]);
+    args.extend([
+        "steward-empty:1".to_string(),
+        "/usr/sbin/haproxy".into(),
+        "-W".into(),
+        "-db".into(),
+        "-f".into(),
+        format!("{BALANCER_DIR}/haproxy.cfg"),
+    ]);
+    crate::e2e_adopt::docker_run(args, BALANCER).await;
+}
+
+/// The servers of `cluster`'s backends on the shared balancer (backend, server, admin state),
+/// sorted; None while it does not answer.
+async fn backends_of(cluster: &TestCluster) -> Option<Vec<(String, String, String)>> {
+    let all = balancer_servers(&format!("{BALANCER_ADDR}:9999")).await?;
+    let own = cluster.backends();
+    Some(
+        all.into_iter()
+            .filter(|(b, _, _)| own.contains(b))
+            .collect(),
+    )
+}
+
+/// What `cluster`'s backends should hold: every member named, in both, none in maintenance.
+fn serving(cluster: &TestCluster, members: &[&str]) -> Vec<(String, String, String)> {
+    let mut want: Vec<(String, String, String)> = cluster
+        .backends()
+        .iter()
+        .flat_map(|b| {
+            members
+                .iter()
+                .map(|m| (b.clone(), m.to_string(), "0".to_string()))
+        })
+        .collect();
+    want.sort();
+    want
+}
+
 /// A free port on loopback (bound, then released for the child to take).
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
@@ -210,6 +311,17 @@ fn write_fleet_config(dir: &Path, state_dir: &Path, id: &str, scope: &str, port:
             toml::Value::Array(c.urls().into_iter().map(toml::Value::String).collect()),
         );
         t.insert("addresses".into(), toml::Value::Array(vec![c.pool.into()]));
+        let mut balancers = toml::Table::new();
+        balancers.insert(
+            "runtime_apis".into(),
+            toml::Value::Array(vec![format!("{BALANCER_ADDR}:9999").into()]),
+        );
+        balancers.insert(
+            "backends".into(),
+            toml::Value::Array(c.backends().into_iter().map(toml::Value::String).collect()),
+        );
+        balancers.insert("enable_timeout".into(), "20s".into());
+        t.insert("balancers".into(), toml::Value::Table(balancers));
         toml::Value::Table(t)
     };
     let mut fleet = toml::Table::new();
@@ -377,11 +489,14 @@ async fn a_killed_instances_real_clusters_are_taken_over_and_a_fault_repaired_ex
     }
     // In its own task, so that a panic comes back here and the clean-up below still runs
     // (the instances, dropped with the task, are killed).
+    let _ = sh("docker", &["rm", "-f", BALANCER]).await;
     let scope = format!("fleet-e2e-{}", std::process::id());
     let outcome = tokio::spawn(scenario(scope.clone())).await;
     for c in [&A, &B] {
         c.remove(&lab).await;
     }
+    let _ = sh("docker", &["rm", "-f", BALANCER]).await;
+    let _ = std::fs::remove_dir_all(BALANCER_DIR);
     // The leases expire by themselves; a clean etcd is kinder to the next run.
     etcd_delete_prefix(&format!("/steward/{scope}/")).await;
     for c in [&A, &B] {
@@ -394,7 +509,7 @@ async fn a_killed_instances_real_clusters_are_taken_over_and_a_fault_repaired_ex
 
 async fn scenario(scope: String) {
     let lab = platform().await;
-    tokio::join!(A.bootstrap(&lab), B.bootstrap(&lab));
+    tokio::join!(A.bootstrap(&lab), B.bootstrap(&lab), run_balancer());
     let before_b = containers(&B.platform(&lab)).await;
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
@@ -493,6 +608,32 @@ async fn scenario(scope: String) {
         })
         .await;
     assert_eq!(state_of(&summary, B.name), "healthy", "{summary}");
+
+    // The shared balancer: fleet-e2e-a's backends follow its members (the replacement in,
+    // the dead replica out), fleet-e2e-b's still list its own three.
+    let names: Vec<String> = A
+        .members
+        .iter()
+        .map(|(m, _)| m.to_string())
+        .filter(|m| *m != victim)
+        .chain([replacement.clone()])
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let want_a = serving(&A, &names);
+    let want_b = serving(&B, &B.members.map(|(m, _)| m));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (got_a, got_b) = (backends_of(&A).await, backends_of(&B).await);
+        if got_a.as_ref() == Some(&want_a) && got_b.as_ref() == Some(&want_b) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shared balancer's backends:\n a: {got_a:?}\n want {want_a:?}\n b: {got_b:?}\n want {want_b:?}\n{}",
+            b.output()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     // Exactly once: one create in the cluster's log, by b (a was killed before the fault).
     let lines = actions(&state_dir, A.name);
