@@ -181,14 +181,14 @@ impl Site {
 }
 
 /// The host's programs, read-only, as every lab container has them.
-pub(crate) fn host_programs() -> Vec<String> {
+fn host_programs() -> Vec<String> {
     ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt"]
         .iter()
         .flat_map(|m| ["-v".to_string(), format!("{m}:{m}:ro")])
         .collect()
 }
 
-pub(crate) async fn docker_run(args: Vec<String>, what: &str) {
+async fn docker_run(args: Vec<String>, what: &str) {
     let mut all = vec!["run".to_string(), "-d".into()];
     all.extend(args);
     let argv: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -319,21 +319,28 @@ async fn run_balancers(site: &Site) {
             .replace("@PRIMARY_SERVERS@", &servers.join("\n"))
             .replace("@REPLICA_SERVERS@", &servers.join("\n"));
         std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
-        let dir = dir.display().to_string();
-        let mut args: Vec<String> = vec!["--name".into(), name.into()];
-        args.extend(site.placed_at(address));
-        args.extend(host_programs());
-        args.extend(["-v".into(), format!("{dir}:{dir}:rw")]);
-        args.extend([
-            "steward-empty:1".to_string(),
-            "/usr/sbin/haproxy".into(),
-            "-W".into(),
-            "-db".into(),
-            "-f".into(),
-            format!("{dir}/haproxy.cfg"),
-        ]);
-        docker_run(args, name).await;
+        run_haproxy(name, site.placed_at(address), &dir).await;
     }
+}
+
+/// `docker run` of HAProxy as the lab runs it (the empty image, the host's programs), named
+/// `name`, placed by `placement` (`--network ...`), configured by `<dir>/haproxy.cfg` (the
+/// folder mounted at its own path, for its admin socket).
+pub(crate) async fn run_haproxy(name: &str, placement: Vec<String>, dir: &Path) {
+    let dir = dir.display().to_string();
+    let mut args: Vec<String> = vec!["--name".into(), name.into()];
+    args.extend(placement);
+    args.extend(host_programs());
+    args.extend(["-v".into(), format!("{dir}:{dir}:rw")]);
+    args.extend([
+        "steward-empty:1".to_string(),
+        "/usr/sbin/haproxy".into(),
+        "-W".into(),
+        "-db".into(),
+        "-f".into(),
+        format!("{dir}/haproxy.cfg"),
+    ]);
+    docker_run(args, name).await;
 }
 
 /// The Steward config: the lab's, pointed at this deployment, adopting what carries the label

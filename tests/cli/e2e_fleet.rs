@@ -235,23 +235,8 @@ async fn run_balancer() {
     .join("\n");
     std::fs::create_dir_all(BALANCER_DIR).unwrap();
     std::fs::write(Path::new(BALANCER_DIR).join("haproxy.cfg"), config).unwrap();
-    let mut args: Vec<String> = vec![
-        "--name".into(),
-        BALANCER.into(),
-        "--network".into(),
-        "host".into(),
-    ];
-    args.extend(crate::e2e_adopt::host_programs());
-    args.extend(["-v".into(), format!("{BALANCER_DIR}:{BALANCER_DIR}:ro")]);
-    args.extend([
-        "steward-empty:1".to_string(),
-        "/usr/sbin/haproxy".into(),
-        "-W".into(),
-        "-db".into(),
-        "-f".into(),
-        format!("{BALANCER_DIR}/haproxy.cfg"),
-    ]);
-    crate::e2e_adopt::docker_run(args, BALANCER).await;
+    let host = vec!["--network".to_string(), "host".to_string()];
+    crate::e2e_adopt::run_haproxy(BALANCER, host, Path::new(BALANCER_DIR)).await;
 }
 
 /// The servers of `cluster`'s backends on the shared balancer (backend, server, admin state),
