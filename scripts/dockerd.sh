@@ -20,11 +20,13 @@ case "$which" in
   first)
     sock=/var/run/docker.sock
     log=/var/log/steward-dockerd.log
+    exec_root=/var/run/docker
     args=()
     ;;
   second)
     sock=/run/steward-docker2.sock
     log=/var/log/steward-dockerd-second.log
+    exec_root=/run/steward-docker2
     # Everything a second engine must not share with the first one.
     args=(--data-root /var/lib/steward-docker2 --exec-root /run/steward-docker2
           -H "unix://$sock" --pidfile /run/steward-docker2.pid
@@ -54,6 +56,7 @@ case "$which" in
         chmod 600 ./*key.pem
       )
     fi
+    exec_root=/run/steward-docker-tls
     args=(--data-root /var/lib/steward-docker-tls --exec-root /run/steward-docker-tls
           -H "tcp://$sock" --pidfile /run/steward-docker-tls.pid
           --tlsverify --tlscacert "$certs/ca.pem" --tlscert "$certs/server-cert.pem"
@@ -80,6 +83,16 @@ if answers; then
 fi
 
 command -v dockerd >/dev/null || { echo "dockerd not found: apt-get install -y docker.io" >&2; exit 1; }
+
+# An engine that died leaves its containerd's pid file behind, and the kernel may since have
+# given that number to another process or thread (a Patroni thread, seen here): dockerd then
+# takes it for its containerd ("containerd is still running") and gives up after a timeout.
+# Remove the file unless the number is a containerd's.
+pidfile=$exec_root/containerd/containerd.pid
+if [ -f "$pidfile" ] && [ "$(cat "/proc/$(cat "$pidfile")/comm" 2>/dev/null)" != containerd ]; then
+  echo "removing the stale $pidfile (its process is gone)"
+  rm -f "$pidfile"
+fi
 
 # setsid + nohup: the engine must outlive the shell (and the test process) that started it.
 # Other inherited descriptors are closed first: an engine holding, say, the lab lock that

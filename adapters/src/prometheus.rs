@@ -171,6 +171,31 @@ pub struct PrometheusSettings {
 }
 
 impl PrometheusSettings {
+    /// These settings for one cluster of several sharing this Prometheus (a fleet): a default
+    /// query becomes its [`cluster_query`], and `{cluster}` in a query of the config file
+    /// becomes the cluster's name.
+    pub fn for_cluster(&self, cluster: &str) -> PrometheusSettings {
+        let queries = self
+            .queries
+            .iter()
+            .map(|(metric, q)| {
+                let own = if default_query(*metric).as_ref() == Some(q) {
+                    cluster_query(*metric, cluster).unwrap_or_else(|| q.clone())
+                } else {
+                    MetricQuery {
+                        query: q.query.replace("{cluster}", cluster),
+                        label: q.label.clone(),
+                    }
+                };
+                (*metric, own)
+            })
+            .collect();
+        PrometheusSettings {
+            queries,
+            ..self.clone()
+        }
+    }
+
     /// Every default, for `url` (used by `steward observe --prometheus`).
     pub fn with_url(url: &str) -> Result<PrometheusSettings, ConfigErrors> {
         PrometheusConfig {
@@ -406,8 +431,25 @@ impl PrometheusError {
 /// - Slots: postgres_exporter's `pg_replication_slots_pg_wal_lsn_diff`, keyed by `slot_name`.
 /// - The buffer cache: postgres_exporter's `pg_stat_database_blks_hit`/`_read` (a hit ratio
 ///   over 5 minutes) and `pg_settings_shared_buffers_bytes`.
-/// - With several clusters in one Prometheus, narrow the queries (e.g. `{scope="..."}`).
+/// - With several clusters in one Prometheus, [`cluster_query`] narrows each to one cluster.
 pub fn default_query(metric: Metric) -> Option<MetricQuery> {
+    query_for(metric, None)
+}
+
+/// [`default_query`] narrowed to one cluster's members, for clusters that share a Prometheus
+/// (a fleet): cAdvisor's series by the containers' `io.steward.cluster` label, Patroni's by its
+/// `scope` label (the cluster's name is Patroni's scope), postgres_exporter's (which say no
+/// cluster) by their member having Patroni series of that scope. Without it, the leader's WAL
+/// position behind every lag would be the highest of any cluster.
+pub fn cluster_query(metric: Metric, cluster: &str) -> Option<MetricQuery> {
+    query_for(metric, Some(cluster))
+}
+
+fn query_for(metric: Metric, cluster: Option<&str>) -> Option<MetricQuery> {
+    // PromQL label matchers: nothing, or this cluster's (a cluster name is a label value:
+    // letters, digits, `-`, `_`, `.`; nothing to escape).
+    let scope = cluster.map_or(String::new(), |c| format!("scope=\"{c}\""));
+    let patroni = |name: &str| format!("{name}{{{scope}}}").replace("{}", "");
     let cadvisor = |expr: &str| {
         MetricQuery {
         query: format!(
@@ -416,9 +458,19 @@ pub fn default_query(metric: Metric) -> Option<MetricQuery> {
         label: "member".into(),
     }
     };
-    let owned = "{container_label_io_steward_member!=\"\"}";
+    let owned = match cluster {
+        None => "{container_label_io_steward_member!=\"\"}".to_string(),
+        Some(c) => format!(
+            "{{container_label_io_steward_member!=\"\",container_label_io_steward_cluster=\"{c}\"}}"
+        ),
+    };
+    // An exporter series counts when its member has Patroni series of this scope.
+    let of_cluster = |query: String| match cluster {
+        None => query,
+        Some(_) => format!("({query}) and on (member) {}", patroni("patroni_version")),
+    };
     let by_member = |query: &str| MetricQuery {
-        query: query.into(),
+        query: of_cluster(query.to_string()),
         label: "member".into(),
     };
     Some(match metric {
@@ -434,13 +486,25 @@ pub fn default_query(metric: Metric) -> Option<MetricQuery> {
         ),
         // clamp_min: with no primary (etcd down, Patroni demoted it) the leader's position
         // is stale and the difference went negative (-169 MB measured on the lab).
-        Metric::LagBytes => by_member(
-            "clamp_min(scalar(max(patroni_xlog_location)) - max by (member) (patroni_xlog_replayed_location and on (member) patroni_replica == 1), 0)",
-        ),
+        Metric::LagBytes => MetricQuery {
+            query: format!(
+                "clamp_min(scalar(max({})) - max by (member) ({} and on (member) {} == 1), 0)",
+                patroni("patroni_xlog_location"),
+                patroni("patroni_xlog_replayed_location"),
+                patroni("patroni_replica"),
+            ),
+            label: "member".into(),
+        },
         // Keyed by slot, not member; the replicas' copies of the slots (Patroni 4 keeps them)
         // are left out: what fills a disk is the leader's.
         Metric::SlotWalBytes => MetricQuery {
-            query: "max by (slot_name) (pg_replication_slots_pg_wal_lsn_diff unless on (member) patroni_replica == 1)".into(),
+            query: format!(
+                "max by (slot_name) ({})",
+                of_cluster(
+                    "pg_replication_slots_pg_wal_lsn_diff unless on (member) patroni_replica == 1"
+                        .to_string()
+                )
+            ),
             label: "slot_name".into(),
         },
         // Idle (no block read at all) is 0/0: NaN, missing, not a bad ratio.
@@ -865,6 +929,62 @@ impl MetricsSource for PrometheusClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19: clusters sharing a Prometheus. Every default query of one cluster names it
+    /// (Patroni's scope, the containers' cluster label, or the member's Patroni series);
+    /// a single cluster's queries are the recorded ones, unchanged.
+    #[test]
+    fn a_clusters_queries_select_its_own_series_and_the_defaults_stay() {
+        assert_eq!(
+            default_query(Metric::LagBytes).unwrap().query,
+            "clamp_min(scalar(max(patroni_xlog_location)) - max by (member) \
+             (patroni_xlog_replayed_location and on (member) patroni_replica == 1), 0)"
+        );
+        for metric in Metric::ALL {
+            let Some(own) = cluster_query(metric, "orders") else {
+                assert!(default_query(metric).is_none());
+                continue;
+            };
+            let all = default_query(metric).unwrap();
+            assert_eq!(own.label, all.label);
+            let named = own.query.contains("scope=\"orders\"")
+                || own
+                    .query
+                    .contains("container_label_io_steward_cluster=\"orders\"");
+            assert!(named, "{metric:?}: {}", own.query);
+            assert!(!all.query.contains("orders"), "{metric:?}: {}", all.query);
+        }
+        // The leader's position is this cluster's, not the highest of any.
+        let lag = cluster_query(Metric::LagBytes, "orders").unwrap().query;
+        assert!(
+            lag.starts_with("clamp_min(scalar(max(patroni_xlog_location{scope=\"orders\"}))"),
+            "{lag}"
+        );
+    }
+
+    #[test]
+    fn settings_for_a_cluster_scope_defaults_and_fill_in_the_configs_own_queries() {
+        let raw: PrometheusConfig = serde_json::from_value(serde_json::json!({
+            "url": "http://127.0.0.3:9090",
+            "queries": {"connections": {
+                "query": "sum by (pod) (pg_stat_activity_count{cluster=\"{cluster}\"})",
+                "label": "pod"
+            }}
+        }))
+        .unwrap();
+        let settings = raw.validate().unwrap();
+        let own = settings.for_cluster("billing");
+        assert_eq!(
+            own.queries[&Metric::Connections].query,
+            "sum by (pod) (pg_stat_activity_count{cluster=\"billing\"})"
+        );
+        assert_eq!(
+            own.queries[&Metric::LagBytes],
+            cluster_query(Metric::LagBytes, "billing").unwrap()
+        );
+        assert_eq!(own.queries.len(), settings.queries.len());
+        assert_eq!(own.url, settings.url);
+    }
 
     #[test]
     fn nan_inf_are_missing_and_old_is_stale() {

@@ -67,6 +67,18 @@ impl ConfigErrors {
         d
     }
 
+    /// These errors but those at `prefix` or under it (`urls` drops `urls` and `urls[0]`): for
+    /// a section whose field another section checks and reports.
+    pub fn without_path_prefix(mut self, prefix: &str) -> ConfigErrors {
+        self.errors.retain(|e| {
+            let under = e.path.strip_prefix(prefix).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            });
+            !under
+        });
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }
@@ -122,6 +134,20 @@ impl std::error::Error for ConfigErrors {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_under_a_path_prefix_are_dropped_and_no_others() {
+        let mut errors = ConfigErrors::default();
+        for path in ["urls", "urls[1]", "urls.x", "urlsx", "timeout"] {
+            errors.push(path, "bad");
+        }
+        let kept: Vec<String> = errors
+            .without_path_prefix("urls")
+            .iter()
+            .map(|e| e.path.clone())
+            .collect();
+        assert_eq!(kept, ["urlsx", "timeout"]);
+    }
 
     #[test]
     fn extend_under_prefixes_paths() {

@@ -135,10 +135,36 @@ impl RawConfig {
             f.validate(crate::run::config::FleetContext {
                 cluster_name: &self.cluster.name,
                 platform: self.platform.as_ref().map(|p| p.kind),
-                server: self.server.is_some(),
+                patroni: self.patroni.as_ref(),
                 balancers: self.balancers.is_some(),
+                adopts: self
+                    .platform
+                    .as_ref()
+                    .and_then(|p| p.docker.as_ref())
+                    .and_then(|d| d.get("adopt"))
+                    .and_then(|a| a.as_array())
+                    .is_some_and(|a| !a.is_empty()),
             })
         });
+        // A listed fleet's clusters name their own Patroni URLs; `[patroni]` then holds what they
+        // share (credentials, timeouts, TLS), checked here with the first cluster's URLs.
+        let listed = self.fleet.as_ref().filter(|f| f.is_listed());
+        let patroni_section = match (listed, &self.patroni) {
+            (Some(f), Some(p)) => {
+                if !p.urls.is_empty() {
+                    errors.push(
+                        "patroni.urls",
+                        "leave it out with [[fleet.cluster]]: each cluster lists its own \
+                         patroni_urls",
+                    );
+                }
+                Some(PatroniConfig {
+                    urls: f.cluster[0].patroni_urls.clone(),
+                    ..p.clone()
+                })
+            }
+            _ => self.patroni.clone(),
+        };
         let cluster = self.cluster.validate(&mut errors);
         let policy = match self.policy.validate() {
             Ok(p) => Some(p),
@@ -150,7 +176,13 @@ impl RawConfig {
         let patroni = section(
             &mut errors,
             "patroni",
-            self.patroni.as_ref().map(PatroniConfig::validate),
+            patroni_section.as_ref().map(|p| {
+                p.validate().map_err(|e| match listed {
+                    // The URLs' errors are the cluster entries' (reported under `fleet`).
+                    Some(_) => e.without_path_prefix("urls"),
+                    None => e,
+                })
+            }),
         );
         let prometheus = section(
             &mut errors,
@@ -476,6 +508,37 @@ mod tests {
             paths.iter().any(|p| p.starts_with("prometheus")),
             "{errors}"
         );
+    }
+
+    /// Issue 19: a listed fleet's clusters bring their own Patroni URLs; `[patroni]` holds what
+    /// they share, is checked once, and may not list URLs of its own.
+    #[test]
+    fn a_listed_fleet_takes_patroni_urls_from_its_clusters_only() {
+        let fleet = "[platform]\nkind = \"docker\"\n[platform.docker]\ncluster = \"x\"\n\
+                     hosts = [{name = \"h\", endpoint = \"unix:///var/run/docker.sock\"}]\n\
+                     addresses = [\"10.0.0.10\"]\nvolumes = {kind = \"fixed\", root = \"/srv\"}\n\
+                     database = {image = \"i\", command = [\"c\"]}\n\
+                     [[fleet.cluster]]\nname = \"a\"\npatroni_urls = [\"http://10.0.1.1:8008\"]\n\
+                     addresses = [\"10.0.1.10-10.0.1.19\"]\n";
+        let shared = format!("{fleet}[patroni]\ntimeout = \"3s\"\n");
+        let config = parse_raw(&shared).unwrap().validate().expect("valid");
+        let Some(crate::run::config::FleetSettings::Listed { clusters }) = config.fleet else {
+            panic!("a listed fleet");
+        };
+        assert_eq!(clusters[0].patroni.urls, ["http://10.0.1.1:8008"]);
+        assert_eq!(
+            clusters[0].patroni.timeout,
+            std::time::Duration::from_secs(3)
+        );
+        let both = format!("{fleet}[patroni]\nurls = [\"http://10.0.2.1:8008\"]\n");
+        let errors = parse_raw(&both).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["patroni.urls"], "{errors}");
+        // A bad URL of a cluster is reported once, under the cluster.
+        let bad = fleet.replace("http://10.0.1.1:8008", "ftp://10.0.1.1");
+        let errors = parse_raw(&bad).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["fleet.cluster[0].patroni_urls[0]"], "{errors}");
     }
 
     #[test]

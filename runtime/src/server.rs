@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::journal::Operation;
 use crate::telemetry::{AuthRejected, Loop, Metrics, PauseChanged};
 
+pub mod fleet;
+
 /// Default listen address: loopback only, a port no neighbour uses (Patroni 8008, exporters
 /// 9100/9187, Prometheus 9090, HAProxy stats 8404).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9650";
@@ -352,6 +354,8 @@ pub struct Status {
 }
 
 struct Inner {
+    /// The cluster served (also in `status`, which is behind a lock).
+    cluster: String,
     status: RwLock<Status>,
     /// When each loop last ticked, on tokio's clock (health needs an age, not a date).
     ticks: RwLock<HashMap<Loop, Instant>>,
@@ -386,13 +390,16 @@ impl Shared {
         metrics: Arc<Metrics>,
         expected_loops: Vec<Loop>,
     ) -> Self {
+        let cluster = cluster.into();
+        metrics.add_cluster(&cluster);
         let status = Status {
-            cluster: cluster.into(),
+            cluster: cluster.clone(),
             ..Status::default()
         };
         let (paused, _) = watch::channel(false);
         Shared {
             inner: Arc::new(Inner {
+                cluster,
                 status: RwLock::new(status),
                 ticks: RwLock::new(HashMap::new()),
                 paused,
@@ -406,6 +413,11 @@ impl Shared {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The cluster this state belongs to.
+    pub fn cluster(&self) -> &str {
+        &self.inner.cluster
     }
 
     /// Changes the status in place (members, in-flight operations, guards, leadership).
@@ -451,12 +463,17 @@ impl Shared {
             changed
         });
         if changed {
-            PauseChanged { paused, via }.emit(&self.inner.metrics);
+            PauseChanged {
+                cluster: &self.inner.cluster,
+                paused,
+                via,
+            }
+            .emit(&self.inner.metrics);
         }
     }
 
     /// The health verdict: every expected loop ticked within `stale_after`.
-    async fn health(&self) -> (bool, BTreeMap<Loop, serde_json::Value>) {
+    pub(crate) async fn health(&self) -> (bool, BTreeMap<Loop, serde_json::Value>) {
         let ticks = self.inner.ticks.read().await;
         let now = Instant::now();
         let mut healthy = true;
@@ -578,14 +595,19 @@ async fn status(State(shared): State<Shared>) -> Response {
 
 /// One target group of Prometheus' HTTP service discovery format.
 #[derive(Debug, Serialize)]
-struct TargetGroup {
+pub(crate) struct TargetGroup {
     targets: Vec<String>,
     labels: BTreeMap<&'static str, String>,
 }
 
 async fn service_discovery(State(shared): State<Shared>) -> Response {
-    let status = shared.inner.status.read().await;
-    let groups: Vec<TargetGroup> = status
+    Json(target_groups(&*shared.inner.status.read().await)).into_response()
+}
+
+/// A cluster's members that have a metrics target, one group each, labelled with the cluster,
+/// member and roles.
+pub(crate) fn target_groups(status: &Status) -> Vec<TargetGroup> {
+    status
         .members
         .iter()
         .filter_map(|m| {
@@ -608,8 +630,7 @@ async fn service_discovery(State(shared): State<Shared>) -> Response {
                 labels,
             })
         })
-        .collect();
-    Json(groups).into_response()
+        .collect()
 }
 
 async fn pause(State(shared): State<Shared>, headers: HeaderMap) -> Response {
@@ -631,6 +652,15 @@ fn set_pause(shared: &Shared, headers: &HeaderMap, paused: bool, path: &str) -> 
 /// The refusal, if any: 401 without a bearer token, 403 with a wrong one (or when no token is
 /// configured). `None` lets the request through.
 fn refusal(shared: &Shared, headers: &HeaderMap, path: &str) -> Option<Response> {
+    refusal_for(shared.inner.token.as_ref(), headers, path)
+}
+
+/// [`refusal`] against the token `expected` (a fleet's one token).
+pub(crate) fn refusal_for(
+    expected: Option<&BearerToken>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Option<Response> {
     let refuse = |code: StatusCode, reason: &'static str| {
         AuthRejected { path, reason }.emit();
         let mut response = (code, Json(json!({"error": reason}))).into_response();
@@ -642,7 +672,7 @@ fn refusal(shared: &Shared, headers: &HeaderMap, path: &str) -> Option<Response>
         }
         response
     };
-    let Some(expected) = &shared.inner.token else {
+    let Some(expected) = expected else {
         return Some(refuse(
             StatusCode::FORBIDDEN,
             "no api token is configured: pause and resume are disabled",

@@ -7,16 +7,19 @@
 //! logged through their `Display`, which by the project's error rules never includes one.
 //!
 //! Metrics (Prometheus conventions, `steward_` prefix):
-//! - `steward_decisions_total{loop,knob,action}`: decisions made, holds included;
-//! - `steward_actions_total{kind,outcome}`: actions run against the platform or Patroni;
-//! - `steward_failures_total{loop,kind}`: loop iterations or steps that failed, by error class;
-//! - `steward_loop_duration_seconds{loop}`: histogram of one loop iteration;
-//! - `steward_observation_age_seconds`: age of the observation the loops last used;
-//! - `steward_guard_state{guard}`: 1 when the guard is engaged (repairs frozen, ...);
-//! - `steward_paused`: 1 when an operator paused the loops;
-//! - `steward_below_floor`: 1 while the cluster has fewer database members than its floor
-//!   (`min_members`);
-//! - `steward_leader`: 1 when this instance holds the lease and may act.
+//! Metrics (Prometheus conventions, `steward_` prefix), every one with a `cluster` label (a
+//! fleet's clusters share one registry):
+//! - `steward_decisions_total{cluster,loop,knob,action}`: decisions made, holds included;
+//! - `steward_actions_total{cluster,kind,outcome}`: actions run against the platform or Patroni;
+//! - `steward_failures_total{cluster,loop,kind}`: loop iterations or steps that failed, by
+//!   error class;
+//! - `steward_loop_duration_seconds{cluster,loop}`: histogram of one loop iteration;
+//! - `steward_observation_age_seconds{cluster}`: age of the observation the loops last used;
+//! - `steward_guard_state{cluster,guard}`: 1 when the guard is engaged (repairs frozen, ...);
+//! - `steward_paused{cluster}`: 1 when an operator paused the cluster's loops;
+//! - `steward_below_floor{cluster}`: 1 while the cluster has fewer database members than its
+//!   floor (`min_members`);
+//! - `steward_leader{cluster}`: 1 when this instance holds the cluster's lease and may act.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -97,6 +100,7 @@ impl StepOutcome {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DecisionLabels {
+    cluster: String,
     r#loop: Loop,
     knob: String,
     action: String,
@@ -104,24 +108,41 @@ struct DecisionLabels {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
+    cluster: String,
     kind: String,
     outcome: StepOutcome,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FailureLabels {
+    cluster: String,
     r#loop: Loop,
     kind: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LoopLabels {
+    cluster: String,
     r#loop: Loop,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct GuardLabels {
+    cluster: String,
     guard: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+impl ClusterLabels {
+    fn of(cluster: &str) -> Self {
+        ClusterLabels {
+            cluster: cluster.to_string(),
+        }
+    }
 }
 
 fn loop_histogram() -> Histogram {
@@ -139,11 +160,11 @@ pub struct Metrics {
     actions: Family<ActionLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     loop_duration: Family<LoopLabels, Histogram, fn() -> Histogram>,
-    observation_age: Gauge<f64, AtomicU64>,
+    observation_age: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     guard_state: Family<GuardLabels, Gauge>,
-    paused: Gauge,
-    below_floor: Gauge,
-    leader: Gauge,
+    paused: Family<ClusterLabels, Gauge>,
+    below_floor: Family<ClusterLabels, Gauge>,
+    leader: Family<ClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -162,11 +183,11 @@ impl Metrics {
             Family::<LoopLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 loop_histogram,
             );
-        let observation_age = Gauge::<f64, AtomicU64>::default();
+        let observation_age = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
         let guard_state = Family::<GuardLabels, Gauge>::default();
-        let paused = Gauge::default();
-        let below_floor = Gauge::default();
-        let leader = Gauge::default();
+        let paused = Family::<ClusterLabels, Gauge>::default();
+        let below_floor = Family::<ClusterLabels, Gauge>::default();
+        let leader = Family::<ClusterLabels, Gauge>::default();
         // Counters get `_total` and unit-carrying metrics `_seconds` from the library.
         registry.register(
             "decisions",
@@ -215,11 +236,6 @@ impl Metrics {
             "1 when this instance holds the lease and may act",
             leader.clone(),
         );
-        // Both loops appear from the start (at zero), so dashboards and alerts see them even
-        // before the first failure.
-        for l in Loop::ALL {
-            let _ = loop_duration.get_or_create(&LoopLabels { r#loop: l });
-        }
         Metrics {
             registry,
             decisions,
@@ -231,6 +247,21 @@ impl Metrics {
             paused,
             below_floor,
             leader,
+        }
+    }
+
+    /// Makes a cluster's series appear at once (at zero), so that dashboards and alerts see
+    /// its loops, pause flag and floor before anything happens to them.
+    pub fn add_cluster(&self, cluster: &str) {
+        for l in Loop::ALL {
+            let _ = self.loop_duration.get_or_create(&LoopLabels {
+                cluster: cluster.to_string(),
+                r#loop: l,
+            });
+        }
+        let labels = ClusterLabels::of(cluster);
+        for family in [&self.paused, &self.below_floor, &self.leader] {
+            let _ = family.get_or_create(&labels);
         }
     }
 
@@ -285,6 +316,7 @@ impl DecisionMade<'_> {
         metrics
             .decisions
             .get_or_create(&DecisionLabels {
+                cluster: self.cluster.to_string(),
                 r#loop: self.r#loop,
                 knob: d.knob.to_string(),
                 action: d.action.to_string(),
@@ -333,6 +365,7 @@ impl ActionFinished<'_> {
         metrics
             .actions
             .get_or_create(&ActionLabels {
+                cluster: self.cluster.to_string(),
                 kind: self.kind.to_string(),
                 outcome: self.outcome,
             })
@@ -363,6 +396,7 @@ impl LoopFailed<'_> {
         metrics
             .failures
             .get_or_create(&FailureLabels {
+                cluster: self.cluster.to_string(),
                 r#loop: self.r#loop,
                 kind: self.kind.to_string(),
             })
@@ -404,6 +438,7 @@ impl LoopTicked<'_> {
         metrics
             .loop_duration
             .get_or_create(&LoopLabels {
+                cluster: self.cluster.to_string(),
                 r#loop: self.r#loop,
             })
             .observe(self.duration.as_secs_f64());
@@ -424,7 +459,10 @@ impl ObservationUsed<'_> {
             age_seconds = self.age.as_secs_f64(),
             "observation used"
         );
-        metrics.observation_age.set(self.age.as_secs_f64());
+        metrics
+            .observation_age
+            .get_or_create(&ClusterLabels::of(self.cluster))
+            .set(self.age.as_secs_f64());
     }
 }
 
@@ -459,6 +497,7 @@ impl GuardChanged<'_> {
         metrics
             .guard_state
             .get_or_create(&GuardLabels {
+                cluster: self.cluster.to_string(),
                 guard: self.guard.to_string(),
             })
             .set(i64::from(self.engaged));
@@ -468,6 +507,7 @@ impl GuardChanged<'_> {
 /// An operator paused or resumed the loops.
 #[derive(Debug)]
 pub struct PauseChanged<'a> {
+    pub cluster: &'a str,
     pub paused: bool,
     /// Where the request came from (`api`, `config`, ...), never who with which credential.
     pub via: &'a str,
@@ -475,8 +515,16 @@ pub struct PauseChanged<'a> {
 
 impl PauseChanged<'_> {
     pub fn emit(&self, metrics: &Metrics) {
-        tracing::warn!(paused = self.paused, via = self.via, "pause state changed");
-        metrics.paused.set(i64::from(self.paused));
+        tracing::warn!(
+            cluster = self.cluster,
+            paused = self.paused,
+            via = self.via,
+            "pause state changed"
+        );
+        metrics
+            .paused
+            .get_or_create(&ClusterLabels::of(self.cluster))
+            .set(i64::from(self.paused));
     }
 }
 
@@ -500,13 +548,17 @@ impl FloorChanged<'_> {
             ),
             None => tracing::info!(cluster = self.cluster, "the cluster is back at its floor"),
         }
-        metrics.below_floor.set(i64::from(self.below.is_some()));
+        metrics
+            .below_floor
+            .get_or_create(&ClusterLabels::of(self.cluster))
+            .set(i64::from(self.below.is_some()));
     }
 }
 
 /// This instance gained or lost the lease.
 #[derive(Debug)]
 pub struct LeadershipChanged<'a> {
+    pub cluster: &'a str,
     pub leader: bool,
     /// The lease holder's identity, if known.
     pub holder: Option<&'a str>,
@@ -515,11 +567,15 @@ pub struct LeadershipChanged<'a> {
 impl LeadershipChanged<'_> {
     pub fn emit(&self, metrics: &Metrics) {
         tracing::info!(
+            cluster = self.cluster,
             leader = self.leader,
             holder = self.holder,
             "leadership changed"
         );
-        metrics.leader.set(i64::from(self.leader));
+        metrics
+            .leader
+            .get_or_create(&ClusterLabels::of(self.cluster))
+            .set(i64::from(self.leader));
     }
 }
 

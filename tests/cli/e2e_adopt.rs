@@ -319,21 +319,28 @@ async fn run_balancers(site: &Site) {
             .replace("@PRIMARY_SERVERS@", &servers.join("\n"))
             .replace("@REPLICA_SERVERS@", &servers.join("\n"));
         std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
-        let dir = dir.display().to_string();
-        let mut args: Vec<String> = vec!["--name".into(), name.into()];
-        args.extend(site.placed_at(address));
-        args.extend(host_programs());
-        args.extend(["-v".into(), format!("{dir}:{dir}:rw")]);
-        args.extend([
-            "steward-empty:1".to_string(),
-            "/usr/sbin/haproxy".into(),
-            "-W".into(),
-            "-db".into(),
-            "-f".into(),
-            format!("{dir}/haproxy.cfg"),
-        ]);
-        docker_run(args, name).await;
+        run_haproxy(name, site.placed_at(address), &dir).await;
     }
+}
+
+/// `docker run` of HAProxy as the lab runs it (the empty image, the host's programs), named
+/// `name`, placed by `placement` (`--network ...`), configured by `<dir>/haproxy.cfg` (the
+/// folder mounted at its own path, for its admin socket).
+pub(crate) async fn run_haproxy(name: &str, placement: Vec<String>, dir: &Path) {
+    let dir = dir.display().to_string();
+    let mut args: Vec<String> = vec!["--name".into(), name.into()];
+    args.extend(placement);
+    args.extend(host_programs());
+    args.extend(["-v".into(), format!("{dir}:{dir}:rw")]);
+    args.extend([
+        "steward-empty:1".to_string(),
+        "/usr/sbin/haproxy".into(),
+        "-W".into(),
+        "-db".into(),
+        "-f".into(),
+        format!("{dir}/haproxy.cfg"),
+    ]);
+    docker_run(args, name).await;
 }
 
 /// The Steward config: the lab's, pointed at this deployment, adopting what carries the label
@@ -1116,7 +1123,7 @@ async fn cleanup_network(site: &Site) {
 }
 
 /// Standard base64 with padding (etcd's JSON gateway takes keys so).
-fn b64(text: &str) -> String {
+pub(crate) fn b64(text: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in text.as_bytes().chunks(3) {

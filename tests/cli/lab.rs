@@ -160,3 +160,44 @@ fn a_live_recording_replays_through_evaluate() {
         serde_json::from_slice(&out.stdout).expect("evaluate --format json prints JSON");
     assert!(report.get("summary").is_some(), "{report}");
 }
+
+/// Issue 19: clusters sharing a Prometheus (a fleet). On the lab's real Prometheus, which
+/// scrapes the lab's cluster (`steward-lab`), that cluster's queries see its members' series
+/// and those of a cluster named otherwise see none: the default queries select one cluster's
+/// series by Patroni's `scope` (and, for postgres_exporter's, their member's).
+#[tokio::test]
+async fn each_clusters_queries_see_only_its_own_series_on_the_labs_prometheus() {
+    use steward_adapters::prometheus::{MetricsSource, PrometheusClient, PrometheusSettings};
+    use steward_model::ports::metrics::Metric;
+    let Some((_, prometheus)) = lab() else {
+        return;
+    };
+    let settings = PrometheusSettings::with_url(&prometheus).expect("the lab's URL is valid");
+    let now = steward_model::Timestamp::from_millis(chrono::Utc::now().timestamp_millis());
+    let ask = |cluster: &str, metric: Metric| {
+        let client = PrometheusClient::new(&settings.for_cluster(cluster)).expect("client");
+        async move {
+            let reading = client
+                .instant(metric, now)
+                .await
+                .expect("prometheus answers");
+            reading.values.keys().cloned().collect::<Vec<String>>()
+        }
+    };
+    let members = ["lab-pg-1", "lab-pg-2", "lab-pg-3"];
+    let connections = ask("steward-lab", Metric::Connections).await;
+    assert_eq!(connections, members, "the lab's own exporter series");
+    let lagging = ask("steward-lab", Metric::LagBytes).await;
+    assert_eq!(lagging.len(), 2, "the lab's two replicas: {lagging:?}");
+    for metric in [Metric::Connections, Metric::LagBytes, Metric::SlotWalBytes] {
+        let other = ask("not-the-lab", metric).await;
+        assert!(
+            other.is_empty(),
+            "{metric:?}: another cluster's series: {other:?}"
+        );
+    }
+    // Unscoped, as one cluster alone asks: everything Prometheus has.
+    let client = PrometheusClient::new(&settings).expect("client");
+    let all = client.instant(Metric::Connections, now).await.unwrap();
+    assert_eq!(all.values.len(), 3);
+}

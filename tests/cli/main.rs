@@ -3,6 +3,7 @@ mod config;
 mod e2e;
 mod e2e_adopt;
 mod e2e_crash;
+mod e2e_fleet;
 #[cfg(feature = "libvirt")]
 mod e2e_libvirt;
 mod e2e_scaling;

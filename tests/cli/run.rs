@@ -239,8 +239,13 @@ fn a_bad_fleet_section_is_refused_with_its_path() {
         ("clusters = 50", "clusters = 5\nsize = 3", "unknown field `size`"),
         (
             "[run]",
-            "[server]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"X\"\n[run]",
-            "fleet: cannot be combined with [server]",
+            "[balancers]\nruntime_apis = [\"127.0.0.21:9999\"]\n[run]",
+            "fleet: cannot be combined with [balancers]",
+        ),
+        (
+            "clusters = 50",
+            "[[fleet.cluster]]\nname = \"a\"\npatroni_urls = [\"http://127.0.0.11:8008\"]",
+            "fleet.cluster: listed clusters need a real platform",
         ),
     ];
     for (from, to, expected) in cases {
@@ -350,7 +355,9 @@ fn leased_instance(
             .replace("tick = \"15s\"", "tick = \"1s\"");
         format!(
             "{t}\n[repair]\ngrace_window = \"2s\"\n\n[lease]\nendpoints = [{endpoint:?}]\n\
-             instance = {id:?}\nscope = \"fleet-test\"\nttl = \"2s\"\n"
+             instance = {id:?}\nscope = \"fleet-test\"\nttl = \"2s\"\n\n[server]\n\
+             listen = \"127.0.0.1:{}\"\n",
+            free_port("127.0.0.1")
         )
     });
     let stderr = std::fs::File::create(sub.join("stderr")).unwrap();
@@ -371,6 +378,23 @@ fn leased_instance(
         .spawn()
         .expect("the steward binary runs");
     (child, sub)
+}
+
+/// The fleet summary an instance whose config is in `sub` serves on `/status`, once it answers.
+async fn fleet_status(sub: &Path) -> Option<serde_json::Value> {
+    let config = std::fs::read_to_string(sub.join("fleet-simulated.toml")).ok()?;
+    let listen = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))?
+        .trim_matches('"')
+        .to_string();
+    let answer = reqwest::get(format!("http://{listen}/status")).await.ok()?;
+    answer.json().await.ok()
+}
+
+/// How many of the fleet's clusters are in `state` on the instance's `/status`.
+async fn clusters_in(sub: &Path, state: &str) -> Option<u64> {
+    fleet_status(sub).await?["states"][state].as_u64()
 }
 
 /// How many clusters the instance whose stderr is in `sub` has come to own so far.
@@ -414,8 +438,23 @@ async fn a_killed_instances_clusters_are_picked_up_by_the_other() {
     let (mut b, b_dir) = leased_instance(dir.path(), &endpoint, "b", 4, "30s");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(owns(&b_dir), 0, "b owns nothing while a holds every lease");
+    // Each instance's /status says which clusters it looks after: a all four, b none (they
+    // are elsewhere, with a as their owner).
+    assert_eq!(clusters_in(&a_dir, "elsewhere").await, Some(0));
+    let seen_by_b = fleet_status(&b_dir).await.expect("b serves /status");
+    assert_eq!(seen_by_b["states"]["elsewhere"], 4, "{seen_by_b}");
+    assert_eq!(seen_by_b["by_cluster"][0]["owner"], "a", "{seen_by_b}");
     a.kill().await.unwrap();
     wait_until("b picks up a's four clusters", 15, || owns(&b_dir) == 4).await;
+    let mut here = false;
+    for _ in 0..50 {
+        if clusters_in(&b_dir, "elsewhere").await == Some(0) {
+            here = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(here, "b's /status: {:?}", fleet_status(&b_dir).await);
     let status = b.wait().await.unwrap();
     let stderr = std::fs::read_to_string(b_dir.join("stderr")).unwrap();
     assert!(status.success(), "b ends cleanly:\n{stderr}");
@@ -567,6 +606,106 @@ async fn sigterm_stops_every_cluster_of_a_fleet_cleanly() {
             .contains("fleet of 3 clusters stopped"),
         "{text}"
     );
+}
+
+/// Issue 19: one HTTP surface for a fleet. `/status` is a summary (counts by state, a line per
+/// cluster), `/status?cluster=NAME` that cluster's whole status (404 for a name not in the
+/// fleet), `/metrics` every cluster's series with a `cluster` label, and `POST /pause
+/// ?cluster=NAME` pauses that cluster alone (with the token; 401 without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_serves_a_summary_each_clusters_detail_and_pauses_one_cluster() {
+    const TOKEN: &str = "fleet-test-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port("127.0.0.1");
+    let config = fleet_config(dir.path(), |t| {
+        format!(
+            "{}\n[server]\nlisten = \"127.0.0.1:{port}\"\n",
+            t.replace("clusters = 50", "clusters = 3")
+        )
+    });
+    let _steward = tokio::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["run", "--quiet", "--config"])
+        .arg(&config)
+        .env("STEWARD_API_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the steward binary runs");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = http.get(format!("{base}{path}"));
+        async move {
+            let r = request.send().await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    let mut summary = serde_json::Value::Null;
+    for _ in 0..100 {
+        if let Some((200, body)) = get("/status").await {
+            summary = serde_json::from_str(&body).unwrap();
+            if summary["states"]["unknown"] == 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(summary["clusters"], 3, "{summary}");
+    assert_eq!(
+        summary["states"]["unknown"], 0,
+        "every cluster observed: {summary}"
+    );
+    let names: Vec<&str> = summary["by_cluster"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fleet-1", "fleet-2", "fleet-3"]);
+    assert!(
+        summary["by_cluster"][0]["members"].as_u64().unwrap() >= 3,
+        "{summary}"
+    );
+
+    let (code, body) = get("/status?cluster=fleet-2").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["cluster"], "fleet-2");
+    assert!(detail["members"].as_array().unwrap().len() >= 3, "{detail}");
+    let (code, body) = get("/status?cluster=fleet-9").await.unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("fleet-1"),
+        "the answer lists the fleet's clusters: {body}"
+    );
+
+    let pause = |token: Option<&str>| {
+        let mut request = http.post(format!("{base}/pause?cluster=fleet-2"));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(pause(None).await.status().as_u16(), 401);
+    let paused: serde_json::Value = pause(Some(TOKEN)).await.json().await.unwrap();
+    assert_eq!(paused["paused"], serde_json::json!({"fleet-2": true}));
+    let (_, body) = get("/status").await.unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["states"]["paused"], 1, "{summary}");
+    assert_eq!(summary["by_cluster"][1]["state"], "paused", "{summary}");
+    assert_ne!(summary["by_cluster"][0]["state"], "paused", "{summary}");
+
+    let (_, metrics) = get("/metrics").await.unwrap();
+    for (cluster, value) in [("fleet-1", 0), ("fleet-2", 1), ("fleet-3", 0)] {
+        let line = format!("steward_paused{{cluster=\"{cluster}\"}} {value}");
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+    // One descriptor per metric however many clusters: what Prometheus's parser requires.
+    let types = metrics
+        .lines()
+        .filter(|l| l.starts_with("# TYPE steward_paused "))
+        .count();
+    assert_eq!(types, 1, "{metrics}");
 }
 
 /// Cut off from etcd (etcd frozen with SIGSTOP), an instance stops every cluster's loops once

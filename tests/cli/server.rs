@@ -335,6 +335,7 @@ async fn metrics_are_prometheus_text_with_the_documented_names_and_labels() {
     }
     .emit(&m);
     LeadershipChanged {
+        cluster: "pg",
         leader: true,
         holder: Some("steward-a"),
     }
@@ -408,9 +409,16 @@ async fn metrics_are_prometheus_text_with_the_documented_names_and_labels() {
     );
     assert_eq!(value("steward_paused", &[]), Some(1.0));
     assert_eq!(value("steward_leader", &[]), Some(1.0));
-    // Every metric name follows the Prometheus naming rule.
+    // Every metric name follows the Prometheus naming rule, and every series says its cluster
+    // (a fleet's clusters share the registry).
     for sample in &scrape.samples {
         assert!(sample.metric.starts_with("steward_"), "{}", sample.metric);
+        assert_eq!(
+            sample.labels.get("cluster"),
+            Some("pg"),
+            "{}",
+            sample.metric
+        );
         assert!(
             sample
                 .metric

@@ -1031,6 +1031,20 @@ impl DockerPlatform {
         &self.config
     }
 
+    /// This platform for another cluster of a fleet: the same engines, over the same
+    /// connections, and the same templates, volumes and placement, for the members labelled
+    /// `cluster`, which get their addresses from `addresses`. Adoption rules are not carried
+    /// over (a rule that matched one cluster's containers would match them for every cluster).
+    pub fn for_cluster(&self, cluster: &str, addresses: Vec<Ipv4Addr>) -> DockerPlatform {
+        let config = DockerConfig {
+            cluster: cluster.to_string(),
+            addresses,
+            adopt: Vec::new(),
+            ..self.config.clone()
+        };
+        DockerPlatform::with_engines(config, self.engines.clone(), Arc::clone(&self.volumes))
+    }
+
     /// Every container the adoption rules take now, with the rule that took it: a read-only
     /// listing of every engine (`steward check-config --resolve`).
     pub async fn adopted(&self) -> Result<Vec<AdoptedMatch>, PlatformError> {

@@ -13,7 +13,7 @@ pub mod volume;
 /// A member address pool entry of a platform's config: `127.0.0.31` or `127.0.0.31-127.0.0.39`
 /// (at most 65,536 addresses; no unspecified, multicast or broadcast address). The Docker and
 /// libvirt platforms' `addresses` both read it.
-pub(crate) fn parse_address_range(text: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+pub fn parse_address_range(text: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
     use std::net::Ipv4Addr;
     let one = |s: &str| -> Result<Ipv4Addr, String> {
         let a: Ipv4Addr = s

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use steward_adapters::patroni::{PatroniConfig, PatroniSettings};
 use steward_adapters::platform::docker::{DockerConfig, RawDockerConfig};
 use steward_adapters::platform::kubernetes::{KubernetesConfig, KubernetesConfigRaw};
 use steward_adapters::platform::libvirt::{LibvirtConfig, LibvirtConfigRaw};
@@ -673,8 +674,10 @@ pub const MAX_FLEET_CLUSTERS: u32 = 10_000;
 /// (`<state_dir>/<cluster>/`) and decision log. Exactly one of the two forms:
 /// - `clusters = N` with `[platform] kind = "simulated"`: clusters `<cluster.name>-1..N`, each
 ///   its own simulated world built from the same `[platform.simulated]`;
-/// - `[[fleet.cluster]]` entries (`name`, `patroni_urls`) for a real platform, everything else
-///   shared. Validated, but `steward run` does not build it yet (it says so).
+/// - `[[fleet.cluster]]` entries for a real platform (Docker): each names its cluster (Patroni's
+///   scope), its Patroni URLs, its own address pool and, if it has them, its balancers; the
+///   rest (`[platform]`'s engines and templates, `[patroni]`'s credentials and timeouts,
+///   `[prometheus]`, the policies) is shared by every cluster.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFleetConfig {
@@ -687,26 +690,45 @@ pub struct RawFleetConfig {
 }
 
 /// `[[fleet.cluster]]`: one cluster of a real platform.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFleetCluster {
-    /// The cluster's name (Patroni's `scope`); a label value like `[cluster] name`.
+    /// The cluster's name (Patroni's `scope`); a label value like `[cluster] name`. Its
+    /// members carry it as `io.steward.cluster`.
     pub name: String,
-    /// Its Patroni REST API base URLs (`http://127.0.0.11:8008`); the rest of `[patroni]` is
-    /// shared by all clusters.
+    /// Its Patroni REST API base URLs (`http://10.1.0.11:8008`); the rest of `[patroni]`
+    /// (credentials, timeouts, TLS) is shared by all clusters.
     #[serde(default)]
     pub patroni_urls: Vec<String>,
+    /// The addresses its new members get (`a.b.c.d` or `a.b.c.d-a.b.c.e`), in place of
+    /// `[platform.docker] addresses`: each cluster needs a pool of its own, and no two pools
+    /// may share an address. Required with the Docker platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// The HAProxy backends kept in step with this cluster's members (`[balancers]`'s fields).
+    /// Clusters may share balancers, each with backends of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancers: Option<RawBalancersConfig>,
 }
 
 /// The validated `[fleet]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum FleetSettings {
     /// Simulated clusters, named in order.
     Simulated { clusters: Vec<String> },
-    /// Clusters of a real platform, by name, with their Patroni URLs.
-    Listed {
-        clusters: Vec<(String, Vec<String>)>,
-    },
+    /// Clusters of a real platform, in the order listed.
+    Listed { clusters: Vec<ListedCluster> },
+}
+
+/// One validated `[[fleet.cluster]]`.
+#[derive(Clone, Debug)]
+pub struct ListedCluster {
+    pub name: String,
+    /// `[patroni]` with this cluster's URLs.
+    pub patroni: PatroniSettings,
+    /// Its own address pool (empty: the platform's).
+    pub addresses: Vec<std::net::Ipv4Addr>,
+    pub balancers: Option<BalancersConfig>,
 }
 
 impl FleetSettings {
@@ -714,7 +736,7 @@ impl FleetSettings {
     pub fn names(&self) -> Vec<String> {
         match self {
             FleetSettings::Simulated { clusters } => clusters.clone(),
-            FleetSettings::Listed { clusters } => clusters.iter().map(|(n, _)| n.clone()).collect(),
+            FleetSettings::Listed { clusters } => clusters.iter().map(|c| c.name.clone()).collect(),
         }
     }
 }
@@ -726,26 +748,29 @@ pub struct FleetContext<'a> {
     pub cluster_name: &'a str,
     /// `[platform] kind`, when there is a `[platform]`.
     pub platform: Option<PlatformKind>,
-    /// Whether `[server]` is present (one HTTP surface per cluster is not built for fleets).
-    pub server: bool,
-    /// Whether `[balancers]` is present (not built for fleets).
+    /// `[patroni]`, when present: what every listed cluster shares but its URLs.
+    pub patroni: Option<&'a PatroniConfig>,
+    /// Whether `[balancers]` is present (a fleet's balancers are per cluster).
     pub balancers: bool,
+    /// Whether `[platform.docker]` has adoption rules (not shared by a fleet's clusters).
+    pub adopts: bool,
 }
 
 impl RawFleetConfig {
+    /// Whether this is the listed form (`[[fleet.cluster]]`), whose clusters carry their own
+    /// Patroni URLs (so `[patroni] urls` may be left out).
+    pub fn is_listed(&self) -> bool {
+        !self.cluster.is_empty()
+    }
+
     /// Checks the section against the rest of the config; paths are relative to `[fleet]`.
     pub fn validate(&self, context: FleetContext<'_>) -> Result<FleetSettings, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        if context.server {
-            errors.push(
-                "",
-                "cannot be combined with [server] yet: the HTTP surface serves one cluster",
-            );
-        }
         if context.balancers {
             errors.push(
                 "",
-                "cannot be combined with [balancers] yet: balancer backends are kept per cluster",
+                "cannot be combined with [balancers]: a fleet's balancers are per cluster; give \
+                 each cluster its backends in [fleet.cluster.balancers]",
             );
         }
         let simulated = context.platform == Some(PlatformKind::Simulated);
@@ -795,54 +820,150 @@ impl RawFleetConfig {
                     .collect();
                 Some(FleetSettings::Simulated { clusters })
             }
-            (None, false) => {
-                if simulated {
-                    errors.push(
-                        "cluster",
-                        "listed clusters need a real platform; with kind = \"simulated\" give \
-                         `clusters = N`",
-                    );
-                }
-                let mut seen = std::collections::BTreeSet::new();
-                let mut clusters = Vec::new();
-                for (i, c) in self.cluster.iter().enumerate() {
-                    if let Err(why) = fleet_label(&c.name) {
-                        errors.push(format!("cluster[{i}].name"), why);
-                    } else if !seen.insert(c.name.as_str()) {
-                        errors.push(
-                            format!("cluster[{i}].name"),
-                            format!("`{}` is listed twice", c.name),
-                        );
-                    }
-                    if c.patroni_urls.is_empty() {
-                        errors.push(
-                            format!("cluster[{i}].patroni_urls"),
-                            "at least one Patroni REST URL is required",
-                        );
-                    }
-                    for (j, url) in c.patroni_urls.iter().enumerate() {
-                        if let Err(why) = loopback_http(url) {
-                            errors.push(format!("cluster[{i}].patroni_urls[{j}]"), why);
-                        }
-                    }
-                    clusters.push((c.name.clone(), c.patroni_urls.clone()));
-                }
-                if self.cluster.len() > MAX_FLEET_CLUSTERS as usize {
-                    errors.push(
-                        "cluster",
-                        format!(
-                            "{} clusters listed; at most {MAX_FLEET_CLUSTERS}",
-                            self.cluster.len()
-                        ),
-                    );
-                }
-                Some(FleetSettings::Listed { clusters })
-            }
+            (None, false) => self.validate_listed(&context, &mut errors),
         };
         match settings {
             Some(s) if errors.is_empty() => Ok(s),
             _ => Err(errors),
         }
+    }
+
+    fn validate_listed(
+        &self,
+        context: &FleetContext<'_>,
+        errors: &mut ConfigErrors,
+    ) -> Option<FleetSettings> {
+        if context.adopts {
+            errors.push(
+                "cluster",
+                "cannot be combined with [[platform.docker.adopt]] rules: a rule would take the \
+                 same containers into every cluster; a fleet looks after members Steward's labels \
+                 name",
+            );
+        }
+        match context.platform {
+            Some(PlatformKind::Docker) => {}
+            Some(PlatformKind::Simulated) => errors.push(
+                "cluster",
+                "listed clusters need a real platform; with kind = \"simulated\" give \
+                 `clusters = N`",
+            ),
+            Some(kind) => errors.push(
+                "cluster",
+                format!(
+                    "a fleet of listed clusters is built for [platform] kind = \"docker\" only, \
+                     not {kind:?} yet: run one steward per cluster there"
+                ),
+            ),
+            None => errors.push(
+                "cluster",
+                "listed clusters need a [platform] section (kind = \"docker\")",
+            ),
+        }
+        if self.cluster.len() > MAX_FLEET_CLUSTERS as usize {
+            errors.push(
+                "cluster",
+                format!(
+                    "{} clusters listed; at most {MAX_FLEET_CLUSTERS}",
+                    self.cluster.len()
+                ),
+            );
+        }
+        let shared = context.patroni.cloned().unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        // Which cluster each address went to, to refuse pools that overlap.
+        let mut pools: std::collections::BTreeMap<std::net::Ipv4Addr, usize> = Default::default();
+        let mut clusters = Vec::new();
+        for (i, c) in self.cluster.iter().enumerate() {
+            let at = |field: &str| format!("cluster[{i}].{field}");
+            if let Err(why) = fleet_label(&c.name) {
+                errors.push(at("name"), why);
+            } else if !seen.insert(c.name.as_str()) {
+                errors.push(at("name"), format!("`{}` is listed twice", c.name));
+            }
+            let patroni = if c.patroni_urls.is_empty() {
+                errors.push(
+                    at("patroni_urls"),
+                    "at least one Patroni REST URL is required",
+                );
+                None
+            } else {
+                let own = PatroniConfig {
+                    urls: c.patroni_urls.clone(),
+                    ..shared.clone()
+                };
+                match own.validate() {
+                    Ok(settings) => Some(settings),
+                    Err(e) => {
+                        // The URLs are this entry's; an error in the rest is `[patroni]`'s,
+                        // reported once under that section.
+                        let mut own_errors = 0;
+                        for fe in e.iter() {
+                            if let Some(rest) = fe.path.strip_prefix("urls") {
+                                errors.push(
+                                    format!("cluster[{i}].patroni_urls{rest}"),
+                                    fe.message.clone(),
+                                );
+                                own_errors += 1;
+                            }
+                        }
+                        if own_errors == 0 {
+                            errors.push(
+                                at("patroni_urls"),
+                                "[patroni] is not valid (see its errors)",
+                            );
+                        }
+                        None
+                    }
+                }
+            };
+            let mut addresses = Vec::new();
+            if c.addresses.is_empty() && context.platform == Some(PlatformKind::Docker) {
+                errors.push(
+                    at("addresses"),
+                    "each cluster needs an address pool of its own for the members it adds \
+                     (`[\"10.1.0.20-10.1.0.29\"]`)",
+                );
+            }
+            for (j, text) in c.addresses.iter().enumerate() {
+                match steward_adapters::platform::parse_address_range(text) {
+                    Ok(range) => addresses.extend(range),
+                    Err(why) => errors.push(format!("cluster[{i}].addresses[{j}]"), why),
+                }
+            }
+            for a in &addresses {
+                match pools.insert(*a, i) {
+                    Some(k) if k != i => {
+                        errors.push(
+                            at("addresses"),
+                            format!(
+                                "{a} is also in the pool of cluster[{k}] (`{}`)",
+                                self.cluster[k].name
+                            ),
+                        );
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let balancers = match c.balancers.as_ref().map(RawBalancersConfig::validate) {
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => {
+                    errors.extend_under(&at("balancers"), e);
+                    None
+                }
+                None => None,
+            };
+            if let Some(patroni) = patroni {
+                clusters.push(ListedCluster {
+                    name: c.name.clone(),
+                    patroni,
+                    addresses,
+                    balancers,
+                });
+            }
+        }
+        Some(FleetSettings::Listed { clusters })
     }
 }
 
@@ -864,19 +985,6 @@ fn fleet_label(value: &str) -> Result<(), String> {
         ))
     } else {
         Ok(())
-    }
-}
-
-/// `http://IP:PORT[/]` on a loopback address: Steward talks to loopback only.
-fn loopback_http(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("{url:?} must start with http://"));
-    };
-    let authority = rest.trim_end_matches('/');
-    match authority.parse::<std::net::SocketAddr>() {
-        Ok(addr) if addr.ip().is_loopback() => Ok(()),
-        Ok(_) => Err(format!("{url:?} is not a loopback address")),
-        Err(_) => Err(format!("{url:?} is not http://IP:PORT")),
     }
 }
 
@@ -943,9 +1051,30 @@ mod fleet_tests {
         FleetContext {
             cluster_name: "demo",
             platform,
-            server: false,
+            patroni: None,
             balancers: false,
+            adopts: false,
         }
+    }
+
+    fn entry(name: &str, urls: &[&str], pool: &[&str]) -> RawFleetCluster {
+        RawFleetCluster {
+            name: name.into(),
+            patroni_urls: urls.iter().map(|u| u.to_string()).collect(),
+            addresses: pool.iter().map(|a| a.to_string()).collect(),
+            balancers: None,
+        }
+    }
+
+    fn listed(entries: Vec<RawFleetCluster>) -> RawFleetConfig {
+        RawFleetConfig {
+            clusters: None,
+            cluster: entries,
+        }
+    }
+
+    fn paths(errors: &ConfigErrors) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
     }
 
     #[test]
@@ -969,51 +1098,93 @@ mod fleet_tests {
         let errors = raw
             .validate(context(Some(PlatformKind::Docker)))
             .unwrap_err();
-        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["clusters", "clusters"], "{errors}");
+        assert_eq!(paths(&errors), ["clusters", "clusters"], "{errors}");
 
-        let entry = |name: &str, urls: &[&str]| RawFleetCluster {
-            name: name.into(),
-            patroni_urls: urls.iter().map(|u| u.to_string()).collect(),
-        };
-        let raw = RawFleetConfig {
-            clusters: None,
-            cluster: vec![
-                entry("a", &["http://127.0.0.11:8008"]),
-                entry("a", &["http://10.0.0.1:8008"]),
-                entry("-b", &[]),
-            ],
-        };
+        let raw = listed(vec![
+            entry("a", &["http://127.0.0.11:8008"], &["127.0.0.41-127.0.0.45"]),
+            entry("a", &["ftp://10.0.0.1:8008"], &["127.0.0.45"]),
+            entry("-b", &[], &[]),
+            entry("c", &["http://db-c:8008"], &["not-an-address"]),
+        ]);
         let errors = raw
             .validate(context(Some(PlatformKind::Docker)))
             .unwrap_err();
-        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
-            paths,
+            paths(&errors),
             [
                 "cluster[1].name",
                 "cluster[1].patroni_urls[0]",
+                "cluster[1].addresses",
                 "cluster[2].name",
-                "cluster[2].patroni_urls"
+                "cluster[2].patroni_urls",
+                "cluster[2].addresses",
+                "cluster[3].addresses[0]",
             ],
             "{errors}"
         );
+        let overlap = errors.iter().nth(2).unwrap();
+        assert!(overlap.message.contains("127.0.0.45"), "{overlap}");
+        assert!(overlap.message.contains("`a`"), "{overlap}");
+    }
+
+    /// Issue 19: listed clusters of a real platform, anywhere on the network (loopback is the
+    /// tests' rule, not the product's), each with its own pool and balancers.
+    #[test]
+    fn listed_clusters_get_their_own_urls_pools_and_balancers_and_share_the_rest() {
+        let mut b = entry(
+            "billing",
+            &["https://10.1.0.21:8008"],
+            &["10.1.0.30-10.1.0.39"],
+        );
+        b.balancers = Some(RawBalancersConfig {
+            runtime_apis: vec!["10.1.0.5:9999".into()],
+            backends: vec!["billing_primary".into(), "billing_replicas".into()],
+            port: default_member_port(),
+            check_port: default_check_port(),
+            enable_timeout: default_enable_timeout(),
+            member_api_port: None,
+        });
+        let raw = listed(vec![
+            entry(
+                "orders",
+                &["http://10.1.0.11:8008"],
+                &["10.1.0.20-10.1.0.29"],
+            ),
+            b,
+        ]);
+        let shared = PatroniConfig {
+            timeout: Duration::from_secs(3),
+            ..PatroniConfig::default()
+        };
+        let ctx = FleetContext {
+            patroni: Some(&shared),
+            ..context(Some(PlatformKind::Docker))
+        };
+        let FleetSettings::Listed { clusters } = raw.validate(ctx).expect("valid") else {
+            panic!("listed");
+        };
+        assert_eq!(clusters.len(), 2);
+        assert_eq!(clusters[0].patroni.urls, ["http://10.1.0.11:8008"]);
+        assert_eq!(clusters[1].patroni.urls, ["https://10.1.0.21:8008"]);
+        assert_eq!(clusters[1].patroni.timeout, Duration::from_secs(3));
+        assert_eq!(clusters[0].addresses.len(), 10);
+        assert_eq!(clusters[1].addresses[0].to_string(), "10.1.0.30");
+        assert!(clusters[0].balancers.is_none());
+        let billing = clusters[1].balancers.as_ref().expect("balancers");
+        assert_eq!(billing.backends, ["billing_primary", "billing_replicas"]);
     }
 
     #[test]
     fn a_fleet_refuses_what_it_cannot_serve_and_needs_one_form() {
         let both = RawFleetConfig {
             clusters: Some(2),
-            cluster: vec![RawFleetCluster {
-                name: "a".into(),
-                patroni_urls: vec!["http://127.0.0.11:8008".into()],
-            }],
+            cluster: vec![entry("a", &["http://127.0.0.11:8008"], &["127.0.0.41"])],
         };
         let mut ctx = context(Some(PlatformKind::Simulated));
-        ctx.server = true;
+        ctx.balancers = true;
         let errors = both.validate(ctx).unwrap_err();
         let text = errors.to_string();
-        assert!(text.contains("[server]"), "{text}");
+        assert!(text.contains("[fleet.cluster.balancers]"), "{text}");
         assert!(text.contains("not both"), "{text}");
         let neither = RawFleetConfig::default();
         assert!(neither.validate(context(None)).is_err());
@@ -1027,5 +1198,22 @@ mod fleet_tests {
         };
         let errors = long.validate(ctx).unwrap_err();
         assert!(errors.to_string().contains("63"), "{errors}");
+        // Listed clusters: Docker only, and no adoption rules shared among them.
+        let one = listed(vec![entry(
+            "a",
+            &["http://127.0.0.11:8008"],
+            &["127.0.0.41"],
+        )]);
+        let errors = one
+            .validate(context(Some(PlatformKind::Kubernetes)))
+            .unwrap_err();
+        assert!(errors.to_string().contains("docker"), "{errors}");
+        let ctx = FleetContext {
+            adopts: true,
+            ..context(Some(PlatformKind::Docker))
+        };
+        let errors = one.validate(ctx).unwrap_err();
+        assert!(errors.to_string().contains("adopt"), "{errors}");
+        assert!(one.validate(context(Some(PlatformKind::Docker))).is_ok());
     }
 }

@@ -1,25 +1,36 @@
 //! Fleet mode: one `steward run` looking after many clusters (`[fleet]`).
 //!
 //! What it is: one process and one runtime with one [`super::run`] per cluster, each with its
-//! own ports (its own simulated world), its own journal in `<state_dir>/<cluster>/` and its own
-//! action log (`<state_dir>/<cluster>/actions.jsonl`; on stdout every line is prefixed with
-//! the cluster, and a `--decision-log FILE` gets every cluster's lines tagged
-//! `"cluster": "<name>"`). All of them stop together on SIGTERM/SIGINT or at the end of `--for`.
-//! The clusters share nothing but the process: a tick costs what one cluster's tick costs,
-//! times the clusters; nothing compares clusters with each other. Their loops start staggered
-//! over one tick, so a thousand clusters do not observe, decide and write in the same instant.
+//! own ports, its own journal in `<state_dir>/<cluster>/` and its own action log
+//! (`<state_dir>/<cluster>/actions.jsonl`; on stdout every line is prefixed with the cluster,
+//! and a `--decision-log FILE` gets every cluster's lines tagged `"cluster": "<name>"`). All of
+//! them stop together on SIGTERM/SIGINT or at the end of `--for`. Two forms:
+//! - simulated clusters (`clusters = N`), each its own simulated world;
+//! - listed clusters of a real platform (`[[fleet.cluster]]`, Docker): one connection per
+//!   engine, shared by every cluster's view of the platform ([`DockerPlatform::for_cluster`]:
+//!   the cluster's label, its own address pool), and per cluster its Patroni client (its URLs,
+//!   `[patroni]`'s credentials), its balancers and its Prometheus queries (the defaults
+//!   narrowed to its own series, `{cluster}` filled in the config's own:
+//!   `PrometheusSettings::for_cluster`).
+//!
+//! The clusters share nothing else: a tick costs what one cluster's tick costs, times the
+//! clusters; nothing compares clusters with each other. Their loops start staggered over one
+//! tick, so a thousand clusters do not observe, decide and write in the same instant.
+//!
+//! With `[server]`, one HTTP surface serves them all ([`crate::server::fleet`]): a summary on
+//! `/status`, a cluster's detail on `/status?cluster=NAME`, every cluster's series on
+//! `/metrics` (a `cluster` label), pause and resume of one cluster or all.
 //!
 //! With `[lease]`, several instances share the fleet through [`ClusterLeases`] (one etcd
 //! election per cluster, `<prefix>/clusters/<name>/owner`): a cluster's loops run only while
 //! this instance holds its lease, are stopped when it is lost, and every step checks the lease
 //! first ([`ClusterGuard`], the executor's [`ActGuard`]). A crashed instance's clusters are
 //! claimed by the others after one TTL, and their loops start here, recovering whatever the
-//! journal holds. etcd is real, so with a lease the simulated clusters run in real time.
+//! journal holds (the state directory must be shared by the instances, or each cluster's
+//! operations are finished from the platform's labels). etcd is real, so with a lease the
+//! simulated clusters run in real time.
 //!
-//! What it is not: a scheduler across clusters (no cross-cluster budget or ordering), nor the
-//! HTTP surface (`[server]` and `[balancers]` are refused with `[fleet]` at validation). Only
-//! the simulated form is built; `[[fleet.cluster]]` entries for a real platform are validated
-//! and refused here with a clear message.
+//! What it is not: a scheduler across clusters (no cross-cluster budget or ordering).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,58 +39,96 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use steward_adapters::lease::{ClusterLeases, Leadership};
-use steward_adapters::patroni::PatroniApi;
+use steward_adapters::patroni::{PatroniApi, PatroniClient};
+use steward_adapters::platform::docker::DockerPlatform;
+use steward_adapters::prometheus::PrometheusClient;
+use steward_model::ports::metrics::MetricsSource;
 use steward_model::ports::Platform;
+use steward_model::Timestamp;
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 
 use super::actions::ActionLog;
-use super::config::{FleetSettings, PlatformSettings, SimSettings};
+use super::config::{FleetSettings, ListedCluster, PlatformSettings, SimSettings};
 use super::exec::ActGuard;
 use super::journal::{LoopJournal, MemoryJournal, StateJournal};
 use super::options::{runtime, RunOptions, ACTIONS_FILE};
 use super::sim::SimWorld;
-use super::{run, shutdown_channel, Clock, Options, Ports, Shutdown, ShutdownTrigger};
+use super::{run, shutdown_channel, Clock, Options, Ports, Shutdown, ShutdownTrigger, Telemetry};
 use crate::config::Config;
 
 /// Runs `steward run` for every cluster of `fleet` to its end.
 pub fn execute(args: &RunOptions, config: Config, fleet: FleetSettings) -> anyhow::Result<()> {
-    let FleetSettings::Simulated { clusters } = fleet else {
-        bail!(
-            "{}: [[fleet.cluster]] entries (clusters of a real platform) are validated but not \
-             built yet; `steward run` runs a fleet of simulated clusters only (`clusters = N`)",
-            args.config.display()
-        );
-    };
-    let Some(PlatformSettings::Simulated(sim)) = config.platform.clone() else {
-        // Validation already refuses a count without the simulated platform.
-        bail!("a fleet of simulated clusters needs [platform] kind = \"simulated\"");
-    };
     // A dry run acts on nothing, so it takes no lease: it looks at every cluster.
     let leased = config.lease.is_some() && !args.dry_run;
-    // Simulated time unless leased (options::runtime says why).
-    let runtime = runtime(!leased)?;
-    runtime.block_on(async_main(args, config, sim, clusters, leased))
+    let kind = match fleet {
+        FleetSettings::Simulated { clusters } => {
+            let Some(PlatformSettings::Simulated(sim)) = config.platform.clone() else {
+                // Validation already refuses a count without the simulated platform.
+                bail!("a fleet of simulated clusters needs [platform] kind = \"simulated\"");
+            };
+            Kind::Simulated {
+                sim: Box::new(sim),
+                clusters,
+            }
+        }
+        FleetSettings::Listed { clusters } => Kind::Listed { clusters },
+    };
+    // Simulated time unless leased or real (options::runtime says why).
+    let simulated_time = matches!(kind, Kind::Simulated { .. }) && !leased;
+    let runtime = runtime(simulated_time)?;
+    runtime.block_on(async_main(args, config, kind, leased))
+}
+
+/// Which clusters, on what.
+enum Kind {
+    /// Simulated clusters, each its own world built from `sim`.
+    Simulated {
+        sim: Box<SimSettings>,
+        clusters: Vec<String>,
+    },
+    /// Clusters of the real platform `[platform]` names, sharing its engines.
+    Listed { clusters: Vec<ListedCluster> },
+}
+
+impl Kind {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Kind::Simulated { clusters, .. } => clusters.clone(),
+            Kind::Listed { clusters } => clusters.iter().map(|c| c.name.clone()).collect(),
+        }
+    }
+}
+
+/// Where one cluster's members live and how they are reached.
+enum World {
+    Simulated(Arc<SimWorld>),
+    Real {
+        platform: Arc<dyn Platform>,
+        patroni: Arc<dyn PatroniApi>,
+        metrics: Vec<Arc<dyn MetricsSource>>,
+    },
 }
 
 /// One cluster of the fleet, ready to run.
 struct Member {
     config: Config,
-    world: Arc<SimWorld>,
+    world: World,
     decisions: ActionLog,
     /// When its loops start after the others': a share of one tick.
     phase: Duration,
+    /// What its loops publish to the fleet's HTTP surface (`[server]`).
+    telemetry: Option<Telemetry>,
 }
 
 async fn async_main(
     args: &RunOptions,
     config: Config,
-    sim: SimSettings,
-    clusters: Vec<String>,
+    kind: Kind,
     leased: bool,
 ) -> anyhow::Result<()> {
     let (trigger, shutdown) = shutdown_channel();
-    let trace = read_trace(args, &sim)?;
+    let clusters = kind.names();
     let combined = args.decision_log.clone().map(Target::File);
     let stdout = Target::shared(Box::new(std::io::stdout()));
     let count = clusters.len();
@@ -101,17 +150,28 @@ async fn async_main(
         }
         None => None,
     };
+    let worlds = build_worlds(args, &config, &kind).await?;
+    let (start, platform_kind) = match &kind {
+        Kind::Simulated { sim, .. } => (sim.start, "simulated"),
+        // The command's edge: the one place a real fleet reads the wall clock.
+        Kind::Listed { .. } => (
+            Timestamp::from_millis(chrono::Utc::now().timestamp_millis()),
+            "docker",
+        ),
+    };
+    // Stops the HTTP server once the loops have stopped.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop_server = cancel.clone().drop_guard();
+    let server = match &config.server {
+        Some(server) => Some(FleetServer::start(server).await?),
+        None => None,
+    };
     let mut members = Vec::with_capacity(count);
-    for (i, name) in clusters.iter().enumerate() {
-        let mut own = config.clone();
-        own.cluster.name = name.clone();
-        own.cluster.state_dir = config.cluster.state_dir.join(name);
-        own.fleet = None;
-        let world = SimWorld::build(name, &sim, trace.as_deref())
-            .await
-            .with_context(|| format!("building the simulated cluster {name}"))?;
+    let mut served = Vec::new();
+    for (i, (own, world)) in worlds.into_iter().enumerate() {
+        let name = own.cluster.name.clone();
         let json = match (&combined, args.dry_run) {
-            (Some(target), _) => Some(LineSink::tagged(name, target.clone())),
+            (Some(target), _) => Some(LineSink::tagged(&name, target.clone())),
             (None, false) => {
                 std::fs::create_dir_all(&own.cluster.state_dir).with_context(|| {
                     format!(
@@ -128,16 +188,28 @@ async fn async_main(
         let mut decisions = ActionLog::new(json.map(|s| Box::new(s) as Box<dyn Write + Send>));
         if !args.quiet {
             let human = LineSink::prefixed(&format!("{name:<width$} "), stdout.clone());
-            decisions = decisions.with_human(Box::new(human), sim.start);
+            decisions = decisions.with_human(Box::new(human), start);
         }
+        let telemetry = match &server {
+            Some(server) => {
+                let t = server.cluster(&own, args.dry_run)?;
+                served.push(t.server.clone());
+                Some(t)
+            }
+            None => None,
+        };
         // Spread the clusters' first ticks evenly over one tick.
         let phase = config.run.tick.mul_f64(i as f64 / count as f64);
         members.push(Member {
             config: own,
-            world: Arc::new(world),
+            world,
             decisions,
             phase,
+            telemetry,
         });
+    }
+    if let Some(server) = server {
+        server.serve(served, &cancel);
     }
     if !args.quiet {
         let mode = if args.dry_run {
@@ -145,31 +217,50 @@ async fn async_main(
         } else {
             "acting"
         };
-        let time = match (args.run_for, &leases) {
-            (Some(d), None) => format!(", for {} of simulated time", humantime::format_duration(d)),
-            (None, None) => ", in simulated time".to_string(),
-            (Some(d), Some(_)) => format!(
-                ", for {} (real time: clusters are leased in etcd)",
+        let time = match (args.run_for, &leases, &kind) {
+            (Some(d), None, Kind::Simulated { .. }) => {
+                format!(", for {} of simulated time", humantime::format_duration(d))
+            }
+            (None, None, Kind::Simulated { .. }) => ", in simulated time".to_string(),
+            (Some(d), Some(_), _) => format!(
+                ", for {} (clusters are leased in etcd)",
                 humantime::format_duration(d)
             ),
-            (None, Some(_)) => ", in real time (clusters are leased in etcd)".to_string(),
+            (None, Some(_), _) => " (clusters are leased in etcd)".to_string(),
+            (Some(d), None, _) => format!(", for {}", humantime::format_duration(d)),
+            (None, None, _) => String::new(),
         };
         println!(
-            "# steward run: fleet of {count} clusters ({} .. {}) on the simulated platform, {mode}{time}",
+            "# steward run: fleet of {count} clusters ({} .. {}) on the {platform_kind} platform, {mode}{time}",
             clusters.first().map_or("", String::as_str),
             clusters.last().map_or("", String::as_str),
         );
     }
     stop_on(trigger, args.run_for);
-    let clock = Clock::starting_at(sim.start);
+    let clock = Clock::starting_at(start);
     let options = Options {
         dry_run: args.dry_run,
         clock,
     };
     let mut tasks = JoinSet::new();
     for member in members {
-        tokio::spawn(Arc::clone(&member.world).play());
+        if let World::Simulated(world) = &member.world {
+            tokio::spawn(Arc::clone(world).play());
+        }
         let name = member.config.cluster.name.clone();
+        if let (Some(leases), Some(telemetry)) = (&leases, &member.telemetry) {
+            if let Some(election) = leases.cluster(&name) {
+                let instance = config
+                    .lease
+                    .as_ref()
+                    .map_or_else(String::new, |l| l.instance.clone());
+                tokio::spawn(super::lease::publish(
+                    election.current(),
+                    instance,
+                    telemetry.clone(),
+                ));
+            }
+        }
         let span = tracing::info_span!("cluster", cluster = %name);
         let task = look_after(
             member,
@@ -209,6 +300,139 @@ async fn async_main(
         println!("# steward run: fleet of {count} clusters stopped");
     }
     Ok(())
+}
+
+/// Every cluster's own config (its name, its state directory under the fleet's, its Patroni
+/// URLs and balancers) and world: a simulated world each, or views of the one shared platform.
+async fn build_worlds(
+    args: &RunOptions,
+    config: &Config,
+    kind: &Kind,
+) -> anyhow::Result<Vec<(Config, World)>> {
+    let own_config = |name: &str| {
+        let mut own = config.clone();
+        own.cluster.name = name.to_string();
+        own.cluster.state_dir = config.cluster.state_dir.join(name);
+        own.fleet = None;
+        own
+    };
+    let mut out = Vec::new();
+    match kind {
+        Kind::Simulated { sim, clusters } => {
+            let trace = read_trace(args, sim)?;
+            for name in clusters {
+                let world = SimWorld::build(name, sim, trace.as_deref())
+                    .await
+                    .with_context(|| format!("building the simulated cluster {name}"))?;
+                out.push((own_config(name), World::Simulated(Arc::new(world))));
+            }
+        }
+        Kind::Listed { clusters } => {
+            let Some(PlatformSettings::Docker(docker)) = &config.platform else {
+                // Validation refuses listed clusters on any other platform.
+                bail!("a fleet of listed clusters needs [platform] kind = \"docker\"");
+            };
+            // One connection per engine, shared by every cluster's view of the platform.
+            let shared = DockerPlatform::connect((**docker).clone())
+                .await
+                .context("connecting to docker")?;
+            let seed = chrono::Utc::now().timestamp_millis() as u64;
+            for (i, c) in clusters.iter().enumerate() {
+                let mut own = own_config(&c.name);
+                own.patroni = Some(c.patroni.clone());
+                own.balancers = c.balancers.clone();
+                let patroni = PatroniClient::with_seed(&c.patroni, seed.wrapping_add(i as u64))
+                    .with_context(|| format!("setting up the patroni client of {}", c.name))?;
+                let platform = shared.for_cluster(&c.name, c.addresses.clone());
+                // The clusters share Prometheus: each asks for its own members' series.
+                let mut metrics: Vec<Arc<dyn MetricsSource>> = Vec::new();
+                if let Some(p) = &config.prometheus {
+                    let own_queries = p.for_cluster(&c.name);
+                    metrics.push(Arc::new(PrometheusClient::new(&own_queries).with_context(
+                        || format!("setting up the prometheus client of {}", c.name),
+                    )?));
+                    own.prometheus = Some(own_queries);
+                }
+                out.push((
+                    own,
+                    World::Real {
+                        platform: Arc::new(platform),
+                        patroni: Arc::new(patroni),
+                        metrics,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The fleet's one HTTP surface (`[server]`): each cluster's state, one registry, one token.
+struct FleetServer {
+    config: crate::server::ServerConfig,
+    token: Option<crate::server::BearerToken>,
+    metrics: Arc<crate::telemetry::Metrics>,
+    listener: tokio::net::TcpListener,
+}
+
+impl FleetServer {
+    /// Binds the listen address (before the clusters start, so that a port in use is said at
+    /// once).
+    async fn start(config: &crate::server::ServerConfig) -> anyhow::Result<Self> {
+        let token = config
+            .load_token(|k| std::env::var(k).ok())
+            .context("loading the api token")?;
+        let listener = crate::server::bind(config).await?;
+        Ok(FleetServer {
+            config: config.clone(),
+            token,
+            metrics: Arc::new(crate::telemetry::Metrics::new()),
+            listener,
+        })
+    }
+
+    /// One cluster's state, counting into the fleet's registry.
+    fn cluster(&self, own: &Config, dry_run: bool) -> anyhow::Result<Telemetry> {
+        let shared = crate::server::Shared::new(
+            own.cluster.name.clone(),
+            &self.config,
+            self.token.clone(),
+            Arc::clone(&self.metrics),
+            crate::telemetry::Loop::ALL.to_vec(),
+        );
+        let policy_log = if dry_run {
+            None
+        } else {
+            std::fs::create_dir_all(&own.cluster.state_dir).with_context(|| {
+                format!(
+                    "creating the state directory {}",
+                    own.cluster.state_dir.display()
+                )
+            })?;
+            Some(Arc::new(
+                crate::telemetry::DecisionLog::open(&own.cluster.state_dir)
+                    .context("opening the decision log")?,
+            ))
+        };
+        Ok(Telemetry {
+            server: shared,
+            policy_log,
+        })
+    }
+
+    /// Serves every cluster's state until `cancel`.
+    fn serve(
+        self,
+        clusters: Vec<crate::server::Shared>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) {
+        let fleet = crate::server::fleet::FleetShared::new(clusters, self.metrics, self.token);
+        tokio::spawn(crate::server::fleet::serve(
+            self.listener,
+            fleet,
+            cancel.clone(),
+        ));
+    }
 }
 
 /// Pulls `trigger` at the end of `run_for`, or on SIGTERM/SIGINT.
@@ -335,16 +559,28 @@ impl Member {
                     })?,
             )
         };
-        Ok(Ports {
-            platform: Arc::clone(&self.world.platform) as Arc<dyn Platform>,
-            patroni: Arc::clone(&self.world.patroni) as Arc<dyn PatroniApi>,
+        let (platform, patroni, metrics) = match &self.world {
             // A simulated cluster's figures come from its simulated platform.
-            metrics: Vec::new(),
-            balancers: None,
+            World::Simulated(world) => (
+                Arc::clone(&world.platform) as Arc<dyn Platform>,
+                Arc::clone(&world.patroni) as Arc<dyn PatroniApi>,
+                Vec::new(),
+            ),
+            World::Real {
+                platform,
+                patroni,
+                metrics,
+            } => (Arc::clone(platform), Arc::clone(patroni), metrics.clone()),
+        };
+        Ok(Ports {
+            platform,
+            patroni,
+            metrics,
+            balancers: self.config.balancers.as_ref().map(super::balancers::build),
             guard,
             journal,
             decisions: self.decisions.clone(),
-            telemetry: None,
+            telemetry: self.telemetry.clone(),
         })
     }
 }

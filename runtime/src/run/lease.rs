@@ -188,7 +188,7 @@ pub async fn run_elected(
         .acting
         .telemetry
         .clone()
-        .map(|t| tokio::spawn(publish(Arc::clone(&leadership), instance.to_string(), t)));
+        .map(|t| tokio::spawn(publish(leadership.current(), instance.to_string(), t)));
     let result = elect_and_run(config, &leadership, instance, &ports, clock, &mut shutdown).await;
     // Whatever ended the runs, hand the lease over now rather than one TTL later.
     match tokio::time::timeout(RESIGN_TIMEOUT, leadership.resign()).await {
@@ -378,9 +378,13 @@ pub fn lease_status(instance: &str, state: &LeaderState) -> crate::server::Lease
     }
 }
 
-/// Follows the lease state into `/status` and `/metrics`, logging each change, until aborted.
-async fn publish(leadership: Arc<dyn Leadership>, instance: String, telemetry: Telemetry) {
-    let mut states = leadership.current();
+/// Follows the lease state into `/status` and `/metrics`, logging each change, until aborted
+/// or the election stops.
+pub(super) async fn publish(
+    mut states: tokio::sync::watch::Receiver<LeaderState>,
+    instance: String,
+    telemetry: Telemetry,
+) {
     let mut was_leader = None;
     loop {
         let state = states.borrow_and_update().clone();
@@ -395,6 +399,7 @@ async fn publish(leadership: Arc<dyn Leadership>, instance: String, telemetry: T
         );
         if was_leader != Some(is_leader) {
             crate::telemetry::LeadershipChanged {
+                cluster: telemetry.server.cluster(),
                 leader: is_leader,
                 holder: status.leader.as_deref(),
             }
@@ -655,7 +660,7 @@ mod tests {
                 .metrics()
                 .encode()
                 .lines()
-                .any(|l| l == "steward_leader 1"));
+                .any(|l| l == "steward_leader{cluster=\"demo\"} 1"));
 
             // Deposed: pg-2 crashes at 25 min and nobody here touches it.
             election.set(follower_of("b"));
@@ -674,7 +679,7 @@ mod tests {
                 .metrics()
                 .encode()
                 .lines()
-                .any(|l| l == "steward_leader 0"));
+                .any(|l| l == "steward_leader{cluster=\"demo\"} 0"));
 
             // Elected again under a new token: it campaigned again, and now repairs pg-2.
             election.set(leader(9));

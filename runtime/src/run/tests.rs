@@ -916,11 +916,11 @@ async fn a_pause_from_the_api_stops_repairs_and_status_shows_the_cluster() {
     assert!(status.guards["paused"].engaged, "{:?}", status.guards);
     let metrics = shared.metrics().encode();
     assert!(
-        metrics.contains("steward_guard_state{guard=\"paused\"} 1"),
+        metrics.contains("steward_guard_state{cluster=\"demo\",guard=\"paused\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("steward_guard_state{guard=\"slot\"} 0"),
+        metrics.contains("steward_guard_state{cluster=\"demo\",guard=\"slot\"} 0"),
         "{metrics}"
     );
 }
@@ -955,11 +955,17 @@ async fn a_cluster_stuck_below_its_floor_is_an_alert_everywhere() {
             );
             let shown = status.below_floor.as_deref().unwrap_or_default();
             assert!(shown.contains("below the floor of 3"), "{status:?}");
-            assert!(metrics.contains("steward_below_floor 1"), "{metrics}");
+            assert!(
+                metrics.contains("steward_below_floor{cluster=\"demo\"} 1"),
+                "{metrics}"
+            );
         } else {
             assert!(!log.contains("below_floor"), "{log}");
             assert_eq!(status.below_floor, None);
-            assert!(metrics.contains("steward_below_floor 0"), "{metrics}");
+            assert!(
+                metrics.contains("steward_below_floor{cluster=\"demo\"} 0"),
+                "{metrics}"
+            );
         }
     }
 }
