@@ -24,13 +24,16 @@ unified=/sys/fs/cgroup/unified
 
 answers() { virsh -c "$uri" version >/dev/null 2>&1; }
 
-# The pid in pid file $1 when that process lives (a zombie does not: with no init reaping
-# orphans, a daemon that died stays one). /proc only: procps may be missing on a fresh machine.
+# The pid in pid file $1 when that process lives and is program $2 (a zombie does not live: with
+# no init reaping orphans, a daemon that died stays one; and a daemon that died long ago leaves a
+# number the kernel may have given to another process since: a containerd-shim, seen here).
+# /proc only: procps may be missing on a fresh machine.
 live_pid() {
     local pid
     pid=$(cat "$1" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/stat" ] || return 1
     [ "$(awk '{ print $3 }' "/proc/$pid/stat")" != Z ] || return 1
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 1
     echo "$pid"
 }
 
@@ -53,7 +56,7 @@ detached() {
 install_debian_packages libvirt-daemon-system libvirt-daemon-driver-lxc libvirt-clients
 
 if answers; then
-    pid=$(live_pid /run/libvirtd.pid || true)
+    pid=$(live_pid /run/libvirtd.pid libvirtd || true)
     if [ -n "$pid" ] && sees_unified "$pid" && sees_unified $$; then
         echo "libvirtd (pid $pid) answers on $uri but sees $unified: LXC domains will not start." >&2
         echo "It was started without this script; stop it (kill $pid) and run this again." >&2
@@ -64,11 +67,11 @@ if answers; then
 fi
 
 # virtlogd keeps the domains' console logs; libvirtd refuses to start a domain without it.
-if ! live_pid /run/virtlogd.pid >/dev/null; then
+if ! live_pid /run/virtlogd.pid virtlogd >/dev/null; then
     detached virtlogd
 fi
 
-if pid=$(live_pid /run/libvirtd.pid); then
+if pid=$(live_pid /run/libvirtd.pid libvirtd); then
     # Alive but not answering: starting a second one would fail on its pid file anyway.
     echo "libvirtd (pid $pid) runs but does not answer on $uri; see /var/log/libvirt/libvirtd.log" >&2
     exit 1
