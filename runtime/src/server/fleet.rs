@@ -101,6 +101,18 @@ const SERVING: [&str; 2] = ["running", "streaming"];
 
 /// What a cluster's status says about it, in one word and its reasons.
 pub fn summarize(status: &Status) -> ClusterSummary {
+    summary(status, status.paused)
+}
+
+/// Whether this process runs the cluster's loops: no lease, or this instance holds it.
+fn runs_here(status: &Status) -> bool {
+    status.lease.as_ref().is_none_or(|l| l.role == "leader")
+}
+
+/// [`summarize`] with the pause flag given apart: the stored status does not hold it (the
+/// flag is a watch channel of its own), and a fleet's summary is made under the status's read
+/// lock, without a copy of every cluster's status.
+fn summary(status: &Status, paused: bool) -> ClusterSummary {
     let leader = status
         .members
         .iter()
@@ -117,12 +129,11 @@ pub fn summarize(status: &Status) -> ClusterSummary {
         .map(|op| op.kind.as_str().to_string())
         .collect();
     let owner = status.lease.as_ref().and_then(|l| l.leader.clone());
-    let here = status.lease.as_ref().is_none_or(|l| l.role == "leader");
     let mut why = Vec::new();
-    let state = if status.paused {
+    let state = if paused {
         why.push("paused by an operator".to_string());
         ClusterState::Paused
-    } else if !here {
+    } else if !runs_here(status) {
         ClusterState::Elsewhere
     } else if status.observed_at.is_none() {
         why.push("not observed yet".to_string());
@@ -188,11 +199,10 @@ pub struct FleetStatus {
     pub by_cluster: Vec<ClusterSummary>,
 }
 
-/// Builds the summary of the given statuses.
-pub fn fleet_status(statuses: &[Status]) -> FleetStatus {
+/// The fleet's summary of its clusters' summaries.
+pub fn fleet_status(by_cluster: Vec<ClusterSummary>) -> FleetStatus {
     let mut states: BTreeMap<&'static str, usize> =
         ClusterState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    let by_cluster: Vec<ClusterSummary> = statuses.iter().map(summarize).collect();
     for c in &by_cluster {
         *states.entry(c.state.as_str()).or_default() += 1;
     }
@@ -229,10 +239,12 @@ impl FleetShared {
         }
     }
 
-    async fn statuses(&self) -> Vec<Status> {
+    /// Every cluster's summary, each made in place under its status's read lock.
+    async fn summaries(&self) -> Vec<ClusterSummary> {
         let mut out = Vec::with_capacity(self.clusters.len());
         for shared in self.clusters.values() {
-            out.push(shared.status().await);
+            let paused = shared.is_paused();
+            out.push(summary(&*shared.inner.status.read().await, paused));
         }
         out
     }
@@ -290,7 +302,7 @@ pub async fn serve(
 
 async fn status(State(fleet): State<FleetShared>, Query(which): Query<Which>) -> Response {
     match which.cluster.as_deref() {
-        None => Json(fleet_status(&fleet.statuses().await)).into_response(),
+        None => Json(fleet_status(fleet.summaries().await)).into_response(),
         Some(name) => match fleet.select(Some(name)) {
             Some(one) => Json(one[0].status().await).into_response(),
             None => fleet.unknown(name),
@@ -303,8 +315,8 @@ async fn healthz(State(fleet): State<FleetShared>) -> Response {
     let mut clusters = BTreeMap::new();
     for (name, shared) in fleet.clusters.iter() {
         // A cluster held by another instance runs no loops here.
-        let status = shared.status().await;
-        if status.lease.as_ref().is_some_and(|l| l.role != "leader") {
+        let here = runs_here(&*shared.inner.status.read().await);
+        if !here {
             clusters.insert(name.clone(), json!({"here": false}));
             continue;
         }
@@ -484,7 +496,12 @@ mod tests {
     fn the_fleet_counts_every_state_and_lists_every_cluster() {
         let mut b = healthy("b");
         b.paused = true;
-        let fleet = fleet_status(&[healthy("a"), b, healthy("c")]);
+        let fleet = fleet_status(
+            [healthy("a"), b, healthy("c")]
+                .iter()
+                .map(summarize)
+                .collect(),
+        );
         assert_eq!(fleet.clusters, 3);
         assert_eq!(fleet.states["healthy"], 2);
         assert_eq!(fleet.states["paused"], 1);
