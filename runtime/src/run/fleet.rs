@@ -393,31 +393,13 @@ impl FleetServer {
 
     /// One cluster's state, counting into the fleet's registry.
     fn cluster(&self, own: &Config, dry_run: bool) -> anyhow::Result<Telemetry> {
-        let shared = crate::server::Shared::new(
-            own.cluster.name.clone(),
+        super::start::cluster_telemetry(
             &self.config,
             self.token.clone(),
             Arc::clone(&self.metrics),
-            crate::telemetry::Loop::ALL.to_vec(),
-        );
-        let policy_log = if dry_run {
-            None
-        } else {
-            std::fs::create_dir_all(&own.cluster.state_dir).with_context(|| {
-                format!(
-                    "creating the state directory {}",
-                    own.cluster.state_dir.display()
-                )
-            })?;
-            Some(Arc::new(
-                crate::telemetry::DecisionLog::open(&own.cluster.state_dir)
-                    .context("opening the decision log")?,
-            ))
-        };
-        Ok(Telemetry {
-            server: shared,
-            policy_log,
-        })
+            own,
+            dry_run,
+        )
     }
 
     /// Serves every cluster's state until `cancel`.

@@ -297,26 +297,45 @@ async fn serve(
     dry_run: bool,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Telemetry> {
-    use crate::server;
     let token = server
         .load_token(|k| std::env::var(k).ok())
         .context("loading the api token")?;
     let metrics = Arc::new(crate::telemetry::Metrics::new());
-    let shared = server::Shared::new(
+    let telemetry = cluster_telemetry(server, token, metrics, config, dry_run)?;
+    let listener = crate::server::bind(server).await?;
+    tokio::spawn(crate::server::serve(
+        listener,
+        telemetry.server.clone(),
+        cancel.clone(),
+    ));
+    Ok(telemetry)
+}
+
+/// What one cluster's loops publish into: its state on the HTTP surface, counting into
+/// `metrics` (a fleet's clusters share one registry), and, unless a dry run, its policy
+/// decision log in its state directory.
+pub(super) fn cluster_telemetry(
+    server: &crate::server::ServerConfig,
+    token: Option<crate::server::BearerToken>,
+    metrics: Arc<crate::telemetry::Metrics>,
+    config: &Config,
+    dry_run: bool,
+) -> anyhow::Result<Telemetry> {
+    let state_dir = &config.cluster.state_dir;
+    let shared = crate::server::Shared::new(
         config.cluster.name.clone(),
         server,
         token,
         metrics,
         crate::telemetry::Loop::ALL.to_vec(),
     );
-    let listener = server::bind(server).await?;
-    tokio::spawn(server::serve(listener, shared.clone(), cancel.clone()));
     let policy_log = if dry_run {
         None
     } else {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
         Some(Arc::new(
-            crate::telemetry::DecisionLog::open(&config.cluster.state_dir)
-                .context("opening the decision log")?,
+            crate::telemetry::DecisionLog::open(state_dir).context("opening the decision log")?,
         ))
     };
     Ok(Telemetry {
