@@ -130,22 +130,6 @@ impl RawConfig {
     /// Checks everything and returns every problem at once.
     pub fn validate(self) -> Result<Config, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        // Checked first (it reads other sections before they are moved), filed after them.
-        let fleet = self.fleet.as_ref().map(|f| {
-            f.validate(crate::run::config::FleetContext {
-                cluster_name: &self.cluster.name,
-                platform: self.platform.as_ref().map(|p| p.kind),
-                patroni: self.patroni.as_ref(),
-                balancers: self.balancers.is_some(),
-                adopts: self
-                    .platform
-                    .as_ref()
-                    .and_then(|p| p.docker.as_ref())
-                    .and_then(|d| d.get("adopt"))
-                    .and_then(|a| a.as_array())
-                    .is_some_and(|a| !a.is_empty()),
-            })
-        });
         // A listed fleet's clusters name their own Patroni URLs; `[patroni]` then holds what they
         // share (credentials, timeouts, TLS), checked here with the first cluster's URLs.
         let listed = self.fleet.as_ref().filter(|f| f.is_listed());
@@ -165,6 +149,30 @@ impl RawConfig {
             }
             _ => self.patroni.clone(),
         };
+        // Checked here, filed in its place below: the fleet's clusters take what it shares.
+        let patroni_checked = patroni_section.as_ref().map(|p| {
+            p.validate().map_err(|e| match listed {
+                // The URLs' errors are the cluster entries' (reported under `fleet`).
+                Some(_) => e.without_path_prefix("urls"),
+                None => e,
+            })
+        });
+        // Checked before the sections it reads are moved, filed after them.
+        let fleet = self.fleet.as_ref().map(|f| {
+            f.validate(crate::run::config::FleetContext {
+                cluster_name: &self.cluster.name,
+                platform: self.platform.as_ref().map(|p| p.kind),
+                patroni: patroni_checked.as_ref().and_then(|r| r.as_ref().ok()),
+                balancers: self.balancers.is_some(),
+                adopts: self
+                    .platform
+                    .as_ref()
+                    .and_then(|p| p.docker.as_ref())
+                    .and_then(|d| d.get("adopt"))
+                    .and_then(|a| a.as_array())
+                    .is_some_and(|a| !a.is_empty()),
+            })
+        });
         let cluster = self.cluster.validate(&mut errors);
         let policy = match self.policy.validate() {
             Ok(p) => Some(p),
@@ -173,17 +181,7 @@ impl RawConfig {
                 None
             }
         };
-        let patroni = section(
-            &mut errors,
-            "patroni",
-            patroni_section.as_ref().map(|p| {
-                p.validate().map_err(|e| match listed {
-                    // The URLs' errors are the cluster entries' (reported under `fleet`).
-                    Some(_) => e.without_path_prefix("urls"),
-                    None => e,
-                })
-            }),
-        );
+        let patroni = section(&mut errors, "patroni", patroni_checked);
         let prometheus = section(
             &mut errors,
             "prometheus",

@@ -121,6 +121,30 @@ pub struct PatroniSettings {
 }
 
 impl PatroniSettings {
+    /// These settings for other members' URLs (a fleet's cluster: its own URLs, the shared
+    /// credentials and timeouts), the URLs checked as `validate` checks them, errors at `urls`
+    /// and `urls[i]`. No secret is read again.
+    pub fn for_urls(&self, urls: &[String]) -> Result<PatroniSettings, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        if urls.is_empty() {
+            errors.push(
+                "urls",
+                "give at least one member's REST API URL, e.g. http://127.0.0.11:8008",
+            );
+        }
+        let mut checked = Vec::with_capacity(urls.len());
+        for (i, u) in urls.iter().enumerate() {
+            match check_url(u) {
+                Ok(u) => checked.push(u),
+                Err(msg) => errors.push(format!("urls[{i}]"), msg),
+            }
+        }
+        errors.into_result(PatroniSettings {
+            urls: checked,
+            ..self.clone()
+        })
+    }
+
     /// Settings with every default, for the given URLs (used by `steward observe --patroni`).
     pub fn with_urls(urls: Vec<String>) -> Result<PatroniSettings, ConfigErrors> {
         PatroniConfig {

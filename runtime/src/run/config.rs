@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use steward_adapters::patroni::{PatroniConfig, PatroniSettings};
+use steward_adapters::patroni::PatroniSettings;
 use steward_adapters::platform::docker::{DockerConfig, RawDockerConfig};
 use steward_adapters::platform::kubernetes::{KubernetesConfig, KubernetesConfigRaw};
 use steward_adapters::platform::libvirt::{LibvirtConfig, LibvirtConfigRaw};
@@ -748,8 +748,9 @@ pub struct FleetContext<'a> {
     pub cluster_name: &'a str,
     /// `[platform] kind`, when there is a `[platform]`.
     pub platform: Option<PlatformKind>,
-    /// `[patroni]`, when present: what every listed cluster shares but its URLs.
-    pub patroni: Option<&'a PatroniConfig>,
+    /// `[patroni]` validated, when present and valid: what every listed cluster shares but its
+    /// URLs (without it, the defaults).
+    pub patroni: Option<&'a PatroniSettings>,
     /// Whether `[balancers]` is present (a fleet's balancers are per cluster).
     pub balancers: bool,
     /// Whether `[platform.docker]` has adoption rules (not shared by a fleet's clusters).
@@ -869,7 +870,7 @@ impl RawFleetConfig {
                 ),
             );
         }
-        let shared = context.patroni.cloned().unwrap_or_default();
+        let shared = context.patroni.cloned();
         let mut seen = std::collections::BTreeSet::new();
         // Which cluster each address went to, to refuse pools that overlap.
         let mut pools: std::collections::BTreeMap<std::net::Ipv4Addr, usize> = Default::default();
@@ -881,40 +882,23 @@ impl RawFleetConfig {
             } else if !seen.insert(c.name.as_str()) {
                 errors.push(at("name"), format!("`{}` is listed twice", c.name));
             }
-            let patroni = if c.patroni_urls.is_empty() {
-                errors.push(
-                    at("patroni_urls"),
-                    "at least one Patroni REST URL is required",
-                );
-                None
-            } else {
-                let own = PatroniConfig {
-                    urls: c.patroni_urls.clone(),
-                    ..shared.clone()
-                };
-                match own.validate() {
-                    Ok(settings) => Some(settings),
-                    Err(e) => {
-                        // The URLs are this entry's; an error in the rest is `[patroni]`'s,
-                        // reported once under that section.
-                        let mut own_errors = 0;
-                        for fe in e.iter() {
-                            if let Some(rest) = fe.path.strip_prefix("urls") {
-                                errors.push(
-                                    format!("cluster[{i}].patroni_urls{rest}"),
-                                    fe.message.clone(),
-                                );
-                                own_errors += 1;
-                            }
-                        }
-                        if own_errors == 0 {
-                            errors.push(
-                                at("patroni_urls"),
-                                "[patroni] is not valid (see its errors)",
-                            );
-                        }
-                        None
+            // The URLs are this entry's; `[patroni]`'s own errors are reported under it.
+            let own = match &shared {
+                Some(shared) => shared.for_urls(&c.patroni_urls),
+                // No `[patroni]`: every default (no secret to read).
+                None => PatroniSettings::with_urls(c.patroni_urls.clone()),
+            };
+            let patroni = match own {
+                Ok(settings) => Some(settings),
+                Err(e) => {
+                    for fe in e.iter() {
+                        let rest = fe.path.strip_prefix("urls").unwrap_or_default();
+                        errors.push(
+                            format!("cluster[{i}].patroni_urls{rest}"),
+                            fe.message.clone(),
+                        );
                     }
+                    None
                 }
             };
             let mut addresses = Vec::new();
@@ -1046,6 +1030,7 @@ mod balancers_tests {
 #[cfg(test)]
 mod fleet_tests {
     use super::*;
+    use steward_adapters::patroni::PatroniConfig;
 
     fn context(platform: Option<PlatformKind>) -> FleetContext<'static> {
         FleetContext {
@@ -1152,10 +1137,14 @@ mod fleet_tests {
             ),
             b,
         ]);
+        // `[patroni]` as validated (with the first cluster's URLs, as the whole config does).
         let shared = PatroniConfig {
+            urls: vec!["http://10.1.0.11:8008".into()],
             timeout: Duration::from_secs(3),
             ..PatroniConfig::default()
-        };
+        }
+        .validate()
+        .unwrap();
         let ctx = FleetContext {
             patroni: Some(&shared),
             ..context(Some(PlatformKind::Docker))
