@@ -35,7 +35,9 @@ use crate::http::{
 };
 
 mod answer;
-use answer::{Answer, Data, Kind, Streamed};
+mod scan;
+use answer::{Answer, Data};
+use scan::{Kind, Streamed};
 pub use steward_model::ports::metrics::{
     Metric, MetricReading, MetricsError, MetricsSource, Reading,
 };
@@ -626,6 +628,24 @@ impl PrometheusClient {
         })
     }
 
+    /// A body the scanner refused, as a [`PrometheusError::Decode`]: serde_json's error where
+    /// it refuses the body too (the message users know, with its line and column), else the
+    /// scanner's own with its position (the two agree on what they refuse: `scan`'s tests).
+    fn scan_error(&self, metric: Metric, body: &[u8], e: &scan::ScanError) -> PrometheusError {
+        let source = answer::decode(body).err().unwrap_or_else(|| {
+            let (line, column) = e.position(body);
+            <serde_json::Error as serde::de::Error>::custom(format_args!(
+                "{} at line {line} column {column}",
+                e.what
+            ))
+        });
+        PrometheusError::Decode {
+            metric: metric.as_str(),
+            url: self.url.clone(),
+            source,
+        }
+    }
+
     /// Decodes a 2xx body into its data; an `"status": "error"` answer is an API error.
     fn data<'a>(&self, metric: Metric, body: &'a [u8]) -> Result<Data<'a>, PrometheusError> {
         let decoded = answer::decode(body).map_err(|source| PrometheusError::Decode {
@@ -794,11 +814,11 @@ impl PrometheusClient {
             let Some(s) = sample else { return };
             each(key, judge(s.value, s.at_secs, now, self.max_age));
         };
-        let streamed = match answer::each_instant(&body, &q.label, &mut hand) {
+        let streamed = match scan::each_instant(&body, &q.label, &mut hand) {
             Ok(s) if s.kind != Some(Kind::Unordered) => s,
-            // An answer in an unusual order, or one that does not decode: decoded whole, as
-            // before streaming, so that what is accepted and each error stay the same.
-            _ => {
+            // `result` before `resultType` (not Prometheus' order; nothing was handed over):
+            // decoded whole.
+            Ok(_) => {
                 return match self.data(metric, &body)? {
                     Data::Vector(v) => {
                         for series in v {
@@ -813,6 +833,7 @@ impl PrometheusClient {
                     }),
                 };
             }
+            Err(e) => return Err(self.scan_error(metric, &body, &e)),
         };
         match streamed {
             Streamed {
