@@ -273,37 +273,23 @@ async fn build_fleet(
     stages.push(("platforms + patroni answers", status_kb("VmRSS")));
     // One config shared by all, as `steward run`'s fleet does (its clusters share `Config::scaler`).
     let shared = Arc::new(ScalerConfig::default());
-    let scalers: Vec<Scaler> = (0..clusters)
-        .map(|_| Scaler::new(Arc::clone(&shared)))
-        .collect();
-    stages.push(("scalers", status_kb("VmRSS")));
-    let repairers: Vec<(Repairer, Coordinator)> = parts
-        .iter()
-        .map(|(name, ..)| {
-            let config = RepairConfig::default();
-            let coordinator = Coordinator::new(config.guards.clone());
-            (Repairer::new(name.clone(), config), coordinator)
-        })
-        .collect();
-    stages.push(("repairers", status_kb("VmRSS")));
     let fleet = parts
         .into_iter()
-        .zip(scalers)
-        .zip(repairers)
-        .map(
-            |(((name, platform, patroni, leader_status), scaler), (repairer, coordinator))| {
-                Cluster {
-                    name,
-                    platform,
-                    patroni,
-                    leader_status,
-                    scaler,
-                    repairer,
-                    coordinator,
-                }
-            },
-        )
+        .map(|(name, platform, patroni, leader_status)| {
+            let config = RepairConfig::default();
+            let coordinator = Coordinator::new(config.guards.clone());
+            Cluster {
+                repairer: Repairer::new(name.clone(), config),
+                coordinator,
+                scaler: Scaler::new(Arc::clone(&shared)),
+                name,
+                platform,
+                patroni,
+                leader_status,
+            }
+        })
         .collect();
+    stages.push(("scalers, repairers", status_kb("VmRSS")));
     (fleet, stages)
 }
 
