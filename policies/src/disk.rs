@@ -42,11 +42,29 @@ const MIN_SPAN_SHARE: f64 = 0.25;
 /// faster loses the oldest samples first (the regression then spans less than the window).
 const MAX_SAMPLES: usize = 10_000;
 
+/// One remembered figure: 24 bytes. A fleet keeps an hour of them per cluster (360 at a 10 s
+/// tick): with the WAL figure an `Option<f64>` (32 bytes) they were most of what a fleet's
+/// memory grows by once the windows fill (benches/fleet.rs at 380 ticks).
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     at: Timestamp,
     used: f64,
-    wal: Option<f64>,
+    /// The WAL's bytes, NaN when there was no figure ([`Sample::wal`]).
+    wal_or_nan: f64,
+}
+
+impl Sample {
+    fn new(at: Timestamp, used: f64, wal: Option<f64>) -> Self {
+        Sample {
+            at,
+            used,
+            wal_or_nan: wal.filter(|w| w.is_finite()).unwrap_or(f64::NAN),
+        }
+    }
+
+    fn wal(&self) -> Option<f64> {
+        Some(self.wal_or_nan).filter(|w| !w.is_nan())
+    }
 }
 
 /// The disk policy of one role.
@@ -308,18 +326,14 @@ impl DiskPolicy {
     /// [`MAX_SAMPLES`], none older than the regression window) and forgets changes older than a
     /// day (the budget's window).
     fn remember(&mut self, now: Timestamp, used_now: f64, wal_now: Option<f64>) {
-        let cfg = &self.config;
         if self.samples.back().is_none_or(|s| s.at <= now) {
             if self.samples.len() >= MAX_SAMPLES {
                 self.samples.pop_front();
             }
-            self.samples.push_back(Sample {
-                at: now,
-                used: used_now,
-                wal: wal_now,
-            });
+            self.make_room(now);
+            self.samples.push_back(Sample::new(now, used_now, wal_now));
         }
-        let horizon_start = now - cfg.regression_window;
+        let horizon_start = now - self.config.regression_window;
         while self.samples.front().is_some_and(|s| s.at < horizon_start) {
             self.samples.pop_front();
         }
@@ -327,6 +341,29 @@ impl DiskPolicy {
         while self.changes.front().is_some_and(|t| *t <= day_start) {
             self.changes.pop_front();
         }
+    }
+
+    /// Before a push into a full history: room as a `VecDeque` grows it (doubling), but never
+    /// beyond what the regression window holds at the pace of the last two samples, plus a
+    /// tenth (an hour at a 10 s tick is 361 samples, which doubling gives 512 places). A faster
+    /// pace later grows it again.
+    fn make_room(&mut self, now: Timestamp) {
+        let len = self.samples.len();
+        let Some(last) = self.samples.back().map(|s| s.at) else {
+            return;
+        };
+        if len < self.samples.capacity() || len < 2 {
+            return;
+        }
+        let step = now.since(last).as_secs_f64();
+        if step <= 0.0 {
+            return;
+        }
+        let expected = self.config.regression_window.as_secs_f64() / step * 1.1 + 2.0;
+        let wanted = (expected.ceil() as usize)
+            .min(len * 2)
+            .clamp(len + 1, MAX_SAMPLES);
+        self.samples.reserve_exact(wanted - len);
     }
 
     /// Where the disk stands and where it is going, from the remembered samples.
@@ -344,7 +381,7 @@ impl DiskPolicy {
         let wal_slope = slope(
             self.samples
                 .iter()
-                .filter_map(|s| s.wal.map(|w| (s.at.as_secs_f64() - t0, w))),
+                .filter_map(|s| s.wal().map(|w| (s.at.as_secs_f64() - t0, w))),
             min_span,
         );
         let growth = used_slope.filter(|s| *s > 0.0);
@@ -480,6 +517,31 @@ mod tests {
             ));
         }
         last.unwrap()
+    }
+
+    #[test]
+    fn an_hour_of_history_takes_the_room_it_needs_not_a_doubling() {
+        // The default regression window (1 h) at a 10 s tick: 361 samples kept.
+        let mut p = policy();
+        for t in 0..=720 {
+            let now = Timestamp::from_secs(t * 10);
+            let wal = (t % 2 == 0).then_some(GIB);
+            p.decide(
+                now,
+                &[fig(5.0 * GIB, now)],
+                &[wal.and_then(|w| fig(w, now))],
+                20.0 * GIB,
+            );
+        }
+        assert_eq!(p.samples.len(), 361);
+        let room = p.samples.capacity();
+        assert!(
+            (361..=400).contains(&room),
+            "room for {room} samples (doubling gives 512)"
+        );
+        // The WAL figure is kept where there was one, and only there.
+        let kept: Vec<Option<f64>> = p.samples.iter().rev().take(2).map(Sample::wal).collect();
+        assert_eq!(kept, [Some(GIB), None]);
     }
 
     #[test]
