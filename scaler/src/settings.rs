@@ -259,11 +259,10 @@ impl SettingsConfig {
     }
 
     /// `shared_buffers` for a member of `size`, in bytes (whole megabytes, as it is written).
+    /// Computed alone: the scaler asks it on every observation, and the whole settings map
+    /// took seven allocations a tick per cluster (benches/fleet.rs).
     pub fn shared_buffers_for(&self, size: &Size) -> f64 {
-        match self.settings_for(size).get("shared_buffers") {
-            Some(ParamValue::Megabytes(mb)) => (mb * MIB) as f64,
-            _ => 0.0,
-        }
+        (megabytes(size.memory_bytes as f64 * self.shared_buffers_ratio) * MIB) as f64
     }
 
     /// The restart-only diff of a cache retune: `shared_buffers` to its share of `size`.
@@ -370,6 +369,27 @@ mod tests {
     use super::*;
 
     const GIB: u64 = 1024 * MIB;
+
+    #[test]
+    fn shared_buffers_alone_is_what_the_settings_write() {
+        let config = SettingsConfig::default();
+        for memory_bytes in [0, 1, MIB - 1, MIB, 3 << 30, (4 << 30) + 12345, 1 << 40] {
+            let size = Size {
+                cpus: 2.0,
+                memory_bytes,
+                disk_bytes: 10 << 30,
+            };
+            let written = match config.settings_for(&size).get("shared_buffers") {
+                Some(ParamValue::Megabytes(mb)) => (mb * MIB) as f64,
+                other => panic!("shared_buffers written as {other:?}"),
+            };
+            assert_eq!(
+                config.shared_buffers_for(&size),
+                written,
+                "{memory_bytes} bytes"
+            );
+        }
+    }
 
     #[test]
     fn defaults_follow_pgtune() {
