@@ -589,6 +589,9 @@ struct LeanLabels<'a> {
     cluster: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     member: Option<Cow<'a, str>>,
+    /// The slots' query is keyed by slot.
+    #[serde(borrow, default)]
+    slot_name: Option<Cow<'a, str>>,
 }
 
 /// [`Fetch::Lean`]: the same queries, parsed and filed per cluster in one pass.
@@ -616,8 +619,12 @@ async fn lean_fetch(s: &Setup, now: Timestamp) -> Vec<BTreeMap<Metric, MetricRea
             serde_json::from_slice(&body).expect("a Prometheus query answer");
         assert_eq!(answer.data.result_type, "vector");
         for series in answer.data.result {
-            let (Some(cluster), Some(member)) = (series.metric.cluster, series.metric.member)
-            else {
+            let key = if metric.is_per_member() {
+                series.metric.member
+            } else {
+                series.metric.slot_name
+            };
+            let (Some(cluster), Some(member)) = (series.metric.cluster, key) else {
                 continue; // not attributable to a member of a cluster
             };
             let Some(&c) = s.cluster_index.get(cluster.as_ref()) else {
@@ -654,7 +661,7 @@ fn env_usize(key: &str, default: usize) -> usize {
 struct Setup {
     fleet: Vec<Cluster>,
     client: PrometheusClient,
-    /// Member name -> cluster position, for [`split`].
+    /// Member (and slot) name -> cluster position, for [`split`].
     index: HashMap<String, usize>,
     /// Cluster name -> position, for [`lean_fetch`].
     cluster_index: HashMap<String, usize>,
@@ -671,8 +678,15 @@ async fn setup(clusters: usize) -> Setup {
     let (fleet, mut stages) = build_fleet(clusters, &clock).await;
     let cluster_index: HashMap<String, usize> =
         (0..clusters).map(|c| (cluster_name(c), c)).collect();
+    // Series come under a member's name, or for the slots' query under its slot's name.
+    let keys = |c: usize| {
+        let members = (0..MEMBERS).map(move |m| member_name(c, m));
+        members
+            .clone()
+            .chain(members.map(|m| steward_policies::slots::slot_name(&m)))
+    };
     let index: HashMap<String, usize> = (0..clusters)
-        .flat_map(|c| (0..MEMBERS).map(move |m| (member_name(c, m), c)))
+        .flat_map(|c| keys(c).map(move |k| (k, c)))
         .collect();
     // The server must recognise the client's queries: both come from the default settings
     // (the URL here only passes validation; the real one is known once the server is bound).
@@ -691,10 +705,7 @@ async fn setup(clusters: usize) -> Setup {
     let settings = PrometheusSettings::with_url(&format!("http://{addr}")).expect("a valid url");
     let client = PrometheusClient::new(&settings).expect("the client builds");
     // Rows in fleet order: the order the answers list their series in.
-    let table = FleetReadings::new(
-        &client.metrics(),
-        (0..clusters).map(|c| (0..MEMBERS).map(move |m| member_name(c, m))),
-    );
+    let table = FleetReadings::new(&client.metrics(), (0..clusters).map(keys));
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(settings.timeout)
@@ -869,6 +880,23 @@ async fn check() {
             assert_ne!(cpu(ma), cpu(mb), "values move between ticks");
             assert_eq!(mb.streaming, if m == 0 { None } else { Some(true) });
         }
+        // Every member's slot, tied to its member (the slots' series are keyed by slot).
+        let slots: Vec<(String, Option<&str>)> = b
+            .slots
+            .iter()
+            .map(|s| (s.name.clone(), s.member.as_deref()))
+            .collect();
+        let want: Vec<(String, Option<&str>)> = b
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    steward_policies::slots::slot_name(&m.name),
+                    Some(m.name.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(slots, want, "the slots of {}", b.cluster);
     }
     println!("fleet bench check: ok ({clusters} clusters, 4 ticks, three fetch paths)");
 }

@@ -2,8 +2,8 @@
 //!
 //! What it is: a fleet asks each query once for all its clusters, so one answer holds a series
 //! per member of every cluster (30,000 for 10,000 clusters of 3). [`FleetReadings`] has one row
-//! per key a cluster expects (its members' names, copied once when the table is built, not per
-//! answer) and one cell per row and metric. [`FleetReadings::file`] puts a series' reading in its
+//! per key a cluster expects (its members' names, and its slots' names for the slots' query,
+//! copied once when the table is built, not per answer) and one cell per row and metric. [`FleetReadings::file`] puts a series' reading in its
 //! cell, finding the row by the key borrowed from the answer; a cluster's share,
 //! [`FleetReadings::cluster`], is what [`super::assemble::assemble_with`] reads. A pass clears
 //! the cells and fills them again: nothing is allocated per series, per cluster or per pass.
@@ -52,6 +52,11 @@ pub struct FleetReadings {
     /// The row the next series is expected in: an answer lists its series in the same order
     /// pass after pass, so a comparison with one key usually spares the hash lookup.
     next: usize,
+    /// Rows skipped at the last miss of `next`: a cluster's rows hold the keys of every
+    /// query (its members' names, then its slots' names), so an answer keyed by member moves
+    /// from one cluster's last member to the next cluster's first member over the slot rows
+    /// between them, the same number every time; trying that jump spares the hash lookup.
+    jump: usize,
 }
 
 impl FleetReadings {
@@ -87,6 +92,7 @@ impl FleetReadings {
             keys,
             clusters: ranges,
             next: 0,
+            jump: 0,
         }
     }
 
@@ -108,6 +114,7 @@ impl FleetReadings {
         self.cells.fill(None);
         self.asked.fill(Asked::No);
         self.next = 0;
+        self.jump = 0;
     }
 
     /// Files one series of `metric`'s answer: `reading` under `key`. False when no cluster
@@ -117,10 +124,15 @@ impl FleetReadings {
             return false;
         };
         self.asked[column] = Asked::Series;
-        let row = match self.keys.get(self.next) {
-            Some(k) if k == key => self.next,
+        let jumped = self.next + self.jump;
+        let row = match (self.keys.get(self.next), self.keys.get(jumped)) {
+            (Some(k), _) if k == key => self.next,
+            (_, Some(k)) if k == key => jumped,
             _ => match self.index.get(key) {
-                Some(&row) => row,
+                Some(&row) => {
+                    self.jump = row.saturating_sub(self.next);
+                    row
+                }
                 None => return false,
             },
         };
@@ -220,6 +232,58 @@ mod tests {
 
     fn names(c: &str) -> Vec<String> {
         (1..=2).map(|m| format!("{c}-{m}")).collect()
+    }
+
+    /// A cluster's rows hold its members' and its slots' names: each answer, in the fleet's
+    /// order, lands in its own rows (the jump over the other query's rows), and the slots in
+    /// the slots' column only.
+    #[test]
+    fn answers_keyed_by_member_and_by_slot_land_in_their_rows() {
+        let metrics = [Metric::CpuUsed, Metric::SlotWalBytes];
+        let keys = |c: &str| {
+            let mut k = names(c);
+            k.extend(names(c).iter().map(|n| n.replace('-', "_")));
+            k
+        };
+        let mut t = FleetReadings::new(&metrics, ["a", "b", "c"].map(keys));
+        for pass in 0..2 {
+            t.clear();
+            for metric in metrics {
+                t.answered(metric);
+                for (i, c) in ["a", "b", "c"].iter().enumerate() {
+                    for (m, key) in names(c).iter().enumerate() {
+                        let key = if metric == Metric::CpuUsed {
+                            key.clone()
+                        } else {
+                            key.replace('-', "_")
+                        };
+                        let v = (pass * 100 + i * 10 + m) as f64;
+                        assert!(t.file(metric, &key, fresh(v)), "{key}");
+                    }
+                }
+            }
+            for (i, c) in ["a", "b", "c"].iter().enumerate() {
+                let share = t.cluster(i);
+                for (m, key) in names(c).iter().enumerate() {
+                    let v = (pass * 100 + i * 10 + m) as f64;
+                    assert_eq!(share.reading(Metric::CpuUsed, key), Some(&fresh(v)));
+                    assert_eq!(share.reading(Metric::SlotWalBytes, key), None);
+                }
+                let slots: Vec<(&str, f64)> = share
+                    .slots()
+                    .expect("slots")
+                    .into_iter()
+                    .map(|(k, r)| (k, r.fresh().expect("fresh").value))
+                    .collect();
+                let want: Vec<(String, f64)> = names(c)
+                    .iter()
+                    .enumerate()
+                    .map(|(m, n)| (n.replace('-', "_"), (pass * 100 + i * 10 + m) as f64))
+                    .collect();
+                let want: Vec<(&str, f64)> = want.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                assert_eq!(slots, want, "the slots of {c}");
+            }
+        }
     }
 
     #[test]
