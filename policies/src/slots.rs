@@ -41,6 +41,43 @@ pub fn slot_name(member: &str) -> String {
     out
 }
 
+/// Whether `slot` is the slot Patroni keeps for `member` (`slot_name(member) == slot`), without
+/// writing the name out for an ASCII member: an observation ties its leader's slots to its
+/// members on every tick (a fleet: two allocations per member and tick for the name alone). A
+/// member named in other scripts is compared through [`slot_name`] (lower-casing beyond ASCII
+/// depends on context).
+pub fn is_slot_of(slot: &str, member: &str) -> bool {
+    if !member.is_ascii() {
+        return slot_name(member) == slot;
+    }
+    let want = slot.as_bytes();
+    let mut at = 0;
+    // Compares the next byte of the name; false once it differs. Past 63 bytes the name is cut.
+    let mut next = |b: u8| {
+        if at >= 63 {
+            return true;
+        }
+        let same = want.get(at) == Some(&b);
+        at += 1;
+        same
+    };
+    for b in member.bytes().map(|b| b.to_ascii_lowercase()) {
+        let same = match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'_' => next(b),
+            b'-' | b'.' => next(b'_'),
+            other => {
+                let code = u32::from(other);
+                let digits = [code / 1000, code / 100 % 10, code / 10 % 10, code % 10];
+                next(b'u') && digits.iter().all(|&d| next(b'0' + d as u8))
+            }
+        };
+        if !same {
+            return false;
+        }
+    }
+    at == want.len()
+}
+
 /// Why nobody reads a slot's WAL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -241,6 +278,25 @@ mod tests {
     use steward_model::Timestamp;
 
     const MIB: f64 = 1024.0 * 1024.0;
+
+    proptest::proptest! {
+        /// `is_slot_of` says what comparing with `slot_name` says, for members of any script
+        /// and length, and slots that are, nearly are, or are not theirs.
+        #[test]
+        fn is_slot_of_agrees_with_slot_name(
+            member in "[a-zA-Z0-9_.@ -]{0,70}|.{0,8}",
+            other in "[a-z0-9_]{0,66}",
+            cut in 0usize..70,
+        ) {
+            let name = slot_name(&member);
+            proptest::prop_assert!(is_slot_of(&name, &member));
+            let shorter = &name[..cut.min(name.len())];
+            proptest::prop_assert_eq!(is_slot_of(shorter, &member), shorter == name);
+            let longer = format!("{name}x");
+            proptest::prop_assert!(!is_slot_of(&longer, &member));
+            proptest::prop_assert_eq!(is_slot_of(&other, &member), other == name);
+        }
+    }
 
     #[test]
     fn slot_names_follow_patroni() {

@@ -27,7 +27,7 @@ use steward_model::observation::{
 use steward_model::ports::platform::PlatformMember;
 use steward_model::record::MemberRecord;
 use steward_model::{Role, Timestamp};
-use steward_policies::slots::slot_name;
+use steward_policies::slots::is_slot_of;
 
 /// What the sources answered in one pass.
 #[derive(Clone, Debug, Default)]
@@ -221,7 +221,6 @@ fn slots(
     let Some(readings) = metrics.slots() else {
         return Vec::new();
     };
-    let by_slot: BTreeMap<String, &str> = names.iter().map(|n| (slot_name(n), *n)).collect();
     readings
         .into_iter()
         .filter_map(|(slot, r)| {
@@ -236,7 +235,13 @@ fn slots(
             Some(SlotObservation {
                 name: slot.to_string(),
                 wal_bytes,
-                member: by_slot.get(slot).map(|m| m.to_string()),
+                // The last name the slot could be, as a map from slot to name built in
+                // order would keep.
+                member: names
+                    .iter()
+                    .rev()
+                    .find(|n| is_slot_of(slot, n))
+                    .map(|m| m.to_string()),
             })
         })
         .collect()
