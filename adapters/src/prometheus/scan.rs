@@ -213,7 +213,7 @@ impl<'a> Scanner<'a> {
     /// The next key of an open object, or `None` at its end (consumed). `first` is true until
     /// the first key is read.
     fn key(&mut self, first: &mut bool) -> Result<Option<Cow<'a, str>>, ScanError> {
-        if !self.member(first, "expected `,` or `}` in an object")? {
+        if !self.another(b'}', first)? {
             return Ok(None);
         }
         let key = self.string()?;
@@ -223,7 +223,7 @@ impl<'a> Scanner<'a> {
 
     /// [`Self::key`] for an object being skipped: the key is skipped too.
     fn skip_key(&mut self, first: &mut bool) -> Result<bool, ScanError> {
-        if !self.member(first, "expected `,` or `}` in an object")? {
+        if !self.another(b'}', first)? {
             return Ok(false);
         }
         if self.peek() != Some(b'"') {
@@ -234,32 +234,17 @@ impl<'a> Scanner<'a> {
         Ok(true)
     }
 
-    /// Whether an open object has another member (the `,` before it consumed), or ends here
-    /// (the `}` consumed).
-    fn member(&mut self, first: &mut bool, what: &'static str) -> Result<bool, ScanError> {
+    /// Whether an open object (`close` is `}`) or list (`]`) has another entry (the `,` before
+    /// it consumed), or ends here (`close` consumed). `first` is true until the first entry.
+    fn another(&mut self, close: u8, first: &mut bool) -> Result<bool, ScanError> {
         match self.peek() {
-            Some(b'}') => {
+            Some(b) if b == close => {
                 self.at += 1;
                 return Ok(false);
             }
             Some(b',') if !*first => self.at += 1,
             _ if *first => {}
-            _ => return Err(self.error(what)),
-        }
-        *first = false;
-        Ok(true)
-    }
-
-    /// Whether an open array has another element (the `,` before it consumed), or ends here
-    /// (the `]` consumed).
-    fn element(&mut self, first: &mut bool) -> Result<bool, ScanError> {
-        match self.peek() {
-            Some(b']') => {
-                self.at += 1;
-                return Ok(false);
-            }
-            Some(b',') if !*first => self.at += 1,
-            _ if *first => {}
+            _ if close == b'}' => return Err(self.error("expected `,` or `}` in an object")),
             _ => return Err(self.error("expected `,` or `]` in a list")),
         }
         *first = false;
@@ -473,7 +458,7 @@ impl<'a> Scanner<'a> {
             Some(b'[') => {
                 self.at += 1;
                 let mut first = true;
-                while self.element(&mut first)? {
+                while self.another(b']', &mut first)? {
                     self.skip(depth + 1)?;
                 }
                 Ok(())
@@ -591,7 +576,7 @@ impl<'a> Scanner<'a> {
     {
         self.expect(b'[', "expected a vector's list of series")?;
         let mut first = true;
-        while self.element(&mut first)? {
+        while self.another(b']', &mut first)? {
             let (found, value) = self.series(label, "value")?;
             each(found.as_deref(), value.flatten());
         }
@@ -602,7 +587,7 @@ impl<'a> Scanner<'a> {
     fn matrix(&mut self) -> Result<(), ScanError> {
         self.expect(b'[', "expected a matrix's list of series")?;
         let mut first = true;
-        while self.element(&mut first)? {
+        while self.another(b']', &mut first)? {
             self.series("", "values")?;
         }
         Ok(())
@@ -662,7 +647,7 @@ impl<'a> Scanner<'a> {
     fn samples(&mut self) -> Result<(), ScanError> {
         self.expect(b'[', "expected a list of samples")?;
         let mut first = true;
-        while self.element(&mut first)? {
+        while self.another(b']', &mut first)? {
             self.sample()?;
         }
         Ok(())
