@@ -260,7 +260,7 @@ impl SettingsConfig {
 
     /// `shared_buffers` for a member of `size`, in bytes (whole megabytes, as it is written).
     /// Computed alone: the scaler asks it on every observation, and the whole settings map
-    /// took seven allocations a tick per cluster (benches/fleet.rs).
+    /// took eight allocations a tick per cluster (benches/fleet.rs).
     pub fn shared_buffers_for(&self, size: &Size) -> f64 {
         (megabytes(size.memory_bytes as f64 * self.shared_buffers_ratio) * MIB) as f64
     }
