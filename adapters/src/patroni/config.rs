@@ -120,27 +120,35 @@ pub struct PatroniSettings {
     pub tls: TlsSettings,
 }
 
+/// The members' REST URLs checked, errors at `urls` (none given) and `urls[i]`.
+fn check_urls(urls: &[String], errors: &mut ConfigErrors) -> Vec<String> {
+    if urls.is_empty() {
+        errors.push(
+            "urls",
+            "give at least one member's REST API URL, e.g. http://127.0.0.11:8008",
+        );
+    }
+    urls.iter()
+        .enumerate()
+        .filter_map(|(i, u)| match check_url(u) {
+            Ok(u) => Some(u),
+            Err(msg) => {
+                errors.push(format!("urls[{i}]"), msg);
+                None
+            }
+        })
+        .collect()
+}
+
 impl PatroniSettings {
     /// These settings for other members' URLs (a fleet's cluster: its own URLs, the shared
     /// credentials and timeouts), the URLs checked as `validate` checks them, errors at `urls`
     /// and `urls[i]`. No secret is read again.
     pub fn for_urls(&self, urls: &[String]) -> Result<PatroniSettings, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        if urls.is_empty() {
-            errors.push(
-                "urls",
-                "give at least one member's REST API URL, e.g. http://127.0.0.11:8008",
-            );
-        }
-        let mut checked = Vec::with_capacity(urls.len());
-        for (i, u) in urls.iter().enumerate() {
-            match check_url(u) {
-                Ok(u) => checked.push(u),
-                Err(msg) => errors.push(format!("urls[{i}]"), msg),
-            }
-        }
+        let urls = check_urls(urls, &mut errors);
         errors.into_result(PatroniSettings {
-            urls: checked,
+            urls,
             ..self.clone()
         })
     }
@@ -168,24 +176,7 @@ impl PatroniConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<PatroniSettings, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        if self.urls.is_empty() {
-            errors.push(
-                "urls",
-                "give at least one member's REST API URL, e.g. http://127.0.0.11:8008",
-            );
-        }
-        let urls: Vec<String> = self
-            .urls
-            .iter()
-            .enumerate()
-            .filter_map(|(i, u)| match check_url(u) {
-                Ok(u) => Some(u),
-                Err(msg) => {
-                    errors.push(format!("urls[{i}]"), msg);
-                    None
-                }
-            })
-            .collect();
+        let urls = check_urls(&self.urls, &mut errors);
         let password = resolve_secret(
             "password",
             self.password_file.as_deref(),
