@@ -259,39 +259,28 @@ impl<'a> Scanner<'a> {
         self.at += 1;
         let start = self.at;
         let bytes = self.bytes();
-        self.at = plain_run(bytes, self.at);
-        loop {
-            match bytes.get(self.at) {
-                Some(b'"') => {
-                    let s = &self.text[start..self.at];
-                    self.at += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                Some(b'\\') => break,
-                Some(&b) if b < 0x20 => return Err(self.error("a control character in a string")),
-                Some(_) => self.at += 1,
-                None => return Err(self.error("a string without its closing quote")),
-            }
-        }
-        // Escapes: decoded into a copy.
-        let mut owned = String::from(&self.text[start..self.at]);
+        // Made at the first escape: what came before it, then each run and decoded escape.
+        let mut owned: Option<String> = None;
         loop {
             let run = self.at;
-            while let Some(&b) = bytes.get(self.at) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.at += 1;
-            }
-            owned.push_str(&self.text[run..self.at]);
+            self.at = plain_run(bytes, self.at);
             match bytes.get(self.at) {
                 Some(b'"') => {
+                    let end = self.at;
                     self.at += 1;
-                    return Ok(Cow::Owned(owned));
+                    return Ok(match owned {
+                        None => Cow::Borrowed(&self.text[start..end]),
+                        Some(mut copy) => {
+                            copy.push_str(&self.text[run..end]);
+                            Cow::Owned(copy)
+                        }
+                    });
                 }
                 Some(b'\\') => {
+                    let copy = owned.get_or_insert_with(String::new);
+                    copy.push_str(&self.text[run..self.at]);
                     self.at += 1;
-                    self.escape(&mut owned)?;
+                    self.escape(copy)?;
                 }
                 Some(_) => return Err(self.error("a control character in a string")),
                 None => return Err(self.error("a string without its closing quote")),
@@ -305,6 +294,7 @@ impl<'a> Scanner<'a> {
         self.at += 1; // the opening quote, seen by the caller
         let bytes = self.bytes();
         loop {
+            self.at = plain_run(bytes, self.at);
             match bytes.get(self.at) {
                 Some(b'"') => {
                     self.at += 1;
@@ -323,8 +313,7 @@ impl<'a> Scanner<'a> {
                         _ => return Err(self.error("an invalid escape")),
                     }
                 }
-                Some(&b) if b < 0x20 => return Err(self.error("a control character in a string")),
-                Some(_) => self.at += 1,
+                Some(_) => return Err(self.error("a control character in a string")),
                 None => return Err(self.error("a string without its closing quote")),
             }
         }
