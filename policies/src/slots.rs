@@ -30,11 +30,10 @@ use crate::amount::RawAmount;
 pub fn slot_name(member: &str) -> String {
     let mut out = String::with_capacity(member.len());
     for c in member.to_lowercase().chars() {
-        match c {
-            'a'..='z' | '0'..='9' | '_' => out.push(c),
-            '-' | '.' => out.push('_'),
-            other => out.push_str(&format!("u{:04}", other as u32)),
-        }
+        spell(c, &mut |b| {
+            out.push(char::from(b));
+            true
+        });
     }
     // The name is ASCII by now: any cut is on a character boundary.
     out.truncate(63);
@@ -61,21 +60,20 @@ pub fn is_slot_of(slot: &str, member: &str) -> bool {
         at += 1;
         same
     };
-    for b in member.bytes().map(|b| b.to_ascii_lowercase()) {
-        let same = match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'_' => next(b),
-            b'-' | b'.' => next(b'_'),
-            other => {
-                let code = u32::from(other);
-                let digits = [code / 1000, code / 100 % 10, code / 10 % 10, code % 10];
-                next(b'u') && digits.iter().all(|&d| next(b'0' + d as u8))
-            }
-        };
-        if !same {
-            return false;
-        }
+    member
+        .chars()
+        .all(|c| spell(c.to_ascii_lowercase(), &mut next))
+        && at == want.len()
+}
+
+/// How [`slot_name`] spells one lower-cased character, given byte by byte to `put` until it
+/// answers false (then false).
+fn spell(c: char, put: &mut impl FnMut(u8) -> bool) -> bool {
+    match c {
+        'a'..='z' | '0'..='9' | '_' => put(c as u8),
+        '-' | '.' => put(b'_'),
+        other => format!("u{:04}", other as u32).bytes().all(put),
     }
-    at == want.len()
 }
 
 /// Why nobody reads a slot's WAL.
