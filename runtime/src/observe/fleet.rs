@@ -1,12 +1,13 @@
 //! A fleet's metrics, filed per cluster as Prometheus' answers are decoded.
 //!
-//! What it is: a fleet asks each query once for all its clusters, so one answer holds a series
-//! per member of every cluster (30,000 for 10,000 clusters of 3). [`FleetReadings`] has one row
-//! per key a cluster expects (its members' names, and its slots' names for the slots' query,
-//! copied once when the table is built, not per answer) and one cell per row and metric. [`FleetReadings::file`] puts a series' reading in its
-//! cell, finding the row by the key borrowed from the answer; a cluster's share,
-//! [`FleetReadings::cluster`], is what [`super::assemble::assemble_with`] reads. A pass clears
-//! the cells and fills them again: nothing is allocated per series, per cluster or per pass.
+//! What it is: a fleet asks each query once for all its clusters, so one answer holds a series per
+//! member of every cluster (30,000 for 10,000 clusters of 3). [`FleetReadings`] has one row per key
+//! a cluster expects (its members' names, and its slots' names for the slots' query, copied once
+//! when the table is built, not per answer) and one cell per row and metric.
+//! [`FleetReadings::file`] puts a series' reading in its cell, finding the row by the key borrowed
+//! from the answer; a cluster's share, [`FleetReadings::cluster`], is what
+//! [`super::assemble::assemble_with`] reads. A pass clears the cells and fills them again: nothing
+//! is allocated per series, per cluster or per pass.
 //!
 //! Before this table, a fleet's answers went through a map per metric keyed by member (a string
 //! per series), then one map per cluster and metric: 2.6 allocations per series, and ~70 MB for
@@ -61,8 +62,8 @@ pub struct FleetReadings {
 
 impl FleetReadings {
     /// A table for `metrics` and the clusters of `clusters`, each given by the keys its series
-    /// come under (its members' names), in the order [`Self::cluster`] will number them. A key
-    /// given twice is filed under its first cluster.
+    /// come under (its members' names, then its slots' names), in the order [`Self::cluster`]
+    /// will number them. A key given twice is filed under its first cluster.
     pub fn new<C, K>(metrics: &[Metric], clusters: C) -> Self
     where
         C: IntoIterator<Item = K>,
