@@ -5,7 +5,7 @@
 //! One tick, phase by phase, as the run loop does it for one cluster (`runtime/src/run/observer.rs`),
 //! but for the whole fleet at once:
 //! 1. `fetch`: one instant query per metric for the WHOLE fleet through the production
-//!    [`PrometheusClient`] (8 queries, 30,000 series each; sequential, as the observer asks).
+//!    [`PrometheusClient`] (one query per metric, 30,000 series each; sequential, as the observer asks).
 //!    By default ([`Fetch::Table`]) each series is handed over as the answer is decoded
 //!    ([`PrometheusClient::instant_each`]) and filed in the fleet's [`FleetReadings`] (a row per
 //!    member, built once; the key is borrowed from the answer): nothing is left to split;
@@ -24,11 +24,13 @@
 //!    observation and list per cluster, not one per core.
 //!
 //! What is measured: this thread's CPU time per phase (`CLOCK_THREAD_CPUTIME_ID`). The HTTP
-//! server runs on a thread of its own, so its work and the time spent waiting for it are not
-//! counted; the client's own work (request, reading and parsing the JSON) is, under `fetch`.
-//! Wall time of `fetch` is shown beside it. Peak RSS is `VmHWM` from `/proc/self/status` at
-//! the end (the whole process, server included). The allocator is the `steward` binary's
-//! (mimalloc): it is part of what the pipeline costs.
+//! server is a process of its own (this binary again, `FLEET_SERVE`), as Prometheus is beside
+//! Steward, so its work and the time spent waiting for it are not counted; the client's own
+//! work (request, reading and parsing the JSON) is, under `fetch`. Wall time of `fetch` is
+//! shown beside it. Peak RSS is `VmHWM` from `/proc/self/status` at the end: the pipeline and
+//! the bench's fixtures (simulated platforms, Patroni's answers; shown apart), not the server
+//! (until 2026-12-07 it was a thread here, and its answers counted: ~12 MB at 10,000). The
+//! allocator is the `steward` binary's (mimalloc): it is part of what the pipeline costs.
 //!
 //! What it is not: a Criterion bench (one tick is 10^5 calls, and the figures wanted are CPU
 //! per phase and peak memory, not a wall-clock distribution), nor a model of Patroni or of
@@ -158,35 +160,82 @@ async fn query(
     (StatusCode::OK, json, body)
 }
 
-/// Starts the server on its own thread and runtime (so its CPU is not this thread's) and
-/// returns its address.
-fn start_server(served: Served) -> std::net::SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("fake-prometheus".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("the server's runtime starts");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("a loopback port is free");
-                tx.send(
-                    listener
-                        .local_addr()
-                        .expect("a bound socket has an address"),
-                )
-                .expect("the bench waits for the address");
-                let app = Router::new()
-                    .route("/api/v1/query", get(query))
-                    .with_state(Arc::new(served));
-                axum::serve(listener, app).await.expect("the server runs");
-            });
-        })
-        .expect("the server thread starts");
-    rx.recv().expect("the server reports its address")
+/// What the server serves for a fleet of `clusters`: every member's series, and the queries of
+/// the default settings (the client's own).
+fn served(clusters: usize) -> Served {
+    // The URL only passes validation; the queries do not depend on it.
+    let settings = PrometheusSettings::with_url("http://127.0.0.1:9").expect("a valid url");
+    Served {
+        series: (0..clusters)
+            .flat_map(|c| (0..MEMBERS).map(move |m| (cluster_name(c), member_name(c, m))))
+            .collect(),
+        queries: settings
+            .queries
+            .iter()
+            .map(|(m, q)| (q.query.clone(), *m))
+            .collect(),
+    }
+}
+
+/// The environment variable that makes this binary the server (its value: the clusters).
+const SERVE_ENV: &str = "FLEET_SERVE";
+
+/// The server's process: Prometheus runs beside Steward, not in it, so neither its CPU nor its
+/// memory is the pipeline's (`VmHWM` is this process's alone). Dies with its stdin.
+struct Server {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Starts this binary again as the server for `clusters` and waits for its address.
+    fn start(clusters: usize) -> Server {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(
+            std::env::current_exe().expect("the bench knows its own binary"),
+        )
+        .env(SERVE_ENV, clusters.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the server process starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("a piped stdout"))
+            .read_line(&mut line)
+            .expect("the server reports its address");
+        let addr = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the server's first line is its address: {line:?}"));
+        Server { child, addr }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server process's main: binds a loopback port, prints it, serves until stdin closes.
+async fn serve(clusters: usize) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port is free");
+    let addr = listener
+        .local_addr()
+        .expect("a bound socket has an address");
+    println!("{addr}");
+    // The bench holds our stdin: at its end (or death) the read returns and so do we.
+    std::thread::spawn(|| {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        std::process::exit(0);
+    });
+    let app = Router::new()
+        .route("/api/v1/query", get(query))
+        .with_state(Arc::new(served(clusters)));
+    axum::serve(listener, app).await.expect("the server runs");
 }
 
 // ---- the fleet ------------------------------------------------------------------------------
@@ -659,11 +708,13 @@ fn env_usize(key: &str, default: usize) -> usize {
 }
 
 struct Setup {
+    /// Kept for its lifetime: the server stops when it is dropped.
+    _server: Server,
     fleet: Vec<Cluster>,
     client: PrometheusClient,
-    /// Member (and slot) name -> cluster position, for [`split`].
+    /// Member (and slot) name -> cluster position, for [`split`] (empty unless asked for).
     index: HashMap<String, usize>,
-    /// Cluster name -> position, for [`lean_fetch`].
+    /// Cluster name -> position, for [`lean_fetch`] (empty unless asked for).
     cluster_index: HashMap<String, usize>,
     /// The fleet's readings, a row per member, for [`Fetch::Table`].
     table: FleetReadings,
@@ -673,11 +724,16 @@ struct Setup {
     stages: Vec<(&'static str, u64)>,
 }
 
-async fn setup(clusters: usize) -> Setup {
+/// Builds the fleet and what the fetch paths in `paths` need (each path's own index only when
+/// it is asked for: they are the bench's, not the pipeline's, and would count in its peak).
+async fn setup(clusters: usize, paths: &[Fetch]) -> Setup {
     let clock = SimClock::new(START);
     let (fleet, mut stages) = build_fleet(clusters, &clock).await;
-    let cluster_index: HashMap<String, usize> =
-        (0..clusters).map(|c| (cluster_name(c), c)).collect();
+    let cluster_index: HashMap<String, usize> = if paths.contains(&Fetch::Lean) {
+        (0..clusters).map(|c| (cluster_name(c), c)).collect()
+    } else {
+        HashMap::new()
+    };
     // Series come under a member's name, or for the slots' query under its slot's name.
     let keys = |c: usize| {
         let members = (0..MEMBERS).map(move |m| member_name(c, m));
@@ -685,24 +741,17 @@ async fn setup(clusters: usize) -> Setup {
             .clone()
             .chain(members.map(|m| steward_policies::slots::slot_name(&m)))
     };
-    let index: HashMap<String, usize> = (0..clusters)
-        .flat_map(|c| keys(c).map(move |k| (k, c)))
-        .collect();
-    // The server must recognise the client's queries: both come from the default settings
-    // (the URL here only passes validation; the real one is known once the server is bound).
-    let queries_settings = PrometheusSettings::with_url("http://127.0.0.1:9").expect("a valid url");
-    let served = Served {
-        series: (0..clusters)
-            .flat_map(|c| (0..MEMBERS).map(move |m| (cluster_name(c), member_name(c, m))))
-            .collect(),
-        queries: queries_settings
-            .queries
-            .iter()
-            .map(|(m, q)| (q.query.clone(), *m))
-            .collect(),
+    let index: HashMap<String, usize> = if paths.contains(&Fetch::Client) {
+        (0..clusters)
+            .flat_map(|c| keys(c).map(move |k| (k, c)))
+            .collect()
+    } else {
+        HashMap::new()
     };
-    let addr = start_server(served);
-    let settings = PrometheusSettings::with_url(&format!("http://{addr}")).expect("a valid url");
+    // The server's queries come from the same default settings as the client's.
+    let server = Server::start(clusters);
+    let settings =
+        PrometheusSettings::with_url(&format!("http://{}", server.addr)).expect("a valid url");
     let client = PrometheusClient::new(&settings).expect("the client builds");
     // Rows in fleet order: the order the answers list their series in.
     let table = FleetReadings::new(&client.metrics(), (0..clusters).map(keys));
@@ -711,8 +760,9 @@ async fn setup(clusters: usize) -> Setup {
         .timeout(settings.timeout)
         .build()
         .expect("the lean client builds");
-    stages.push(("indexes + served series", status_kb("VmRSS")));
+    stages.push(("indexes", status_kb("VmRSS")));
     Setup {
+        _server: server,
         fleet,
         client,
         index,
@@ -736,7 +786,7 @@ async fn measure() {
     };
     let before = status_kb("VmRSS");
     let build = thread_cpu();
-    let mut s = setup(clusters).await;
+    let mut s = setup(clusters, &[fetch]).await;
     let build = thread_cpu() - build;
     println!(
         "fleet: {clusters} clusters x {MEMBERS} members = {} series per metric, {} metrics; \
@@ -831,7 +881,7 @@ async fn measure() {
 /// repair in a healthy fleet.
 async fn check() {
     let clusters = 25;
-    let mut s = setup(clusters).await;
+    let mut s = setup(clusters, &[Fetch::Client, Fetch::Lean, Fetch::Table]).await;
     let mut seen = Vec::new();
     // Two ticks through the production client, then the second instant again through the
     // lean path and the table: all must observe exactly the same.
@@ -902,6 +952,17 @@ async fn check() {
 }
 
 fn main() {
+    if let Ok(clusters) = std::env::var(SERVE_ENV) {
+        let clusters = clusters
+            .parse()
+            .expect("FLEET_SERVE is a number of clusters");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the server's runtime starts");
+        rt.block_on(serve(clusters));
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
     let bench = std::env::args().any(|a| a == "--bench");
     let rt = tokio::runtime::Builder::new_current_thread()
