@@ -5,7 +5,7 @@
 //! One tick, phase by phase, as the run loop does it for one cluster (`runtime/src/run/observer.rs`),
 //! but for the whole fleet at once:
 //! 1. `fetch`: one instant query per metric for the WHOLE fleet through the production
-//!    [`PrometheusClient`] (one query per metric, 30,000 series each; sequential, as the observer asks).
+//!    [`PrometheusClient`] (30,000 series each; sequential, as the observer asks).
 //!    By default ([`Fetch::Table`]) each series is handed over as the answer is decoded
 //!    ([`PrometheusClient::instant_each`]) and filed in the fleet's [`FleetReadings`] (a row per
 //!    member, built once; the key is borrowed from the answer): nothing is left to split;
