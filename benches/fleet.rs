@@ -391,8 +391,9 @@ struct Produced {
 enum Fetch {
     /// The production [`PrometheusClient`] handing each series over as it decodes the answer
     /// ([`PrometheusClient::instant_each`]), filed straight into the fleet's table of readings
-    /// ([`FleetReadings`]: a row per member, a cell per metric, built once), which
-    /// [`assemble_with`] reads per cluster. No split: the series land in their cluster's rows.
+    /// ([`FleetReadings`]: a row per member and per slot, a cell per metric of its kind, built
+    /// once), which [`assemble_with`] reads per cluster. No split: the series land in their
+    /// cluster's rows.
     Table,
     /// The production [`PrometheusClient`] (one reading per metric keyed by member), then a
     /// split by a member-to-cluster index into a map per cluster and metric (before the table).
@@ -735,15 +736,11 @@ async fn setup(clusters: usize, paths: &[Fetch]) -> Setup {
         HashMap::new()
     };
     // Series come under a member's name, or for the slots' query under its slot's name.
-    let keys = |c: usize| {
-        let members = (0..MEMBERS).map(move |m| member_name(c, m));
-        members
-            .clone()
-            .chain(members.map(|m| steward_policies::slots::slot_name(&m)))
-    };
+    let members = |c: usize| (0..MEMBERS).map(move |m| member_name(c, m));
+    let slots = move |c: usize| members(c).map(|m| steward_policies::slots::slot_name(&m));
     let index: HashMap<String, usize> = if paths.contains(&Fetch::Client) {
         (0..clusters)
-            .flat_map(|c| keys(c).map(move |k| (k, c)))
+            .flat_map(|c| members(c).chain(slots(c)).map(move |k| (k, c)))
             .collect()
     } else {
         HashMap::new()
@@ -754,7 +751,10 @@ async fn setup(clusters: usize, paths: &[Fetch]) -> Setup {
         PrometheusSettings::with_url(&format!("http://{}", server.addr)).expect("a valid url");
     let client = PrometheusClient::new(&settings).expect("the client builds");
     // Rows in fleet order: the order the answers list their series in.
-    let table = FleetReadings::new(&client.metrics(), (0..clusters).map(keys));
+    let table = FleetReadings::new(
+        &client.metrics(),
+        (0..clusters).map(|c| (members(c), slots(c))),
+    );
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(settings.timeout)

@@ -2,20 +2,24 @@
 //!
 //! What it is: a fleet asks each query once for all its clusters, so one answer holds a series per
 //! member of every cluster (30,000 for 10,000 clusters of 3). [`FleetReadings`] has one row per key
-//! a cluster expects (its members' names, and its slots' names for the slots' query, copied once
-//! when the table is built, not per answer) and one cell per row and metric.
-//! [`FleetReadings::file`] puts a series' reading in its cell, finding the row by the key borrowed
-//! from the answer; a cluster's share, [`FleetReadings::cluster`], is what
+//! a cluster expects, in two tables: its members' names (a cell per per-member metric) and its
+//! slots' names (a cell for the slots' metric), each copied once when the table is built, not per
+//! answer. [`FleetReadings::file`] puts a series' reading in its cell, finding the row by the key
+//! borrowed from the answer; a cluster's share, [`FleetReadings::cluster`], is what
 //! [`super::assemble::assemble_with`] reads. A pass clears the cells and fills them again: nothing
 //! is allocated per series, per cluster or per pass.
 //!
 //! Before this table, a fleet's answers went through a map per metric keyed by member (a string
 //! per series), then one map per cluster and metric: 2.6 allocations per series, and ~70 MB for
-//! 10,000 clusters held at once (benches/fleet.rs).
+//! 10,000 clusters held at once (benches/fleet.rs). Until the members and slots had tables of
+//! their own, every row had a cell per metric: slot rows carried nine empty member cells
+//! (7 MB at 10,000 clusters) and every answer skipped over the other kind's rows.
 //!
-//! What it is not: a map of every key seen. A series whose key no cluster expects is dropped,
-//! as a cluster's own observer never matches a series of no member of its own. Members come
-//! and go (a scale-out, a replacement): rebuild the table when a cluster's members change.
+//! What it is not: a map of every key seen. A series whose key no cluster expects (of its
+//! kind: a member's for the per-member metrics, a slot's for the slots' metric) is dropped, as
+//! a cluster's own observer never matches a series of no member of its own. Members and slots
+//! come and go (a scale-out, a replacement, a slot left behind): rebuild the table when a
+//! cluster's change.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -35,11 +39,13 @@ enum Asked {
     Series,
 }
 
-/// One pass's readings for a fleet. See the module doc.
-#[derive(Debug)]
-pub struct FleetReadings {
+/// The rows of one kind of key (members' names, or slots' names) and their cells.
+#[derive(Debug, Default)]
+struct Rows {
     /// The metrics with a column, in [`Metric`] order.
     metrics: Vec<Metric>,
+    /// Per column.
+    asked: Vec<Asked>,
     /// Key -> row.
     index: HashMap<String, usize>,
     /// Row -> key.
@@ -48,92 +54,53 @@ pub struct FleetReadings {
     clusters: Vec<Range<usize>>,
     /// `cells[row * metrics.len() + column]`.
     cells: Vec<Option<Reading>>,
-    /// Per column.
-    asked: Vec<Asked>,
     /// The row the next series is expected in: an answer lists its series in the same order
     /// pass after pass, so a comparison with one key usually spares the hash lookup.
     next: usize,
-    /// Rows skipped at the last miss of `next`: a cluster's rows hold the keys of every
-    /// query (its members' names, then its slots' names), so an answer keyed by member moves
-    /// from one cluster's last member to the next cluster's first member over the slot rows
-    /// between them, the same number every time; trying that jump spares the hash lookup.
-    jump: usize,
 }
 
-impl FleetReadings {
-    /// A table for `metrics` and the clusters of `clusters`, each given by the keys its series
-    /// come under (its members' names, then its slots' names), in the order [`Self::cluster`]
-    /// will number them. A key given twice is filed under its first cluster.
-    pub fn new<C, K>(metrics: &[Metric], clusters: C) -> Self
-    where
-        C: IntoIterator<Item = K>,
-        K: IntoIterator<Item = String>,
-    {
-        let mut metrics = metrics.to_vec();
-        metrics.sort();
-        metrics.dedup();
-        let mut index = HashMap::new();
-        let mut keys = Vec::new();
-        let mut ranges = Vec::new();
-        for cluster in clusters {
-            let start = keys.len();
-            for key in cluster {
-                if !index.contains_key(&key) {
-                    index.insert(key.clone(), keys.len());
-                    keys.push(key);
-                }
-            }
-            ranges.push(start..keys.len());
-        }
-        FleetReadings {
-            cells: vec![None; keys.len() * metrics.len()],
+impl Rows {
+    fn new(metrics: Vec<Metric>) -> Self {
+        Rows {
             asked: vec![Asked::No; metrics.len()],
             metrics,
-            index,
-            keys,
-            clusters: ranges,
-            next: 0,
-            jump: 0,
+            ..Rows::default()
         }
     }
 
-    /// How many clusters the table has.
-    pub fn len(&self) -> usize {
-        self.clusters.len()
+    /// Adds the next cluster's rows (a key given twice is filed under its first cluster).
+    fn add(&mut self, cluster: impl IntoIterator<Item = String>) {
+        let start = self.keys.len();
+        for key in cluster {
+            if !self.index.contains_key(&key) {
+                self.index.insert(key.clone(), self.keys.len());
+                self.keys.push(key);
+            }
+        }
+        self.clusters.push(start..self.keys.len());
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.clusters.is_empty()
+    /// The cells, once every cluster is added.
+    fn done(&mut self) {
+        self.cells = vec![None; self.keys.len() * self.metrics.len()];
     }
 
     fn column(&self, metric: Metric) -> Option<usize> {
         self.metrics.iter().position(|m| *m == metric)
     }
 
-    /// Starts a pass: every cell empty, no metric answered.
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.cells.fill(None);
         self.asked.fill(Asked::No);
         self.next = 0;
-        self.jump = 0;
     }
 
-    /// Files one series of `metric`'s answer: `reading` under `key`. False when no cluster
-    /// expects `key` (or the table has no column for `metric`): dropped.
-    pub fn file(&mut self, metric: Metric, key: &str, reading: Reading) -> bool {
-        let Some(column) = self.column(metric) else {
-            return false;
-        };
+    fn file(&mut self, column: usize, key: &str, reading: Reading) -> bool {
         self.asked[column] = Asked::Series;
-        let jumped = self.next + self.jump;
-        let row = match (self.keys.get(self.next), self.keys.get(jumped)) {
-            (Some(k), _) if k == key => self.next,
-            (_, Some(k)) if k == key => jumped,
+        let row = match self.keys.get(self.next) {
+            Some(k) if k == key => self.next,
             _ => match self.index.get(key) {
-                Some(&row) => {
-                    self.jump = row.saturating_sub(self.next);
-                    row
-                }
+                Some(&row) => row,
                 None => return false,
             },
         };
@@ -142,24 +109,101 @@ impl FleetReadings {
         true
     }
 
+    fn failed(&mut self, column: usize) {
+        self.asked[column] = Asked::No;
+        let width = self.metrics.len();
+        for row in 0..self.keys.len() {
+            self.cells[row * width + column] = None;
+        }
+    }
+
+    fn cell(&self, row: usize, column: usize) -> Option<&Reading> {
+        self.cells[row * self.metrics.len() + column].as_ref()
+    }
+}
+
+/// One pass's readings for a fleet. See the module doc.
+#[derive(Debug)]
+pub struct FleetReadings {
+    /// Members' names, a column per per-member metric.
+    members: Rows,
+    /// Slots' names, a column for the slots' metric.
+    slots: Rows,
+}
+
+impl FleetReadings {
+    /// A table for `metrics` and the clusters of `clusters`, each given by the keys its series
+    /// come under: its members' names (for the per-member metrics) and its slots' names (for
+    /// [`Metric::SlotWalBytes`]), in the order [`Self::cluster`] will number them. A key given
+    /// twice for one kind is filed under its first cluster.
+    pub fn new<C, M, S>(metrics: &[Metric], clusters: C) -> Self
+    where
+        C: IntoIterator<Item = (M, S)>,
+        M: IntoIterator<Item = String>,
+        S: IntoIterator<Item = String>,
+    {
+        let mut metrics = metrics.to_vec();
+        metrics.sort();
+        metrics.dedup();
+        let (per_member, per_slot) = metrics.into_iter().partition(|m| m.is_per_member());
+        let (mut members, mut slots) = (Rows::new(per_member), Rows::new(per_slot));
+        for (m, s) in clusters {
+            members.add(m);
+            slots.add(s);
+        }
+        members.done();
+        slots.done();
+        FleetReadings { members, slots }
+    }
+
+    /// How many clusters the table has.
+    pub fn len(&self) -> usize {
+        self.members.clusters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.clusters.is_empty()
+    }
+
+    /// The rows `metric`'s series are keyed in, and its column there.
+    fn rows(&mut self, metric: Metric) -> Option<(&mut Rows, usize)> {
+        let rows = if metric.is_per_member() {
+            &mut self.members
+        } else {
+            &mut self.slots
+        };
+        let column = rows.column(metric)?;
+        Some((rows, column))
+    }
+
+    /// Starts a pass: every cell empty, no metric answered.
+    pub fn clear(&mut self) {
+        self.members.clear();
+        self.slots.clear();
+    }
+
+    /// Files one series of `metric`'s answer: `reading` under `key`. False when no cluster
+    /// expects `key` (or the table has no column for `metric`): dropped.
+    pub fn file(&mut self, metric: Metric, key: &str, reading: Reading) -> bool {
+        match self.rows(metric) {
+            Some((rows, column)) => rows.file(column, key, reading),
+            None => false,
+        }
+    }
+
     /// `metric`'s query was answered: from now on an answer without series reads as empty
     /// (every member missing, with a note). Call it before filing the answer's series.
     pub fn answered(&mut self, metric: Metric) {
-        if let Some(column) = self.column(metric) {
-            self.asked[column] = Asked::Empty;
+        if let Some((rows, column)) = self.rows(metric) {
+            rows.asked[column] = Asked::Empty;
         }
     }
 
     /// `metric`'s query failed part-way: what was filed of it is dropped, and it reads as not
     /// answered (missing, without the empty-answer note).
     pub fn failed(&mut self, metric: Metric) {
-        let Some(column) = self.column(metric) else {
-            return;
-        };
-        self.asked[column] = Asked::No;
-        let width = self.metrics.len();
-        for row in 0..self.keys.len() {
-            self.cells[row * width + column] = None;
+        if let Some((rows, column)) = self.rows(metric) {
+            rows.failed(column);
         }
     }
 
@@ -170,7 +214,8 @@ impl FleetReadings {
     pub fn cluster(&self, cluster: usize) -> ClusterReadings<'_> {
         ClusterReadings {
             table: self,
-            rows: self.clusters[cluster].clone(),
+            members: self.members.clusters[cluster].clone(),
+            slots: self.slots.clusters[cluster].clone(),
         }
     }
 }
@@ -179,35 +224,39 @@ impl FleetReadings {
 #[derive(Clone, Debug)]
 pub struct ClusterReadings<'a> {
     table: &'a FleetReadings,
-    rows: Range<usize>,
+    members: Range<usize>,
+    slots: Range<usize>,
 }
 
 impl ClusterReadings<'_> {
-    fn cell(&self, row: usize, column: usize) -> Option<&Reading> {
-        self.table.cells[row * self.table.metrics.len() + column].as_ref()
+    /// `metric`'s table, its column there, and this cluster's rows in it.
+    fn rows(&self, metric: Metric) -> Option<(&Rows, usize, Range<usize>)> {
+        let (rows, mine) = if metric.is_per_member() {
+            (&self.table.members, &self.members)
+        } else {
+            (&self.table.slots, &self.slots)
+        };
+        Some((rows, rows.column(metric)?, mine.clone()))
     }
 }
 
 impl MetricsView for ClusterReadings<'_> {
     fn reading(&self, metric: Metric, key: &str) -> Option<&Reading> {
-        let column = self.table.column(metric)?;
-        let row = self.rows.clone().find(|&r| self.table.keys[r] == key)?;
-        self.cell(row, column)
+        let (rows, column, mine) = self.rows(metric)?;
+        let row = mine.clone().find(|&r| rows.keys[r] == key)?;
+        rows.cell(row, column)
     }
 
     fn answered_empty(&self, metric: Metric) -> bool {
-        self.table
-            .column(metric)
-            .is_some_and(|c| self.table.asked[c] == Asked::Empty)
+        self.rows(metric)
+            .is_some_and(|(rows, column, _)| rows.asked[column] == Asked::Empty)
     }
 
     /// As a cluster's own map would hold them: `None` unless one of its keys has a reading.
     fn slots(&self) -> Option<Vec<(&str, &Reading)>> {
-        let column = self.table.column(Metric::SlotWalBytes)?;
-        let mut slots: Vec<(&str, &Reading)> = self
-            .rows
-            .clone()
-            .filter_map(|r| Some((self.table.keys[r].as_str(), self.cell(r, column)?)))
+        let (rows, column, mine) = self.rows(Metric::SlotWalBytes)?;
+        let mut slots: Vec<(&str, &Reading)> = mine
+            .filter_map(|r| Some((rows.keys[r].as_str(), rows.cell(r, column)?)))
             .collect();
         if slots.is_empty() {
             return None;
@@ -235,16 +284,14 @@ mod tests {
         (1..=2).map(|m| format!("{c}-{m}")).collect()
     }
 
-    /// A cluster's rows hold its members' and its slots' names: each answer, in the fleet's
-    /// order, lands in its own rows (the jump over the other query's rows), and the slots in
-    /// the slots' column only.
+    /// A cluster has rows for its members' and for its slots' names: each answer, in the
+    /// fleet's order, lands in its own rows, and the slots in the slots' table only.
     #[test]
     fn answers_keyed_by_member_and_by_slot_land_in_their_rows() {
         let metrics = [Metric::CpuUsed, Metric::SlotWalBytes];
         let keys = |c: &str| {
-            let mut k = names(c);
-            k.extend(names(c).iter().map(|n| n.replace('-', "_")));
-            k
+            let slots: Vec<String> = names(c).iter().map(|n| n.replace('-', "_")).collect();
+            (names(c), slots)
         };
         let mut t = FleetReadings::new(&metrics, ["a", "b", "c"].map(keys));
         for pass in 0..2 {
@@ -290,7 +337,8 @@ mod tests {
     #[test]
     fn series_land_in_their_clusters_rows_in_any_order() {
         let metrics = [Metric::MemoryUsed, Metric::CpuUsed, Metric::SlotWalBytes];
-        let mut t = FleetReadings::new(&metrics, [names("a"), names("b")]);
+        let none = Vec::<String>::new;
+        let mut t = FleetReadings::new(&metrics, [(names("a"), none()), (names("b"), none())]);
         assert_eq!(t.len(), 2);
         t.clear();
         t.answered(Metric::CpuUsed);
@@ -361,7 +409,8 @@ mod tests {
                 )
             })
             .collect();
-        let mut t = FleetReadings::new(&metrics, [vec!["pg1".to_string(), "pg2".into()]]);
+        let members = vec!["pg1".to_string(), "pg2".into()];
+        let mut t = FleetReadings::new(&metrics, [(members, Vec::new())]);
         t.clear();
         for metric in metrics {
             t.answered(metric);
@@ -393,8 +442,8 @@ mod tests {
     #[test]
     fn a_clusters_share_reads_as_its_own_map_would() {
         let metrics = [Metric::CpuUsed, Metric::SlotWalBytes];
-        let keys = vec!["s_2".to_string(), "pg-1".into(), "s_1".into()];
-        let mut t = FleetReadings::new(&metrics, [keys]);
+        let slots = vec!["s_2".to_string(), "s_1".into()];
+        let mut t = FleetReadings::new(&metrics, [(vec!["pg-1".to_string()], slots)]);
         t.clear();
         let mut own: BTreeMap<Metric, MetricReading> = BTreeMap::new();
         for (metric, key, v) in [
@@ -420,5 +469,27 @@ mod tests {
                 assert_eq!(share.reading(metric, key), own.reading(metric, key));
             }
         }
+    }
+
+    /// A slot may be named as its member is (Patroni spells `pg1`'s slot `pg1`): the same key
+    /// in both tables, each metric's reading in its own.
+    #[test]
+    fn a_key_that_is_a_member_and_a_slot_keeps_both_readings() {
+        let metrics = [Metric::CpuUsed, Metric::SlotWalBytes];
+        let one = || vec!["pg1".to_string()];
+        let mut t = FleetReadings::new(&metrics, [(one(), one())]);
+        t.clear();
+        for metric in metrics {
+            t.answered(metric);
+        }
+        assert!(t.file(Metric::CpuUsed, "pg1", fresh(0.5)));
+        assert!(t.file(Metric::SlotWalBytes, "pg1", fresh(9.0)));
+        let share = t.cluster(0);
+        assert_eq!(share.reading(Metric::CpuUsed, "pg1"), Some(&fresh(0.5)));
+        assert_eq!(
+            share.reading(Metric::SlotWalBytes, "pg1"),
+            Some(&fresh(9.0))
+        );
+        assert_eq!(share.slots(), Some(vec![("pg1", &fresh(9.0))]));
     }
 }
