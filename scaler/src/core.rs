@@ -339,7 +339,7 @@ impl Scaler {
     fn on_observed(&mut self, snap: Cow<'_, Snapshot>, now: Timestamp, out: &mut Vec<Command>) {
         let busy = self.plan.is_some() || self.pending.is_some();
         let candidates = self.decide(&snap, now, busy);
-        self.databases = snap.names(Role::Database).len();
+        self.databases = snap.count(Role::Database);
         // Idle with nothing to propose, nothing below reads the snapshot.
         self.last = (busy || !candidates.is_empty()).then(|| snap.into_owned());
         self.yield_to_emergency(&candidates, now, out);
