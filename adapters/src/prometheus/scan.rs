@@ -5,7 +5,9 @@
 //! Why not serde: the same walk through serde_json's `Deserializer` (visitors and seeds, no
 //! allocation per series) spent ~85 ms of a 10,000-cluster tick in its generic machinery (a
 //! call per token, a UTF-8 check per string, a visitor per label); this scanner knows the
-//! shape it reads and checks the body's UTF-8 once (`benches/fleet.rs`, see the README).
+//! shape it reads and checks the body's UTF-8 once (`benches/fleet.rs`, see the README). A
+//! vector's series in the form Prometheus writes (compact, no escapes) is read in one go
+//! ([`Scanner::compact_series`]); any other form token by token ([`Scanner::series`]).
 //!
 //! What it accepts is what [`super::answer::decode`] accepts, read the same way (its tests
 //! compare the two on generated and broken answers): strict JSON (RFC 8259: no trailing
@@ -146,6 +148,50 @@ fn plain_run(bytes: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
+}
+
+/// Where the JSON number starting at `at` ends, or where and why it is not one.
+fn number_end(b: &[u8], mut at: usize) -> Result<usize, (usize, &'static str)> {
+    let digits = |at: &mut usize| {
+        let from = *at;
+        while b.get(*at).is_some_and(u8::is_ascii_digit) {
+            *at += 1;
+        }
+        *at - from
+    };
+    let start = at;
+    if b.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    match b.get(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut at);
+        }
+        _ => return Err((start, "expected a number")),
+    }
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        if digits(&mut at) == 0 {
+            return Err((at, "a number without digits after its point"));
+        }
+    }
+    if let Some(b'e' | b'E') = b.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = b.get(at) {
+            at += 1;
+        }
+        if digits(&mut at) == 0 {
+            return Err((at, "a number without digits in its exponent"));
+        }
+    }
+    Ok(at)
+}
+
+/// A JSON number's text (as [`number_end`] found it) as f64: `None` beyond f64's range, an
+/// error as serde_json says it. The grammar is a subset of what `f64::from_str` reads.
+fn finite(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
 /// A cursor over an answer's text.
@@ -382,52 +428,14 @@ impl<'a> Scanner<'a> {
     fn number(&mut self) -> Result<f64, ScanError> {
         self.ws();
         let start = self.at;
-        let b = self.bytes();
-        let digits = |at: &mut usize| {
-            let from = *at;
-            while b.get(*at).is_some_and(u8::is_ascii_digit) {
-                *at += 1;
-            }
-            *at - from
-        };
-        let mut at = self.at;
-        if b.get(at) == Some(&b'-') {
-            at += 1;
-        }
-        match b.get(at) {
-            Some(b'0') => at += 1,
-            Some(b'1'..=b'9') => {
-                digits(&mut at);
-            }
-            _ => return Err(self.error("expected a number")),
-        }
-        if b.get(at) == Some(&b'.') {
-            at += 1;
-            if digits(&mut at) == 0 {
-                self.at = at;
-                return Err(self.error("a number without digits after its point"));
-            }
-        }
-        if let Some(b'e' | b'E') = b.get(at) {
-            at += 1;
-            if let Some(b'+' | b'-') = b.get(at) {
-                at += 1;
-            }
-            if digits(&mut at) == 0 {
-                self.at = at;
-                return Err(self.error("a number without digits in its exponent"));
-            }
-        }
-        self.at = at;
-        // The grammar above is a subset of what `f64::from_str` reads; beyond f64's range is
-        // an error, as serde_json says it.
-        match self.text[start..at].parse::<f64>() {
-            Ok(n) if n.is_finite() => Ok(n),
-            _ => {
-                self.at = start;
-                Err(self.error("a number out of range"))
-            }
-        }
+        self.at = number_end(self.bytes(), start).map_err(|(at, what)| {
+            self.at = at;
+            self.error(what)
+        })?;
+        finite(&self.text[start..self.at]).ok_or_else(|| {
+            self.at = start;
+            self.error("a number out of range")
+        })
     }
 
     /// Skips any value, checking it as it goes.
@@ -566,6 +574,10 @@ impl<'a> Scanner<'a> {
         self.expect(b'[', "expected a vector's list of series")?;
         let mut first = true;
         while self.another(b']', &mut first)? {
+            if let Some((found, sample)) = self.compact_series(label) {
+                each(found, Some(sample));
+                continue;
+            }
             let (found, value) = self.series(label, "value")?;
             each(found.as_deref(), value.flatten());
         }
@@ -616,6 +628,57 @@ impl<'a> Scanner<'a> {
         }
         let found = found.ok_or_else(|| self.error("a series has no `metric`"))?;
         Ok((found, value))
+    }
+
+    /// A vector's series as Prometheus writes it, `{"metric":{"k":"v",..},"value":[t,"v"]}`
+    /// (no whitespace, no escapes, no other field), read in one go: the value of `label` and the
+    /// sample, as [`Self::series`] reads them. `None`, with nothing consumed, for any other form
+    /// (or a broken one): [`Self::series`] reads it, and says what is wrong. Half of an answer's
+    /// time went into the general path's token-by-token calls (benches/fleet.rs).
+    fn compact_series(&mut self, label: &str) -> Option<(Option<&'a str>, Sample)> {
+        let (b, text) = (self.bytes(), self.text);
+        let mut at = self.at;
+        let literal = |at: &mut usize, word: &[u8]| {
+            let next = *at + word.len();
+            (b.get(*at..next) == Some(word)).then(|| *at = next)
+        };
+        // A plain string's text (the opening quote at `at`), `at` past its closing quote.
+        let plain = |at: &mut usize| {
+            if b.get(*at) != Some(&b'"') {
+                return None;
+            }
+            let end = plain_run(b, *at + 1);
+            (b.get(end) == Some(&b'"')).then(|| {
+                let s = &text[*at + 1..end];
+                *at = end + 1;
+                s
+            })
+        };
+        literal(&mut at, b"{\"metric\":{")?;
+        let mut found = None;
+        if literal(&mut at, b"}").is_none() {
+            loop {
+                let key = plain(&mut at)?;
+                literal(&mut at, b":")?;
+                let value = plain(&mut at)?;
+                if found.is_none() && key == label {
+                    found = Some(value);
+                }
+                if literal(&mut at, b",").is_none() {
+                    literal(&mut at, b"}")?;
+                    break;
+                }
+            }
+        }
+        literal(&mut at, b",\"value\":[")?;
+        let secs_end = number_end(b, at).ok()?;
+        let at_secs = finite(&text[at..secs_end])?;
+        at = secs_end;
+        literal(&mut at, b",")?;
+        let value = plain(&mut at)?.parse::<f64>().ok()?;
+        literal(&mut at, b"]}")?;
+        self.at = at;
+        Some((found, Sample { at_secs, value }))
     }
 
     /// A series' labels: the first value of `label`, the others checked as strings.
@@ -823,6 +886,48 @@ mod tests {
         let body = b"{\n  \"status\": 1}";
         let e = each_instant(body, "member", &mut |_, _| {}).unwrap_err();
         assert_eq!(e.position(body), (2, 13));
+    }
+
+    /// Prometheus' own form is read in one go; any other form is left, untouched, to the
+    /// general path (which the property test below compares with `decode`).
+    #[test]
+    fn the_compact_form_is_read_in_one_go_and_others_are_left_alone() {
+        let compact = |series: &str| {
+            let mut s = Scanner {
+                text: series,
+                at: 0,
+            };
+            let read = s.compact_series("member");
+            (
+                read.map(|(k, v)| (k.map(str::to_string), v.at_secs, v.value)),
+                s.at,
+            )
+        };
+        let plain = r#"{"metric":{"cluster":"c1","member":"pg-1","member":"x"},"value":[1795708800.5,"0.42"]}"#;
+        assert_eq!(
+            compact(plain),
+            (Some((Some("pg-1".into()), 1795708800.5, 0.42)), plain.len())
+        );
+        let no_labels = r#"{"metric":{},"value":[1,"NaN"]}"#;
+        let (read, at) = compact(no_labels);
+        let (found, secs, value) = read.expect("read");
+        assert_eq!(
+            (found, secs, value.is_nan(), at),
+            (None, 1.0, true, no_labels.len())
+        );
+        for other in [
+            r#"{ "metric":{"member":"pg-1"},"value":[1,"1"]}"#,
+            r#"{"metric":{"member":"pg\u002d1"},"value":[1,"1"]}"#,
+            r#"{"metric":{"member":"pg-1"},"value":[1,"1"],"x":1}"#,
+            r#"{"value":[1,"1"],"metric":{"member":"pg-1"}}"#,
+            r#"{"metric":{"member":"pg-1"},"value":null}"#,
+            r#"{"metric":{"member":"pg-1"},"value":[1,"one"]}"#,
+            r#"{"metric":{"member":"pg-1"},"value":[1e999,"1"]}"#,
+            r#"{"metric":{"member":"pg-1","job":2},"value":[1,"1"]}"#,
+            r#"{"metric":{"member":"pg-1"},"value":[1,"1"]"#,
+        ] {
+            assert_eq!(compact(other), (None, 0), "{other}");
+        }
     }
 
     /// One generated series, written in JSON with its fields in the generated order.
