@@ -120,6 +120,15 @@ impl MemberStatus {
         serde_json::from_slice::<WireStatus>(body).map(MemberStatus::from)
     }
 
+    /// Whether `member` has a walsender in state `streaming` on this member: whether it is among
+    /// [`Self::streaming_members`] (of names that include it), asked of one member without
+    /// making the set.
+    pub fn streams_to(&self, member: &str) -> bool {
+        self.replication
+            .iter()
+            .any(|w| w.state == "streaming" && w.application_name == member)
+    }
+
     /// The members (among `names`) that have a walsender in state `streaming` on this member.
     ///
     /// Only walsenders whose `application_name` is a member name count: `pg_basebackup`'s own

@@ -108,6 +108,9 @@ async fn leader_status_says_who_streams_in_both_versions() {
         assert_eq!(streaming.into_iter().collect::<Vec<_>>(), ["pg2", "pg3"]);
         // pg3 is not a name we asked about: a walsender for an unknown application is ignored.
         assert_eq!(st.streaming_members(["pg2"]).len(), 1);
+        // One member asked of at a time: the same answers.
+        assert!(st.streams_to("pg2") && st.streams_to("pg3"), "{version}");
+        assert!(!st.streams_to("pg4") && !st.streams_to("pg1"), "{version}");
     }
 }
 
@@ -135,6 +138,11 @@ async fn a_basebackup_stream_is_not_a_streaming_replica() {
         .unwrap();
     let streaming = st.streaming_members(["pg2", "pg3", "pg4"]);
     assert_eq!(streaming.into_iter().collect::<Vec<_>>(), ["pg2"]);
+    let one_by_one: Vec<&str> = ["pg2", "pg3", "pg4"]
+        .into_iter()
+        .filter(|m| st.streams_to(m))
+        .collect();
+    assert_eq!(one_by_one, ["pg2"]);
 }
 
 #[tokio::test]

@@ -112,9 +112,7 @@ pub fn assemble_with(
     let leader = patroni_members
         .iter()
         .find(|m| m.role == PatroniRole::Leader);
-    let streaming: Option<BTreeSet<String>> = leader
-        .and_then(|l| answers.statuses.get(&l.name))
-        .map(|st| st.streaming_members(names.iter().copied()));
+    let leader_status = leader.and_then(|l| answers.statuses.get(&l.name));
     if answers.cluster.is_some() && leader.is_none() {
         notes.push("patroni lists no leader: failover in progress or the cluster is down".into());
     }
@@ -147,7 +145,7 @@ pub fn assemble_with(
                 .lag_bytes
                 .map(|b| Figure::new(b as f64, Source::Patroni, now));
             if pm.role != PatroniRole::Leader {
-                m.streaming = streaming.as_ref().map(|s| s.contains(name));
+                m.streaming = leader_status.map(|s| s.streams_to(name));
             }
             // The leader's written position, a replica's received one (its own answer).
             m.wal_position = status
