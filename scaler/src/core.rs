@@ -288,13 +288,13 @@ impl Scaler {
         self.pending.as_ref().map(|(p, _)| p)
     }
 
-    /// Every policy decision of the last observation, for the decision log.
     /// The cluster's floor: the replica policy's HA minimum (database members, primary
     /// included).
     pub fn min_members(&self) -> u32 {
         self.config.policy.replicas.min_members
     }
 
+    /// Every policy decision of the last observation, for the decision log.
     pub fn decisions(&self) -> &[Decision] {
         &self.decisions
     }
