@@ -190,7 +190,7 @@ impl ReplicaPolicy {
         let leader = members.iter().find(|m| is_leader(m)).copied();
         let mut gaps = Gaps::default();
         // Which replicas are capacity.
-        let mut capacity: Vec<&MemberObservation> = Vec::new();
+        let mut capacity: Vec<&MemberObservation> = Vec::with_capacity(count);
         let mut not_capacity: Vec<String> = Vec::new();
         for m in members.iter().filter(|m| !is_leader(m)) {
             if m.streaming == Some(false) {
@@ -229,12 +229,14 @@ impl ReplicaPolicy {
                 cpu_n += 1;
             }
         }
-        let mut signals = vec![Signal {
+        // Room for every signal at once: this runs on every observation.
+        let mut signals = Vec::with_capacity(3);
+        signals.push(Signal {
             name: "replica cpu",
             band: cfg.cpu,
             value: (cpu_n > 0).then(|| cpu_sum / cpu_n as f64),
             per: capacity.len(),
-        }];
+        });
         if let Some(band) = cfg.connections {
             let mut sum = 0.0;
             let mut any = false;
@@ -274,7 +276,10 @@ impl ReplicaPolicy {
         let complete = gaps_complete && signals.iter().all(|s| s.value.is_some());
         d.statistic = signals[0].value;
 
-        let mut state = format!(
+        // Room for the usual sentence, so the writes below do not grow it piecemeal.
+        let mut state = String::with_capacity(160);
+        let _ = write!(
+            state,
             "database replicas: {count} members ({} capacity replicas)",
             capacity.len()
         );

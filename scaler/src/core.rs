@@ -48,7 +48,7 @@ use crate::plan::{
     Phase, Plan, PlanStep, Step,
 };
 use crate::settings::SettingsDiff;
-use crate::view::{same_size, Snapshot};
+use crate::view::{figures, same_size, Snapshot};
 
 /// How long a step whose answer was lost ([`Phase::Unsure`]) waits for its check before the plan
 /// fails (the step's own `step_timeout` if shorter). Long enough for what Patroni finishes after
@@ -703,10 +703,11 @@ impl Scaler {
                 continue;
             };
             let current = rs.size;
-            let cpu = snap.figures(role, |m| m.cpu_used);
-            let mem = snap.figures(role, |m| m.memory_used);
-            let used = snap.figures(role, |m| m.disk_used);
-            let wal = snap.figures(role, |m| m.wal_bytes);
+            let observed = snap.observed_members(role);
+            let cpu = figures(&observed, |m| m.cpu_used);
+            let mem = figures(&observed, |m| m.memory_used);
+            let used = figures(&observed, |m| m.disk_used);
+            let wal = figures(&observed, |m| m.wal_bytes);
             let policies = self.policies(role);
             let cpu_d = policies.cpu.decide(now, &cpu, current.cpus);
             let mem_d = policies

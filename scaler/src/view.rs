@@ -213,16 +213,21 @@ impl Snapshot {
             .collect()
     }
 
-    /// One figure of every observed member of `role`, in name order.
-    pub fn figures(
-        &self,
-        role: Role,
-        pick: impl Fn(&MemberObservation) -> Option<Figure>,
-    ) -> Vec<Option<Figure>> {
+    /// The observed members of `role`, in name order: what [`figures`] reads one figure of
+    /// each from. Sorted once for all of a role's figures (the scaler reads four).
+    pub fn observed_members(&self, role: Role) -> Vec<&MemberObservation> {
         let mut members: Vec<&MemberObservation> = self.observation.members_of(role).collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
-        members.into_iter().map(pick).collect()
+        members
     }
+}
+
+/// One figure of each of `members`, in their order.
+pub fn figures(
+    members: &[&MemberObservation],
+    pick: impl Fn(&MemberObservation) -> Option<Figure>,
+) -> Vec<Option<Figure>> {
+    members.iter().map(|m| pick(m)).collect()
 }
 
 #[cfg(test)]
