@@ -20,13 +20,14 @@
 //! big table reads through a small ring of buffers whatever `shared_buffers` is; `low` and
 //! `window` keep such a job from retuning anything, and `retune = false` turns the policy off.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 use serde::{Deserialize, Serialize};
 use steward_model::decision::Knob;
 use steward_model::observation::{Figure, Freshness, MemberObservation};
-use steward_model::size::human_bytes;
+use steward_model::size::Bytes;
 use steward_model::{Action, ConfigErrors, Decision, Fixed, Rule, Timestamp};
 
 use crate::config::MAX_WINDOW;
@@ -164,7 +165,7 @@ impl CachePolicy {
     ) -> Decision {
         let cfg = &self.config;
         let fresh = |f: &Option<Figure>| Figure::freshness(f.as_ref(), now, cfg.stale_after);
-        let mut ratios = Vec::new();
+        let mut ratios = Vec::with_capacity(members.len());
         let mut running: Option<f64> = None;
         let mut gaps: Vec<String> = Vec::new();
         for m in members {
@@ -204,9 +205,12 @@ impl CachePolicy {
             return d;
         }
         let best = best.expect("every member has a fresh ratio");
-        let state = format!(
+        // Room for the hold's whole sentence, which goes on from this one.
+        let mut state = String::with_capacity(128);
+        let _ = write!(
+            state,
             "database shared_buffers {}: buffer cache hit ratio {:.3} or lower on every member",
-            human_bytes(current),
+            Bytes(current),
             Fixed(best)
         );
         if best >= cfg.low {
@@ -221,7 +225,8 @@ impl CachePolicy {
                     Fixed(cfg.low)
                 ),
             ));
-            d.summary = format!("{state}, at or above {:.3}: hold", Fixed(cfg.low));
+            let _ = write!(state, ", at or above {:.3}: hold", Fixed(cfg.low));
+            d.summary = state;
             return d;
         }
         let since = *self.low_since.get_or_insert(now);
@@ -265,7 +270,7 @@ impl CachePolicy {
                 Rule::Bounds,
                 share,
                 current,
-                format!("already at its share of memory ({})", human_bytes(share)),
+                format!("already at its share of memory ({})", Bytes(share)),
             ));
             d.summary = format!(
                 "{state}, short for {}, but shared_buffers is already at its share of memory: more memory is what would help: hold",
@@ -306,8 +311,8 @@ impl CachePolicy {
             "{state}, below {:.3} for {}: the cache is short: shared_buffers {} -> {} (its share of memory; restart-only: a rolling restart with a switchover)",
             cfg.low,
             format_duration(held),
-            human_bytes(current),
-            human_bytes(share)
+            Bytes(current),
+            Bytes(share)
         );
         d
     }

@@ -19,6 +19,7 @@
 //! What it is not: an actuator or a clock (`now` is a parameter; the caller applies the change and
 //! calls [`DiskPolicy::record_change`]).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
-use steward_model::size::human_bytes;
+use steward_model::size::Bytes;
 use steward_model::{Action, Decision, Fixed, Resource, Role, Rule, Timestamp};
 
 use crate::config::DiskConfig;
@@ -100,8 +101,14 @@ fn slope(points: impl Iterator<Item = (f64, f64)> + Clone, min_span_s: f64) -> O
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
-fn pct(v: f64) -> String {
-    format!("{:.0}%", Fixed(v * 100.0))
+/// A share as a whole percentage (`0.8` -> `80%`), written into its sentence.
+#[derive(Clone, Copy)]
+struct Pct(f64);
+
+impl std::fmt::Display for Pct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0}%", Fixed(self.0 * 100.0))
+    }
 }
 
 impl DiskPolicy {
@@ -145,7 +152,9 @@ impl DiskPolicy {
         current_size: f64,
     ) -> Decision {
         let cfg = self.config.clone();
-        let name = format!("{} disk", self.role);
+        // "database disk": written into each sentence, not kept in a string of its own.
+        let role = self.role;
+        let name = format_args!("{role} disk");
         let mut d = Decision::hold(now, self.knob(), current_size);
 
         // The busiest fresh member, and its WAL figure if fresh.
@@ -200,7 +209,7 @@ impl DiskPolicy {
             d.summary = format!(
                 "{name}: no fresh used-bytes figure ({missing} missing, {stale} stale of {}): hold {}",
                 used.len(),
-                human_bytes(current_size)
+                Bytes(current_size)
             );
             return d;
         };
@@ -209,10 +218,13 @@ impl DiskPolicy {
 
         let trend = self.trend(current_size, used_now);
         d.statistic = Some(trend.fill);
-        let state = format!(
+        // Room for the hold's whole sentence, which goes on from this one.
+        let mut state = String::with_capacity(96);
+        let _ = write!(
+            state,
             "{name} {} used (high {}), {}",
-            pct(trend.fill),
-            pct(cfg.high),
+            Pct(trend.fill),
+            Pct(cfg.high),
             trend.full_in
         );
 
@@ -223,7 +235,7 @@ impl DiskPolicy {
                 Rule::Threshold,
                 current_size,
                 current_size,
-                format!("{} used >= high {}", pct(trend.fill), pct(cfg.high)),
+                format!("{} used >= high {}", Pct(trend.fill), Pct(cfg.high)),
             ));
         }
         if forecast {
@@ -239,7 +251,8 @@ impl DiskPolicy {
             ));
         }
         if !over && !forecast {
-            d.summary = format!("{state}: hold {}", human_bytes(current_size));
+            let _ = write!(state, ": hold {}", Bytes(current_size));
+            d.summary = state;
             return d;
         }
 
@@ -253,19 +266,19 @@ impl DiskPolicy {
                 current_size,
                 format!(
                     "WAL makes {} of the growth over {} (alert at {})",
-                    pct(share.min(9.99)),
+                    Pct(share.min(9.99)),
                     format_duration(cfg.regression_window),
-                    pct(cfg.wal_share_alert)
+                    Pct(cfg.wal_share_alert)
                 ),
             ));
             wal_note = format!(
                 "WAL IS FILLING THE DISK ({} of the growth): check replication slots and WAL archiving",
-                pct(share.min(9.99))
+                Pct(share.min(9.99))
             );
             if !critical {
                 d.summary = format!(
                     "{state}: {wal_note}; not growing below critical {}",
-                    pct(cfg.critical)
+                    Pct(cfg.critical)
                 );
                 return d;
             }
@@ -288,7 +301,7 @@ impl DiskPolicy {
             d.summary = format!(
                 "{state}: WANTS TO GROW but the budget of {} changes per 24 h is spent: hold {}",
                 cfg.max_changes_per_day,
-                human_bytes(current_size)
+                Bytes(current_size)
             );
             if !wal_note.is_empty() {
                 let _ = write!(d.summary, "; {wal_note}");
@@ -300,7 +313,7 @@ impl DiskPolicy {
         if target <= current_size {
             d.summary = format!(
                 "{state}: DISK AT MAX {}: cannot grow; raise max or free space",
-                human_bytes(current_size)
+                Bytes(current_size)
             );
             return d;
         }
@@ -308,15 +321,15 @@ impl DiskPolicy {
         d.target = target;
         d.summary = format!(
             "{state}: grow {} -> {} (+{}: {why})",
-            human_bytes(current_size),
-            human_bytes(target),
-            human_bytes(target - current_size)
+            Bytes(current_size),
+            Bytes(target),
+            Bytes(target - current_size)
         );
         if !wal_note.is_empty() {
             let _ = write!(
                 d.summary,
                 "; above critical {}, but {wal_note}",
-                pct(cfg.critical)
+                Pct(cfg.critical)
             );
         }
         d
@@ -391,15 +404,19 @@ impl DiskPolicy {
             (Some(g), Some(w)) => Some(w / g),
             _ => None,
         };
-        let rate = growth.map_or(String::new(), |g| {
-            format!(" at {}/h", human_bytes(g * 3600.0))
-        });
-        let full_in = time_to_full.map_or("not growing".to_string(), |t| {
-            format!(
-                "full in {}{rate}",
-                format_duration(Duration::from_secs(t.as_secs()))
-            )
-        });
+        let full_in = match time_to_full {
+            None => Cow::Borrowed("not growing"),
+            Some(t) => {
+                let mut text = format!(
+                    "full in {}",
+                    format_duration(Duration::from_secs(t.as_secs()))
+                );
+                if let Some(g) = growth {
+                    let _ = write!(text, " at {}/h", Bytes(g * 3600.0));
+                }
+                Cow::Owned(text)
+            }
+        };
         Trend {
             fill,
             growth,
@@ -421,7 +438,7 @@ impl DiskPolicy {
         let why = if forecast_growth >= cfg.min_increment.max(cfg.increment_pct * current_size) {
             format!("forecast growth over {}", format_duration(cfg.horizon))
         } else if cfg.increment_pct * current_size >= cfg.min_increment {
-            format!("{} of the size", pct(cfg.increment_pct))
+            format!("{} of the size", Pct(cfg.increment_pct))
         } else {
             "the minimum increment".to_string()
         };
@@ -438,7 +455,7 @@ impl DiskPolicy {
                 Rule::Rounding,
                 raw,
                 target,
-                format!("rounded up to the {} step", human_bytes(cfg.step)),
+                format!("rounded up to the {} step", Bytes(cfg.step)),
             ));
         }
         if target > cfg.max {
@@ -446,7 +463,7 @@ impl DiskPolicy {
                 Rule::Bounds,
                 target,
                 cfg.max,
-                format!("at most {}", human_bytes(cfg.max)),
+                format!("at most {}", Bytes(cfg.max)),
             ));
             target = cfg.max;
         }
@@ -457,7 +474,7 @@ impl DiskPolicy {
                 current_size,
                 format!(
                     "max {} is below the current size: a disk never shrinks",
-                    human_bytes(cfg.max)
+                    Bytes(cfg.max)
                 ),
             ));
             target = current_size;
@@ -476,7 +493,7 @@ struct Trend {
     /// WAL's growth over the used bytes' growth.
     wal_share: Option<f64>,
     /// `full in 3h 20m at 1.2 GiB/h` or `not growing`.
-    full_in: String,
+    full_in: Cow<'static, str>,
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::time::Duration;
 use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::{Figure, Freshness, MemberObservation, Observation, PatroniRole};
-use steward_model::size::human_bytes;
+use steward_model::size::Bytes;
 use steward_model::{Action, Decision, Fixed, Role, Rule, Timestamp};
 
 use crate::config::{Band, ReplicaConfig};
@@ -199,7 +199,7 @@ impl ReplicaPolicy {
             }
             match gaps.see("lag", fresh(&m.lag_bytes)) {
                 Some(lag) if lag > cfg.max_lag_bytes => {
-                    not_capacity.push(format!("{} (lag {})", m.name, human_bytes(lag)));
+                    not_capacity.push(format!("{} (lag {})", m.name, Bytes(lag)));
                 }
                 // Unknown lag: counted (optimistic for a scale-out), but it blocks a scale-in.
                 _ => capacity.push(m),

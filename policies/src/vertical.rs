@@ -39,7 +39,7 @@ use std::time::Duration;
 use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
-use steward_model::size::human_amount;
+use steward_model::size::Amount;
 use steward_model::{Action, Decision, Fixed, Resource, Role, Rule, Timestamp};
 
 use crate::config::{OomConfig, VerticalConfig};
@@ -369,7 +369,7 @@ impl VerticalPolicy {
             format!(
                 "x{} or +{}, whichever is larger; windows and cooldown ignored",
                 self.oom.factor,
-                human_amount(self.resource, self.oom.min_increment)
+                self.amount(self.oom.min_increment)
             ),
         ));
         let mut v = ceil_step(raw, cfg.step);
@@ -406,8 +406,9 @@ impl VerticalPolicy {
         d
     }
 
-    fn amount(&self, v: f64) -> String {
-        human_amount(self.resource, v)
+    /// `v` for people, written into the sentence it is part of.
+    fn amount(&self, v: f64) -> Amount {
+        Amount(self.resource, v)
     }
 
     fn bounds_detail(&self) -> String {
