@@ -172,6 +172,15 @@ impl Decision {
         }
     }
 
+    /// Adds a rule's effect. The list grows one at a time: most decisions have one rule and
+    /// are kept until the next observation (the scaler's last decisions, `/status`), and a
+    /// `Vec`'s first push makes room for four (224 bytes where 56 do, ~8 MB in a fleet of
+    /// 10,000 clusters, benches/fleet.rs).
+    pub fn push_rule(&mut self, rule: RuleApplied) {
+        self.rules.reserve_exact(1);
+        self.rules.push(rule);
+    }
+
     /// Whether a rule of this kind shaped the decision.
     pub fn has_rule(&self, rule: Rule) -> bool {
         self.rules.iter().any(|r| r.rule == rule)

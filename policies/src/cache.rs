@@ -199,8 +199,7 @@ impl CachePolicy {
             } else {
                 gaps.join(", ")
             };
-            d.rules
-                .push(rule(Rule::MissingData, current, current, detail.clone()));
+            d.push_rule(rule(Rule::MissingData, current, current, detail.clone()));
             d.summary = format!("database shared_buffers: {detail}: hold");
             return d;
         }
@@ -215,7 +214,7 @@ impl CachePolicy {
         );
         if best >= cfg.low {
             self.low_since = None;
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Band,
                 current,
                 current,
@@ -232,7 +231,7 @@ impl CachePolicy {
         let since = *self.low_since.get_or_insert(now);
         let held = now.since(since);
         if held < cfg.window {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::DownWindow,
                 current,
                 current,
@@ -251,7 +250,7 @@ impl CachePolicy {
             return d;
         }
         let Some(share) = share else {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::MissingData,
                 current,
                 current,
@@ -266,7 +265,7 @@ impl CachePolicy {
         d.raw = Some(share);
         // Within a megabyte of its share is at its share (the settings write whole megabytes).
         if current >= share - 1024.0 * 1024.0 {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Bounds,
                 share,
                 current,
@@ -283,7 +282,7 @@ impl CachePolicy {
             .map(|t| now.since(t))
             .filter(|e| *e < cfg.cooldown)
         {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Cooldown,
                 share,
                 current,
@@ -295,7 +294,7 @@ impl CachePolicy {
             );
             return d;
         }
-        d.rules.push(rule(
+        d.push_rule(rule(
             Rule::CacheShort,
             current,
             share,

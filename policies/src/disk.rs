@@ -165,7 +165,7 @@ impl DiskPolicy {
             busiest,
         } = Tally::of(used, now, stale_ms);
         if missing > 0 {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::MissingData,
                 current_size,
                 current_size,
@@ -176,7 +176,7 @@ impl DiskPolicy {
             ));
         }
         if stale > 0 {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::StaleData,
                 current_size,
                 current_size,
@@ -188,7 +188,7 @@ impl DiskPolicy {
             ));
         }
         if !(current_size.is_finite() && current_size > 0.0) {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::MissingData,
                 current_size,
                 current_size,
@@ -199,7 +199,7 @@ impl DiskPolicy {
         }
         let Some((index, used_now)) = busiest else {
             if used.is_empty() {
-                d.rules.push(rule(
+                d.push_rule(rule(
                     Rule::MissingData,
                     current_size,
                     current_size,
@@ -231,7 +231,7 @@ impl DiskPolicy {
         let over = trend.fill >= cfg.high;
         let forecast = trend.time_to_full.is_some_and(|t| t < cfg.horizon);
         if over {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Threshold,
                 current_size,
                 current_size,
@@ -239,7 +239,7 @@ impl DiskPolicy {
             ));
         }
         if forecast {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Forecast,
                 current_size,
                 current_size,
@@ -260,7 +260,7 @@ impl DiskPolicy {
         let critical = trend.fill >= cfg.critical;
         let mut wal_note = String::new();
         if let Some(share) = wal_alarm {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::WalGrowth,
                 current_size,
                 current_size,
@@ -288,7 +288,7 @@ impl DiskPolicy {
         d.raw = Some(raw);
 
         if self.changes.len() >= cfg.max_changes_per_day as usize {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Budget,
                 raw,
                 current_size,
@@ -451,7 +451,7 @@ impl DiskPolicy {
         let cfg = &self.config;
         let mut target = ceil_step(raw, cfg.step);
         if target != raw {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Rounding,
                 raw,
                 target,
@@ -459,7 +459,7 @@ impl DiskPolicy {
             ));
         }
         if target > cfg.max {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Bounds,
                 target,
                 cfg.max,
@@ -468,7 +468,7 @@ impl DiskPolicy {
             target = cfg.max;
         }
         if target < current_size {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::NeverShrink,
                 target,
                 current_size,

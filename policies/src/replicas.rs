@@ -80,7 +80,7 @@ impl Gaps {
         stale.sort_unstable();
         stale.dedup();
         if !missing.is_empty() {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::MissingData,
                 current,
                 current,
@@ -88,7 +88,7 @@ impl Gaps {
             ));
         }
         if !stale.is_empty() {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::StaleData,
                 current,
                 current,
@@ -154,7 +154,7 @@ impl ReplicaPolicy {
         let current = members.len() as f64;
         let mut d = Decision::hold(now, Knob::Replicas, current);
         if members.is_empty() {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::MissingData,
                 current,
                 current,
@@ -206,7 +206,7 @@ impl ReplicaPolicy {
             }
         }
         if !not_capacity.is_empty() {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::NotCapacity,
                 current,
                 current,
@@ -335,7 +335,7 @@ impl ReplicaPolicy {
     }
 
     fn cooldown_rule(&self, d: &mut Decision, raw: f64, elapsed: Duration) {
-        d.rules.push(rule(
+        d.push_rule(rule(
             Rule::Cooldown,
             raw,
             d.current,
@@ -365,7 +365,7 @@ impl ReplicaPolicy {
         };
         d.raw = Some(raw);
         let why = if under_min {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::HaMinimum,
                 current,
                 cfg.min_members as f64,
@@ -380,7 +380,7 @@ impl ReplicaPolicy {
                 .map(|s| format!("{} above {:.2}", s.name, Fixed(s.band.scale_out_at)))
                 .collect();
             if held < cfg.up_window {
-                d.rules.push(rule(
+                d.push_rule(rule(
                     Rule::UpWindow,
                     raw,
                     current,
@@ -410,7 +410,7 @@ impl ReplicaPolicy {
         }
         let mut target = raw;
         if target > current + 1.0 {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::StepLimit,
                 target,
                 current + 1.0,
@@ -419,7 +419,7 @@ impl ReplicaPolicy {
             target = current + 1.0;
         }
         if target > cfg.max_members as f64 {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Bounds,
                 target,
                 cfg.max_members as f64,
@@ -456,7 +456,7 @@ impl ReplicaPolicy {
         }
         let held = self.below_since.map_or(Duration::ZERO, |s| now.since(s));
         if held < cfg.down_window {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::DownWindow,
                 raw,
                 current,
@@ -482,7 +482,7 @@ impl ReplicaPolicy {
         }
         let mut target = raw;
         if target < current - 1.0 {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::StepLimit,
                 target,
                 current - 1.0,
@@ -491,7 +491,7 @@ impl ReplicaPolicy {
             target = current - 1.0;
         }
         if target < cfg.min_members as f64 {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::HaMinimum,
                 target,
                 current,
@@ -539,7 +539,7 @@ fn hold_in_band(a: &Assessment<'_>, mut d: Decision) -> Decision {
     if a.all_below || some_low && !a.complete {
         d.summary = format!("{state}: data is missing or stale: no scale-in, hold {count}");
     } else {
-        d.rules.push(rule(
+        d.push_rule(rule(
             Rule::Band,
             current,
             current,
@@ -601,7 +601,7 @@ impl Assessment<'_> {
                 f64::INFINITY
             };
             if projected > s.band.high {
-                d.rules.push(rule(
+                d.push_rule(rule(
                     Rule::NoRegrow,
                     target,
                     self.current,

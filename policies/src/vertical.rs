@@ -350,7 +350,7 @@ impl VerticalPolicy {
             return d;
         }
         if !(current.is_finite() && current > 0.0) {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::MissingData,
                 current,
                 current,
@@ -362,7 +362,7 @@ impl VerticalPolicy {
         let cfg = &self.config;
         let raw = (current * self.oom.factor).max(current + self.oom.min_increment);
         d.raw = Some(raw);
-        d.rules.push(rule(
+        d.push_rule(rule(
             Rule::OomEmergency,
             current,
             raw,
@@ -374,7 +374,7 @@ impl VerticalPolicy {
         ));
         let mut v = ceil_step(raw, cfg.step);
         if v != raw {
-            d.rules.push(rule(
+            d.push_rule(rule(
                 Rule::Rounding,
                 raw,
                 v,
@@ -383,8 +383,7 @@ impl VerticalPolicy {
         }
         let clamped = v.clamp(cfg.min, cfg.max);
         if clamped != v {
-            d.rules
-                .push(rule(Rule::Bounds, v, clamped, self.bounds_detail()));
+            d.push_rule(rule(Rule::Bounds, v, clamped, self.bounds_detail()));
             v = clamped;
         }
         if v > current {
@@ -830,8 +829,7 @@ impl VerticalPolicy {
                 Rule::Forecast => self.forecast_detail(t, step.why),
                 other => other.to_string(),
             };
-            d.rules
-                .push(rule(step.rule, step.before, step.after, detail));
+            d.push_rule(rule(step.rule, step.before, step.after, detail));
         }
         d.summary = self.summary(t);
         d

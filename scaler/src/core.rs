@@ -695,7 +695,9 @@ impl Scaler {
 
     /// Runs every policy on the snapshot; returns the changes they ask for.
     fn decide(&mut self, snap: &Snapshot, now: Timestamp, busy: bool) -> Vec<Candidate> {
-        let mut decisions = Vec::new();
+        // The last observation's list, emptied: its room is reused, not made again.
+        let mut decisions = std::mem::take(&mut self.decisions);
+        decisions.clear();
         let mut candidates = Vec::new();
         let caps = snap.capabilities;
         for role in Role::ALL {
