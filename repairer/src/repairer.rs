@@ -538,16 +538,16 @@ impl Repairer {
         let Some(observation) = &self.last else {
             return;
         };
-        let claimants: Vec<&MemberObservation> = observation
-            .members
-            .iter()
-            .filter(|m| m.patroni_role == Some(PatroniRole::Leader))
-            .collect();
-        // Borrowed: judged three times a tick, and the holder rarely changes.
-        let holder: Option<&str> = match claimants.as_slice() {
-            [] => None,
-            [only] => Some(only.name.as_str()),
-            several => {
+        let claims = |m: &&MemberObservation| m.patroni_role == Some(PatroniRole::Leader);
+        let mut claimants = observation.members.iter().filter(claims);
+        // Borrowed, and without a list for the usual one claimant: judged three times a tick,
+        // and the holder rarely changes.
+        let holder: Option<&str> = match (claimants.next(), claimants.next()) {
+            (None, _) => None,
+            (Some(only), None) => Some(only.name.as_str()),
+            _ => {
+                let several: Vec<&MemberObservation> =
+                    observation.members.iter().filter(claims).collect();
                 // Two members claim the lock: one is stale (a frozen primary's last answer).
                 // Believe the one that shows no signal; failing that the newest timeline.
                 let fine: Vec<_> = several

@@ -6,6 +6,7 @@
 //! by `_` (`running`, `streaming`, `in_archive_recovery`, `start_failed`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -85,7 +86,13 @@ impl ClusterMember {
     /// PostgreSQL's `host:port`.
     pub fn address(&self) -> Option<String> {
         match (&self.host, self.port) {
-            (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+            (Some(h), Some(p)) => {
+                // Sized once (`format!` guesses short and grows): asked of every member of
+                // every cluster on each observation.
+                let mut address = String::with_capacity(h.len() + 6);
+                let _ = write!(address, "{h}:{p}");
+                Some(address)
+            }
             (Some(h), None) => Some(h.clone()),
             _ => None,
         }
