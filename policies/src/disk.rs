@@ -152,9 +152,8 @@ impl DiskPolicy {
         current_size: f64,
     ) -> Decision {
         let cfg = self.config.clone();
-        // "database disk": written into each sentence, not kept in a string of its own.
+        // "database disk" is written into each sentence, not kept in a string of its own.
         let role = self.role;
-        let name = format_args!("{role} disk");
         let mut d = Decision::hold(now, self.knob(), current_size);
 
         // The busiest fresh member, and its WAL figure if fresh.
@@ -194,7 +193,7 @@ impl DiskPolicy {
                 current_size,
                 "the disk size is unknown".into(),
             ));
-            d.summary = format!("{name}: the disk size is unknown: hold");
+            d.summary = format!("{role} disk: the disk size is unknown: hold");
             return d;
         }
         let Some((index, used_now)) = busiest else {
@@ -207,7 +206,7 @@ impl DiskPolicy {
                 ));
             }
             d.summary = format!(
-                "{name}: no fresh used-bytes figure ({missing} missing, {stale} stale of {}): hold {}",
+                "{role} disk: no fresh used-bytes figure ({missing} missing, {stale} stale of {}): hold {}",
                 used.len(),
                 Bytes(current_size)
             );
@@ -222,7 +221,7 @@ impl DiskPolicy {
         let mut state = String::with_capacity(96);
         let _ = write!(
             state,
-            "{name} {} used (high {}), {}",
+            "{role} disk {} used (high {}), {}",
             Pct(trend.fill),
             Pct(cfg.high),
             trend.full_in

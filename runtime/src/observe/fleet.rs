@@ -19,7 +19,7 @@
 //! kind: a member's for the per-member metrics, a slot's for the slots' metric) is dropped, as
 //! a cluster's own observer never matches a series of no member of its own. Members and slots
 //! come and go (a scale-out, a replacement, a slot left behind): rebuild the table when a
-//! cluster's change.
+//! cluster's members or slots change.
 
 use std::cell::Cell;
 use std::collections::HashMap;
