@@ -915,6 +915,20 @@ mod tests {
             (found, secs, value.is_nan(), at),
             (None, 1.0, true, no_labels.len())
         );
+        // Three series of the answer the lab's Prometheus (Debian 12's 2.42.0) wrote for `up`.
+        for (series, member) in [
+            (
+                r#"{"metric":{"__name__":"up","balancer":"lab-haproxy-1","instance":"127.0.0.21:8404","job":"haproxy"},"value":[1796664955.195,"1"]}"#,
+                None,
+            ),
+            (
+                r#"{"metric":{"__name__":"up","instance":"127.0.0.11:8008","job":"patroni","member":"lab-pg-1"},"value":[1796664955.195,"1"]}"#,
+                Some("lab-pg-1".to_string()),
+            ),
+        ] {
+            let want = Some((member, 1796664955.195, 1.0));
+            assert_eq!(compact(series), (want, series.len()), "{series}");
+        }
         for other in [
             r#"{ "metric":{"member":"pg-1"},"value":[1,"1"]}"#,
             r#"{"metric":{"member":"pg\u002d1"},"value":[1,"1"]}"#,
