@@ -161,6 +161,17 @@ struct RolePolicies {
 }
 
 impl RolePolicies {
+    /// Fresh policies for `role`, from its part of `config`.
+    fn new(config: &ScalerConfig, role: Role) -> Self {
+        let p = config.policy.role(role);
+        RolePolicies {
+            cpu: VerticalPolicy::new(role, Resource::Cpu, p.cpu.clone()),
+            memory: VerticalPolicy::new(role, Resource::Memory, p.memory.clone())
+                .with_oom(p.oom.clone()),
+            disk: DiskPolicy::new(role, p.disk.clone()),
+        }
+    }
+
     fn vertical(&mut self, resource: Resource) -> Option<&mut VerticalPolicy> {
         match resource {
             Resource::Cpu => Some(&mut self.cpu),
@@ -176,7 +187,10 @@ pub struct Scaler {
     /// Shared: a fleet's clusters hold one copy (an `Arc`), not one each.
     config: Arc<ScalerConfig>,
     database: RolePolicies,
-    balancer: RolePolicies,
+    /// Made when the cluster's first balancer is seen ([`Self::policies`]): a cluster whose
+    /// balancers Steward does not size (adopted with its own, observer-only, a fleet's
+    /// simulated clusters) carries none (1.2 KB each: 12 MB in a fleet of 10,000).
+    balancer: Option<Box<RolePolicies>>,
     replicas: ReplicaPolicy,
     /// The databases' buffer cache: when `shared_buffers` grows.
     cache: CachePolicy,
@@ -241,31 +255,26 @@ fn split_number(name: &str) -> Option<(&str, u64)> {
 }
 
 impl Scaler {
-    /// The policies of `role`.
+    /// The policies of `role`, made for balancers when first asked for.
     fn policies(&mut self, role: Role) -> &mut RolePolicies {
         match role {
             Role::Database => &mut self.database,
-            Role::Balancer => &mut self.balancer,
+            Role::Balancer => {
+                let config = &self.config;
+                self.balancer
+                    .get_or_insert_with(|| Box::new(RolePolicies::new(config, Role::Balancer)))
+            }
         }
     }
 
     /// A scaler with `config`: a `ScalerConfig`, or an `Arc` of one that many scalers share.
     pub fn new(config: impl Into<Arc<ScalerConfig>>) -> Self {
         let config = config.into();
-        let policies = |role: Role| {
-            let p = config.policy.role(role);
-            RolePolicies {
-                cpu: VerticalPolicy::new(role, Resource::Cpu, p.cpu.clone()),
-                memory: VerticalPolicy::new(role, Resource::Memory, p.memory.clone())
-                    .with_oom(p.oom.clone()),
-                disk: DiskPolicy::new(role, p.disk.clone()),
-            }
-        };
         Scaler {
             replicas: ReplicaPolicy::new(config.policy.replicas.clone()),
             cache: CachePolicy::new(config.policy.cache.clone()),
-            database: policies(Role::Database),
-            balancer: policies(Role::Balancer),
+            database: RolePolicies::new(&config, Role::Database),
+            balancer: None,
             config,
             oom_seen: BTreeMap::new(),
             last: None,
