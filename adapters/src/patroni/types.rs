@@ -127,9 +127,9 @@ impl MemberStatus {
         serde_json::from_slice::<WireStatus>(body).map(MemberStatus::from)
     }
 
-    /// Whether `member` has a walsender in state `streaming` on this member: whether it is among
-    /// [`Self::streaming_members`] (of names that include it), asked of one member without
-    /// making the set.
+    /// Whether `member` has a walsender in state `streaming` on this member: the one rule
+    /// [`Self::streaming_members`] applies to each name, asked of one member without making
+    /// the set.
     pub fn streams_to(&self, member: &str) -> bool {
         self.replication
             .iter()
@@ -144,11 +144,10 @@ impl MemberStatus {
         &self,
         names: impl IntoIterator<Item = &'a str>,
     ) -> BTreeSet<String> {
-        let names: BTreeSet<&str> = names.into_iter().collect();
-        self.replication
-            .iter()
-            .filter(|w| w.state == "streaming" && names.contains(w.application_name.as_str()))
-            .map(|w| w.application_name.clone())
+        names
+            .into_iter()
+            .filter(|n| self.streams_to(n))
+            .map(str::to_string)
             .collect()
     }
 }

@@ -915,7 +915,7 @@ mod tests {
             (found, secs, value.is_nan(), at),
             (None, 1.0, true, no_labels.len())
         );
-        // Three series of the answer the lab's Prometheus (Debian 12's 2.42.0) wrote for `up`.
+        // Two series of the answer the lab's Prometheus (Debian 12's 2.42.0) wrote for `up`.
         for (series, member) in [
             (
                 r#"{"metric":{"__name__":"up","balancer":"lab-haproxy-1","instance":"127.0.0.21:8404","job":"haproxy"},"value":[1796664955.195,"1"]}"#,
