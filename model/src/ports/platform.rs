@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -116,55 +115,148 @@ pub struct PlatformMember {
     pub restart_count: u32,
 }
 
-/// A member's labels: a map shared, not copied, between listings. A platform that keeps its
-/// members' labels (the simulated one) hands out the same map on every `list`, and the copies
+/// A member's labels: a small map, shared, not copied, between listings. A platform that keeps
+/// its members' labels (the simulated one) hands out the same map on every `list`, and the copies
 /// kept by the cores share it too. A fleet lists 30,000 members a tick: copying these maps was
-/// most of its list phase (benches/fleet.rs: 22-24 -> 8-9 ms). Reads go through `Deref`; a
-/// change (`DerefMut`) copies the map first if it is shared, so no other listing sees it.
+/// most of its list phase (benches/fleet.rs: 22-24 -> 8-9 ms).
+///
+/// Held as one slice of pairs in key order: a member carries four or five labels, which a
+/// `BTreeMap` kept in a node with room for eleven (~880 bytes a member with its keys), and
+/// Steward's own keys ([`LABEL_CLUSTER`] and friends) are the constants themselves, not heap
+/// strings, so a lookup reads no memory of its own for them (the repairer looks up
+/// [`LABEL_REPLACES`] on every member at every observation). A change copies the pairs first if
+/// they are shared, so no other listing sees it.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Labels(Arc<BTreeMap<String, String>>);
+pub struct Labels(Arc<[(LabelKey, String)]>);
 
-impl Deref for Labels {
-    type Target = BTreeMap<String, String>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
+/// A label's key: one of Steward's own held as its constant, any other owned.
+pub type LabelKey = std::borrow::Cow<'static, str>;
+
+/// Steward's own keys, held as their constants when read from a platform.
+const OWN_KEYS: [&str; 5] = [
+    LABEL_CLUSTER,
+    LABEL_ROLE,
+    LABEL_MEMBER,
+    LABEL_OPERATION,
+    LABEL_REPLACES,
+];
+
+/// `key` as its constant when it is one of Steward's own.
+fn intern(key: LabelKey) -> LabelKey {
+    match OWN_KEYS.iter().find(|own| **own == key) {
+        Some(own) => LabelKey::Borrowed(own),
+        None => key,
     }
 }
 
-impl DerefMut for Labels {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        Arc::make_mut(&mut self.0)
+impl Labels {
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+    }
+
+    /// The value of `key`, if the member carries it.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key` (a constant, or an owned key) to `value`; returns the value it replaced.
+    pub fn insert(&mut self, key: impl Into<LabelKey>, value: String) -> Option<String> {
+        let key = intern(key.into());
+        let mut pairs = self.0.to_vec();
+        let old = match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut pairs[i].1, value)),
+            Err(i) => {
+                pairs.insert(i, (key, value));
+                None
+            }
+        };
+        self.0 = pairs.into();
+        old
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let i = self.find(key).ok()?;
+        let mut pairs = self.0.to_vec();
+        let (_, value) = pairs.remove(i);
+        self.0 = pairs.into();
+        Some(value)
+    }
+
+    /// The labels in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &String)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Index<&str> for Labels {
+    type Output = String;
+    fn index(&self, key: &str) -> &String {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no label `{key}` on this member"))
+    }
+}
+
+impl<K: Into<LabelKey>> FromIterator<(K, String)> for Labels {
+    /// The last value wins for a key given twice, as in a map.
+    fn from_iter<I: IntoIterator<Item = (K, String)>>(pairs: I) -> Self {
+        let mut pairs: Vec<(LabelKey, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (intern(k.into()), v))
+            .collect();
+        // Stable: of a key given twice, the later pair stays after the earlier one.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(LabelKey, String)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match unique.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => unique.push(pair),
+            }
+        }
+        Labels(unique.into())
     }
 }
 
 impl From<BTreeMap<String, String>> for Labels {
     fn from(map: BTreeMap<String, String>) -> Self {
-        Labels(Arc::new(map))
+        map.into_iter().collect()
     }
 }
 
-impl<const N: usize> From<[(String, String); N]> for Labels {
-    fn from(pairs: [(String, String); N]) -> Self {
-        Labels(Arc::new(BTreeMap::from(pairs)))
+impl<K: Into<LabelKey>, const N: usize> From<[(K, String); N]> for Labels {
+    fn from(pairs: [(K, String); N]) -> Self {
+        pairs.into_iter().collect()
     }
 }
 
-/// As the map: the type is only how it is held.
+/// As a map: the type is only how it is held.
 impl fmt::Debug for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
 impl Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        s.collect_map(self.iter())
     }
 }
 
 impl<'de> Deserialize<'de> for Labels {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        BTreeMap::deserialize(d).map(Labels::from)
+        BTreeMap::<String, String>::deserialize(d).map(Labels::from)
     }
 }
 
@@ -175,15 +267,14 @@ pub fn unfinished_replacements(
     cluster: &str,
     listed: &[PlatformMember],
 ) -> std::collections::BTreeMap<String, String> {
-    let ours = || listed.iter().filter(|m| m.cluster == cluster);
-    ours()
-        .filter(|m| m.state == crate::observation::PlatformState::Running)
-        .filter_map(|m| {
-            let target = m.labels.get(LABEL_REPLACES)?;
-            ours()
-                .any(|t| t.name == *target)
-                .then(|| (m.name.clone(), target.clone()))
-        })
+    let ours = |m: &&PlatformMember| m.cluster == cluster;
+    // The label first: most members carry none, and their other strings stay unread.
+    listed
+        .iter()
+        .filter_map(|m| Some((m, m.labels.get(LABEL_REPLACES)?)))
+        .filter(|(m, _)| m.state == crate::observation::PlatformState::Running && ours(m))
+        .filter(|(_, target)| listed.iter().filter(ours).any(|t| t.name == **target))
+        .map(|(m, target)| (m.name.clone(), target.clone()))
         .collect()
 }
 
@@ -362,6 +453,62 @@ pub struct KeptData {
     pub data: Vec<String>,
     /// How an operator deletes it once it is no longer needed.
     pub delete_with: String,
+}
+
+#[cfg(test)]
+mod labels_tests {
+    use super::*;
+
+    #[test]
+    fn steward_keys_are_held_as_their_constants_and_others_owned() {
+        let labels: Labels = BTreeMap::from([
+            (LABEL_REPLACES.to_string(), "pg-1".to_string()),
+            ("app".to_string(), "db".to_string()),
+        ])
+        .into();
+        let keys: Vec<(bool, &str)> = labels
+            .0
+            .iter()
+            .map(|(k, _)| (matches!(k, LabelKey::Borrowed(_)), k.as_ref()))
+            .collect();
+        assert_eq!(keys, [(false, "app"), (true, LABEL_REPLACES)]);
+        assert_eq!(labels.get(LABEL_REPLACES).map(String::as_str), Some("pg-1"));
+        assert_eq!(labels["app"], "db");
+        assert!(labels.get("io.steward").is_none());
+    }
+
+    #[test]
+    fn labels_change_like_a_map_and_a_shared_copy_does_not_see_it() {
+        let mut labels = Labels::from([("b", "2".to_string()), ("a", "1".to_string())]);
+        let shared = labels.clone();
+        assert_eq!(labels.insert("c", "3".to_string()), None);
+        assert_eq!(
+            labels.insert("a".to_string(), "one".to_string()),
+            Some("1".into())
+        );
+        assert_eq!(labels.remove("b"), Some("2".into()));
+        assert_eq!(labels.remove("b"), None);
+        let now: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k, v.as_str())).collect();
+        assert_eq!(now, [("a", "one"), ("c", "3")]);
+        assert_eq!(shared.len(), 2);
+        assert_eq!(shared["b"], "2");
+        // Of a key given twice, the last value stays, as in a map.
+        let twice = Labels::from([("k", "1".to_string()), ("k", "2".to_string())]);
+        assert_eq!((twice.len(), twice["k"].as_str()), (1, "2"));
+    }
+
+    #[test]
+    fn labels_read_and_write_as_a_json_object_in_key_order() {
+        let labels = Labels::from([(LABEL_ROLE, "database".to_string()), ("a", "x".to_string())]);
+        let text = serde_json::to_string(&labels).unwrap();
+        assert_eq!(text, r#"{"a":"x","io.steward.role":"database"}"#);
+        let back: Labels = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, labels);
+        assert_eq!(
+            format!("{labels:?}"),
+            r#"{"a": "x", "io.steward.role": "database"}"#
+        );
+    }
 }
 
 #[cfg(test)]
