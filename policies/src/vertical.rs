@@ -470,6 +470,7 @@ impl VerticalPolicy {
         };
 
         let complete = tally.complete();
+        self.window.make_room(now.0, self.window_ms);
         self.window.push(now.0, busiest, complete);
         self.window
             .evict_through(now.0.saturating_sub(self.window_ms));

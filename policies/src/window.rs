@@ -31,12 +31,33 @@ pub(crate) const MAX_SAMPLES: usize = 4096;
 /// Up to this many samples, the window keeps no sorted copy: a statistic reads the ring.
 const SMALL: usize = 32;
 
+/// One sample in 16 bytes: the time in ms shifted left by one, its lowest bit set when the
+/// sample is incomplete (some member's figure was missing or stale), and the value. As three
+/// fields it took 24 with the padding, and a cluster keeps a window per policy and resource:
+/// the ring is most of a long-running fleet's memory.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
-    at_ms: i64,
+    key: i64,
     value: f64,
-    /// Every member had a fresh figure when this sample was taken.
-    complete: bool,
+}
+
+impl Sample {
+    /// Times beyond +-2^62 ms (146 million years) are held at that bound.
+    fn new(at_ms: i64, value: f64, complete: bool) -> Sample {
+        let at_ms = at_ms.clamp(i64::MIN >> 1, i64::MAX >> 1);
+        Sample {
+            key: (at_ms << 1) | i64::from(!complete),
+            value,
+        }
+    }
+
+    fn at_ms(self) -> i64 {
+        self.key >> 1
+    }
+
+    fn complete(self) -> bool {
+        self.key & 1 == 0
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -58,7 +79,7 @@ impl Window {
     /// that the ring stays ordered by time (returns false).
     pub(crate) fn push(&mut self, at_ms: i64, value: f64, complete: bool) -> bool {
         debug_assert!(value.is_finite());
-        if self.samples.back().is_some_and(|s| s.at_ms > at_ms) {
+        if self.samples.back().is_some_and(|s| s.at_ms() > at_ms) {
             return false;
         }
         // Only one value is ever parked: it is always the newest sample's.
@@ -66,11 +87,7 @@ impl Window {
         if self.samples.len() >= MAX_SAMPLES {
             self.pop_oldest();
         }
-        self.samples.push_back(Sample {
-            at_ms,
-            value,
-            complete,
-        });
+        self.samples.push_back(Sample::new(at_ms, value, complete));
         if self.tracking {
             self.pending = Some(value);
         }
@@ -80,9 +97,33 @@ impl Window {
         true
     }
 
+    /// Before a push at `at_ms` into a full ring: room as a `VecDeque` grows it (doubling), but
+    /// never beyond what `span_ms` holds at the pace of the last sample, plus a tenth (30 minutes
+    /// at a 10 s tick is 181 samples, which doubling gives 256 places). A faster pace later grows
+    /// it again. The sorted copy of a large window gets the same room.
+    pub(crate) fn make_room(&mut self, at_ms: i64, span_ms: i64) {
+        let len = self.samples.len();
+        let Some(last) = self.samples.back().map(|s| s.at_ms()) else {
+            return;
+        };
+        let step = at_ms.saturating_sub(last);
+        if len < self.samples.capacity() || len < 2 || step <= 0 {
+            return;
+        }
+        let expected = span_ms as f64 / step as f64 * 1.1 + 2.0;
+        let wanted = (expected.ceil() as usize)
+            .min(len * 2)
+            .clamp(len + 1, MAX_SAMPLES);
+        self.samples.reserve_exact(wanted - len);
+        if self.tracking {
+            self.sorted
+                .reserve_exact(wanted.saturating_sub(self.sorted.len()));
+        }
+    }
+
     /// Drops every sample taken at or before `cutoff_ms`.
     pub(crate) fn evict_through(&mut self, cutoff_ms: i64) {
-        while self.samples.front().is_some_and(|s| s.at_ms <= cutoff_ms) {
+        while self.samples.front().is_some_and(|s| s.at_ms() <= cutoff_ms) {
             self.pop_oldest();
         }
     }
@@ -91,7 +132,7 @@ impl Window {
         let Some(s) = self.samples.pop_front() else {
             return;
         };
-        if !s.complete {
+        if !s.complete() {
             self.incomplete -= 1;
         }
         if !self.tracking {
@@ -150,6 +191,8 @@ impl Window {
             self.settle();
         } else {
             self.sorted.clear();
+            // As much room as the ring: a push into a full copy would double it.
+            self.sorted.reserve_exact(self.samples.capacity());
             self.sorted.extend(self.samples.iter().map(|s| s.value));
             self.sorted.sort_unstable_by(f64::total_cmp);
             self.pending = None;
@@ -288,7 +331,8 @@ mod tests {
             ),
         ) {
             let mut w = Window::default();
-            let mut model: Vec<Sample> = Vec::new();
+            // (time, value, complete) per sample.
+            let mut model: Vec<(i64, f64, bool)> = Vec::new();
             let mut now = 0i64;
             for op in ops {
                 match op {
@@ -296,18 +340,18 @@ mod tests {
                         // Mostly forward in time; now and then a step back, which is refused.
                         let at = if dt == 0 { now - 1 } else { now + dt };
                         let accepted = w.push(at, value, complete);
-                        prop_assert_eq!(accepted, model.last().is_none_or(|s| s.at_ms <= at));
+                        prop_assert_eq!(accepted, model.last().is_none_or(|s| s.0 <= at));
                         if accepted {
                             now = at;
-                            model.push(Sample { at_ms: at, value, complete });
+                            model.push((at, value, complete));
                         }
                     }
                     Op::Evict(back) => {
                         w.evict_through(now - back);
-                        model.retain(|s| s.at_ms > now - back);
+                        model.retain(|s| s.0 > now - back);
                     }
                     Op::Stat(statistic) => {
-                        let mut values: Vec<f64> = model.iter().map(|s| s.value).collect();
+                        let mut values: Vec<f64> = model.iter().map(|s| s.1).collect();
                         values.sort_by(f64::total_cmp);
                         let expected = (!values.is_empty()).then(|| match statistic {
                             Statistic::Mean => values.iter().mean(),
@@ -321,7 +365,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(w.len(), model.len());
-                prop_assert_eq!(w.incomplete(), model.iter().filter(|s| !s.complete).count());
+                prop_assert_eq!(w.incomplete(), model.iter().filter(|s| !s.2).count());
             }
         }
     }
@@ -448,6 +492,55 @@ mod tests {
         assert_eq!(w.statistic(Statistic::Mean), None);
         w.push(6, 9.0, true);
         assert_eq!(w.statistic(Statistic::Mean), Some(9.0));
+    }
+
+    #[test]
+    fn a_sample_keeps_its_time_and_completeness_in_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Sample>(), 16);
+        for at in [
+            i64::MIN >> 1,
+            -10_001,
+            -1,
+            0,
+            1,
+            1_800_000_000_000,
+            i64::MAX >> 1,
+        ] {
+            for complete in [true, false] {
+                let s = Sample::new(at, 0.5, complete);
+                assert_eq!((s.at_ms(), s.complete(), s.value), (at, complete, 0.5));
+            }
+        }
+        // Beyond the bound a time is held at it, in order.
+        assert_eq!(Sample::new(i64::MAX, 1.0, true).at_ms(), i64::MAX >> 1);
+        assert_eq!(Sample::new(i64::MIN, 1.0, false).at_ms(), i64::MIN >> 1);
+    }
+
+    #[test]
+    fn a_window_at_a_steady_pace_keeps_room_for_its_span_not_a_doubling() {
+        // 30 minutes at a 10 s pace: 181 samples; doubling would give 256 places.
+        let (span, pace) = (30 * 60_000, 10_000);
+        let mut w = Window::default();
+        for i in 0..1_000 {
+            let at = i * pace;
+            w.make_room(at, span);
+            w.push(at, (i % 7) as f64, true);
+            w.evict_through(at - span);
+            // A large window keeps its sorted copy from the first statistic on.
+            w.statistic(Statistic::Percentile(95.0));
+        }
+        assert_eq!(w.len(), 180);
+        let room = (span / pace) as usize * 11 / 10 + 3;
+        assert!(w.samples.capacity() <= room, "{}", w.samples.capacity());
+        assert!(w.sorted.capacity() <= room, "{}", w.sorted.capacity());
+        // A faster pace later still finds room: 400 more, beside the 140 older ones still in.
+        for i in 0..400 {
+            let at = 1_000 * pace + i * 1_000;
+            w.make_room(at, span);
+            assert!(w.push(at, 1.0, true));
+            w.evict_through(at - span);
+        }
+        assert_eq!(w.len(), 540);
     }
 
     #[test]
