@@ -126,8 +126,15 @@ pub struct PlatformMember {
 /// strings, so a lookup reads no memory of its own for them (the repairer looks up
 /// [`LABEL_REPLACES`] on every member at every observation). A change copies the pairs first if
 /// they are shared, so no other listing sees it.
+///
+/// Which of Steward's keys the member carries is also kept beside the pointer (`own`): asking
+/// for one it lacks (most members carry no [`LABEL_REPLACES`]) reads nothing on the heap.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Labels(Arc<[(LabelKey, String)]>);
+pub struct Labels {
+    pairs: Arc<[(LabelKey, String)]>,
+    /// Bit `i` set when [`OWN_KEYS`]`[i]` is among `pairs`.
+    own: u8,
+}
 
 /// A label's key: one of Steward's own held as its constant, any other owned.
 pub type LabelKey = std::borrow::Cow<'static, str>;
@@ -149,14 +156,35 @@ fn intern(key: LabelKey) -> LabelKey {
     }
 }
 
+/// The bit of `key` in [`Labels::own`], if it is one of Steward's keys (their lengths differ,
+/// so this is a few length checks and at most one comparison).
+fn own_bit(key: &str) -> Option<u8> {
+    OWN_KEYS.iter().position(|own| *own == key).map(|i| 1 << i)
+}
+
 impl Labels {
+    /// Labels from pairs in key order, each key once.
+    fn from_sorted(pairs: Vec<(LabelKey, String)>) -> Labels {
+        let own = pairs
+            .iter()
+            .filter_map(|(k, _)| own_bit(k))
+            .fold(0, |bits, bit| bits | bit);
+        Labels {
+            pairs: pairs.into(),
+            own,
+        }
+    }
+
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+        if own_bit(key).is_some_and(|bit| self.own & bit == 0) {
+            return Err(0); // not carried: the caller only needs to know that
+        }
+        self.pairs.binary_search_by(|(k, _)| k.as_ref().cmp(key))
     }
 
     /// The value of `key`, if the member carries it.
     pub fn get(&self, key: &str) -> Option<&String> {
-        self.find(key).ok().map(|i| &self.0[i].1)
+        self.find(key).ok().map(|i| &self.pairs[i].1)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -166,38 +194,38 @@ impl Labels {
     /// Sets `key` (a constant, or an owned key) to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: impl Into<LabelKey>, value: String) -> Option<String> {
         let key = intern(key.into());
-        let mut pairs = self.0.to_vec();
-        let old = match self.find(&key) {
+        let mut pairs = self.pairs.to_vec();
+        let old = match pairs.binary_search_by(|(k, _)| k.cmp(&key)) {
             Ok(i) => Some(std::mem::replace(&mut pairs[i].1, value)),
             Err(i) => {
                 pairs.insert(i, (key, value));
                 None
             }
         };
-        self.0 = pairs.into();
+        *self = Labels::from_sorted(pairs);
         old
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let i = self.find(key).ok()?;
-        let mut pairs = self.0.to_vec();
+        let mut pairs = self.pairs.to_vec();
         let (_, value) = pairs.remove(i);
-        self.0 = pairs.into();
+        *self = Labels::from_sorted(pairs);
         Some(value)
     }
 
     /// The labels in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &String)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+        self.pairs.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs.is_empty()
     }
 }
 
@@ -225,7 +253,7 @@ impl<K: Into<LabelKey>> FromIterator<(K, String)> for Labels {
                 _ => unique.push(pair),
             }
         }
-        Labels(unique.into())
+        Labels::from_sorted(unique)
     }
 }
 
@@ -467,7 +495,7 @@ mod labels_tests {
         ])
         .into();
         let keys: Vec<(bool, &str)> = labels
-            .0
+            .pairs
             .iter()
             .map(|(k, _)| (matches!(k, LabelKey::Borrowed(_)), k.as_ref()))
             .collect();
@@ -492,6 +520,14 @@ mod labels_tests {
         assert_eq!(now, [("a", "one"), ("c", "3")]);
         assert_eq!(shared.len(), 2);
         assert_eq!(shared["b"], "2");
+        // Steward's keys are found through the bits kept beside the pairs: kept up to date.
+        let mut own = Labels::from([(LABEL_CLUSTER, "pg".to_string())]);
+        assert!(own.get(LABEL_REPLACES).is_none() && own.contains_key(LABEL_CLUSTER));
+        own.insert(LABEL_REPLACES, "pg-1".to_string());
+        assert_eq!(own.get(LABEL_REPLACES).map(String::as_str), Some("pg-1"));
+        assert_eq!(own.remove(LABEL_CLUSTER), Some("pg".into()));
+        assert!(!own.contains_key(LABEL_CLUSTER) && own.contains_key(LABEL_REPLACES));
+        assert_eq!(own, Labels::from([(LABEL_REPLACES, "pg-1".to_string())]));
         // Of a key given twice, the last value stays, as in a map.
         let twice = Labels::from([("k", "1".to_string()), ("k", "2".to_string())]);
         assert_eq!((twice.len(), twice["k"].as_str()), (1, "2"));
