@@ -18,8 +18,11 @@
 //! 4. `assemble`: [`assemble_with`] per cluster over its share of the table (or [`assemble`]
 //!    over its maps), with a prebuilt Patroni `/cluster` and leader `/patroni` answer: Patroni
 //!    is not part of this benchmark, so its answers are parsed once;
-//! 5. `scaler` and `repairer`: each core's `handle` for the observation and a tick, every
-//!    proposal refused as a dry-run driver does, so no plan advances. The scaler is lent the
+//! 5. `scaler` and `repairer`: the events the run loop's two loops hand each core per tick
+//!    (`runtime/src/run.rs`): the scaler the observation and a tick, the repairer the
+//!    platform's list and the observation (the repair loop sends no tick; until 2026-12-07
+//!    the bench sent one, a third judgement per tick that production does not make). Every
+//!    proposal is refused as a dry-run driver does, so no plan advances. The scaler is lent the
 //!    snapshot ([`Scaler::observed`]), which then goes on to the repairer: one copy of the
 //!    observation and list per cluster, not one per core.
 //!
@@ -554,7 +557,7 @@ async fn tick(
         }
         lap(&mut fig, 5);
 
-        // 6. the repairers: the platform's list, the observation, a tick.
+        // 6. the repairers: the platform's list, then the observation, as the repair loop.
         for (cluster, snapshot) in chunk.iter_mut().zip(snapshots) {
             let Snapshot {
                 observation,
@@ -568,7 +571,6 @@ async fn tick(
             };
             out.repair_commands += r.handle(listed, now, c).len();
             out.repair_commands += r.handle(RepairEvent::Observed(observation), now, c).len();
-            out.repair_commands += r.handle(RepairEvent::Tick, now, c).len();
         }
         lap(&mut fig, 6);
     }
