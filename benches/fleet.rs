@@ -248,7 +248,8 @@ struct Cluster {
     name: String,
     platform: SimulatedPlatform,
     patroni: ClusterView,
-    leader_status: MemberStatus,
+    /// The leader's `/patroni`, with its name, as the observer lends it to `assemble`.
+    statuses: [(String, MemberStatus); 1],
     scaler: Scaler,
     repairer: Repairer,
     /// The cluster's coordinator, which the runtime owns beside the repairer.
@@ -336,8 +337,8 @@ async fn build_fleet(
                 scaler: Scaler::new(Arc::clone(&shared)),
                 name,
                 platform,
+                statuses: [(patroni.members[0].name.clone(), leader_status)],
                 patroni,
-                leader_status,
             }
         })
         .collect();
@@ -492,10 +493,7 @@ async fn tick(
         for (i, (cluster, listed)) in chunk.iter().zip(&listed).enumerate() {
             let answers = Answers {
                 cluster: Some(&cluster.patroni),
-                statuses: BTreeMap::from([(
-                    cluster.patroni.members[0].name.clone(),
-                    cluster.leader_status.clone(),
-                )]),
+                statuses: &cluster.statuses,
                 metrics: match fetch {
                     Fetch::Table => BTreeMap::new(),
                     _ => per_cluster.next().expect("one metrics map per cluster"),

@@ -160,12 +160,10 @@ pub async fn observe_once(
         let (client, name) = (Arc::clone(&client), m.name.clone());
         tasks.spawn(async move { (name, client.member_status(&base).await) });
     }
-    let mut statuses = BTreeMap::new();
+    let mut statuses = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((name, Ok(status))) => {
-                statuses.insert(name, status);
-            }
+            Ok((name, Ok(status))) => statuses.push((name, status)),
             Ok((name, Err(e))) => {
                 warn!(member = %name, error = %e, "member's /patroni did not answer");
                 notes.push(format!("{name}: /patroni failed ({}): {e}", e.class()));
@@ -194,11 +192,11 @@ pub async fn observe_once(
     let name = cluster_name
         .map(str::to_string)
         .or(cluster.scope.clone())
-        .or_else(|| statuses.values().find_map(|s| s.scope.clone()))
+        .or_else(|| statuses.iter().find_map(|(_, s)| s.scope.clone()))
         .unwrap_or_else(|| FALLBACK_CLUSTER_NAME.into());
     let answers = Answers {
         cluster: Some(&cluster),
-        statuses,
+        statuses: &statuses,
         metrics,
         platform: None,
         notes,

@@ -29,19 +29,31 @@ use steward_model::record::MemberRecord;
 use steward_model::{Role, Timestamp};
 use steward_policies::slots::is_slot_of;
 
-/// What the sources answered in one pass.
+/// What the sources answered in one pass, lent to [`assemble`]: the observer owns them, and
+/// a fleet's driver (benches/fleet.rs) lends the same answers without copying them.
 #[derive(Clone, Debug, Default)]
 pub struct Answers<'a> {
     /// Patroni's `/cluster`, when any member answered.
     pub cluster: Option<&'a ClusterView>,
-    /// Each member's own `/patroni`, by member name (absent: not asked or did not answer).
-    pub statuses: BTreeMap<String, MemberStatus>,
+    /// Each member's own `/patroni` with the member's name, in any order (absent: not asked
+    /// or did not answer). A few pairs: a list, not a map (a map's node has room for 11).
+    pub statuses: &'a [(String, MemberStatus)],
     /// One reading per metric, all members each.
     pub metrics: BTreeMap<Metric, MetricReading>,
     /// The platform's members, when a platform was asked.
     pub platform: Option<&'a [PlatformMember]>,
     /// Problems met while asking (a source that did not answer), passed through.
     pub notes: Vec<String>,
+}
+
+impl Answers<'_> {
+    /// `name`'s own `/patroni`, if it answered.
+    pub fn status(&self, name: &str) -> Option<&MemberStatus> {
+        self.statuses
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+    }
 }
 
 /// Where [`assemble_with`] reads the metrics of one pass: readings by metric and by key (the
@@ -112,7 +124,7 @@ pub fn assemble_with(
     let leader = patroni_members
         .iter()
         .find(|m| m.role == PatroniRole::Leader);
-    let leader_status = leader.and_then(|l| answers.statuses.get(&l.name));
+    let leader_status = leader.and_then(|l| answers.status(&l.name));
     if answers.cluster.is_some() && leader.is_none() {
         notes.push("patroni lists no leader: failover in progress or the cluster is down".into());
     }
@@ -123,7 +135,7 @@ pub fn assemble_with(
         let platform = answers
             .platform
             .and_then(|list| list.iter().find(|p| p.name == name));
-        let status = answers.statuses.get(name);
+        let status = answers.status(name);
         let role = platform.map(|p| p.role).or(pm.map(|_| Role::Database));
         let mut m = MemberObservation {
             name: name.to_string(),
@@ -387,14 +399,15 @@ mod tests {
     #[test]
     fn patroni_3x_replicas_stream_by_the_leaders_walsenders_not_by_their_state() {
         let c = cluster("patroni-3.0.2/cluster.leader.http200.json");
-        let mut a = Answers {
-            cluster: Some(&c),
-            ..Default::default()
-        };
-        a.statuses.insert(
+        let statuses = [(
             "pg1".into(),
             status("patroni-3.0.2/patroni.leader.http200.json"),
-        );
+        )];
+        let a = Answers {
+            cluster: Some(&c),
+            statuses: &statuses,
+            ..Default::default()
+        };
         let obs = assemble("pglab", NOW, &a);
         let by = |n: &str| obs.members.iter().find(|m| m.name == n).unwrap();
         assert_eq!(by("pg1").patroni_role, Some(PatroniRole::Leader));
@@ -417,16 +430,16 @@ mod tests {
     #[test]
     fn wal_positions_are_the_leaders_written_and_the_replicas_received() {
         let c = cluster("patroni-4.1.5/cluster.leader.http200.json");
-        let mut a = Answers {
-            cluster: Some(&c),
-            ..Default::default()
-        };
         let leader = status("patroni-4.1.5/patroni.leader.http200.json");
         let replica = status("patroni-4.1.5/patroni.replica.http200.json");
         let (written, received) = (leader.wal.location, replica.wal.received);
         assert!(written.is_some() && received.is_some());
-        a.statuses.insert("pg1".into(), leader);
-        a.statuses.insert("pg2".into(), replica);
+        let statuses = [("pg1".into(), leader), ("pg2".into(), replica)];
+        let a = Answers {
+            cluster: Some(&c),
+            statuses: &statuses,
+            ..Default::default()
+        };
         let obs = assemble("pglab", NOW, &a);
         let by = |n: &str| obs.members.iter().find(|m| m.name == n).unwrap();
         let position = |n: &str| by(n).wal_position.map(|f| (f.value as u64, f.source, f.at));
@@ -445,14 +458,15 @@ mod tests {
     fn a_stopped_replica_with_unknown_lag_is_not_streaming() {
         // Recorded in the lab: lab-pg-3's postgres stopped; its lag is "unknown".
         let c = cluster("patroni-4.1.5-extra/cluster.leader.member_stopped.http200.json");
-        let mut a = Answers {
-            cluster: Some(&c),
-            ..Default::default()
-        };
-        a.statuses.insert(
+        let statuses = [(
             "lab-pg-1".into(),
             status("patroni-4.1.5-extra/patroni.leader.member_stopped.http200.json"),
-        );
+        )];
+        let a = Answers {
+            cluster: Some(&c),
+            statuses: &statuses,
+            ..Default::default()
+        };
         let obs = assemble("steward-lab", NOW, &a);
         let pg3 = obs.members.iter().find(|m| m.name == "lab-pg-3").unwrap();
         assert_eq!(pg3.patroni_state.as_deref(), Some("stopped"));

@@ -112,7 +112,7 @@ impl Observer {
                 None
             }
         };
-        let mut statuses = BTreeMap::new();
+        let mut statuses = Vec::new();
         let mut api_urls = BTreeMap::new();
         if let Some(c) = &cluster {
             let mut tasks = tokio::task::JoinSet::new();
@@ -127,9 +127,7 @@ impl Observer {
             }
             while let Some(joined) = tasks.join_next().await {
                 match joined {
-                    Ok((name, Some(Ok(status)))) => {
-                        statuses.insert(name, status);
-                    }
+                    Ok((name, Some(Ok(status)))) => statuses.push((name, status)),
                     Ok((name, Some(Err(e)))) => {
                         debug!(member = %name, error = %e, "member's /patroni did not answer");
                         notes.push(format!("{name}: /patroni failed ({})", e.class()));
@@ -206,7 +204,7 @@ impl Observer {
         }
         let answers = Answers {
             cluster: cluster.as_ref(),
-            statuses,
+            statuses: &statuses,
             metrics,
             platform: platform.as_deref(),
             notes,
