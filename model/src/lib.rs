@@ -13,6 +13,7 @@
 pub mod decision;
 pub mod errors;
 pub mod fixed;
+pub mod names;
 pub mod observation;
 pub mod operation;
 pub mod ports;
@@ -23,5 +24,6 @@ pub mod time;
 pub use decision::{Action, Decision, Knob, Rule, RuleApplied};
 pub use errors::ConfigErrors;
 pub use fixed::Fixed;
+pub use names::NameMap;
 pub use size::{Resource, Role, Size};
 pub use time::Timestamp;

@@ -41,7 +41,7 @@ use steward_model::observation::{
     Figure, Freshness, MemberObservation, Observation, PatroniRole, PlatformState,
 };
 use steward_model::ports::platform::{unfinished_replacements, ErrorKind, LABEL_REPLACES};
-use steward_model::{Role, Timestamp};
+use steward_model::{NameMap, Role, Timestamp};
 
 use crate::command::{
     ActionError, Alert, Command, CommandKind, Event, OperationId, OperatorCommand,
@@ -215,7 +215,8 @@ pub struct Repairer {
     config: RepairConfig,
     /// Boxed: a B-tree leaf has room for 11 entries, and a cluster has 3-5 members; inline, the
     /// empty slots took 2.5 KB per cluster (a fleet of 10,000: 25 MB), boxed 0.4 KB.
-    members: BTreeMap<String, Box<Tracked>>,
+    /// By name, in name order: a few, so a list (a `BTreeMap` node has room for 11).
+    members: NameMap<Box<Tracked>>,
     last: Option<Observation>,
     /// The member last known to hold the leader lock.
     leader: Option<String>,
@@ -240,13 +241,9 @@ enum Verification {
     Failed(String),
 }
 
-/// `name`'s entry, made if new. Looked up before it is made: `entry` takes an owned key, and
-/// a copy of every member's name on every tick was a fleet's most frequent allocation here.
-fn tracked<'a>(members: &'a mut BTreeMap<String, Box<Tracked>>, name: &str) -> &'a mut Tracked {
-    if !members.contains_key(name) {
-        members.insert(name.to_string(), Box::new(Tracked::new()));
-    }
-    members.get_mut(name).expect("inserted above")
+/// `name`'s entry, made if new (one search; the name copied only when new).
+fn tracked<'a>(members: &'a mut NameMap<Box<Tracked>>, name: &str) -> &'a mut Tracked {
+    members.get_or_insert_with(name, || Box::new(Tracked::new()))
 }
 
 fn base_name(name: &str) -> &str {
@@ -262,7 +259,7 @@ impl Repairer {
         Repairer {
             cluster: cluster.into(),
             config,
-            members: BTreeMap::new(),
+            members: NameMap::new(),
             last: None,
             leader: None,
             former_leader: None,
@@ -403,10 +400,7 @@ impl Repairer {
         {
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
         }
-        let target = self
-            .members
-            .entry(record.target.clone())
-            .or_insert_with(|| Box::new(Tracked::new()));
+        let target = tracked(&mut self.members, &record.target);
         target.role = Some(record.role);
         target.health = if record.replacement_created {
             Health::Verifying {

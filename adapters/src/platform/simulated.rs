@@ -33,7 +33,7 @@ use steward_model::ports::{
     Capabilities, Change, CpuUnit, CreateSpec, ErrorKind, Platform, PlatformError, PlatformMember,
     ResizeOutcome, Usage, LABEL_CLUSTER, LABEL_MEMBER, LABEL_OPERATION, LABEL_REPLACES, LABEL_ROLE,
 };
-use steward_model::{Role, Size, Timestamp};
+use steward_model::{NameMap, Role, Size, Timestamp};
 
 /// The simulation's clock, shared by cheap clones.
 ///
@@ -275,56 +275,10 @@ struct SimMember {
     over_memory: bool,
 }
 
-/// The members by name: a vector kept in name order, as a map of a few entries. A
-/// `BTreeMap` node has room for 11 members however many there are (2.8 KB for a cluster of 3,
-/// a third of what each simulated cluster of the fleet bench held; benches/fleet.rs).
-#[derive(Debug, Default)]
-struct Members(Vec<(String, SimMember)>);
-
-impl Members {
-    fn find(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name))
-    }
-
-    fn get(&self, name: &str) -> Option<&SimMember> {
-        self.find(name).ok().map(|i| &self.0[i].1)
-    }
-
-    fn get_mut(&mut self, name: &str) -> Option<&mut SimMember> {
-        self.find(name).ok().map(|i| &mut self.0[i].1)
-    }
-
-    fn contains_key(&self, name: &str) -> bool {
-        self.find(name).is_ok()
-    }
-
-    fn insert(&mut self, name: String, member: SimMember) {
-        match self.find(&name) {
-            Ok(i) => self.0[i].1 = member,
-            Err(i) => self.0.insert(i, (name, member)),
-        }
-    }
-
-    fn remove(&mut self, name: &str) -> Option<SimMember> {
-        self.find(name).ok().map(|i| self.0.remove(i).1)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&String, &SimMember)> {
-        self.0.iter().map(|(n, m)| (n, m))
-    }
-
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut SimMember)> {
-        self.0.iter_mut().map(|(n, m)| (&*n, m))
-    }
-
-    fn values(&self) -> impl Iterator<Item = &SimMember> {
-        self.0.iter().map(|(_, m)| m)
-    }
-}
-
 #[derive(Debug, Default)]
 struct SimState {
-    members: Members,
+    /// By name, in name order (a few: not a `BTreeMap` node with room for 11).
+    members: NameMap<SimMember>,
     /// Data of removed members kept (`delete_data == false`), by member name.
     kept_data: BTreeMap<String, u64>,
     /// Resources beside the members that carry no Steward label for this cluster.
