@@ -966,6 +966,9 @@ impl Scaler {
             Direction::Hold => {}
         }
         decisions.push(d);
+        // Kept until the next observation: no spare room (a vector grown one by one to five
+        // decisions has room for eight, 336 bytes a cluster). The same count next time fits.
+        decisions.shrink_to_fit();
         self.decisions = decisions;
         candidates.sort_by_key(|c| c.priority);
         candidates

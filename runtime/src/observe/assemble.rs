@@ -129,7 +129,9 @@ pub fn assemble_with(
         notes.push("patroni lists no leader: failover in progress or the cluster is down".into());
     }
 
-    let mut members = Vec::new();
+    // Sized once: a member is 440 bytes, and the repairer keeps the observation (a vector's
+    // first growth makes room for four: a fifth of a fleet's kept observations was that room).
+    let mut members = Vec::with_capacity(names.len());
     for &name in &names {
         let pm = patroni_members.iter().find(|m| m.name == name);
         let platform = answers
