@@ -33,6 +33,7 @@ use steward_model::{Action, Decision, Fixed, Resource, Role, Rule, Timestamp};
 use crate::config::DiskConfig;
 use crate::figures::{ceil_step, millis, Tally};
 use crate::rules::rule;
+use crate::window::room_for_span;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A regression needs this many points...
@@ -371,11 +372,10 @@ impl DiskPolicy {
         if step <= 0.0 {
             return;
         }
-        let expected = self.config.regression_window.as_secs_f64() / step * 1.1 + 2.0;
-        let wanted = (expected.ceil() as usize)
-            .min(len * 2)
-            .clamp(len + 1, MAX_SAMPLES);
-        self.samples.reserve_exact(wanted - len);
+        let span = self.config.regression_window.as_secs_f64();
+        if let Some(wanted) = room_for_span(len, span, step, MAX_SAMPLES) {
+            self.samples.reserve_exact(wanted - len);
+        }
     }
 
     /// Where the disk stands and where it is going, from the remembered samples.

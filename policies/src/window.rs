@@ -60,6 +60,18 @@ impl Sample {
     }
 }
 
+/// The places a full ring of `len` samples should have before its next push: as a doubling
+/// gives, but no more than what `span` holds at one sample per `step` (same unit) plus a tenth
+/// and two, and one more at least; `None` when it holds `max` already (the oldest goes
+/// instead). The vertical window and the disk history grow by it.
+pub(crate) fn room_for_span(len: usize, span: f64, step: f64, max: usize) -> Option<usize> {
+    if len >= max {
+        return None;
+    }
+    let expected = span / step * 1.1 + 2.0;
+    Some((expected.ceil() as usize).min(len * 2).clamp(len + 1, max))
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Window {
     samples: VecDeque<Sample>,
@@ -110,10 +122,9 @@ impl Window {
         if len < self.samples.capacity() || len < 2 || step <= 0 {
             return;
         }
-        let expected = span_ms as f64 / step as f64 * 1.1 + 2.0;
-        let wanted = (expected.ceil() as usize)
-            .min(len * 2)
-            .clamp(len + 1, MAX_SAMPLES);
+        let Some(wanted) = room_for_span(len, span_ms as f64, step as f64, MAX_SAMPLES) else {
+            return; // at the bound: the push drops the oldest instead
+        };
         self.samples.reserve_exact(wanted - len);
         if self.tracking {
             self.sorted
@@ -541,6 +552,23 @@ mod tests {
             w.evict_through(at - span);
         }
         assert_eq!(w.len(), 540);
+    }
+
+    #[test]
+    fn a_full_window_at_its_bound_drops_its_oldest_and_keeps_its_room() {
+        // A span far beyond what the bound holds at this pace: the ring grows to the bound,
+        // then each push drops the oldest.
+        let mut w = Window::default();
+        for at in 0..(MAX_SAMPLES as i64 + 100) {
+            w.make_room(at, i64::MAX / 4);
+            assert!(w.push(at, 1.0, true));
+        }
+        assert_eq!(w.len(), MAX_SAMPLES);
+        assert!(
+            w.samples.capacity() <= MAX_SAMPLES * 2,
+            "{}",
+            w.samples.capacity()
+        );
     }
 
     #[test]
