@@ -213,9 +213,9 @@ impl Tracked {
 pub struct Repairer {
     cluster: String,
     config: RepairConfig,
-    /// Boxed: a B-tree leaf has room for 11 entries, and a cluster has 3-5 members; inline, the
-    /// empty slots took 2.5 KB per cluster (a fleet of 10,000: 25 MB), boxed 0.4 KB.
-    /// By name, in name order: a few, so a list (a `BTreeMap` node has room for 11).
+    /// By name, in name order: a few, so a list (a `BTreeMap` node has room for 11). Boxed:
+    /// the list keeps spare places (a fourth for three members), empty boxes rather than
+    /// empty records.
     members: NameMap<Box<Tracked>>,
     last: Option<Observation>,
     /// The member last known to hold the leader lock.

@@ -39,7 +39,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use steward_model::observation::Figure;
 use steward_model::ports::platform::{Change, CreateSpec, ErrorKind};
-use steward_model::{Action as Direction, Decision, Resource, Role, Rule, Timestamp};
+use steward_model::{Action as Direction, Decision, NameMap, Resource, Role, Rule, Timestamp};
 use steward_policies::{CachePolicy, DiskPolicy, ReplicaPolicy, VerticalPolicy};
 
 use crate::config::ScalerConfig;
@@ -194,9 +194,9 @@ pub struct Scaler {
     replicas: ReplicaPolicy,
     /// The databases' buffer cache: when `shared_buffers` grows.
     cache: CachePolicy,
-    /// The last OOM-kill counter seen per member: a few pairs, read on every observation (a
-    /// `BTreeMap` node has room for 11 whatever the members: ~0.5 KB a cluster).
-    oom_seen: Vec<(String, f64)>,
+    /// The last OOM-kill counter seen per member (a few: a `BTreeMap` node has room for 11
+    /// whatever the members, ~0.5 KB a cluster).
+    oom_seen: NameMap<f64>,
     /// The last snapshot, while a plan is in flight or proposed (its steps are checked and
     /// guarded against it). Idle, it is dropped after each observation: nothing reads it
     /// before the next, and a fleet held a copy of every cluster's for nothing (3.6 KB each).
@@ -279,7 +279,7 @@ impl Scaler {
             database: RolePolicies::new(&config, Role::Database),
             balancer: None,
             config,
-            oom_seen: Vec::new(),
+            oom_seen: NameMap::new(),
             last: None,
             databases: 0,
             pending: None,
@@ -761,13 +761,13 @@ impl Scaler {
                         continue;
                     };
                     // Updated in place: a new key only for a new member, not every tick.
-                    match self.oom_seen.iter_mut().find(|(n, _)| *n == m.name) {
-                        Some((_, seen)) => {
+                    match self.oom_seen.get_mut(&m.name) {
+                        Some(seen) => {
                             oom |= kills > *seen;
                             *seen = kills;
                         }
                         None => {
-                            self.oom_seen.push((m.name.clone(), kills));
+                            self.oom_seen.insert(m.name.clone(), kills);
                         }
                     }
                 }
