@@ -96,16 +96,8 @@ impl<V> NameMap<V> {
         self.0.iter_mut().map(|(n, v)| (&*n, v))
     }
 
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> {
-        self.0.iter().map(|(n, _)| n)
-    }
-
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> {
         self.0.iter().map(|(_, v)| v)
-    }
-
-    pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> {
-        self.0.iter_mut().map(|(_, v)| v)
     }
 }
 
