@@ -1,8 +1,9 @@
 //! What a policy decided, and why, in a form both machines and people can read.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::size::{Resource, Role};
 use crate::time::Timestamp;
@@ -133,7 +134,7 @@ pub struct RuleApplied {
     /// The recommended value after this rule (equal to `before` when the rule only blocked).
     pub after: f64,
     /// What the rule saw, e.g. `above 0.80 for 60 s of 180 s`.
-    pub detail: String,
+    pub detail: Text,
 }
 
 /// What a policy decided at one instant, with every reason.
@@ -153,7 +154,7 @@ pub struct Decision {
     /// Each rule that changed or blocked the recommendation, in the order applied.
     pub rules: Vec<RuleApplied>,
     /// One sentence a person can read.
-    pub summary: String,
+    pub summary: Text,
 }
 
 impl Decision {
@@ -168,7 +169,7 @@ impl Decision {
             target: current,
             statistic: None,
             rules: Vec::new(),
-            summary: String::new(),
+            summary: Text::default(),
         }
     }
 
@@ -188,6 +189,125 @@ impl Decision {
 
     pub fn changes(&self) -> bool {
         self.action != Action::Hold
+    }
+}
+
+/// Words a decision carries for people: its summary, a rule's detail. Written when the decision
+/// is made, or only when someone reads them: a policy that runs on every observation of every
+/// cluster hands over what it saw ([`Explain`]) and writes the sentence when it is displayed,
+/// serialized or compared. Most decisions are never read (a fleet of 10,000 clusters makes
+/// 50,000 a tick; `/status` shows one cluster's, the log only the changes); writing them all
+/// was a quarter of the scaler's tick (benches/fleet.rs).
+///
+/// Reads as a string everywhere: `Display`, `Debug`, serde (a JSON string), equality (of the
+/// texts). It does not keep what it writes: each read writes it again.
+#[derive(Clone, Default)]
+pub struct Text(Words);
+
+#[derive(Clone)]
+enum Words {
+    Written(String),
+    Later(Arc<dyn Explain>, Part),
+}
+
+impl Default for Words {
+    fn default() -> Self {
+        Words::Written(String::new())
+    }
+}
+
+/// Which of a decision's texts an [`Explain`] is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Summary,
+    /// The detail of the decision's `n`-th rule ([`Decision::rules`], from 0).
+    Detail(u8),
+}
+
+/// What a policy saw, kept to write a decision's texts when they are read.
+pub trait Explain: Send + Sync {
+    /// Appends `part`'s text to `out`.
+    fn write(&self, part: Part, out: &mut String);
+}
+
+impl Text {
+    /// Text that `explain` writes when it is read.
+    pub fn later(explain: Arc<dyn Explain>, part: Part) -> Text {
+        Text(Words::Later(explain, part))
+    }
+
+    /// Whether the text is empty; a text written later never is.
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            Words::Written(s) => s.is_empty(),
+            Words::Later(..) => false,
+        }
+    }
+
+    /// The text, borrowed when it was written beforehand.
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match &self.0 {
+            Words::Written(s) => std::borrow::Cow::Borrowed(s),
+            Words::Later(explain, part) => {
+                let mut s = String::new();
+                explain.write(*part, &mut s);
+                std::borrow::Cow::Owned(s)
+            }
+        }
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(Words::Written(s))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(Words::Written(s.to_string()))
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.as_str(), f)
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Text::from)
     }
 }
 
@@ -216,5 +336,39 @@ mod tests {
         assert!(json.contains(r#""rule":"cooldown""#), "{json}");
         assert!(d.has_rule(Rule::Cooldown));
         assert!(!d.changes());
+    }
+
+    /// Writes what it saw, and counts how often it was asked.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl Explain for Counted {
+        fn write(&self, part: Part, out: &mut String) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match part {
+                Part::Summary => out.push_str("cpu 0.45 inside [0.50, 0.80]"),
+                Part::Detail(n) => out.push_str(&format!("rule {n}")),
+            }
+        }
+    }
+
+    #[test]
+    fn text_written_later_reads_as_the_string_it_writes() {
+        let explain = Arc::new(Counted(Default::default()));
+        let summary = Text::later(explain.clone(), Part::Summary);
+        let detail = Text::later(explain.clone(), Part::Detail(2));
+        // Nothing is written until read.
+        assert_eq!(explain.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(summary.to_string(), "cpu 0.45 inside [0.50, 0.80]");
+        assert_eq!(summary, Text::from("cpu 0.45 inside [0.50, 0.80]"));
+        assert_eq!(detail, "rule 2");
+        assert!(!summary.is_empty());
+        assert_eq!(format!("{detail:?}"), r#""rule 2""#);
+        let json = serde_json::to_string(&summary).unwrap();
+        assert_eq!(json, r#""cpu 0.45 inside [0.50, 0.80]""#);
+        // What is read back is the written text.
+        let back: Text = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, summary);
+        assert!(Text::default().is_empty());
+        assert_eq!(explain.0.load(std::sync::atomic::Ordering::Relaxed), 6);
     }
 }

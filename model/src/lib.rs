@@ -21,7 +21,7 @@ pub mod record;
 pub mod size;
 pub mod time;
 
-pub use decision::{Action, Decision, Knob, Rule, RuleApplied};
+pub use decision::{Action, Decision, Explain, Knob, Part, Rule, RuleApplied, Text};
 pub use errors::ConfigErrors;
 pub use fixed::Fixed;
 pub use names::NameMap;

@@ -200,7 +200,7 @@ impl CachePolicy {
                 gaps.join(", ")
             };
             d.push_rule(rule(Rule::MissingData, current, current, detail.clone()));
-            d.summary = format!("database shared_buffers: {detail}: hold");
+            d.summary = format!("database shared_buffers: {detail}: hold").into();
             return d;
         }
         let best = best.expect("every member has a fresh ratio");
@@ -225,7 +225,7 @@ impl CachePolicy {
                 ),
             ));
             let _ = write!(state, ", at or above {:.3}: hold", Fixed(cfg.low));
-            d.summary = state;
+            d.summary = state.into();
             return d;
         }
         let since = *self.low_since.get_or_insert(now);
@@ -246,7 +246,8 @@ impl CachePolicy {
                 "{state}, below {:.3} for {}: hold",
                 Fixed(cfg.low),
                 format_duration(held)
-            );
+            )
+            .into();
             return d;
         }
         let Some(share) = share else {
@@ -254,12 +255,13 @@ impl CachePolicy {
                 Rule::MissingData,
                 current,
                 current,
-                "the members' memory is unknown".into(),
+                "the members' memory is unknown",
             ));
             d.summary = format!(
                 "{state}, short for {}, but the members' memory is unknown: hold",
                 format_duration(held)
-            );
+            )
+            .into();
             return d;
         };
         d.raw = Some(share);
@@ -274,7 +276,7 @@ impl CachePolicy {
             d.summary = format!(
                 "{state}, short for {}, but shared_buffers is already at its share of memory: more memory is what would help: hold",
                 format_duration(held)
-            );
+            ).into();
             return d;
         }
         if let Some(e) = self
@@ -291,7 +293,8 @@ impl CachePolicy {
             d.summary = format!(
                 "{state}, short, but retuned {} ago: hold",
                 format_duration(e)
-            );
+            )
+            .into();
             return d;
         }
         d.push_rule(rule(
@@ -312,7 +315,7 @@ impl CachePolicy {
             format_duration(held),
             Bytes(current),
             Bytes(share)
-        );
+        ).into();
         d
     }
 }
@@ -385,7 +388,11 @@ mod tests {
         assert_eq!((d.action, d.target), (Action::Grow, GIB), "{d:?}");
         assert!(d.has_rule(Rule::CacheShort), "{d:?}");
         assert_eq!(d.statistic, Some(0.93));
-        assert!(d.summary.contains("128.0 MiB -> 1.0 GiB"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("128.0 MiB -> 1.0 GiB"),
+            "{}",
+            d.summary
+        );
         // Once retuned, not again within the cooldown.
         p.record_retune(Timestamp::from_secs(3600));
         let d = run(
@@ -409,7 +416,11 @@ mod tests {
             d.has_rule(Rule::MissingData) && d.action == Action::Hold,
             "{d:?}"
         );
-        assert!(d.summary.contains("pg-1: no hit ratio"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("pg-1: no hit ratio"),
+            "{}",
+            d.summary
+        );
         // The window starts again after a gap.
         let d = run(&mut p, 4015, 1800, &[Some(0.90); 2], 0.1 * GIB);
         assert!(d.has_rule(Rule::DownWindow), "{d:?}");
@@ -422,7 +433,9 @@ mod tests {
         assert_eq!(d.action, Action::Hold, "{d:?}");
         assert!(d.has_rule(Rule::Bounds), "{d:?}");
         assert!(
-            d.summary.contains("more memory is what would help"),
+            d.summary
+                .as_str()
+                .contains("more memory is what would help"),
             "{}",
             d.summary
         );

@@ -192,9 +192,9 @@ impl DiskPolicy {
                 Rule::MissingData,
                 current_size,
                 current_size,
-                "the disk size is unknown".into(),
+                "the disk size is unknown",
             ));
-            d.summary = format!("{role} disk: the disk size is unknown: hold");
+            d.summary = format!("{role} disk: the disk size is unknown: hold").into();
             return d;
         }
         let Some((index, used_now)) = busiest else {
@@ -203,14 +203,14 @@ impl DiskPolicy {
                     Rule::MissingData,
                     current_size,
                     current_size,
-                    "no member".into(),
+                    "no member",
                 ));
             }
             d.summary = format!(
                 "{role} disk: no fresh used-bytes figure ({missing} missing, {stale} stale of {}): hold {}",
                 used.len(),
                 Bytes(current_size)
-            );
+            ).into();
             return d;
         };
         let wal_now = Tally::fresh(wal.get(index).and_then(Option::as_ref), now, stale_ms);
@@ -252,7 +252,7 @@ impl DiskPolicy {
         }
         if !over && !forecast {
             let _ = write!(state, ": hold {}", Bytes(current_size));
-            d.summary = state;
+            d.summary = state.into();
             return d;
         }
 
@@ -279,7 +279,8 @@ impl DiskPolicy {
                 d.summary = format!(
                     "{state}: {wal_note}; not growing below critical {}",
                     Pct(cfg.critical)
-                );
+                )
+                .into();
                 return d;
             }
         }
@@ -298,14 +299,15 @@ impl DiskPolicy {
                     cfg.max_changes_per_day
                 ),
             ));
-            d.summary = format!(
+            let mut summary = format!(
                 "{state}: WANTS TO GROW but the budget of {} changes per 24 h is spent: hold {}",
                 cfg.max_changes_per_day,
                 Bytes(current_size)
             );
             if !wal_note.is_empty() {
-                let _ = write!(d.summary, "; {wal_note}");
+                let _ = write!(summary, "; {wal_note}");
             }
+            d.summary = summary.into();
             return d;
         }
 
@@ -314,12 +316,13 @@ impl DiskPolicy {
             d.summary = format!(
                 "{state}: DISK AT MAX {}: cannot grow; raise max or free space",
                 Bytes(current_size)
-            );
+            )
+            .into();
             return d;
         }
         d.action = Action::Grow;
         d.target = target;
-        d.summary = format!(
+        let mut summary = format!(
             "{state}: grow {} -> {} (+{}: {why})",
             Bytes(current_size),
             Bytes(target),
@@ -327,11 +330,12 @@ impl DiskPolicy {
         );
         if !wal_note.is_empty() {
             let _ = write!(
-                d.summary,
+                summary,
                 "; above critical {}, but {wal_note}",
                 Pct(cfg.critical)
             );
         }
+        d.summary = summary.into();
         d
     }
 
@@ -565,8 +569,8 @@ mod tests {
         let mut p = policy();
         let d = run(&mut p, 120, 50.0 * GIB, 0.0, |_| None, 100.0 * GIB);
         assert_eq!(d.action, Action::Hold);
-        assert!(d.summary.contains("50% used"), "{}", d.summary);
-        assert!(d.summary.contains("not growing"), "{}", d.summary);
+        assert!(d.summary.as_str().contains("50% used"), "{}", d.summary);
+        assert!(d.summary.as_str().contains("not growing"), "{}", d.summary);
     }
 
     #[test]
@@ -577,7 +581,11 @@ mod tests {
         assert!(d.has_rule(Rule::Threshold));
         // 10 % of 100 GiB beats the 1 GiB minimum.
         assert_eq!(d.target, 110.0 * GIB);
-        assert!(d.summary.contains("10% of the size"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("10% of the size"),
+            "{}",
+            d.summary
+        );
     }
 
     #[test]
@@ -590,7 +598,11 @@ mod tests {
         assert!(!d.has_rule(Rule::Threshold));
         // Forecast growth over 12 h = 120 GiB beats 10 %.
         assert_eq!(d.target, 220.0 * GIB);
-        assert!(d.summary.contains("forecast growth"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("forecast growth"),
+            "{}",
+            d.summary
+        );
     }
 
     #[test]
@@ -616,7 +628,7 @@ mod tests {
         assert_eq!(d.action, Action::Hold, "{d:?}");
         assert!(d.has_rule(Rule::WalGrowth));
         assert!(
-            d.summary.contains("WAL IS FILLING THE DISK"),
+            d.summary.as_str().contains("WAL IS FILLING THE DISK"),
             "{}",
             d.summary
         );
@@ -631,7 +643,11 @@ mod tests {
         );
         assert_eq!(d.action, Action::Grow, "{d:?}");
         assert!(d.has_rule(Rule::WalGrowth));
-        assert!(d.summary.contains("above critical"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("above critical"),
+            "{}",
+            d.summary
+        );
     }
 
     #[test]
@@ -661,7 +677,7 @@ mod tests {
         let d = p.decide(at(2), &[fig(90.0 * GIB, at(2))], &[None], size);
         assert_eq!(d.action, Action::Hold);
         assert!(d.has_rule(Rule::Budget), "{d:?}");
-        assert!(d.summary.contains("budget"), "{}", d.summary);
+        assert!(d.summary.as_str().contains("budget"), "{}", d.summary);
         // 24 h after the first change, one slot is free again.
         let d = p.decide(at(24), &[fig(90.0 * GIB, at(24))], &[None], size);
         assert_eq!(d.action, Action::Grow, "{d:?}");
@@ -680,7 +696,7 @@ mod tests {
         let d = p.decide(now, &[fig(190.0 * GIB, now)], &[None], 200.0 * GIB);
         assert_eq!((d.action, d.target), (Action::Hold, 200.0 * GIB), "{d:?}");
         assert!(d.has_rule(Rule::NeverShrink));
-        assert!(d.summary.contains("DISK AT MAX"), "{}", d.summary);
+        assert!(d.summary.as_str().contains("DISK AT MAX"), "{}", d.summary);
     }
 
     #[test]

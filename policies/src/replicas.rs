@@ -158,7 +158,7 @@ impl ReplicaPolicy {
                 Rule::MissingData,
                 current,
                 current,
-                "no database member observed".into(),
+                "no database member observed",
             ));
             d.summary = "database replicas: no database member observed: hold".into();
             return keep_all(d);
@@ -395,7 +395,8 @@ impl ReplicaPolicy {
                     "{state}: {} for {}: hold {count}",
                     names.join(", "),
                     format_duration(held)
-                );
+                )
+                .into();
                 return d;
             }
             format!("{} for {}", names.join(", "), format_duration(held))
@@ -405,7 +406,8 @@ impl ReplicaPolicy {
             d.summary = format!(
                 "{state}: {why}, but in cooldown ({}): hold {count}",
                 format_duration(e)
-            );
+            )
+            .into();
             return d;
         }
         let mut target = raw;
@@ -414,7 +416,7 @@ impl ReplicaPolicy {
                 Rule::StepLimit,
                 target,
                 current + 1.0,
-                "one member at a time".into(),
+                "one member at a time",
             ));
             target = current + 1.0;
         }
@@ -431,12 +433,13 @@ impl ReplicaPolicy {
             d.summary = format!(
                 "{state}: {why}, but already at max {} members: hold {count}",
                 cfg.max_members
-            );
+            )
+            .into();
             return d;
         }
         d.action = Action::Grow;
         d.target = target;
-        d.summary = format!("{state}: {why}: add one member, {count} -> {target}");
+        d.summary = format!("{state}: {why}: add one member, {count} -> {target}").into();
         d
     }
 
@@ -451,7 +454,8 @@ impl ReplicaPolicy {
         if !a.complete {
             d.summary = format!(
                 "{state}: all signals low, but data is missing or stale: no scale-in, hold {count}"
-            );
+            )
+            .into();
             return keep_all(d);
         }
         let held = self.below_since.map_or(Duration::ZERO, |s| now.since(s));
@@ -469,7 +473,8 @@ impl ReplicaPolicy {
             d.summary = format!(
                 "{state}: all signals below low for {}: hold {count}",
                 format_duration(held)
-            );
+            )
+            .into();
             return keep_all(d);
         }
         if let Some(e) = self.in_cooldown(now) {
@@ -477,7 +482,8 @@ impl ReplicaPolicy {
             d.summary = format!(
                 "{state}: all signals low, but in cooldown ({}): hold {count}",
                 format_duration(e)
-            );
+            )
+            .into();
             return keep_all(d);
         }
         let mut target = raw;
@@ -486,7 +492,7 @@ impl ReplicaPolicy {
                 Rule::StepLimit,
                 target,
                 current - 1.0,
-                "one member at a time".into(),
+                "one member at a time",
             ));
             target = current - 1.0;
         }
@@ -500,17 +506,19 @@ impl ReplicaPolicy {
             d.summary = format!(
                 "{state}: all signals low, but at the HA minimum {}: hold {count}",
                 cfg.min_members
-            );
+            )
+            .into();
             return keep_all(d);
         }
         let Some(victim) = choose_removal(&a.members) else {
             d.summary =
-                format!("{state}: all signals low, but no replica can be removed: hold {count}");
+                format!("{state}: all signals low, but no replica can be removed: hold {count}")
+                    .into();
             return keep_all(d);
         };
         if a.capacity.iter().any(|m| m.name == victim.name) {
             if let Some(hold) = a.regrow_after_removal(target, &mut d) {
-                d.summary = hold;
+                d.summary = hold.into();
                 return keep_all(d);
             }
         }
@@ -520,7 +528,8 @@ impl ReplicaPolicy {
             "{state}: all signals below low for {}: remove {}, {count} -> {target}",
             format_duration(held),
             victim.name
-        );
+        )
+        .into();
         ReplicaDecision {
             decision: d,
             remove: Some(victim.name.clone()),
@@ -537,15 +546,15 @@ fn hold_in_band(a: &Assessment<'_>, mut d: Decision) -> Decision {
         .iter()
         .any(|s| s.value.is_some_and(|v| v < s.band.low));
     if a.all_below || some_low && !a.complete {
-        d.summary = format!("{state}: data is missing or stale: no scale-in, hold {count}");
+        d.summary = format!("{state}: data is missing or stale: no scale-in, hold {count}").into();
     } else {
         d.push_rule(rule(
             Rule::Band,
             current,
             current,
-            "no signal above high, not all below low".into(),
+            "no signal above high, not all below low",
         ));
-        d.summary = format!("{state}: inside the bands: hold {count}");
+        d.summary = format!("{state}: inside the bands: hold {count}").into();
     }
     d
 }
@@ -725,7 +734,10 @@ mod tests {
             "{d:?}"
         );
         assert!(
-            d.decision.summary.contains("replica cpu above 0.60"),
+            d.decision
+                .summary
+                .as_str()
+                .contains("replica cpu above 0.60"),
             "{}",
             d.decision.summary
         );
@@ -753,7 +765,10 @@ mod tests {
         assert_eq!(d.decision.raw, Some(5.0));
         assert!(d.decision.has_rule(Rule::StepLimit));
         assert!(
-            d.decision.summary.contains("add one member, 3 -> 4"),
+            d.decision
+                .summary
+                .as_str()
+                .contains("add one member, 3 -> 4"),
             "{}",
             d.decision.summary
         );
@@ -822,12 +837,13 @@ mod tests {
             .unwrap()
             .detail;
         assert!(
-            detail.contains("pg-1 (not streaming)") && detail.contains("pg-2 (lag 100.0 MiB)"),
+            detail.as_str().contains("pg-1 (not streaming)")
+                && detail.as_str().contains("pg-2 (lag 100.0 MiB)"),
             "{detail}"
         );
         // With no capacity replica, connections per member is 90 / 1 = 90 > 80: scale out.
         assert!(
-            d.decision.summary.contains("0 capacity replicas"),
+            d.decision.summary.as_str().contains("0 capacity replicas"),
             "{}",
             d.decision.summary
         );
@@ -848,7 +864,7 @@ mod tests {
         assert_eq!(d.decision.action, Action::Hold, "{d:?}");
         assert!(d.decision.has_rule(Rule::MissingData));
         assert!(
-            d.decision.summary.contains("no scale-in"),
+            d.decision.summary.as_str().contains("no scale-in"),
             "{}",
             d.decision.summary
         );
@@ -920,6 +936,7 @@ mod tests {
         assert!(
             d.decision
                 .summary
+                .as_str()
                 .contains("read rate/replica above 1000.00"),
             "{}",
             d.decision.summary

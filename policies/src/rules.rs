@@ -5,16 +5,16 @@
 
 use std::fmt;
 
-use steward_model::{Rule, RuleApplied};
+use steward_model::{Rule, RuleApplied, Text};
 
 /// One applied rule of a decision's explanation: what it changed (`before` -> `after`) and why.
 /// The one constructor every policy (vertical, disk, replicas) uses.
-pub(crate) fn rule(rule: Rule, before: f64, after: f64, detail: String) -> RuleApplied {
+pub(crate) fn rule(rule: Rule, before: f64, after: f64, detail: impl Into<Text>) -> RuleApplied {
     RuleApplied {
         rule,
         before,
         after,
-        detail,
+        detail: detail.into(),
     }
 }
 

@@ -346,7 +346,8 @@ impl VerticalPolicy {
             d.summary = format!(
                 "{name}: an OOM kill concerns memory, not {}: hold",
                 self.resource
-            );
+            )
+            .into();
             return d;
         }
         if !(current.is_finite() && current > 0.0) {
@@ -354,9 +355,9 @@ impl VerticalPolicy {
                 Rule::MissingData,
                 current,
                 current,
-                "the current size is unknown".into(),
+                "the current size is unknown",
             ));
-            d.summary = format!("{name}: OOM kill, but the current size is unknown: hold");
+            d.summary = format!("{name}: OOM kill, but the current size is unknown: hold").into();
             return d;
         }
         let cfg = &self.config;
@@ -394,13 +395,14 @@ impl VerticalPolicy {
                 self.amount(current),
                 self.amount(v),
                 self.amount(raw)
-            );
+            )
+            .into();
         } else {
             d.summary = format!(
                 "{name}: OOM KILL AT MAX: memory is already {} (max {}); cannot grow, raise max or fix the workload",
                 self.amount(current),
                 self.amount(cfg.max)
-            );
+            ).into();
         }
         d
     }
@@ -832,7 +834,7 @@ impl VerticalPolicy {
             };
             d.push_rule(rule(step.rule, step.before, step.after, detail));
         }
-        d.summary = self.summary(t);
+        d.summary = self.summary(t).into();
         d
     }
 
@@ -1151,7 +1153,11 @@ mod tests {
         let d = feed(&mut p, 0, 3600, 1.3, 2.0); // 0.65 of 2 vCPU
         assert_eq!(d.action, Action::Hold);
         assert!(d.has_rule(Rule::Band), "{d:?}");
-        assert!(d.summary.contains("inside [0.50, 0.80]"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("inside [0.50, 0.80]"),
+            "{}",
+            d.summary
+        );
     }
 
     #[test]
@@ -1226,7 +1232,11 @@ mod tests {
         let d = feed(&mut p, 0, 180, 15.9, 16.0);
         assert_eq!(d.action, Action::Hold, "{d:?}");
         assert!(d.has_rule(Rule::Bounds));
-        assert!(d.summary.contains("already at the bound"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("already at the bound"),
+            "{}",
+            d.summary
+        );
         let mut cfg = cpu_config();
         cfg.min = 1.5;
         let mut p = VerticalPolicy::new(Role::Database, Resource::Cpu, cfg);
@@ -1259,7 +1269,11 @@ mod tests {
         let d = feed(&mut p, 0, 300, 1.8, 8.0);
         assert_eq!((d.action, d.target), (Action::Shrink, 2.5), "{d:?}");
         assert!(d.has_rule(Rule::NoRegrow), "{d:?}");
-        assert!(d.summary.contains("does not regrow"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("does not regrow"),
+            "{}",
+            d.summary
+        );
     }
 
     #[test]
@@ -1272,7 +1286,7 @@ mod tests {
         let d = feed(&mut p, 195, 180, 2.9, 3.0);
         assert_eq!(d.action, Action::Hold, "{d:?}");
         assert!(d.has_rule(Rule::Cooldown), "{d:?}");
-        assert!(d.summary.contains("in cooldown"), "{}", d.summary);
+        assert!(d.summary.as_str().contains("in cooldown"), "{}", d.summary);
         let d = feed(&mut p, 390, 90, 2.9, 3.0);
         assert_eq!(d.action, Action::Grow, "{d:?}");
     }
@@ -1288,11 +1302,15 @@ mod tests {
         let d = last.unwrap();
         assert_eq!(d.action, Action::Hold, "{d:?}");
         assert!(d.has_rule(Rule::MissingData));
-        assert!(d.summary.contains("no shrink"), "{}", d.summary);
+        assert!(d.summary.as_str().contains("no shrink"), "{}", d.summary);
         // Nothing at all: hold with no statistic.
         let d = p.decide(Timestamp::from_secs(700), &[None, None], 4.0);
         assert_eq!((d.action, d.statistic), (Action::Hold, None));
-        assert!(d.summary.contains("no fresh figure"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("no fresh figure"),
+            "{}",
+            d.summary
+        );
     }
 
     #[test]
@@ -1398,11 +1416,19 @@ mod tests {
         // At max: hold, loudly.
         let d = p.record_oom(Timestamp::from_secs(10), 64.0 * GIB);
         assert_eq!(d.action, Action::Hold);
-        assert!(d.summary.contains("OOM KILL AT MAX"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("OOM KILL AT MAX"),
+            "{}",
+            d.summary
+        );
         // CPU: not concerned.
         let d = cpu().record_oom(Timestamp::from_secs(10), 2.0);
         assert_eq!(d.action, Action::Hold);
-        assert!(d.summary.contains("concerns memory"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("concerns memory"),
+            "{}",
+            d.summary
+        );
     }
 
     #[test]
@@ -1412,7 +1438,11 @@ mod tests {
         let d = p.decide(now, &[fig(1.0, now)], f64::NAN);
         assert_eq!(d.action, Action::Hold);
         assert!(d.has_rule(Rule::MissingData));
-        assert!(d.summary.contains("size is unknown"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("size is unknown"),
+            "{}",
+            d.summary
+        );
         let d = p.decide(now, &[], 2.0);
         assert_eq!(d.action, Action::Hold);
         assert!(
@@ -1470,7 +1500,7 @@ mod tests {
     fn ahead(d: &Decision) -> bool {
         d.rules
             .iter()
-            .any(|r| r.rule == Rule::Forecast && r.detail.contains("sized so that peak"))
+            .any(|r| r.rule == Rule::Forecast && r.detail.as_str().contains("sized so that peak"))
     }
 
     #[test]
@@ -1481,7 +1511,7 @@ mod tests {
         let d = feed(&mut p, 0, 180, 1.5, 2.0);
         assert_eq!((d.action, d.target), (Action::Grow, 2.5), "{d:?}");
         assert!(
-            d.summary.contains("above grow_at 0.70 for 3m"),
+            d.summary.as_str().contains("above grow_at 0.70 for 3m"),
             "{}",
             d.summary
         );
@@ -1517,7 +1547,7 @@ mod tests {
         assert!(ahead(d), "{}", d.summary);
         assert!((*minute, *util) == (8 * 60, 0.3), "at {minute}: {util}");
         assert!(
-            d.summary.contains(
+            d.summary.as_str().contains(
                 "the same window (08:00-10:59 UTC) on the last 3 days peaked at 1.18 vCPU: \
                  grow 1.00 vCPU -> 2.00 vCPU ahead of it"
             ),
@@ -1555,8 +1585,11 @@ mod tests {
             .map(|(.., dec)| dec.summary.clone())
             .unwrap_or_default();
         assert!(
-            held.contains("no shrink into a trough that ends within 2h")
-                && held.contains("the same window (10:00-12:59 UTC) on the last 3 days"),
+            held.as_str()
+                .contains("no shrink into a trough that ends within 2h")
+                && held
+                    .as_str()
+                    .contains("the same window (10:00-12:59 UTC) on the last 3 days"),
             "{held}"
         );
     }
@@ -1573,7 +1606,7 @@ mod tests {
         let reactive = decisions
             .iter()
             .filter(|(day, ..)| *day >= 3)
-            .find(|(.., d)| d.changes() && d.summary.contains("reactive:"));
+            .find(|(.., d)| d.changes() && d.summary.as_str().contains("reactive:"));
         assert!(reactive.is_some(), "no change explains that it is reactive");
     }
 
@@ -1592,10 +1625,14 @@ mod tests {
         // At 0.71 vCPU: this instant asks for 0.71 / 0.65 = 1.1 -> 1.5; 30 minutes on, the ramp
         // is at 1.31 vCPU, which at grow_at 0.70 needs 1.87 -> 2.0.
         assert_eq!(d.target, 2.0, "{}", d.summary);
-        assert!(d.summary.contains("sized for the ramp"), "{}", d.summary);
+        assert!(
+            d.summary.as_str().contains("sized for the ramp"),
+            "{}",
+            d.summary
+        );
         let rule = d.rules.iter().find(|r| r.rule == Rule::Forecast).unwrap();
         assert!(
-            rule.detail.starts_with("rising 1.20 vCPU/h"),
+            rule.detail.as_str().starts_with("rising 1.20 vCPU/h"),
             "{}",
             rule.detail
         );

@@ -112,7 +112,7 @@ proptest! {
             .collect();
         let mut learned = Vec::new();
         let a = run(&learning, start, &usage, |_, d| {
-            if d.rules.iter().any(|r| r.rule == Rule::Forecast && r.detail.contains("same window")) {
+            if d.rules.iter().any(|r| r.rule == Rule::Forecast && r.detail.as_str().contains("same window")) {
                 learned.push(d.summary.clone());
             }
         });

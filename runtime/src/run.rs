@@ -1170,7 +1170,7 @@ fn dispatch_scale(
             ScaleCommand::Propose { plan } => {
                 let op = plan.id.clone();
                 let what = describe_intent(&plan.intent.kind);
-                let reason = plan.intent.decision.summary.clone();
+                let reason = plan.intent.decision.summary.to_string();
                 // The same change proposed tick after tick (refused meanwhile) is written once.
                 if said.proposal.as_deref() != Some(what.as_str()) {
                     said.proposal = Some(what.clone());

@@ -744,7 +744,7 @@ impl Scaler {
                 );
                 if !held.is_empty() {
                     let named: Vec<String> = held.iter().map(ToString::to_string).collect();
-                    disk_d.summary = format!("{}; {}", disk_d.summary, named.join("; "));
+                    disk_d.summary = format!("{}; {}", disk_d.summary, named.join("; ")).into();
                 }
             }
 

@@ -43,7 +43,7 @@ pub fn reason_of(decision: &Decision) -> String {
         let rules: Vec<&str> = decision.rules.iter().map(|r| r.rule.as_str()).collect();
         rules.join(", ")
     } else {
-        decision.summary.clone()
+        decision.summary.to_string()
     }
 }
 

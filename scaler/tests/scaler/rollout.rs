@@ -261,7 +261,9 @@ fn a_filling_disk_names_the_slot_that_keeps_its_wal() {
         .expect("a disk grow is proposed");
     let summary = &plan.intent.decision.summary;
     assert!(
-        summary.contains("replication slot pg_9 keeps 40.0 GiB of WAL for a member that left"),
+        summary
+            .as_str()
+            .contains("replication slot pg_9 keeps 40.0 GiB of WAL for a member that left"),
         "{summary}"
     );
 }

@@ -158,7 +158,10 @@ fn a_short_cache_retunes_shared_buffers_as_its_own_restart_rollout() {
         "{decision:?}"
     );
     assert!(
-        decision.summary.contains("more memory is what would help"),
+        decision
+            .summary
+            .as_str()
+            .contains("more memory is what would help"),
         "{}",
         decision.summary
     );
