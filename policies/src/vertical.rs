@@ -31,16 +31,21 @@
 //! Only complete samples teach the learned day, for the same reason.
 //!
 //! Hot path: [`VerticalPolicy::tick`] does O(members + window samples) work and does not allocate
-//! after warm-up; [`VerticalPolicy::decide`] runs the same code and then writes the explanation.
+//! after warm-up; [`VerticalPolicy::decide`] runs the same code and keeps what it saw in one
+//! allocation ([`Explained`], sharing the policy's config), from which the decision's summary
+//! and details are written when something reads them ([`steward_model::Text`]).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
 use steward_model::size::Amount;
-use steward_model::{Action, Decision, Fixed, Resource, Role, Rule, Timestamp};
+use steward_model::{
+    Action, Decision, Explain, Fixed, Part, Resource, Role, Rule, Text, Timestamp,
+};
 
 use crate::config::{OomConfig, VerticalConfig};
 use crate::figures::{ceil_step, floor_step, millis, Tally};
@@ -133,6 +138,33 @@ impl Steps for StepList {
     }
 }
 
+/// A step as the texts need it: the rule, and what a forecast looked at (its values are the
+/// decision's [`steward_model::RuleApplied`]).
+#[derive(Clone, Copy, Debug)]
+struct Said {
+    rule: Rule,
+    why: Ahead,
+}
+
+/// The steps an explanation keeps ([`Explained`]): two bytes each, where a [`Step`] takes 24.
+#[derive(Clone, Copy, Debug)]
+struct SaidList([Option<Said>; MAX_STEPS]);
+
+impl Steps for SaidList {
+    fn empty() -> Self {
+        SaidList([None; MAX_STEPS])
+    }
+
+    fn push(&mut self, step: Step) {
+        if let Some(slot) = self.0.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(Said {
+                rule: step.rule,
+                why: step.why,
+            });
+        }
+    }
+}
+
 /// Everything a tick saw, so that `decide` can explain it without recomputing.
 #[derive(Clone, Copy, Debug)]
 struct Trace<S> {
@@ -192,6 +224,28 @@ impl<S: Steps> Trace<S> {
         }
     }
 
+    /// The same trace with its steps kept in `steps`.
+    fn with_steps<T: Steps>(self, steps: T) -> Trace<T> {
+        Trace {
+            verdict: self.verdict,
+            current: self.current,
+            steps,
+            members: self.members,
+            missing: self.missing,
+            stale: self.stale,
+            usage: self.usage,
+            held_for: self.held_for,
+            since_change: self.since_change,
+            incomplete: self.incomplete,
+            outlook: self.outlook,
+            ramp: self.ramp,
+            projected: self.projected,
+            ahead: self.ahead,
+            learned_grow: self.learned_grow,
+            kept: self.kept,
+        }
+    }
+
     fn record(&mut self, rule: Rule, before: f64, after: f64) {
         self.note(rule, before, after, Ahead::Nothing);
     }
@@ -212,7 +266,8 @@ impl<S: Steps> Trace<S> {
 pub struct VerticalPolicy {
     role: Role,
     resource: Resource,
-    config: VerticalConfig,
+    /// Shared with the decisions' explanations ([`Explained`]).
+    config: Arc<VerticalConfig>,
     oom: OomConfig,
     window: Window,
     // Durations in milliseconds, precomputed for the hot path (Timestamp is epoch milliseconds).
@@ -252,6 +307,15 @@ const SIZE_FOR_LOOKAHEADS: i64 = 2;
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// "clamped to [1 vCPU, 16 vCPU]".
+fn bounds_detail(resource: Resource, cfg: &VerticalConfig) -> String {
+    format!(
+        "clamped to [{}, {}]",
+        Amount(resource, cfg.min),
+        Amount(resource, cfg.max)
+    )
+}
+
 /// `HH:MM` of an epoch-millisecond time, UTC.
 fn clock(ms: i64) -> String {
     let minutes = ms.rem_euclid(86_400_000) / 60_000;
@@ -265,7 +329,9 @@ const MAX_SAMPLE_INTERVAL_MS: i64 = 5 * 60 * 1000;
 
 impl VerticalPolicy {
     /// A policy with the default OOM emergency settings (see [`VerticalPolicy::with_oom`]).
-    pub fn new(role: Role, resource: Resource, config: VerticalConfig) -> Self {
+    /// `config` may be shared (an `Arc`) by many policies: a fleet's scalers share theirs.
+    pub fn new(role: Role, resource: Resource, config: impl Into<Arc<VerticalConfig>>) -> Self {
+        let config = config.into();
         VerticalPolicy {
             role,
             resource,
@@ -316,7 +382,7 @@ impl VerticalPolicy {
     /// [`tick`](Self::tick) plus the full explanation.
     pub fn decide(&mut self, now: Timestamp, usage: &[Option<Figure>], current: f64) -> Decision {
         let trace = self.evaluate::<StepList>(now, usage, current);
-        self.explain(now, &trace)
+        self.explain(now, trace)
     }
 
     /// The change was applied: starts the cooldown and resets the windows (the samples were
@@ -413,11 +479,7 @@ impl VerticalPolicy {
     }
 
     fn bounds_detail(&self) -> String {
-        format!(
-            "clamped to [{}, {}]",
-            self.amount(self.config.min),
-            self.amount(self.config.max)
-        )
+        bounds_detail(self.resource, &self.config)
     }
 
     /// The policy itself; `tick` and `decide` both run it, `tick` without keeping the steps.
@@ -780,62 +842,116 @@ impl VerticalPolicy {
         clamped
     }
 
-    /// Writes the details and the summary of a trace.
-    fn explain(&self, now: Timestamp, t: &Trace<StepList>) -> Decision {
-        let cfg = &self.config;
+    /// The decision a trace makes; its texts are written when read ([`Explained`]).
+    fn explain(&self, now: Timestamp, t: Trace<StepList>) -> Decision {
         let v = &t.verdict;
         let mut d = Decision::hold(now, self.knob(), t.current);
         d.action = v.action;
         d.target = v.target;
         d.raw = v.raw;
         d.statistic = v.statistic;
-        let stat_name = cfg.statistic;
-        let util = v.statistic.unwrap_or(f64::NAN);
+        let mut steps = SaidList::empty();
         for step in t.steps.0.iter().flatten() {
-            let detail = match step.rule {
-                Rule::Band => format!(
-                    "{stat_name} {:.2} inside [{:.2}, {:.2}]",
-                    Fixed(util),
-                    Fixed(cfg.low),
-                    Fixed(cfg.high)
-                ),
-                Rule::UpWindow => format!(
-                    "above {:.2} for {} of {}",
-                    Fixed(cfg.grow_at),
-                    format_duration(t.held_for),
-                    format_duration(cfg.up_window)
-                ),
-                Rule::DownWindow => format!(
-                    "below {:.2} for {} of {}",
-                    Fixed(cfg.low),
-                    format_duration(t.held_for),
-                    format_duration(cfg.down_window)
-                ),
-                Rule::Cooldown => format!(
-                    "last change {} ago, cooldown {}",
-                    format_duration(t.since_change.unwrap_or_default()),
-                    format_duration(cfg.cooldown)
-                ),
-                Rule::Rounding => format!("rounded to the {} step", self.amount(cfg.step)),
-                Rule::Bounds => self.bounds_detail(),
-                Rule::StepLimit => format!("at most x{} per change", cfg.max_step_factor),
-                Rule::NoRegrow => {
-                    format!(
-                        "raised so that {stat_name} at the new size stays at or below grow_at {:.2}",
-                        cfg.grow_at
-                    )
-                }
-                Rule::MissingData if !(t.current.is_finite() && t.current > 0.0) => {
-                    "the current size is unknown".to_string()
-                }
-                Rule::MissingData | Rule::StaleData => self.data_detail(t),
-                Rule::Forecast => self.forecast_detail(t, step.why),
-                other => other.to_string(),
-            };
+            steps.push(*step);
+        }
+        let said: Arc<dyn Explain> = Arc::new(Explained {
+            role: self.role,
+            resource: self.resource,
+            config: Arc::clone(&self.config),
+            trough_ms: self.trough_ms,
+            trace: t.with_steps(steps),
+        });
+        for (n, step) in t.steps.0.iter().flatten().enumerate() {
+            // At most MAX_STEPS (a handful): the index fits.
+            let detail = Text::later(Arc::clone(&said), Part::Detail(n as u8));
             d.push_rule(rule(step.rule, step.before, step.after, detail));
         }
-        d.summary = self.summary(t).into();
+        d.summary = Text::later(said, Part::Summary);
         d
+    }
+}
+
+/// What `decide` saw, kept to write the decision's texts when they are read: a policy decides
+/// on every observation, and most of its decisions are never read (see [`Text`]).
+#[derive(Debug)]
+struct Explained {
+    role: Role,
+    resource: Resource,
+    /// The policy's, shared.
+    config: Arc<VerticalConfig>,
+    trough_ms: i64,
+    trace: Trace<SaidList>,
+}
+
+impl Explain for Explained {
+    fn write(&self, part: Part, out: &mut String) {
+        match part {
+            Part::Summary => out.push_str(&self.summary(&self.trace)),
+            Part::Detail(n) => {
+                if let Some(step) = self.trace.steps.0.iter().flatten().nth(usize::from(n)) {
+                    out.push_str(&self.detail(step));
+                }
+            }
+        }
+    }
+}
+
+impl Explained {
+    /// `v` for people, written into the sentence it is part of.
+    fn amount(&self, v: f64) -> Amount {
+        Amount(self.resource, v)
+    }
+
+    fn bounds_detail(&self) -> String {
+        bounds_detail(self.resource, &self.config)
+    }
+
+    /// What one rule saw.
+    fn detail(&self, step: &Said) -> String {
+        let cfg = &self.config;
+        let t = &self.trace;
+        let stat_name = cfg.statistic;
+        let util = t.verdict.statistic.unwrap_or(f64::NAN);
+        match step.rule {
+            Rule::Band => format!(
+                "{stat_name} {:.2} inside [{:.2}, {:.2}]",
+                Fixed(util),
+                Fixed(cfg.low),
+                Fixed(cfg.high)
+            ),
+            Rule::UpWindow => format!(
+                "above {:.2} for {} of {}",
+                Fixed(cfg.grow_at),
+                format_duration(t.held_for),
+                format_duration(cfg.up_window)
+            ),
+            Rule::DownWindow => format!(
+                "below {:.2} for {} of {}",
+                Fixed(cfg.low),
+                format_duration(t.held_for),
+                format_duration(cfg.down_window)
+            ),
+            Rule::Cooldown => format!(
+                "last change {} ago, cooldown {}",
+                format_duration(t.since_change.unwrap_or_default()),
+                format_duration(cfg.cooldown)
+            ),
+            Rule::Rounding => format!("rounded to the {} step", self.amount(cfg.step)),
+            Rule::Bounds => self.bounds_detail(),
+            Rule::StepLimit => format!("at most x{} per change", cfg.max_step_factor),
+            Rule::NoRegrow => {
+                format!(
+                    "raised so that {stat_name} at the new size stays at or below grow_at {:.2}",
+                    cfg.grow_at
+                )
+            }
+            Rule::MissingData if !(t.current.is_finite() && t.current > 0.0) => {
+                "the current size is unknown".to_string()
+            }
+            Rule::MissingData | Rule::StaleData => self.data_detail(t),
+            Rule::Forecast => self.forecast_detail(t, step.why),
+            other => other.to_string(),
+        }
     }
 
     /// "the same window (11:00-12:59 UTC) on the last 3 days peaked at 1.40 vCPU".
@@ -866,7 +982,7 @@ impl VerticalPolicy {
         }
     }
 
-    fn forecast_detail(&self, t: &Trace<StepList>, why: Ahead) -> String {
+    fn forecast_detail(&self, t: &Trace<SaidList>, why: Ahead) -> String {
         let cfg = &self.config;
         let seen = match t.outlook {
             Some(Outlook::Learned(seen)) => Some(seen),
@@ -907,7 +1023,7 @@ impl VerticalPolicy {
         }
     }
 
-    fn data_detail(&self, t: &Trace<StepList>) -> String {
+    fn data_detail(&self, t: &Trace<SaidList>) -> String {
         let mut s = String::new();
         if t.missing > 0 {
             let _ = write!(s, "{} of {} members have no figure", t.missing, t.members);
@@ -935,7 +1051,7 @@ impl VerticalPolicy {
         s
     }
 
-    fn summary(&self, t: &Trace<StepList>) -> String {
+    fn summary(&self, t: &Trace<SaidList>) -> String {
         let cfg = &self.config;
         let v = &t.verdict;
         // Room for the usual summary, so the writes below do not grow it piecemeal.
