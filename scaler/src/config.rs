@@ -4,11 +4,12 @@
 //! defaults -> [`ScalerConfig`] via `validate()`). What it is not: the policies' config, which
 //! lives in `steward-policies` ([`PolicyConfig`]) and is handed in already validated.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use steward_model::ConfigErrors;
-use steward_policies::PolicyConfig;
+use steward_model::{ConfigErrors, Resource, Role};
+use steward_policies::{PolicyConfig, VerticalConfig};
 
 use crate::settings::{RawSettingsConfig, SettingsConfig};
 
@@ -62,6 +63,50 @@ pub struct ScalerConfig {
     pub proposal_timeout: Duration,
     pub member_prefix: Option<String>,
     pub delete_data_on_scale_in: bool,
+    /// The vertical policies' configs, each made once and shared by every scaler of this config
+    /// ([`ScalerConfig::vertical`]).
+    #[serde(skip)]
+    shared: Shared,
+}
+
+/// Copies of `policy`'s vertical configs made on first use: a fleet's scalers share one
+/// `ScalerConfig`, and each of their policies (and each decision it explains) would otherwise
+/// hold its own ~200-byte copy. Not part of what the config is: equal whatever it holds.
+#[derive(Clone, Debug, Default)]
+struct Shared(OnceLock<[Arc<VerticalConfig>; 4]>);
+
+impl PartialEq for Shared {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl ScalerConfig {
+    /// The vertical config of `role` and `resource` (`None` for disk), shared: the same `Arc`
+    /// for every caller while the policy is what it was when first asked (a copy changed
+    /// afterwards gets its own).
+    pub fn vertical(&self, role: Role, resource: Resource) -> Option<Arc<VerticalConfig>> {
+        let wanted = self.policy.role(role).vertical(resource)?;
+        let index =
+            usize::from(role == Role::Balancer) * 2 + usize::from(resource == Resource::Memory);
+        let shared = self.shared.0.get_or_init(|| {
+            [
+                (Role::Database, Resource::Cpu),
+                (Role::Database, Resource::Memory),
+                (Role::Balancer, Resource::Cpu),
+                (Role::Balancer, Resource::Memory),
+            ]
+            .map(|(role, resource)| {
+                let config = self.policy.role(role).vertical(resource);
+                Arc::new(config.expect("cpu and memory are vertical").clone())
+            })
+        });
+        Some(if *shared[index] == *wanted {
+            Arc::clone(&shared[index])
+        } else {
+            Arc::new(wanted.clone())
+        })
+    }
 }
 
 impl Default for ScalerConfig {
@@ -108,6 +153,7 @@ impl RawScalerConfig {
                 proposal_timeout: self.proposal_timeout,
                 member_prefix: self.member_prefix,
                 delete_data_on_scale_in: self.delete_data_on_scale_in,
+                shared: Shared::default(),
             }),
             _ => Err(errors),
         }
@@ -117,6 +163,25 @@ impl RawScalerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vertical_configs_are_shared_until_the_policy_changes() {
+        let config = ScalerConfig::default();
+        let a = config.vertical(Role::Database, Resource::Cpu).unwrap();
+        let b = config.vertical(Role::Database, Resource::Cpu).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one copy for every scaler of a config");
+        assert_eq!(*a, config.policy.database.cpu);
+        let memory = config.vertical(Role::Balancer, Resource::Memory).unwrap();
+        assert_eq!(*memory, config.policy.balancer.memory);
+        assert!(config.vertical(Role::Database, Resource::Disk).is_none());
+        // A clone changed afterwards must not be handed the old policy.
+        let mut changed = config.clone();
+        changed.policy.database.cpu.high = 0.95;
+        let c = changed.vertical(Role::Database, Resource::Cpu).unwrap();
+        assert_eq!(c.high, 0.95);
+        assert_eq!(changed, changed.clone());
+        assert_ne!(changed, config);
+    }
 
     #[test]
     fn errors_carry_their_full_path() {

@@ -164,9 +164,14 @@ impl RolePolicies {
     /// Fresh policies for `role`, from its part of `config`.
     fn new(config: &ScalerConfig, role: Role) -> Self {
         let p = config.policy.role(role);
+        let shared = |resource| {
+            config
+                .vertical(role, resource)
+                .expect("cpu and memory have vertical configs")
+        };
         RolePolicies {
-            cpu: VerticalPolicy::new(role, Resource::Cpu, p.cpu.clone()),
-            memory: VerticalPolicy::new(role, Resource::Memory, p.memory.clone())
+            cpu: VerticalPolicy::new(role, Resource::Cpu, shared(Resource::Cpu)),
+            memory: VerticalPolicy::new(role, Resource::Memory, shared(Resource::Memory))
                 .with_oom(p.oom.clone()),
             disk: DiskPolicy::new(role, p.disk.clone()),
         }
