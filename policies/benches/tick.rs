@@ -8,14 +8,18 @@
 //! A third shape, `vertical_tick_learned`, replays two weeks of a working day at 5-minute samples
 //! with and without `learn`: the cost of reading the learned day on every tick.
 //!
+//! A fourth, `decide_texts`, is what a decision's texts cost: `decide` (the vertical policy on
+//! three members, the disk policy on a slowly filling disk) with the texts left unread, as most
+//! are, against the same with the summary and every detail read (written) once.
+//!
 //! Run: `cargo bench -p steward-policies --bench tick`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use steward_model::observation::{Figure, Source};
-use steward_model::{Action, Resource, Role, Timestamp};
-use steward_policies::{PolicyConfig, VerticalConfig, VerticalPolicy};
+use steward_model::{Action, Decision, Resource, Role, Timestamp};
+use steward_policies::{DiskPolicy, PolicyConfig, VerticalConfig, VerticalPolicy};
 
 const TICKS: usize = 10_000;
 
@@ -86,6 +90,67 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The bytes a decision's texts take when read: what a reader (`/status`, the log) pays.
+fn read(d: &Decision) -> usize {
+    d.summary.to_string().len()
+        + d.rules
+            .iter()
+            .map(|r| r.detail.to_string().len())
+            .sum::<usize>()
+}
+
+fn bench_texts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide_texts");
+    let cpu = PolicyConfig::default().database.cpu;
+    let data = input(3);
+    group.throughput(Throughput::Elements(TICKS as u64));
+    for reading in [false, true] {
+        let name = format!("vertical_{}", if reading { "read" } else { "unread" });
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut policy = VerticalPolicy::new(Role::Database, Resource::Cpu, cpu.clone());
+                let mut bytes = 0;
+                for (now, figures) in &data {
+                    let d = policy.decide(*now, figures, 2.0);
+                    if reading {
+                        bytes += read(&d);
+                    }
+                    black_box(&d);
+                }
+                bytes
+            })
+        });
+    }
+    // 20 GiB of 100 growing 0.5 GiB an hour, every 15 s: a hold that says when it would fill.
+    let disk = PolicyConfig::default().database.disk;
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    let used: Vec<(Timestamp, [Option<Figure>; 1])> = (0..TICKS)
+        .map(|i| {
+            let now = Timestamp::from_secs(i as i64 * 15);
+            let used = 20.0 * GIB + 0.5 * GIB * (i as f64 * 15.0 / 3600.0);
+            (now, [Some(Figure::new(used, Source::Recorded, now))])
+        })
+        .collect();
+    for reading in [false, true] {
+        let name = format!("disk_{}", if reading { "read" } else { "unread" });
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut policy = DiskPolicy::new(Role::Database, disk.clone());
+                let mut bytes = 0;
+                for (now, used) in &used {
+                    let d = policy.decide(*now, used, &[None], 100.0 * GIB);
+                    if reading {
+                        bytes += read(&d);
+                    }
+                    black_box(&d);
+                }
+                bytes
+            })
+        });
+    }
+    group.finish();
+}
+
 /// 14 days of one member every 5 minutes: quiet nights, a ramp to a peak at 14:00, some noise.
 fn learned_days() -> Vec<(Timestamp, Vec<Option<Figure>>)> {
     (0..14 * 288)
@@ -100,5 +165,5 @@ fn learned_days() -> Vec<(Timestamp, Vec<Option<Figure>>)> {
         .collect()
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_texts);
 criterion_main!(benches);

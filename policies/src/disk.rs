@@ -22,13 +22,16 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::Figure;
 use steward_model::size::Bytes;
-use steward_model::{Action, Decision, Fixed, Resource, Role, Rule, Timestamp};
+use steward_model::{
+    Action, Decision, Explain, Fixed, Part, Resource, Role, Rule, Text, Timestamp,
+};
 
 use crate::config::DiskConfig;
 use crate::figures::{ceil_step, millis, Tally};
@@ -218,18 +221,24 @@ impl DiskPolicy {
 
         let trend = self.trend(current_size, used_now);
         d.statistic = Some(trend.fill);
-        // Room for the hold's whole sentence, which goes on from this one.
-        let mut state = String::with_capacity(96);
-        let _ = write!(
-            state,
-            "{role} disk {} used (high {}), {}",
-            Pct(trend.fill),
-            Pct(cfg.high),
-            trend.full_in
-        );
-
         let over = trend.fill >= cfg.high;
         let forecast = trend.time_to_full.is_some_and(|t| t < cfg.horizon);
+        let said = Said {
+            role,
+            fill: trend.fill,
+            high: cfg.high,
+            growth: trend.growth,
+            time_to_full: trend.time_to_full,
+            current_size,
+        };
+        if !over && !forecast {
+            // Nearly every decision on every observation: its sentence is written when read.
+            d.summary = Text::later(Arc::new(said), Part::Summary);
+            return d;
+        }
+        let mut state = String::with_capacity(96);
+        said.state(&mut state);
+        let full_in = said.full_in();
         if over {
             d.push_rule(rule(
                 Rule::Threshold,
@@ -244,16 +253,10 @@ impl DiskPolicy {
                 current_size,
                 current_size,
                 format!(
-                    "{}, within the horizon {}",
-                    trend.full_in,
+                    "{full_in}, within the horizon {}",
                     format_duration(cfg.horizon)
                 ),
             ));
-        }
-        if !over && !forecast {
-            let _ = write!(state, ": hold {}", Bytes(current_size));
-            d.summary = state.into();
-            return d;
         }
 
         let wal_alarm = trend.wal_share.filter(|s| *s >= cfg.wal_share_alert);
@@ -407,25 +410,11 @@ impl DiskPolicy {
             (Some(g), Some(w)) => Some(w / g),
             _ => None,
         };
-        let full_in = match time_to_full {
-            None => Cow::Borrowed("not growing"),
-            Some(t) => {
-                let mut text = format!(
-                    "full in {}",
-                    format_duration(Duration::from_secs(t.as_secs()))
-                );
-                if let Some(g) = growth {
-                    let _ = write!(text, " at {}/h", Bytes(g * 3600.0));
-                }
-                Cow::Owned(text)
-            }
-        };
         Trend {
             fill,
             growth,
             time_to_full,
             wal_share,
-            full_in,
         }
     }
 
@@ -495,8 +484,59 @@ struct Trend {
     time_to_full: Option<Duration>,
     /// WAL's growth over the used bytes' growth.
     wal_share: Option<f64>,
+}
+
+/// Where the disk stands, as every disk sentence begins; kept to write a hold's sentence when it
+/// is read ([`Text`]).
+#[derive(Clone, Copy, Debug)]
+struct Said {
+    role: Role,
+    fill: f64,
+    high: f64,
+    growth: Option<f64>,
+    time_to_full: Option<Duration>,
+    current_size: f64,
+}
+
+impl Said {
     /// `full in 3h 20m at 1.2 GiB/h` or `not growing`.
-    full_in: Cow<'static, str>,
+    fn full_in(&self) -> Cow<'static, str> {
+        match self.time_to_full {
+            None => Cow::Borrowed("not growing"),
+            Some(t) => {
+                let mut text = format!(
+                    "full in {}",
+                    format_duration(Duration::from_secs(t.as_secs()))
+                );
+                if let Some(g) = self.growth {
+                    let _ = write!(text, " at {}/h", Bytes(g * 3600.0));
+                }
+                Cow::Owned(text)
+            }
+        }
+    }
+
+    /// `database disk 45% used (high 80%), full in ...`.
+    fn state(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "{} disk {} used (high {}), {}",
+            self.role,
+            Pct(self.fill),
+            Pct(self.high),
+            self.full_in()
+        );
+    }
+}
+
+impl Explain for Said {
+    fn write(&self, part: Part, out: &mut String) {
+        // A hold has no rule of its own to detail.
+        if part == Part::Summary {
+            self.state(out);
+            let _ = write!(out, ": hold {}", Bytes(self.current_size));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -571,6 +611,24 @@ mod tests {
         assert_eq!(d.action, Action::Hold);
         assert!(d.summary.as_str().contains("50% used"), "{}", d.summary);
         assert!(d.summary.as_str().contains("not growing"), "{}", d.summary);
+    }
+
+    /// The hold's sentence is written when read: the same words as every disk sentence begins
+    /// with, and the size held.
+    #[test]
+    fn a_slowly_filling_disk_holds_and_says_when_it_would_be_full() {
+        let mut p = policy();
+        // 20 GiB of 100, +0.5 GiB/h: full in ~160 h, far beyond the 12 h horizon.
+        let d = run(&mut p, 120, 20.0 * GIB, 0.5, |_| None, 100.0 * GIB);
+        assert_eq!(d.action, Action::Hold);
+        assert!(d.rules.is_empty(), "{:?}", d.rules);
+        let summary = d.summary.to_string();
+        assert_eq!(
+            summary,
+            "database disk 21% used (high 80%), full in 6days 14h at 512.0 MiB/h: hold 100.0 GiB"
+        );
+        // Read twice, written twice, the same.
+        assert_eq!(d.summary.to_string(), summary);
     }
 
     #[test]
