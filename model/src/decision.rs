@@ -200,13 +200,16 @@ impl Decision {
 /// was a quarter of the scaler's tick (benches/fleet.rs).
 ///
 /// Reads as a string everywhere: `Display`, `Debug`, serde (a JSON string), equality (of the
-/// texts). It does not keep what it writes: each read writes it again.
+/// texts). It does not keep what it writes: each read writes it again. Words fixed in the code
+/// (`&'static str`) are kept as they are, not copied.
 #[derive(Clone, Default)]
 pub struct Text(Words);
 
 #[derive(Clone)]
 enum Words {
     Written(String),
+    /// Words fixed in the code: nothing to write or keep.
+    Fixed(&'static str),
     Later(Arc<dyn Explain>, Part),
 }
 
@@ -240,6 +243,7 @@ impl Text {
     pub fn is_empty(&self) -> bool {
         match &self.0 {
             Words::Written(s) => s.is_empty(),
+            Words::Fixed(s) => s.is_empty(),
             Words::Later(..) => false,
         }
     }
@@ -248,6 +252,7 @@ impl Text {
     pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
         match &self.0 {
             Words::Written(s) => std::borrow::Cow::Borrowed(s),
+            Words::Fixed(s) => std::borrow::Cow::Borrowed(s),
             Words::Later(explain, part) => {
                 let mut s = String::new();
                 explain.write(*part, &mut s);
@@ -263,9 +268,9 @@ impl From<String> for Text {
     }
 }
 
-impl From<&str> for Text {
-    fn from(s: &str) -> Self {
-        Text(Words::Written(s.to_string()))
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Self {
+        Text(Words::Fixed(s))
     }
 }
 
@@ -369,6 +374,9 @@ mod tests {
         let back: Text = serde_json::from_str(&json).unwrap();
         assert_eq!(back, summary);
         assert!(Text::default().is_empty());
-        assert_eq!(explain.0.load(std::sync::atomic::Ordering::Relaxed), 6);
+        // Fixed words, written words: the same text, the same value.
+        assert_eq!(Text::from("rule 2"), Text::from("rule 2".to_string()));
+        assert_eq!(Text::from("rule 2"), detail);
+        assert_eq!(explain.0.load(std::sync::atomic::Ordering::Relaxed), 7);
     }
 }

@@ -19,14 +19,15 @@
 //! [`ReplicaPolicy::record_change`].
 
 use std::cmp::Ordering;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 use steward_model::decision::Knob;
 use steward_model::observation::{Figure, Freshness, MemberObservation, Observation, PatroniRole};
 use steward_model::size::Bytes;
-use steward_model::{Action, Decision, Fixed, Role, Rule, Timestamp};
+use steward_model::{Action, Decision, Explain, Fixed, Part, Role, Rule, Text, Timestamp};
 
 use crate::config::{Band, ReplicaConfig};
 use crate::rules::rule;
@@ -276,22 +277,13 @@ impl ReplicaPolicy {
         let complete = gaps_complete && signals.iter().all(|s| s.value.is_some());
         d.statistic = signals[0].value;
 
-        // Room for the usual sentence, so the writes below do not grow it piecemeal.
-        let mut state = String::with_capacity(160);
-        let _ = write!(
-            state,
-            "database replicas: {count} members ({} capacity replicas)",
-            capacity.len()
-        );
-        for s in &signals {
-            match s.value {
-                Some(v) => {
-                    let _ = write!(state, ", {} {:.2}", s.name, Fixed(v));
-                }
-                None => {
-                    let _ = write!(state, ", {} unknown", s.name);
-                }
-            }
+        let mut state = State {
+            count,
+            capacity: capacity.len(),
+            signals: [None; 3],
+        };
+        for (slot, s) in state.signals.iter_mut().zip(&signals) {
+            *slot = Some((s.name, s.value));
         }
 
         let above: Vec<Signal> = signals
@@ -545,18 +537,77 @@ fn hold_in_band(a: &Assessment<'_>, mut d: Decision) -> Decision {
         .signals
         .iter()
         .any(|s| s.value.is_some_and(|v| v < s.band.low));
-    if a.all_below || some_low && !a.complete {
-        d.summary = format!("{state}: data is missing or stale: no scale-in, hold {count}").into();
-    } else {
+    let data_short = a.all_below || some_low && !a.complete;
+    if !data_short {
         d.push_rule(rule(
             Rule::Band,
             current,
             current,
             "no signal above high, not all below low",
         ));
-        d.summary = format!("{state}: inside the bands: hold {count}").into();
     }
+    // Nearly every decision on every observation: its sentence is written when read.
+    let said = InBand {
+        state: *state,
+        count,
+        data_short,
+    };
+    d.summary = Text::later(Arc::new(said), Part::Summary);
     d
+}
+
+/// The members and each signal's value, as every replica sentence opens: `database replicas:
+/// 3 members (2 capacity replicas), replica cpu 0.45, connections/member 20.00`.
+#[derive(Clone, Copy, Debug)]
+struct State {
+    count: usize,
+    capacity: usize,
+    /// Each signal's name and value, in order (at most three: CPU, connections, read rate).
+    signals: [Option<(&'static str, Option<f64>)>; 3],
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "database replicas: {} members ({} capacity replicas)",
+            self.count, self.capacity
+        )?;
+        for (name, value) in self.signals.iter().flatten() {
+            match value {
+                Some(v) => write!(f, ", {name} {:.2}", Fixed(*v))?,
+                None => write!(f, ", {name} unknown")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A hold inside the bands (or on data too short to shrink), kept to write its sentence when
+/// it is read ([`Text`]).
+#[derive(Debug)]
+struct InBand {
+    state: State,
+    count: usize,
+    /// Some signal low but the data incomplete: the data, not the band, holds.
+    data_short: bool,
+}
+
+impl Explain for InBand {
+    fn write(&self, part: Part, out: &mut String) {
+        let (state, count) = (self.state, self.count);
+        // Its one rule's detail is written beforehand; only the summary is written here.
+        if part == Part::Summary {
+            let _ = if self.data_short {
+                write!(
+                    out,
+                    "{state}: data is missing or stale: no scale-in, hold {count}"
+                )
+            } else {
+                write!(out, "{state}: inside the bands: hold {count}")
+            };
+        }
+    }
 }
 
 /// Every decision but a scale-in removes no one.
@@ -578,7 +629,7 @@ struct Assessment<'a> {
     /// Every figure present and fresh, every signal known.
     complete: bool,
     /// The decision summary's opening: the members and each signal's value.
-    state: String,
+    state: State,
     /// The signals above their `high`.
     above: Vec<Signal>,
     /// Every signal below its `low`.
@@ -747,6 +798,34 @@ mod tests {
         let mut p = ReplicaPolicy::new(cfg);
         let d = run(&mut p, 0, 300, |t| cluster(3, 1.3, t));
         assert_eq!(d.decision.action, Action::Hold, "{d:?}");
+    }
+
+    /// The hold inside the bands, the decision of nearly every observation, says the signals
+    /// word for word (its sentence is written when read).
+    #[test]
+    fn a_cluster_inside_the_bands_holds_and_says_each_signal() {
+        let mut p = policy();
+        // 1.0 of 2 vCPU = 0.5: inside the CPU band.
+        let d = run(&mut p, 0, 300, |t| cluster(3, 1.0, t)).decision;
+        assert_eq!(d.action, Action::Hold);
+        assert!(d.has_rule(Rule::Band), "{d:?}");
+        assert_eq!(
+            d.summary.to_string(),
+            "database replicas: 3 members (2 capacity replicas), replica cpu 0.50, connections/member 5.00: inside the bands: hold 3"
+        );
+        // CPU low but a replica's figure missing, connections inside their band: the data
+        // holds, not the band.
+        let now = Timestamp::from_secs(400);
+        let mut short = cluster(3, 0.2, now);
+        for m in &mut short.members {
+            m.connections = Some(Figure::new(50.0, Source::Recorded, now));
+        }
+        short.members[1].cpu_used = None;
+        let d = p.decide(now, &short).decision;
+        assert_eq!(
+            d.summary.to_string(),
+            "database replicas: 3 members (2 capacity replicas), replica cpu 0.10, connections/member 50.00: data is missing or stale: no scale-in, hold 3"
+        );
     }
 
     #[test]
