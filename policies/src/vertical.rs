@@ -122,18 +122,25 @@ impl Steps for NoSteps {
     fn push(&mut self, _: Step) {}
 }
 
+/// Steps in order, as `decide` keeps them ([`StepList`]) and as an explanation keeps them
+/// ([`SaidList`]).
 #[derive(Clone, Copy, Debug)]
-struct StepList([Option<Step>; MAX_STEPS]);
+struct List<T>([Option<T>; MAX_STEPS]);
 
-impl Steps for StepList {
+type StepList = List<Step>;
+
+/// The steps an explanation keeps ([`Explained`]): two bytes each, where a [`Step`] takes 24.
+type SaidList = List<Said>;
+
+impl<T: Copy + From<Step>> Steps for List<T> {
     fn empty() -> Self {
-        StepList([None; MAX_STEPS])
+        List([None; MAX_STEPS])
     }
 
     fn push(&mut self, step: Step) {
         // At most 6 rules apply to one decision, so the array never fills.
         if let Some(slot) = self.0.iter_mut().find(|s| s.is_none()) {
-            *slot = Some(step);
+            *slot = Some(step.into());
         }
     }
 }
@@ -146,21 +153,11 @@ struct Said {
     why: Ahead,
 }
 
-/// The steps an explanation keeps ([`Explained`]): two bytes each, where a [`Step`] takes 24.
-#[derive(Clone, Copy, Debug)]
-struct SaidList([Option<Said>; MAX_STEPS]);
-
-impl Steps for SaidList {
-    fn empty() -> Self {
-        SaidList([None; MAX_STEPS])
-    }
-
-    fn push(&mut self, step: Step) {
-        if let Some(slot) = self.0.iter_mut().find(|s| s.is_none()) {
-            *slot = Some(Said {
-                rule: step.rule,
-                why: step.why,
-            });
+impl From<Step> for Said {
+    fn from(step: Step) -> Self {
+        Said {
+            rule: step.rule,
+            why: step.why,
         }
     }
 }
