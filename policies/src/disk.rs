@@ -236,9 +236,9 @@ impl DiskPolicy {
             d.summary = Text::later(Arc::new(said), Part::Summary);
             return d;
         }
-        let mut state = String::with_capacity(96);
-        said.state(&mut state);
         let full_in = said.full_in();
+        let mut state = String::with_capacity(96);
+        said.state(&full_in, &mut state);
         if over {
             d.push_rule(rule(
                 Rule::Threshold,
@@ -516,15 +516,14 @@ impl Said {
         }
     }
 
-    /// `database disk 45% used (high 80%), full in ...`.
-    fn state(&self, out: &mut String) {
+    /// `database disk 45% used (high 80%), full in ...`, with [`Self::full_in`]'s text.
+    fn state(&self, full_in: &str, out: &mut String) {
         let _ = write!(
             out,
-            "{} disk {} used (high {}), {}",
+            "{} disk {} used (high {}), {full_in}",
             self.role,
             Pct(self.fill),
             Pct(self.high),
-            self.full_in()
         );
     }
 }
@@ -533,7 +532,7 @@ impl Explain for Said {
     fn write(&self, part: Part, out: &mut String) {
         // A hold has no rule of its own to detail.
         if part == Part::Summary {
-            self.state(out);
+            self.state(&self.full_in(), out);
             let _ = write!(out, ": hold {}", Bytes(self.current_size));
         }
     }

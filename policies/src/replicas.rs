@@ -532,7 +532,7 @@ impl ReplicaPolicy {
 /// Neither a signal above `high` nor every signal below `low`: hold, and say whether it is the
 /// band or the data that holds.
 fn hold_in_band(a: &Assessment<'_>, mut d: Decision) -> Decision {
-    let (count, current, state) = (a.count, a.current, &a.state);
+    let (current, state) = (a.current, &a.state);
     let some_low = a
         .signals
         .iter()
@@ -549,7 +549,6 @@ fn hold_in_band(a: &Assessment<'_>, mut d: Decision) -> Decision {
     // Nearly every decision on every observation: its sentence is written when read.
     let said = InBand {
         state: *state,
-        count,
         data_short,
     };
     d.summary = Text::later(Arc::new(said), Part::Summary);
@@ -587,15 +586,15 @@ impl fmt::Display for State {
 /// it is read ([`Text`]).
 #[derive(Debug)]
 struct InBand {
+    /// Its count is the count held.
     state: State,
-    count: usize,
     /// Some signal low but the data incomplete: the data, not the band, holds.
     data_short: bool,
 }
 
 impl Explain for InBand {
     fn write(&self, part: Part, out: &mut String) {
-        let (state, count) = (self.state, self.count);
+        let (state, count) = (self.state, self.state.count);
         // Its one rule's detail is written beforehand; only the summary is written here.
         if part == Part::Summary {
             let _ = if self.data_short {

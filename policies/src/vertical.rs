@@ -447,7 +447,12 @@ impl VerticalPolicy {
         }
         let clamped = v.clamp(cfg.min, cfg.max);
         if clamped != v {
-            d.push_rule(rule(Rule::Bounds, v, clamped, self.bounds_detail()));
+            d.push_rule(rule(
+                Rule::Bounds,
+                v,
+                clamped,
+                bounds_detail(self.resource, cfg),
+            ));
             v = clamped;
         }
         if v > current {
@@ -473,10 +478,6 @@ impl VerticalPolicy {
     /// `v` for people, written into the sentence it is part of.
     fn amount(&self, v: f64) -> Amount {
         Amount(self.resource, v)
-    }
-
-    fn bounds_detail(&self) -> String {
-        bounds_detail(self.resource, &self.config)
     }
 
     /// The policy itself; `tick` and `decide` both run it, `tick` without keeping the steps.
@@ -883,7 +884,7 @@ struct Explained {
 impl Explain for Explained {
     fn write(&self, part: Part, out: &mut String) {
         match part {
-            Part::Summary => out.push_str(&self.summary(&self.trace)),
+            Part::Summary => out.push_str(&self.summary()),
             Part::Detail(n) => {
                 if let Some(step) = self.trace.steps.0.iter().flatten().nth(usize::from(n)) {
                     out.push_str(&self.detail(step));
@@ -945,8 +946,8 @@ impl Explained {
             Rule::MissingData if !(t.current.is_finite() && t.current > 0.0) => {
                 "the current size is unknown".to_string()
             }
-            Rule::MissingData | Rule::StaleData => self.data_detail(t),
-            Rule::Forecast => self.forecast_detail(t, step.why),
+            Rule::MissingData | Rule::StaleData => self.data_detail(),
+            Rule::Forecast => self.forecast_detail(step.why),
             other => other.to_string(),
         }
     }
@@ -979,7 +980,8 @@ impl Explained {
         }
     }
 
-    fn forecast_detail(&self, t: &Trace<SaidList>, why: Ahead) -> String {
+    fn forecast_detail(&self, why: Ahead) -> String {
+        let t = &self.trace;
         let cfg = &self.config;
         let seen = match t.outlook {
             Some(Outlook::Learned(seen)) => Some(seen),
@@ -1020,7 +1022,8 @@ impl Explained {
         }
     }
 
-    fn data_detail(&self, t: &Trace<SaidList>) -> String {
+    fn data_detail(&self) -> String {
+        let t = &self.trace;
         let mut s = String::new();
         if t.missing > 0 {
             let _ = write!(s, "{} of {} members have no figure", t.missing, t.members);
@@ -1048,7 +1051,8 @@ impl Explained {
         s
     }
 
-    fn summary(&self, t: &Trace<SaidList>) -> String {
+    fn summary(&self) -> String {
+        let t = &self.trace;
         let cfg = &self.config;
         let v = &t.verdict;
         // Room for the usual summary, so the writes below do not grow it piecemeal.
